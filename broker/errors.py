@@ -1,0 +1,53 @@
+"""The one error family.
+
+    BrokerError                 base: a reason a caller can act on
+    ├── InvalidArgument         malformed or out-of-range input
+    ├── Unauthenticated         no or unknown identity
+    ├── PermissionDenied        identity known, action not allowed (incl. policy refusals)
+    ├── NotFound
+    ├── AlreadyExists           same id, different content (a replay that is not idempotent)
+    ├── FailedPrecondition      state does not allow it (expired, revoked, stale)
+    ├── ResourceExhausted       too large, too many
+    └── Unavailable             try again later
+
+`broker.server.status` maps each to exactly one gRPC status code; anything else
+is an internal error answered with fixed text.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base of every expected error; str(exc) is safe to show the caller."""
+
+
+class InvalidArgument(BrokerError):
+    pass
+
+
+class Unauthenticated(BrokerError):
+    pass
+
+
+class PermissionDenied(BrokerError):
+    pass
+
+
+class NotFound(BrokerError):
+    pass
+
+
+class AlreadyExists(BrokerError):
+    pass
+
+
+class FailedPrecondition(BrokerError):
+    pass
+
+
+class ResourceExhausted(BrokerError):
+    pass
+
+
+class Unavailable(BrokerError):
+    pass

@@ -388,18 +388,24 @@ class WrapLeaf(_message.Message):
 
     RECIPIENT_FIELD_NUMBER: _builtins.int
     SEALED_FIELD_NUMBER: _builtins.int
+    SECTIONS_FIELD_NUMBER: _builtins.int
     recipient: _builtins.str
     sealed: _builtins.bytes
     """libsodium sealed box (X25519 + XSalsa20-Poly1305) of WrapBody"""
+    @_builtins.property
+    def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names of the section keys inside, sorted: what the broker checks"""
+
     def __init__(
         self,
         *,
         recipient: _builtins.str = ...,
         sealed: _builtins.bytes = ...,
+        sections: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipient", b"recipient", "sealed", b"sealed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipient", b"recipient", "sealed", b"sealed", "sections", b"sections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,7 +62,8 @@ def validate_id(s: str) -> str:
     return s
 
 
-def _validate_kind(kind: str) -> PartyKind:
+def validate_kind(kind: str) -> PartyKind:
+    """Return ``kind`` as a PartyKind, or raise InvalidArgument naming the known kinds."""
     for known in PARTY_KINDS:
         if kind == known:
             return known
@@ -80,7 +81,7 @@ class Party:
     id: str
 
     def __post_init__(self) -> None:
-        _validate_kind(self.kind)
+        validate_kind(self.kind)
         validate_id(self.id)
 
     def uri(self) -> str:
@@ -102,9 +103,11 @@ def parse_party_uri(uri: str) -> Party:
         raise IdentityError(f"not a broker party URI (want {URI_PREFIX}<kind>:<id>): {uri!r}")
     kind, sep, ident = uri[len(URI_PREFIX) :].partition(":")
     if not sep:
-        raise IdentityError(f"broker party URI without an id (want {URI_PREFIX}<kind>:<id>): {uri!r}")
+        raise IdentityError(
+            f"broker party URI without an id (want {URI_PREFIX}<kind>:<id>): {uri!r}"
+        )
     try:
-        return Party(_validate_kind(kind), validate_id(ident))
+        return Party(validate_kind(kind), validate_id(ident))
     except InvalidArgument as exc:
         raise IdentityError(f"invalid broker party URI {uri!r}: {exc}") from exc
 

@@ -155,7 +155,8 @@ def verify_consistency(
 ) -> None:
     """Check that the tree (old_size, old_root) is a prefix of (new_size, new_root).
 
-    Implements RFC 9162 2.1.4.2. Raises ProofError if it is not proven.
+    Implements RFC 9162 2.1.4.2. Raises ProofError if it is not proven, including
+    for old_size == 0 < new_size (no proof exists from the empty tree).
     """
     if old_size < 0 or new_size < old_size:
         raise ProofError(f"sizes {old_size} -> {new_size} cannot be consistent")
@@ -168,9 +169,9 @@ def verify_consistency(
             raise ProofError("roots differ for equal sizes")
         return
     if old_size == 0:
-        if proof:
-            raise ProofError("proof must be empty from the empty tree")
-        return
+        # RFC 9162 2.1.4 defines PROOF(m, D[n]) only for 0 < m; accepting size 0 would
+        # "verify" without checking either root (transparency-dev/merkle rejects it too).
+        raise ProofError("no consistency proof exists from the empty tree")
     if not proof:
         raise ProofError("empty consistency proof")
     path = list(proof)

@@ -1,0 +1,276 @@
+"""Wire constants, errors and primitives of the notice suite "ed25519+xchacha20poly1305+x25519box/v1".
+
+- Ed25519 signatures (RFC 8032) through `cryptography`.
+- Section encryption: XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha, the AEAD of
+  RFC 8439 with a 192-bit nonce), ciphertext = nonce || sealed, plus a key
+  commitment HMAC-SHA256 (RFC 2104) because the AEAD alone is not committing.
+- Key wraps: libsodium sealed boxes (X25519 + XSalsa20-Poly1305, RFC 7748 key
+  agreement), built here from a caller-supplied ephemeral seed so that sealing is
+  deterministic given the rng; the bytes are exactly what crypto_box_seal makes.
+- Tree layout: padding to a power of two and an unbiased Fisher-Yates shuffle.
+
+Pure: every random byte comes from the caller's `rng`, via :func:`draw`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import struct
+from collections.abc import Callable
+from typing import TypeVar
+
+import nacl.bindings
+import nacl.exceptions
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from google.protobuf.message import DecodeError, Message
+
+from broker.errors import BrokerError, InvalidArgument
+
+Rng = Callable[[int], bytes]
+_M = TypeVar("_M", bound=Message)
+
+SUITE = "ed25519+xchacha20poly1305+x25519box/v1"
+HEADER_CONTEXT = b"broker.v1 notice header\x00"
+FORMAT = 1
+OPEN_FAILED = "sealed notice could not be opened"
+SECTION_NAME = re.compile(r"[a-z0-9_]{1,32}")
+
+KEY_SIZE = 32  # XChaCha20-Poly1305 key, X25519 keys, Ed25519 seeds and public keys
+NONCE_SIZE = 24  # XChaCha20 nonce
+TAG_SIZE = 16  # Poly1305 tag
+SIGNATURE_SIZE = 64
+DIGEST_SIZE = 32  # SHA-256
+MIN_SECTION_CIPHERTEXT = NONCE_SIZE + TAG_SIZE
+SEAL_OVERHEAD = KEY_SIZE + TAG_SIZE  # ephemeral public key || Poly1305 tag
+PADDING_LEAF_SIZE = 32
+MIN_TREE_SIZE = 4
+
+SECTION_CONTEXT = b"broker.v1 section\x00"
+COMMITMENT_CONTEXT = b"broker.v1 key commitment\x00"
+
+
+class EnvelopeError(InvalidArgument):
+    """An envelope or seal input is malformed; the message names the field."""
+
+
+class SignatureError(EnvelopeError):
+    """The header signature does not verify with the originator's key."""
+
+
+class OpenError(BrokerError):
+    """A delivery could not be opened. Always the same text, whatever the cause."""
+
+    def __init__(self) -> None:
+        super().__init__(OPEN_FAILED)
+
+
+def parse(cls: type[_M], data: bytes) -> _M:
+    """Return data parsed as a cls message. Raises DecodeError."""
+    msg = cls()
+    msg.ParseFromString(data)
+    return msg
+
+
+def parse_field(cls: type[_M], data: bytes, what: str) -> _M:
+    """Return data parsed as a cls message. Raises EnvelopeError naming `what`."""
+    try:
+        return parse(cls, data)
+    except DecodeError:
+        raise EnvelopeError(f"{what} is not a valid {cls.__name__}") from None
+
+
+def serialize(msg: Message) -> bytes:
+    """Return the deterministic serialization of msg (what gets signed or hashed)."""
+    return msg.SerializeToString(deterministic=True)
+
+
+def header_digest(header_bytes: bytes) -> bytes:
+    """Return SHA-256 of the signed header bytes (the notice's identity in logs and receipts)."""
+    return hashlib.sha256(header_bytes).digest()
+
+
+def draw(rng: Rng, n: int) -> bytes:
+    """Return rng(n).
+
+    Raises ValueError if the rng does not return exactly n bytes (a caller bug).
+    """
+    out = rng(n)
+    if not isinstance(out, bytes) or len(out) != n:
+        raise ValueError(f"rng({n}) must return {n} bytes")
+    return out
+
+
+def sha256(data: bytes) -> bytes:
+    """Return the SHA-256 digest of data."""
+    return hashlib.sha256(data).digest()
+
+
+# --- Ed25519 (RFC 8032) ---------------------------------------------------------
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    """Return the 64-byte Ed25519 signature of message under a 32-byte seed.
+
+    Raises ValueError if the seed is not 32 bytes.
+    """
+    if len(seed) != KEY_SIZE:
+        raise ValueError("Ed25519 seed must be 32 bytes")
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+def ed25519_public_key(seed: bytes) -> bytes:
+    """Return the raw 32-byte Ed25519 public key of a 32-byte seed.
+
+    Raises ValueError if the seed is not 32 bytes.
+    """
+    if len(seed) != KEY_SIZE:
+        raise ValueError("Ed25519 seed must be 32 bytes")
+    key = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    return key.public_bytes_raw()
+
+
+def ed25519_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Return True iff signature is a valid Ed25519 signature of message (RFC 8032 5.1.7).
+
+    Never raises: a malformed key or signature is simply not valid.
+    """
+    if len(public_key) != KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --- sections -------------------------------------------------------------------
+
+
+def _prefixed(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > 0xFFFF:
+        raise ValueError("field longer than 65535 bytes cannot be length-prefixed")
+    return struct.pack(">H", len(data)) + data
+
+
+def section_aad(notice_id: str, version: int, originator: str, name: str) -> bytes:
+    """Return the AEAD associated data binding a section to its notice.
+
+    SECTION_CONTEXT || lp(notice_id) || u32be(version) || lp(originator) || lp(name),
+    lp = u16be length prefix. Raises ValueError if a field does not fit.
+    """
+    return (
+        SECTION_CONTEXT
+        + _prefixed(notice_id)
+        + struct.pack(">I", version)
+        + _prefixed(originator)
+        + _prefixed(name)
+    )
+
+
+def key_commitment(key: bytes, aad: bytes) -> bytes:
+    """Return HMAC-SHA256(key, COMMITMENT_CONTEXT || aad) (RFC 2104)."""
+    return hmac.new(key, COMMITMENT_CONTEXT + aad, hashlib.sha256).digest()
+
+
+def encrypt_section(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Return nonce || XChaCha20-Poly1305(key, nonce, plaintext, aad)."""
+    sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+    return nonce + bytes(sealed)
+
+
+def decrypt_section(key: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Return the plaintext of nonce || sealed.
+
+    Raises ValueError if the ciphertext is too short or does not authenticate.
+    """
+    if len(ciphertext) < MIN_SECTION_CIPHERTEXT:
+        raise ValueError("section ciphertext too short")
+    nonce, sealed = ciphertext[:NONCE_SIZE], ciphertext[NONCE_SIZE:]
+    try:
+        plain = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, aad, nonce, key)
+    except nacl.exceptions.CryptoError as exc:
+        raise ValueError("section does not authenticate") from exc
+    return bytes(plain)
+
+
+# --- sealed boxes (libsodium crypto_box_seal) ------------------------------------
+
+
+def seal_box(message: bytes, recipient_public_key: bytes, ephemeral_seed: bytes) -> bytes:
+    """Return epk || crypto_box(message, nonce, recipient_pk, esk).
+
+    This is libsodium's crypto_box_seal with the ephemeral key pair derived from
+    `ephemeral_seed` (crypto_box_seed_keypair) and nonce = BLAKE2b-192(epk || pk)
+    (RFC 7693, unkeyed), so crypto_box_seal_open opens it.
+    Raises ValueError if the public key is not 32 bytes or is a low-order point.
+    """
+    if len(recipient_public_key) != KEY_SIZE:
+        raise ValueError("X25519 public key must be 32 bytes")
+    epk, esk = nacl.bindings.crypto_box_seed_keypair(ephemeral_seed)
+    nonce = hashlib.blake2b(bytes(epk) + recipient_public_key, digest_size=NONCE_SIZE).digest()
+    try:
+        boxed = nacl.bindings.crypto_box_easy(message, nonce, recipient_public_key, esk)
+    except nacl.exceptions.CryptoError as exc:
+        raise ValueError("X25519 public key is not usable") from exc
+    return bytes(epk) + bytes(boxed)
+
+
+def open_box(sealed: bytes, private_key: bytes) -> bytes:
+    """Return the message of a sealed box addressed to `private_key`'s public key.
+
+    Raises ValueError if the key is not 32 bytes or the box does not open.
+    """
+    if len(private_key) != KEY_SIZE or len(sealed) < SEAL_OVERHEAD:
+        raise ValueError("sealed box or key malformed")
+    try:
+        public_key = nacl.bindings.crypto_scalarmult_base(private_key)
+        plain = nacl.bindings.crypto_box_seal_open(sealed, public_key, private_key)
+    except nacl.exceptions.CryptoError as exc:
+        raise ValueError("sealed box does not open") from exc
+    return bytes(plain)
+
+
+# --- tree layout ------------------------------------------------------------------
+
+
+def tree_size_for(count: int) -> int:
+    """Return the smallest power of two >= max(count, MIN_TREE_SIZE)."""
+    size = MIN_TREE_SIZE
+    while size < count:
+        size <<= 1
+    return size
+
+
+def is_tree_size(size: int) -> bool:
+    """Return True iff size is a power of two >= MIN_TREE_SIZE."""
+    return size >= MIN_TREE_SIZE and size & (size - 1) == 0
+
+
+def uniform(rng: Rng, bound: int) -> int:
+    """Return an unbiased integer in range(bound), 1 <= bound <= 2**32.
+
+    Draws u32be = rng(4) and rejects values >= 2**32 - (2**32 mod bound), then
+    returns value mod bound (rejection sampling: no modulo bias).
+    """
+    limit = (1 << 32) - (1 << 32) % bound
+    while True:
+        value = int.from_bytes(draw(rng, 4), "big")
+        if value < limit:
+            return value % bound
+
+
+def shuffled_positions(size: int, rng: Rng) -> list[int]:
+    """Return a uniformly random permutation of range(size).
+
+    Fisher-Yates (Knuth, TAOCP vol. 2, Algorithm P): positions = [0..size-1];
+    for i = size-1 down to 1: j = uniform(rng, i + 1); swap positions[i], positions[j].
+    """
+    positions = list(range(size))
+    for i in range(size - 1, 0, -1):
+        j = uniform(rng, i + 1)
+        positions[i], positions[j] = positions[j], positions[i]
+    return positions

@@ -1,0 +1,296 @@
+"""The relay's decisions, as pure functions: what a publish must satisfy before
+anything is stored, and what a receipt batch must satisfy before it counts.
+
+The gRPC shell (broker/server) decodes, calls these with `now_ms` and the
+registry and policy it holds, persists what they return, and encodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from broker.core import envelope as env
+from broker.core import receipts as rcp
+from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, RecipientDecision
+from broker.core.policy.bundle import PolicyError
+from broker.core.policy.model import Restrictions
+from broker.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from broker.v1 import notice_pb2
+
+TLP_NAMES = {
+    notice_pb2.TLP_CLEAR: "CLEAR",
+    notice_pb2.TLP_GREEN: "GREEN",
+    notice_pb2.TLP_AMBER: "AMBER",
+    notice_pb2.TLP_AMBER_STRICT: "AMBER+STRICT",
+    notice_pb2.TLP_RED: "RED",
+}
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes, counts and time windows the broker enforces (configurable in broker.toml)."""
+
+    max_envelope_bytes: int = 4 * 1024 * 1024
+    max_publish_batch: int = 64
+    max_sections: int = 16
+    max_recipients: int = 256
+    max_clock_skew_ms: int = 5 * 60_000
+    lease_ms: int = 30_000
+    max_attempts: int = 5
+    max_receipts_per_batch: int = 1024
+
+
+@dataclass(frozen=True)
+class RegisteredAgency:
+    """A registry entry with the keys its CA-signed statement binds."""
+
+    profile: AgencyProfile
+    signing_key: bytes
+    encryption_key: bytes
+    statement: bytes
+
+
+@dataclass(frozen=True)
+class AcceptedNotice:
+    """A publish that passed every check: what to store and whom to deliver to."""
+
+    checked: env.CheckedEnvelope
+    envelope_bytes: bytes
+    envelope_digest: bytes
+    plans: tuple[tuple[str, tuple[str, ...]], ...]  # (recipient, sections)
+    decisions: tuple[RecipientDecision, ...]
+    policy_version: str
+
+    def decision_record(self) -> str:
+        """JSON of every (recipient, section) decision with its rules: what the log records."""
+        return json.dumps(
+            {
+                "policy_version": self.policy_version,
+                "decisions": [
+                    {
+                        "recipient": d.recipient,
+                        "section": d.section,
+                        "allowed": d.allowed,
+                        "rules": list(d.rules),
+                    }
+                    for rd in self.decisions
+                    for d in rd.decisions
+                ],
+            },
+            sort_keys=True,
+        )
+
+
+def restrictions_of(msg: notice_pb2.OriginatorRestrictions) -> Restrictions:
+    """Convert wire restrictions into the policy's value."""
+    return Restrictions(
+        allow_agencies=frozenset(msg.allow_agencies),
+        deny_agencies=frozenset(msg.deny_agencies),
+        allow_countries=frozenset(msg.allow_countries),
+        deny_countries=frozenset(msg.deny_countries),
+        allow_groups=frozenset(msg.allow_groups),
+        deny_groups=frozenset(msg.deny_groups),
+    )
+
+
+def facts_of(
+    header: notice_pb2.NoticeHeader,
+    restrictions: notice_pb2.OriginatorRestrictions,
+    sections: Sequence[str],
+) -> NoticeFacts:
+    """What the policy may see of a notice."""
+    tlp = TLP_NAMES.get(header.tlp)
+    if tlp is None:
+        raise InvalidArgument("header.tlp must be set (CLEAR, GREEN, AMBER, AMBER+STRICT, RED)")
+    return NoticeFacts(
+        originator=header.originator,
+        kind=header.kind,
+        purpose=header.purpose,
+        tlp=tlp,
+        sections=tuple(sections),
+        handling_codes=tuple(header.handling_codes),
+        restrictions=restrictions_of(restrictions),
+    )
+
+
+def resolve_audience(
+    draft: notice_pb2.NoticeHeader,
+    restrictions: notice_pb2.OriginatorRestrictions,
+    sections: Sequence[str],
+    caller: str,
+    registry: Mapping[str, RegisteredAgency],
+    policy: Bundle,
+) -> list[RecipientDecision]:
+    """Decide who may read which sections of a draft notice published by `caller`.
+
+    Raises InvalidArgument when the draft does not fit the catalogue.
+    """
+    if draft.originator and draft.originator != caller:
+        raise PermissionDenied(f"you are {caller}; you cannot draft notices as {draft.originator}")
+    if len(set(sections)) != len(sections):
+        raise InvalidArgument("section names must be unique")
+    header = notice_pb2.NoticeHeader()
+    header.CopyFrom(draft)
+    header.originator = caller
+    facts = facts_of(header, restrictions, sections)
+    try:
+        policy.check_notice(facts)
+    except PolicyError as exc:
+        raise InvalidArgument(str(exc)) from exc
+    return policy.audience(facts, [a.profile for a in registry.values()])
+
+
+def _wrap_sections(envelope: notice_pb2.Envelope) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for w in envelope.wraps:
+        leaf = notice_pb2.WrapLeaf()
+        try:
+            leaf.ParseFromString(w.leaf)
+        except DecodeError as exc:
+            raise InvalidArgument("a key wrap leaf is not a valid WrapLeaf") from exc
+        names = tuple(leaf.sections)
+        if not names:
+            raise InvalidArgument(f"the key wrap for {leaf.recipient} names no sections")
+        if list(names) != sorted(set(names)):
+            raise InvalidArgument(f"the key wrap for {leaf.recipient} must list sections sorted")
+        out[leaf.recipient] = names
+    return out
+
+
+def accept_publish(
+    envelope_bytes: bytes,
+    caller: str,
+    registry: Mapping[str, RegisteredAgency],
+    policy: Bundle,
+    now_ms: int,
+    limits: Limits,
+) -> AcceptedNotice:
+    """Check one published envelope completely; return what to store.
+
+    Raises (each with a message saying what to fix): ResourceExhausted (too
+    large or too many), InvalidArgument (malformed, bad signature, unknown kind
+    or recipient, bad times), PermissionDenied (publishing as another agency, or
+    a wrap the policy does not allow), FailedPrecondition (expired, or the
+    originator is not active).
+    """
+    if len(envelope_bytes) > limits.max_envelope_bytes:
+        raise ResourceExhausted(
+            f"envelope is {len(envelope_bytes)} bytes; the limit is {limits.max_envelope_bytes}"
+        )
+    envelope = notice_pb2.Envelope()
+    try:
+        envelope.ParseFromString(envelope_bytes)
+    except DecodeError as exc:
+        raise InvalidArgument("envelope is not a valid broker.v1.Envelope") from exc
+    if len(envelope.sections) > limits.max_sections:
+        raise ResourceExhausted(f"at most {limits.max_sections} sections per notice")
+    if len(envelope.wraps) > limits.max_recipients:
+        raise ResourceExhausted(f"at most {limits.max_recipients} recipients per notice")
+    try:
+        claimed = env.peek_originator(envelope.header)
+    except env.OpenError as exc:
+        raise InvalidArgument("envelope header is not a valid broker.v1.NoticeHeader") from exc
+    if claimed != caller:
+        raise PermissionDenied(
+            f"you are {caller}; a notice whose originator is {claimed!r} cannot come from you"
+        )
+    me = registry.get(caller)
+    if me is None:
+        raise PermissionDenied(f"{caller} is not in the agency registry")
+    if me.profile.status != "active":
+        raise FailedPrecondition(f"{caller} is {me.profile.status} and may not publish")
+    checked = env.check_envelope(envelope, me.signing_key)
+    header = checked.header
+    if header.version < 1:
+        raise InvalidArgument("header.version must be 1 or more")
+    _check_times(header, now_ms, limits, policy)
+    facts = facts_of(header, checked.restrictions, sorted(checked.sections))
+    try:
+        policy.check_notice(facts)
+    except PolicyError as exc:
+        raise InvalidArgument(str(exc)) from exc
+
+    wraps = _wrap_sections(envelope)
+    decisions = []
+    plans = []
+    for recipient in sorted(wraps):
+        agency = registry.get(recipient)
+        if agency is None:
+            raise InvalidArgument(f"recipient {recipient!r} is not in the agency registry")
+        if recipient == caller:
+            raise InvalidArgument("a notice cannot be addressed to its own originator")
+        unknown = sorted(set(wraps[recipient]) - set(checked.sections))
+        if unknown:
+            raise InvalidArgument(
+                f"the key wrap for {recipient} names sections the notice lacks: {unknown}"
+            )
+        decision = policy.decide(facts, agency.profile)
+        refused = [d for d in decision.decisions if d.section in wraps[recipient] and not d.allowed]
+        if refused:
+            why = "; ".join(f"{d.section}: {d.reason} [{', '.join(d.rules)}]" for d in refused)
+            raise PermissionDenied(
+                f"policy {policy.version[:12]} does not allow {recipient} to read: {why}. "
+                "Resolve the audience again and re-seal; nothing was stored"
+            )
+        decisions.append(decision)
+        plans.append((recipient, wraps[recipient]))
+    return AcceptedNotice(
+        checked=checked,
+        envelope_bytes=envelope_bytes,
+        envelope_digest=hashlib.sha256(envelope_bytes).digest(),
+        plans=tuple(plans),
+        decisions=tuple(decisions),
+        policy_version=policy.version,
+    )
+
+
+def _check_times(
+    header: notice_pb2.NoticeHeader, now_ms: int, limits: Limits, policy: Bundle
+) -> None:
+    created, expires = header.created_at_ms, header.expires_at_ms
+    if created <= 0 or expires <= 0:
+        raise InvalidArgument("header.created_at_ms and header.expires_at_ms must be set")
+    if abs(created - now_ms) > limits.max_clock_skew_ms:
+        raise InvalidArgument(
+            f"header.created_at_ms is {(created - now_ms) / 1000:+.0f} s from the broker's clock; "
+            f"allowed skew is {limits.max_clock_skew_ms // 1000} s: check the node's clock"
+        )
+    if expires <= now_ms:
+        raise FailedPrecondition("the notice has already expired; set a later expires_at_ms")
+    spec = policy.kinds.get(header.kind)
+    if spec is not None and expires - created > spec.retention_days * DAY_MS:
+        raise InvalidArgument(
+            f"{header.kind} may be kept at most {spec.retention_days} days; shorten expires_at_ms"
+        )
+
+
+def accept_receipts(
+    batch: notice_pb2.ReceiptBatch,
+    caller: str,
+    registry: Mapping[str, RegisteredAgency],
+    limits: Limits,
+) -> list[notice_pb2.ProvenReceipt]:
+    """Verify a receipt batch signed by `caller`; return one proven receipt per entry.
+
+    Raises PermissionDenied when the batch is signed as another agency,
+    InvalidArgument when it does not verify, ResourceExhausted when too large.
+    """
+    if batch.signer != caller:
+        raise PermissionDenied(f"you are {caller}; you cannot submit receipts as {batch.signer!r}")
+    if len(batch.receipts) > limits.max_receipts_per_batch:
+        raise ResourceExhausted(f"at most {limits.max_receipts_per_batch} receipts per batch")
+    me = registry.get(caller)
+    if me is None:
+        raise PermissionDenied(f"{caller} is not in the agency registry")
+    return rcp.verify_receipt_batch(batch, me.signing_key)

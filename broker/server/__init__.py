@@ -1,0 +1,1 @@
+"""The broker's gRPC shell: decode, call the core, persist, encode."""

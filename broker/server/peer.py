@@ -1,0 +1,49 @@
+"""Who is calling: the party named by the URI SAN of the mutual-TLS client certificate."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import grpc
+from cryptography import x509
+
+from broker.core.identity import IdentityError, Party, party_from_uri_sans
+from broker.errors import PermissionDenied, Unauthenticated
+
+
+@lru_cache(maxsize=1024)
+def _party_of_pem(pem: bytes) -> Party:
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        raise Unauthenticated("client certificate has no usable subject alternative name") from exc
+    return party_from_uri_sans(sans.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def caller(context: grpc.aio.ServicerContext[Any, Any], revoked: frozenset[str]) -> Party:
+    """Return the authenticated caller. Raises Unauthenticated.
+
+    The TLS layer has already verified the chain against the deployment CA
+    (require_client_auth); here the party is read from the certificate and
+    checked against the revocation list.
+    """
+    auth = context.auth_context()
+    pems = auth.get("x509_pem_cert") or []
+    if not pems:
+        raise Unauthenticated("a client certificate issued by the deployment CA is required")
+    try:
+        party = _party_of_pem(bytes(pems[0]))
+    except IdentityError as exc:
+        raise Unauthenticated(str(exc)) from exc
+    if party.uri() in revoked:
+        raise Unauthenticated(f"{party.uri()} has been revoked")
+    return party
+
+
+def require_agency(party: Party) -> str:
+    """Return the agency id of `party`; raise for admins, auditors and brokers."""
+    if party.kind != "agency":
+        raise PermissionDenied(f"{party.uri()} is not an agency; AgencyService is for agencies")
+    return party.id

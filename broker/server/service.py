@@ -1,0 +1,385 @@
+"""AgencyService handlers.
+
+Requests arrive as raw bytes and are parsed here, so malformed protobuf gets
+INVALID_ARGUMENT with a message instead of gRPC's generic deserialisation
+failure. Every handler resolves the caller from its certificate first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from broker.core import envelope as env
+from broker.core import relay
+from broker.errors import BrokerError, InvalidArgument, ResourceExhausted
+from broker.server import metrics
+from broker.server.peer import caller, require_agency
+from broker.server.status import abort, status_of
+from broker.store.api import (
+    DEAD,
+    DELIVERED,
+    IN_FLIGHT,
+    PENDING,
+    DeliveryPlan,
+    NoticeRecord,
+    ReceiptRecord,
+    Store,
+)
+from broker.v1 import agency_pb2, notice_pb2
+
+if TYPE_CHECKING:
+    from broker.server.app import BrokerApp
+
+log = logging.getLogger("broker.server")
+M = TypeVar("M", bound=Message)
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+STATE = {
+    PENDING: agency_pb2.DELIVERY_STATE_PENDING,
+    IN_FLIGHT: agency_pb2.DELIVERY_STATE_IN_FLIGHT,
+    DELIVERED: agency_pb2.DELIVERY_STATE_DELIVERED,
+    DEAD: agency_pb2.DELIVERY_STATE_DEAD_LETTERED,
+}
+SUBSCRIBE_BATCH = 32
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse(cls: type[M], data: bytes) -> M:
+    """Parse request bytes; raise InvalidArgument naming the expected message."""
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise InvalidArgument(f"request is not a valid {cls.DESCRIPTOR.full_name}") from exc
+    return msg
+
+
+class AgencyService:
+    """Implements broker.v1.AgencyService on a BrokerApp."""
+
+    def __init__(self, app: BrokerApp) -> None:
+        self.app = app
+
+    # -- wiring ------------------------------------------------------------------
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(
+            name: str, fn: Callable[[bytes, Ctx], Awaitable[Message]]
+        ) -> grpc.RpcMethodHandler:
+            async def run(request: bytes, context: Ctx) -> bytes:
+                try:
+                    response = await fn(request, context)
+                except BrokerError as exc:
+                    metrics.RPCS.labels(name, status_of(exc).name).inc()
+                    await abort(context, exc)
+                except Exception as exc:
+                    metrics.RPCS.labels(name, "INTERNAL").inc()
+                    await abort(context, exc)
+                metrics.RPCS.labels(name, "OK").inc()
+                return response.SerializeToString()
+
+            return grpc.unary_unary_rpc_method_handler(run)
+
+        async def subscribe(requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[bytes]:
+            try:
+                async for response in self.subscribe(requests, context):
+                    yield response.SerializeToString()
+            except BrokerError as exc:
+                metrics.RPCS.labels("Subscribe", status_of(exc).name).inc()
+                await abort(context, exc)
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
+                metrics.RPCS.labels("Subscribe", "INTERNAL").inc()
+                await abort(context, exc)
+
+        return grpc.method_handlers_generic_handler(
+            "broker.v1.AgencyService",
+            {
+                "ResolveAudience": unary("ResolveAudience", self.resolve_audience),
+                "Publish": unary("Publish", self.publish),
+                "SubmitReceipts": unary("SubmitReceipts", self.submit_receipts),
+                "GetDeliveryStatus": unary("GetDeliveryStatus", self.delivery_status),
+                "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
+            },
+        )
+
+    def _agency(self, context: Ctx) -> str:
+        return require_agency(caller(context, self.app.revoked))
+
+    # -- ResolveAudience -------------------------------------------------------------
+    async def resolve_audience(
+        self, data: bytes, context: Ctx
+    ) -> agency_pb2.ResolveAudienceResponse:
+        me = self._agency(context)
+        req = parse(agency_pb2.ResolveAudienceRequest, data)
+        registry, policy = self.app.registry, self.app.policy
+        decisions = relay.resolve_audience(
+            req.draft, req.restrictions, list(req.sections), me, registry, policy
+        )
+        resp = agency_pb2.ResolveAudienceResponse(policy_version=policy.version)
+        for rd in decisions:
+            if rd.allowed:
+                statement = notice_pb2.SignedKeyStatement()
+                statement.ParseFromString(registry[rd.recipient].statement)
+                resp.members.add(
+                    agency_id=rd.recipient,
+                    sections=sorted(rd.allowed_sections),
+                    key_statement=statement,
+                )
+            withheld = [d for d in rd.decisions if not d.allowed]
+            if (
+                withheld
+                and len(withheld) == len(rd.decisions)
+                and len(set(d.rules for d in withheld)) == 1
+            ):
+                d = withheld[0]
+                resp.withheld.add(agency_id=rd.recipient, reason=d.reason, rules=list(d.rules))
+            else:
+                for d in withheld:
+                    resp.withheld.add(
+                        agency_id=rd.recipient,
+                        section=d.section,
+                        reason=d.reason,
+                        rules=list(d.rules),
+                    )
+        return resp
+
+    # -- Publish -------------------------------------------------------------------------
+    async def publish(self, data: bytes, context: Ctx) -> agency_pb2.PublishResponse:
+        me = self._agency(context)
+        started = time.perf_counter()
+        req = parse(agency_pb2.PublishRequest, data)
+        limits = self.app.config.limits
+        if not req.envelopes:
+            raise InvalidArgument("PublishRequest carries no envelopes")
+        if len(req.envelopes) > limits.max_publish_batch:
+            raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
+        now = now_ms()
+        registry, policy = self.app.registry, self.app.policy
+        items = []
+        seen: set[tuple[str, int]] = set()
+        for i, e in enumerate(req.envelopes):
+            try:
+                accepted = relay.accept_publish(
+                    e.SerializeToString(deterministic=True), me, registry, policy, now, limits
+                )
+            except BrokerError as exc:
+                prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
+                raise type(exc)(f"{prefix}{exc}") from exc
+            header = accepted.checked.header
+            key = (header.notice_id, header.version)
+            if key in seen:
+                raise InvalidArgument(f"envelope {i}: notice {key[0]} v{key[1]} appears twice")
+            seen.add(key)
+            record = NoticeRecord(
+                notice_id=header.notice_id,
+                version=header.version,
+                originator=me,
+                kind=header.kind,
+                header_digest=accepted.checked.header_digest,
+                envelope_digest=accepted.envelope_digest,
+                envelope=accepted.envelope_bytes,
+                created_at_ms=header.created_at_ms,
+                expires_at_ms=header.expires_at_ms,
+                accepted_at_ms=now,
+                policy_version=accepted.policy_version,
+                decisions=accepted.decision_record(),
+            )
+            plans = [DeliveryPlan(r, s) for r, s in accepted.plans]
+            items.append((record, plans))
+
+        def write(store: Store) -> Any:
+            return store.publish(items)
+
+        outcomes = await self.app.runner.call(write)
+        resp = agency_pb2.PublishResponse()
+        for o in outcomes:
+            resp.results.add(
+                notice_id=o.notice_id,
+                version=o.version,
+                header_digest=o.header_digest,
+                duplicate=o.duplicate,
+                recipients=list(o.recipients),
+                policy_version=o.policy_version,
+            )
+            if o.duplicate:
+                metrics.DUPLICATES.inc()
+            else:
+                metrics.PUBLISHED.inc()
+                for r in o.recipients:
+                    self.app.wake(r)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        return resp
+
+    # -- receipts ------------------------------------------------------------------------
+    async def _store_receipts(
+        self, me: str, batch: notice_pb2.ReceiptBatch
+    ) -> list[tuple[str, int]]:
+        proven = relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
+        now = now_ms()
+        records = []
+        for p in proven:
+            r = notice_pb2.Receipt()
+            r.ParseFromString(p.receipt)
+            records.append(
+                ReceiptRecord(
+                    r.notice_id, r.version, r.recipient, r.header_digest, p.SerializeToString(), now
+                )
+            )
+        accepted: list[tuple[str, int]] = await self.app.runner.call(
+            lambda s: s.record_receipts(records)
+        )
+        metrics.RECEIPTS.inc(len(accepted))
+        return accepted
+
+    async def submit_receipts(self, data: bytes, context: Ctx) -> agency_pb2.SubmitReceiptsResponse:
+        me = self._agency(context)
+        req = parse(agency_pb2.SubmitReceiptsRequest, data)
+        if not req.batches:
+            raise InvalidArgument("SubmitReceiptsRequest carries no batches")
+        resp = agency_pb2.SubmitReceiptsResponse()
+        for batch in req.batches:
+            for notice_id, version in await self._store_receipts(me, batch):
+                resp.accepted.add(notice_id=notice_id, version=version)
+        return resp
+
+    # -- GetDeliveryStatus ---------------------------------------------------------------
+    async def delivery_status(self, data: bytes, context: Ctx) -> agency_pb2.DeliveryStatusResponse:
+        me = self._agency(context)
+        req = parse(agency_pb2.DeliveryStatusRequest, data)
+        if not req.notice_id:
+            raise InvalidArgument("DeliveryStatusRequest.notice_id is required")
+        rows = await self.app.runner.call(
+            lambda s: s.delivery_status(me, req.notice_id, req.version)
+        )
+        resp = agency_pb2.DeliveryStatusResponse()
+        for row in rows:
+            status = resp.recipients.add(
+                recipient=row.recipient,
+                version=row.version,
+                state=STATE[row.state],
+                attempts=row.attempts,
+                sections=list(row.sections),
+            )
+            if row.receipt is not None:
+                status.receipt.ParseFromString(row.receipt)
+        return resp
+
+    # -- Subscribe -----------------------------------------------------------------------
+    async def subscribe(
+        self, requests: AsyncIterator[bytes], context: Ctx
+    ) -> AsyncIterator[agency_pb2.SubscribeResponse]:
+        me = self._agency(context)
+        session = self.app.open_session(me)
+        outgoing: asyncio.Queue[agency_pb2.SubscribeResponse] = asyncio.Queue()
+        credits = 0
+        failure: list[BaseException] = []
+
+        async def read() -> None:
+            nonlocal credits
+            async for data in requests:
+                req = parse(agency_pb2.SubscribeRequest, data)
+                which = req.WhichOneof("item")
+                if which == "credit":
+                    credits = min(credits + req.credit.credits, self.app.max_window)
+                    session.wake.set()
+                elif which == "receipts":
+                    acked = await self._store_receipts(me, req.receipts)
+                    resp = agency_pb2.SubscribeResponse()
+                    for notice_id, version in acked:
+                        resp.receipt_acks.add(notice_id=notice_id, version=version)
+                    outgoing.put_nowait(resp)
+                    session.wake.set()
+                elif which == "ack_events":
+                    up_to = req.ack_events.up_to_sequence
+                    await self.app.runner.call(lambda s, u=up_to: s.ack_events(me, u))
+                else:
+                    raise InvalidArgument(
+                        "SubscribeRequest must carry credit, receipts or ack_events"
+                    )
+
+        async def reader() -> None:
+            try:
+                await read()
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                session.wake.set()
+
+        metrics.SUBSCRIBERS.inc()
+        reader_task = asyncio.create_task(reader())
+        last_event = 0
+        try:
+            # A new stream takes over: whatever a previous stream left in flight is redelivered.
+            await self.app.runner.call(lambda s: s.release(me))
+            while not session.closed.is_set():
+                session.wake.clear()
+                while not outgoing.empty():
+                    yield outgoing.get_nowait()
+                if failure:
+                    raise failure[0]
+                if reader_task.done():
+                    return  # the client half-closed
+                sent = False
+                if credits > 0:
+                    limit = min(credits, SUBSCRIBE_BATCH)
+                    lease_ms = self.app.config.limits.lease_ms
+                    leased = await self.app.runner.call(
+                        lambda s, n=limit, ms=lease_ms: s.lease(me, n, now_ms(), ms)
+                    )
+                    if leased:
+                        resp = agency_pb2.SubscribeResponse()
+                        for d in leased:
+                            envelope = notice_pb2.Envelope()
+                            envelope.ParseFromString(d.envelope)
+                            delivery = env.delivery_for(envelope, me, d.sections)
+                            delivery.sequence = d.seq
+                            delivery.attempt = d.attempt
+                            resp.deliveries.append(delivery)
+                        credits -= len(leased)
+                        metrics.DELIVERIES.inc(len(leased))
+                        yield resp
+                        sent = True
+                events = await self.app.runner.call(
+                    lambda s, after=last_event: s.events(me, after, 64)
+                )
+                if events:
+                    resp = agency_pb2.SubscribeResponse()
+                    for ev in events:
+                        resp.events.add(
+                            sequence=ev.seq,
+                            kind=agency_pb2.EVENT_KIND_DEAD_LETTERED,
+                            notice_id=ev.notice_id,
+                            version=ev.version,
+                            recipient=ev.recipient,
+                            detail=ev.detail,
+                            at_ms=ev.at_ms,
+                        )
+                    last_event = events[-1].seq
+                    yield resp
+                    sent = True
+                if sent:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.wake.wait(), timeout=self.app.poll_interval)
+        finally:
+            metrics.SUBSCRIBERS.dec()
+            reader_task.cancel()
+            with contextlib.suppress(BaseException):
+                await reader_task
+            if self.app.close_session(me, session):
+                # Nobody else streams for this agency: return what is in flight at once
+                # rather than at its deadline. A newer stream has already done so itself.
+                with contextlib.suppress(BaseException):
+                    await self.app.runner.call(lambda s: s.release(me))

@@ -1,0 +1,49 @@
+"""The one table from BrokerError to gRPC status, and the boundary that applies it.
+
+Expected errors carry a message safe to show the caller. Anything else is
+logged with its traceback and answered INTERNAL with fixed text: internals
+never leak.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from broker import errors
+
+log = logging.getLogger("broker.server")
+
+STATUS: dict[type[errors.BrokerError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+INTERNAL_TEXT = "internal error; the broker logged it"
+
+
+def status_of(exc: errors.BrokerError) -> grpc.StatusCode:
+    """Return the gRPC status for an expected error (most specific class wins)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    """Abort the RPC with the status for `exc`."""
+    if isinstance(exc, errors.BrokerError):
+        await context.abort(status_of(exc), str(exc))
+    log.error("unexpected error in RPC", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_TEXT)
+
+
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])

@@ -1,0 +1,1 @@
+"""Durable state of the broker behind one interface (`Store`); SQLite is the embedded default."""

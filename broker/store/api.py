@@ -1,0 +1,164 @@
+"""The store interface and the records it holds.
+
+Every backend (SQLite now, PostgreSQL for several broker replicas later) must
+pass tests/store/test_contract.py. Methods are synchronous and run inside a
+transaction opened by the caller's `StoreRunner`; a method that raises leaves
+nothing behind (its savepoint is rolled back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# Delivery states, as stored.
+PENDING = "pending"
+IN_FLIGHT = "in_flight"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class AgencyRecord:
+    id: str
+    country: str
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    purposes: tuple[str, ...]
+    status: str
+    statement: bytes  # serialized SignedKeyStatement (CA-signed)
+    signing_key: bytes
+    encryption_key: bytes
+    serial: int
+
+
+@dataclass(frozen=True)
+class NoticeRecord:
+    notice_id: str
+    version: int
+    originator: str
+    kind: str
+    header_digest: bytes
+    envelope_digest: bytes  # SHA-256 of the envelope bytes: idempotency of re-publish
+    envelope: bytes
+    created_at_ms: int
+    expires_at_ms: int
+    accepted_at_ms: int
+    policy_version: str
+    decisions: str  # JSON: per (recipient, section) decisions with rule ids
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    recipient: str
+    sections: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    notice_id: str
+    version: int
+    header_digest: bytes
+    duplicate: bool
+    recipients: tuple[str, ...]
+    policy_version: str
+
+
+@dataclass(frozen=True)
+class LeasedDelivery:
+    seq: int
+    recipient: str
+    notice_id: str
+    version: int
+    sections: tuple[str, ...]
+    attempt: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class ReceiptRecord:
+    notice_id: str
+    version: int
+    recipient: str
+    header_digest: bytes
+    proven: bytes  # serialized ProvenReceipt
+    received_at_ms: int
+
+
+@dataclass(frozen=True)
+class DeliveryStatus:
+    recipient: str
+    version: int
+    state: str
+    attempts: int
+    sections: tuple[str, ...]
+    receipt: bytes | None
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    agency: str
+    kind: str
+    notice_id: str
+    version: int
+    recipient: str
+    detail: str
+    at_ms: int
+
+
+class Store(Protocol):
+    """What the relay needs from durable storage."""
+
+    def upsert_agency(self, agency: AgencyRecord) -> None: ...
+
+    def agencies(self) -> list[AgencyRecord]: ...
+
+    def publish(
+        self, items: Sequence[tuple[NoticeRecord, Sequence[DeliveryPlan]]]
+    ) -> list[PublishOutcome]:
+        """Store notices and queue their deliveries, all or nothing.
+
+        A (notice_id, version) seen before with the same envelope digest is a
+        duplicate (same answer, nothing stored); with other bytes it raises
+        AlreadyExists.
+        """
+        ...
+
+    def lease(self, recipient: str, limit: int, now_ms: int, lease_ms: int) -> list[LeasedDelivery]:
+        """Mark up to `limit` pending deliveries in flight until now+lease, oldest first."""
+        ...
+
+    def release(self, recipient: str) -> int:
+        """Return the recipient's in-flight deliveries to pending (its stream ended)."""
+        ...
+
+    def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]:
+        """Store receipts and mark their deliveries delivered; idempotent per delivery.
+
+        Raises NotFound when a receipt names no delivery to that recipient, and
+        InvalidArgument when its header digest is not the stored one.
+        """
+        ...
+
+    def expire_leases(self, now_ms: int, max_attempts: int) -> list[Event]:
+        """Requeue in-flight deliveries past their deadline; dead-letter those out of attempts.
+
+        Returns the events recorded for originators (one per dead letter).
+        """
+        ...
+
+    def events(self, agency: str, after_seq: int, limit: int) -> list[Event]: ...
+
+    def ack_events(self, agency: str, up_to_seq: int) -> None: ...
+
+    def delivery_status(
+        self, originator: str, notice_id: str, version: int
+    ) -> list[DeliveryStatus]:
+        """Delivery state of an originator's notice; NotFound if it has none such."""
+        ...
+
+    def pending_recipients(self) -> list[str]:
+        """Recipients with deliveries waiting (pending)."""
+        ...

@@ -1,0 +1,73 @@
+"""Versioned schema migrations. Append only: never edit a released step."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: registry, notices, deliveries, receipts, events
+    """
+    CREATE TABLE agencies (
+        id TEXT PRIMARY KEY,
+        country TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        groups_ TEXT NOT NULL,
+        purposes TEXT NOT NULL,
+        status TEXT NOT NULL,
+        statement BLOB NOT NULL,
+        signing_key BLOB NOT NULL,
+        encryption_key BLOB NOT NULL,
+        serial INTEGER NOT NULL
+    );
+    CREATE TABLE notices (
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        originator TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        header_digest BLOB NOT NULL,
+        envelope_digest BLOB NOT NULL,
+        envelope BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        accepted_at_ms INTEGER NOT NULL,
+        policy_version TEXT NOT NULL,
+        decisions TEXT NOT NULL,
+        PRIMARY KEY (notice_id, version)
+    );
+    CREATE INDEX notices_originator ON notices (originator, notice_id);
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient TEXT NOT NULL,
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        sections TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        deadline_ms INTEGER,
+        delivered_at_ms INTEGER,
+        UNIQUE (notice_id, version, recipient),
+        FOREIGN KEY (notice_id, version) REFERENCES notices (notice_id, version)
+    );
+    CREATE INDEX deliveries_queue ON deliveries (recipient, state, seq);
+    CREATE INDEX deliveries_deadline ON deliveries (state, deadline_ms);
+    CREATE TABLE receipts (
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        header_digest BLOB NOT NULL,
+        proven BLOB NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (notice_id, version, recipient)
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        agency TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        acked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_agency ON events (agency, acked, seq);
+    """,
+)

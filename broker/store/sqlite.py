@@ -1,0 +1,340 @@
+"""SQLite backend: WAL journal, synchronous=FULL, versioned migrations.
+
+One connection, owned by one thread (the StoreRunner's); the runner groups
+writes into one transaction and acknowledges them only after COMMIT returns,
+which with synchronous=FULL means the WAL has been fsync'd.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from broker.errors import AlreadyExists, InvalidArgument, NotFound
+from broker.store.api import (
+    DEAD,
+    DELIVERED,
+    IN_FLIGHT,
+    PENDING,
+    AgencyRecord,
+    DeliveryPlan,
+    DeliveryStatus,
+    Event,
+    LeasedDelivery,
+    NoticeRecord,
+    PublishOutcome,
+    ReceiptRecord,
+)
+from broker.store.migrations import MIGRATIONS
+
+
+def _j(values: Sequence[str]) -> str:
+    return json.dumps(list(values))
+
+
+def _t(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+class SqliteStore:
+    """The embedded store. Construct with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> SqliteStore:
+        """Open (creating and migrating) the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        store = cls(conn)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions (used by StoreRunner) ---------------------------------
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT op")
+
+    def release_savepoint(self) -> None:
+        self.conn.execute("RELEASE SAVEPOINT op")
+
+    def rollback_savepoint(self) -> None:
+        self.conn.execute("ROLLBACK TO SAVEPOINT op")
+        self.conn.execute("RELEASE SAVEPOINT op")
+
+    def schema_version(self) -> int:
+        row = self.conn.execute("PRAGMA user_version").fetchone()
+        return int(row[0])
+
+    def migrate(self) -> None:
+        """Apply every migration newer than the database's user_version, atomically each."""
+        current = self.schema_version()
+        if current > len(MIGRATIONS):
+            raise InvalidArgument(
+                f"database schema version {current} is newer than this broker "
+                f"({len(MIGRATIONS)}): upgrade the broker"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version={version}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    # -- registry --------------------------------------------------------------
+    def upsert_agency(self, agency: AgencyRecord) -> None:
+        self.conn.execute(
+            "INSERT INTO agencies VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "country=excluded.country, roles=excluded.roles, groups_=excluded.groups_, "
+            "purposes=excluded.purposes, status=excluded.status, statement=excluded.statement, "
+            "signing_key=excluded.signing_key, encryption_key=excluded.encryption_key, "
+            "serial=excluded.serial",
+            (
+                agency.id,
+                agency.country,
+                _j(agency.roles),
+                _j(agency.groups),
+                _j(agency.purposes),
+                agency.status,
+                agency.statement,
+                agency.signing_key,
+                agency.encryption_key,
+                agency.serial,
+            ),
+        )
+
+    def agencies(self) -> list[AgencyRecord]:
+        rows = self.conn.execute("SELECT * FROM agencies ORDER BY id").fetchall()
+        return [
+            AgencyRecord(r[0], r[1], _t(r[2]), _t(r[3]), _t(r[4]), r[5], r[6], r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    # -- publish -----------------------------------------------------------------
+    def publish(
+        self, items: Sequence[tuple[NoticeRecord, Sequence[DeliveryPlan]]]
+    ) -> list[PublishOutcome]:
+        outcomes = []
+        for notice, plans in items:
+            row = self.conn.execute(
+                "SELECT envelope_digest, header_digest, policy_version FROM notices "
+                "WHERE notice_id=? AND version=?",
+                (notice.notice_id, notice.version),
+            ).fetchone()
+            if row is not None:
+                if bytes(row[0]) != notice.envelope_digest:
+                    raise AlreadyExists(
+                        f"notice {notice.notice_id} version {notice.version} was already "
+                        "published with other content; publish a new version instead"
+                    )
+                recipients = tuple(
+                    r[0]
+                    for r in self.conn.execute(
+                        "SELECT recipient FROM deliveries WHERE notice_id=? AND version=? "
+                        "ORDER BY recipient",
+                        (notice.notice_id, notice.version),
+                    )
+                )
+                outcomes.append(
+                    PublishOutcome(
+                        notice.notice_id, notice.version, bytes(row[1]), True, recipients, row[2]
+                    )
+                )
+                continue
+            self.conn.execute(
+                "INSERT INTO notices VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    notice.notice_id,
+                    notice.version,
+                    notice.originator,
+                    notice.kind,
+                    notice.header_digest,
+                    notice.envelope_digest,
+                    notice.envelope,
+                    notice.created_at_ms,
+                    notice.expires_at_ms,
+                    notice.accepted_at_ms,
+                    notice.policy_version,
+                    notice.decisions,
+                ),
+            )
+            self.conn.executemany(
+                "INSERT INTO deliveries (recipient, notice_id, version, sections, state) "
+                "VALUES (?,?,?,?,?)",
+                [
+                    (p.recipient, notice.notice_id, notice.version, _j(p.sections), PENDING)
+                    for p in plans
+                ],
+            )
+            outcomes.append(
+                PublishOutcome(
+                    notice.notice_id,
+                    notice.version,
+                    notice.header_digest,
+                    False,
+                    tuple(sorted(p.recipient for p in plans)),
+                    notice.policy_version,
+                )
+            )
+        return outcomes
+
+    # -- delivery ----------------------------------------------------------------
+    def lease(self, recipient: str, limit: int, now_ms: int, lease_ms: int) -> list[LeasedDelivery]:
+        rows = self.conn.execute(
+            "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope "
+            "FROM deliveries d JOIN notices n USING (notice_id, version) "
+            "WHERE d.recipient=? AND d.state=? ORDER BY d.seq LIMIT ?",
+            (recipient, PENDING, limit),
+        ).fetchall()
+        self.conn.executemany(
+            "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? WHERE seq=?",
+            [(IN_FLIGHT, now_ms + lease_ms, r[0]) for r in rows],
+        )
+        return [
+            LeasedDelivery(r[0], recipient, r[1], r[2], _t(r[3]), r[4] + 1, bytes(r[5]))
+            for r in rows
+        ]
+
+    def release(self, recipient: str) -> int:
+        cur = self.conn.execute(
+            "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE recipient=? AND state=?",
+            (PENDING, recipient, IN_FLIGHT),
+        )
+        return cur.rowcount
+
+    def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]:
+        accepted = []
+        for r in receipts:
+            row = self.conn.execute(
+                "SELECT d.state, n.header_digest FROM deliveries d "
+                "JOIN notices n USING (notice_id, version) "
+                "WHERE d.notice_id=? AND d.version=? AND d.recipient=?",
+                (r.notice_id, r.version, r.recipient),
+            ).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"no delivery of notice {r.notice_id} version {r.version} to {r.recipient}"
+                )
+            if bytes(row[1]) != r.header_digest:
+                raise InvalidArgument(
+                    f"receipt for notice {r.notice_id} version {r.version} names another "
+                    "header digest than the one delivered"
+                )
+            if row[0] != DELIVERED:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?)",
+                    (
+                        r.notice_id,
+                        r.version,
+                        r.recipient,
+                        r.header_digest,
+                        r.proven,
+                        r.received_at_ms,
+                    ),
+                )
+                self.conn.execute(
+                    "UPDATE deliveries SET state=?, deadline_ms=NULL, delivered_at_ms=? "
+                    "WHERE notice_id=? AND version=? AND recipient=?",
+                    (DELIVERED, r.received_at_ms, r.notice_id, r.version, r.recipient),
+                )
+            accepted.append((r.notice_id, r.version))
+        return accepted
+
+    def expire_leases(self, now_ms: int, max_attempts: int) -> list[Event]:
+        rows = self.conn.execute(
+            "SELECT d.seq, d.recipient, d.notice_id, d.version, d.attempts, n.originator "
+            "FROM deliveries d JOIN notices n USING (notice_id, version) "
+            "WHERE d.state=? AND d.deadline_ms < ?",
+            (IN_FLIGHT, now_ms),
+        ).fetchall()
+        events = []
+        for seq, recipient, notice_id, version, attempts, originator in rows:
+            if attempts >= max_attempts:
+                self.conn.execute(
+                    "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE seq=?", (DEAD, seq)
+                )
+                detail = f"no receipt after {attempts} delivery attempts"
+                cur = self.conn.execute(
+                    "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, "
+                    "at_ms) VALUES (?,?,?,?,?,?,?)",
+                    (originator, "dead_lettered", notice_id, version, recipient, detail, now_ms),
+                )
+                events.append(
+                    Event(
+                        int(cur.lastrowid or 0),
+                        originator,
+                        "dead_lettered",
+                        notice_id,
+                        version,
+                        recipient,
+                        detail,
+                        now_ms,
+                    )
+                )
+            else:
+                self.conn.execute(
+                    "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE seq=?", (PENDING, seq)
+                )
+        return events
+
+    def events(self, agency: str, after_seq: int, limit: int) -> list[Event]:
+        rows = self.conn.execute(
+            "SELECT seq, agency, kind, notice_id, version, recipient, detail, at_ms FROM events "
+            "WHERE agency=? AND acked=0 AND seq>? ORDER BY seq LIMIT ?",
+            (agency, after_seq, limit),
+        ).fetchall()
+        return [Event(*r) for r in rows]
+
+    def ack_events(self, agency: str, up_to_seq: int) -> None:
+        self.conn.execute(
+            "UPDATE events SET acked=1 WHERE agency=? AND seq<=?", (agency, up_to_seq)
+        )
+
+    def delivery_status(
+        self, originator: str, notice_id: str, version: int
+    ) -> list[DeliveryStatus]:
+        known = self.conn.execute(
+            "SELECT 1 FROM notices WHERE notice_id=? AND originator=? AND (?=0 OR version=?)",
+            (notice_id, originator, version, version),
+        ).fetchone()
+        if known is None:
+            raise NotFound(f"you have published no notice {notice_id}")
+        rows = self.conn.execute(
+            "SELECT d.recipient, d.version, d.state, d.attempts, d.sections, r.proven "
+            "FROM deliveries d LEFT JOIN receipts r USING (notice_id, version, recipient) "
+            "WHERE d.notice_id=? AND (?=0 OR d.version=?) ORDER BY d.version, d.recipient",
+            (notice_id, version, version),
+        ).fetchall()
+        return [
+            DeliveryStatus(r[0], r[1], r[2], r[3], _t(r[4]), None if r[5] is None else bytes(r[5]))
+            for r in rows
+        ]
+
+    def pending_recipients(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT DISTINCT recipient FROM deliveries WHERE state=?", (PENDING,)
+        ).fetchall()
+        return [r[0] for r in rows]

@@ -1,0 +1,29 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+VECTORS_ENV = "BROKER_VECTORS_DIR"
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    """Return the public test-vector folder named by BROKER_VECTORS_DIR.
+
+    Skips the requesting test when the variable is unset (a fresh clone) and
+    fails it when the variable names a folder that does not exist.
+    """
+    value = os.environ.get(VECTORS_ENV, "")
+    if not value:
+        pytest.skip(
+            f"{VECTORS_ENV} is not set: point it at the shared test-vector folder "
+            "(e.g. ../shared/vectors) to run the public-vector tests"
+        )
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"{VECTORS_ENV}={value!r} is not a directory")
+    return path

@@ -10,14 +10,17 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import keys
+    from broker.cli import demo, keys, node, serve
 
     parser = argparse.ArgumentParser(
         prog="broker",
         description="Sealed notice broker: signed, end-to-end encrypted notices between agencies.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.register(sub)
     keys.register(sub)
+    node.register(sub)
+    demo.register(sub)
     return parser
 
 

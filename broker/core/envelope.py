@@ -1,14 +1,16 @@
 """Sealed notice envelopes: seal (originator), check and split (broker), open (recipient).
 
-Suite "ed25519+xchacha20poly1305+x25519box/v1" (primitives in
-:mod:`broker.core.crypto_suite`):
+Suite "ed25519+xchacha20poly1305+x25519box/v1" (constants, errors and primitives in
+:mod:`broker.core.envelope_suite`; the broker's checks in :mod:`broker.core.envelope_check`,
+re-exported here):
 
 - each section gets a fresh 32-byte key and 24-byte nonce; its ciphertext is
   nonce || XChaCha20-Poly1305(key, nonce, plaintext, aad), the AAD binding notice
   id, version, originator and section name; its SectionDescriptor (a Merkle leaf)
   carries SHA-256 of the ciphertext and a key commitment HMAC-SHA256(key, ...);
-- each recipient gets a WrapLeaf: a libsodium sealed box of a WrapBody holding
-  only the keys of the sections it may read;
+- each recipient gets a WrapLeaf: its agency id, the sorted names of the sections
+  it may read (for the broker's policy check) and a libsodium sealed box of a
+  WrapBody holding only those sections' keys;
 - sections and wraps each form an RFC 9162 Merkle tree padded with random
   32-byte leaves to a power of two >= 4, leaf positions shuffled, so a tree's size
   hides the section count and audience size up to a power of two;
@@ -23,14 +25,15 @@ rng call order of :func:`seal` (known-answer tests depend on it):
 1. for each section, in input order: key = rng(32), then nonce = rng(24);
 2. sections tree: one rng(32) per padding leaf (size - count of them), then the
    shuffle: for i = size-1 down to 1, rng(4) as u32be until one is accepted by
-   rejection sampling (see :func:`crypto_suite.uniform`), j = value mod (i + 1),
+   rejection sampling (see :func:`envelope_suite.uniform`), j = value mod (i + 1),
    swap positions[i] and positions[j], positions starting as [0..size-1];
    item k of [sections in input order..., padding leaves in drawn order] gets
    leaf_index positions[k];
 3. for each recipient, in input order: ephemeral sealed-box seed = rng(32);
 4. wraps tree: as in 2, over [wraps in recipient input order..., padding].
 
-Signing (Ed25519) is deterministic and draws nothing.
+Signing (Ed25519) is deterministic and draws nothing. Envelope.sections, wraps
+and padding lists are ordered by leaf_index.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from broker.core.envelope_suite import (
     SignatureError,
     header_digest,
 )
-from broker.core.merkle import leaf_hash, verify_inclusion
+from broker.core.merkle import leaf_hash, root_from_hashes, verify_inclusion
 from broker.v1 import notice_pb2
 
 __all__ = [
@@ -150,7 +153,7 @@ def _check_seal_inputs(
         raise EnvelopeError("header.version must be >= 1")
     names: set[str] = set()
     for i, section in enumerate(sections):
-        if not SECTION_NAME.fullmatch(section.name):
+        if not es.SECTION_NAME.fullmatch(section.name):
             raise EnvelopeError(f"sections[{i}].name {section.name!r} must match [a-z0-9_]{{1,32}}")
         if section.name in names:
             raise EnvelopeError(f"sections[{i}].name {section.name!r} is duplicated")

@@ -1,4 +1,4 @@
-"""Wire constants, errors and primitives of the notice suite "ed25519+xchacha20poly1305+x25519box/v1".
+"""Constants, errors and primitives of the suite "ed25519+xchacha20poly1305+x25519box/v1".
 
 - Ed25519 signatures (RFC 8032) through `cryptography`.
 - Section encryption: XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha, the AEAD of

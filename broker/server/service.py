@@ -12,7 +12,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -29,6 +30,8 @@ from broker.store.api import (
     IN_FLIGHT,
     PENDING,
     DeliveryPlan,
+    Event,
+    LeasedDelivery,
     NoticeRecord,
     ReceiptRecord,
     Store,
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("broker.server")
 M = TypeVar("M", bound=Message)
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = Any  # grpc.aio.ServicerContext (grpc ships no type information)
 
 STATE = {
     PENDING: agency_pb2.DELIVERY_STATE_PENDING,
@@ -63,6 +66,18 @@ def parse(cls: type[M], data: bytes) -> M:
     except DecodeError as exc:
         raise InvalidArgument(f"request is not a valid {cls.DESCRIPTOR.full_name}") from exc
     return msg
+
+
+def _ack_events(agency: str, up_to: int, store: Store) -> None:
+    store.ack_events(agency, up_to)
+
+
+def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedDelivery]:
+    return store.lease(agency, limit, now_ms(), lease_ms)
+
+
+def _events(agency: str, after: int, store: Store) -> list[Event]:
+    return store.events(agency, after, 64)
 
 
 class AgencyService:
@@ -303,7 +318,7 @@ class AgencyService:
                     session.wake.set()
                 elif which == "ack_events":
                     up_to = req.ack_events.up_to_sequence
-                    await self.app.runner.call(lambda s, u=up_to: s.ack_events(me, u))
+                    await self.app.runner.call(partial(_ack_events, me, up_to))
                 else:
                     raise InvalidArgument(
                         "SubscribeRequest must carry credit, receipts or ack_events"
@@ -335,9 +350,7 @@ class AgencyService:
                 if credits > 0:
                     limit = min(credits, SUBSCRIBE_BATCH)
                     lease_ms = self.app.config.limits.lease_ms
-                    leased = await self.app.runner.call(
-                        lambda s, n=limit, ms=lease_ms: s.lease(me, n, now_ms(), ms)
-                    )
+                    leased = await self.app.runner.call(partial(_lease, me, limit, lease_ms))
                     if leased:
                         resp = agency_pb2.SubscribeResponse()
                         for d in leased:
@@ -346,14 +359,15 @@ class AgencyService:
                             delivery = env.delivery_for(envelope, me, d.sections)
                             delivery.sequence = d.seq
                             delivery.attempt = d.attempt
+                            originator = self.app.registry.get(env.peek_originator(envelope.header))
+                            if originator is not None:
+                                delivery.originator_statement.ParseFromString(originator.statement)
                             resp.deliveries.append(delivery)
                         credits -= len(leased)
                         metrics.DELIVERIES.inc(len(leased))
                         yield resp
                         sent = True
-                events = await self.app.runner.call(
-                    lambda s, after=last_event: s.events(me, after, 64)
-                )
+                events = await self.app.runner.call(partial(_events, me, last_event))
                 if events:
                     resp = agency_pb2.SubscribeResponse()
                     for ev in events:

@@ -8,8 +8,7 @@ never leak.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import grpc
 
@@ -38,12 +37,10 @@ def status_of(exc: errors.BrokerError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+async def abort(context: Any, exc: BaseException) -> NoReturn:
     """Abort the RPC with the status for `exc`."""
     if isinstance(exc, errors.BrokerError):
         await context.abort(status_of(exc), str(exc))
     log.error("unexpected error in RPC", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_TEXT)
-
-
-F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+    raise AssertionError("context.abort returned")  # it always raises

@@ -517,6 +517,7 @@ class Delivery(_message.Message):
     SECTIONS_FIELD_NUMBER: _builtins.int
     WRAP_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    ORIGINATOR_STATEMENT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """per-recipient, strictly increasing"""
     attempt: _builtins.int
@@ -526,6 +527,10 @@ class Delivery(_message.Message):
     def sections(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedSection]: ...
     @_builtins.property
     def wrap(self) -> Global___KeyWrap: ...
+    @_builtins.property
+    def originator_statement(self) -> Global___SignedKeyStatement:
+        """CA-signed: the key to verify the header with"""
+
     def __init__(
         self,
         *,
@@ -534,10 +539,11 @@ class Delivery(_message.Message):
         sections: _abc.Iterable[Global___SealedSection] | None = ...,
         wrap: Global___KeyWrap | None = ...,
         attempt: _builtins.int = ...,
+        originator_statement: Global___SignedKeyStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "wrap", b"wrap"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "originator_statement", b"originator_statement", "wrap", b"wrap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "header", b"header", "sections", b"sections", "sequence", b"sequence", "wrap", b"wrap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "header", b"header", "originator_statement", b"originator_statement", "sections", b"sections", "sequence", b"sequence", "wrap", b"wrap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,68 @@
+"""`broker serve`: run the broker until SIGTERM or SIGINT, then shut down gracefully."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from broker.config import ServerConfig, load_config
+from broker.logs import setup_logging
+
+log = logging.getLogger("broker.server")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the broker (embedded SQLite store)")
+    p.add_argument("--config", type=Path, help="broker.toml (default: built-in defaults)")
+    p.add_argument("--listen", help="host:port to listen on (overrides the config)")
+    p.add_argument("--data-dir", type=Path, help="where the SQLite store lives")
+    p.add_argument("--keys-dir", type=Path, help="deployment keys (see keys/README.md)")
+    p.add_argument("--policy-dir", type=Path, help="policy bundle directory")
+    p.add_argument("--registry", type=Path, help="agency registry (registry.toml)")
+    p.add_argument("--metrics-listen", help="host:port for Prometheus metrics; '' disables")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(
+        args.config,
+        listen=args.listen,
+        data_dir=args.data_dir,
+        keys_dir=args.keys_dir,
+        policy_dir=args.policy_dir,
+        registry=args.registry,
+        metrics_listen=args.metrics_listen,
+    )
+    setup_logging(config.log_level, config.log_format)
+    return asyncio.run(serve(config, args.port_file))
+
+
+async def serve(config: ServerConfig, port_file: Path | None = None) -> int:
+    from broker.server.app import BrokerApp
+
+    app = BrokerApp(config)
+    port = await app.start()
+    if config.metrics_listen:
+        from prometheus_client import start_http_server
+
+        host, _, mport = config.metrics_listen.rpartition(":")
+        start_http_server(int(mport), addr=host or "127.0.0.1")
+        log.info("metrics serving", extra={"listen": config.metrics_listen})
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(str(port))
+        tmp.replace(port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop(grace=5.0)
+    log.info("stopped")
+    return 0

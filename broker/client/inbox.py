@@ -1,0 +1,73 @@
+"""The node's local inbox: which notices it has taken in, so the application
+sees each (notice id, version) once however often the broker redelivers.
+
+It keeps the sealed delivery (ciphertext), never the plaintext; a notice taken
+in but not yet handed to the application (the process stopped in between) is
+re-opened and handed over when the node starts again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    notice_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    delivery BLOB NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    handled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (notice_id, version)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY
+);
+"""
+
+
+class Inbox:
+    """SQLite file under the node's state directory (WAL, synchronous=FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def seen(self, notice_id: str, version: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM inbox WHERE notice_id=? AND version=?", (notice_id, version)
+        ).fetchone()
+        return row is not None
+
+    def take_in(self, notice_id: str, version: int, delivery: bytes, now_ms: int) -> bool:
+        """Record a verified delivery durably; False if it was already there."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO inbox (notice_id, version, delivery, received_at_ms) "
+            "VALUES (?,?,?,?)",
+            (notice_id, version, delivery, now_ms),
+        )
+        return cur.rowcount == 1
+
+    def mark_handled(self, notice_id: str, version: int) -> None:
+        self.conn.execute(
+            "UPDATE inbox SET handled=1 WHERE notice_id=? AND version=?", (notice_id, version)
+        )
+
+    def unhandled(self) -> list[bytes]:
+        rows = self.conn.execute(
+            "SELECT delivery FROM inbox WHERE handled=0 ORDER BY received_at_ms"
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
+
+    def event_seen(self, seq: int) -> bool:
+        cur = self.conn.execute("INSERT OR IGNORE INTO events (seq) VALUES (?)", (seq,))
+        return cur.rowcount == 0

@@ -1,0 +1,437 @@
+"""AgencyNode: the agency SDK (asyncio).
+
+Publishing: resolve the audience, check every recipient's key statement
+against the deployment CA (the broker cannot substitute keys), seal, publish
+with safe retries (the same bytes are re-sent, so a retry is idempotent).
+
+Subscribing: keep a Subscribe stream open with a credit window, verify and
+open each delivery, take it into the local inbox (deduplicated by notice id
+and version, durably) before handing it to the application once, and
+acknowledge with signed receipts. Reconnects with backoff; nothing is lost
+because the broker redelivers whatever was not receipted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+from broker import pki
+from broker.client.inbox import Inbox
+from broker.core import envelope as env
+from broker.core import receipts as rcp
+from broker.core.identity import IdentityError, verify_key_statement
+from broker.core.relay import TLP_NAMES
+from broker.errors import InvalidArgument, PermissionDenied
+from broker.v1 import agency_pb2, agency_pb2_grpc, notice_pb2
+
+log = logging.getLogger("broker.client")
+TLP_VALUES = {name: value for value, name in TLP_NAMES.items()}
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+DAY_MS = 86_400_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    agency_id: str
+    broker: str  # host:port of the broker
+    keys_dir: Path  # where this agency's credentials and the CA certificate are
+    state_dir: Path  # the node's inbox
+    rpc_timeout_s: float = 10.0
+    window: int = 64  # credit window: deliveries in flight at most
+    publish_attempts: int = 8
+    reconnect_max_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class PublishedNotice:
+    notice_id: str
+    version: int
+    header_digest: bytes
+    duplicate: bool
+    policy_version: str
+    audience: Mapping[str, tuple[str, ...]]  # recipient -> sections sealed for it
+    withheld: tuple[agency_pb2.Withholding, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReceivedNotice:
+    header: notice_pb2.NoticeHeader
+    header_digest: bytes
+    sections: Mapping[str, bytes]
+    attempt: int
+
+    @property
+    def notice_id(self) -> str:
+        return self.header.notice_id
+
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+    @property
+    def originator(self) -> str:
+        return self.header.originator
+
+
+Handler = Callable[[ReceivedNotice], Awaitable[None]]
+EventHandler = Callable[[agency_pb2.StatusEvent], Awaitable[None]]
+
+
+@dataclass
+class ListenStats:
+    received: int = 0  # handed to the application
+    duplicates: int = 0  # redeliveries of notices already taken in
+    rejected: int = 0  # deliveries that did not open (never receipted)
+    receipts_acked: int = 0
+    connects: int = 0
+    acked: set[tuple[str, int]] = field(default_factory=set)
+
+
+class AgencyNode:
+    """An agency's connection to the broker. Use `async with AgencyNode(config) as node`."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.me = config.agency_id
+        self.credentials = pki.load_agency(config.keys_dir, config.agency_id)
+        files = self.credentials.files
+        ca_cert = pki.load_ca_certificate(files.ca_cert)
+        ca_key = ca_cert.public_key()
+        if not isinstance(ca_key, EllipticCurvePublicKey):
+            raise InvalidArgument("the deployment CA must use an EC P-256 key")
+        self.ca_key = ca_key
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=files.ca_cert.read_bytes(),
+            private_key=files.key.read_bytes(),
+            certificate_chain=files.cert.read_bytes(),
+        )
+        self.channel = grpc.aio.secure_channel(
+            config.broker,
+            creds,
+            options=[
+                ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+                ("grpc.max_send_message_length", 8 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 30_000),
+            ],
+        )
+        self.stub = agency_pb2_grpc.AgencyServiceStub(self.channel)
+        self.inbox = Inbox(config.state_dir / f"{config.agency_id}.inbox.sqlite3")
+        self.stats = ListenStats()
+        self._signing_keys: dict[bytes, bytes] = {}
+
+    async def __aenter__(self) -> AgencyNode:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+        self.inbox.close()
+
+    # -- publishing ---------------------------------------------------------------------
+    async def resolve_audience(
+        self,
+        draft: notice_pb2.NoticeHeader,
+        restrictions: notice_pb2.OriginatorRestrictions,
+        sections: Collection[str],
+    ) -> agency_pb2.ResolveAudienceResponse:
+        """Ask the broker who may read which sections of a draft."""
+        req = agency_pb2.ResolveAudienceRequest(
+            draft=draft, restrictions=restrictions, sections=sorted(sections)
+        )
+        response: agency_pb2.ResolveAudienceResponse = await self._retry(
+            self.stub.ResolveAudience, req
+        )
+        return response
+
+    def _recipient_key(self, member: agency_pb2.AudienceMember) -> bytes:
+        """The encryption key of an audience member, from its CA-signed statement."""
+        try:
+            keys = verify_key_statement(
+                member.key_statement, self.ca_key, now_ms(), expected_agency=member.agency_id
+            )
+        except IdentityError as exc:
+            raise PermissionDenied(
+                f"the broker offered a key for {member.agency_id} that the deployment CA "
+                f"did not sign ({exc}); refusing to seal"
+            ) from exc
+        return keys.encryption_key
+
+    async def publish(
+        self,
+        *,
+        kind: str,
+        purpose: str,
+        sections: Mapping[str, bytes],
+        tlp: str = "AMBER",
+        data_subject: int = notice_pb2.DATA_SUBJECT_SUSPECT,
+        handling_codes: Collection[str] = (),
+        evaluation: tuple[str, str] | None = None,
+        restrictions: notice_pb2.OriginatorRestrictions | None = None,
+        recipients: Collection[str] | None = None,
+        expires_in_days: int = 365,
+        notice_id: str | None = None,
+        version: int = 1,
+    ) -> PublishedNotice:
+        """Seal and publish a notice to everyone the policy allows (or the named subset).
+
+        Raises InvalidArgument when nobody may receive it, PermissionDenied when
+        the broker offers a key the CA did not sign, and grpc.aio.AioRpcError
+        for a refusal by the broker (its status says what to fix).
+        """
+        if tlp not in TLP_VALUES:
+            raise InvalidArgument(f"unknown TLP {tlp!r}; use one of {sorted(TLP_VALUES)}")
+        created = now_ms()
+        header = notice_pb2.NoticeHeader(
+            notice_id=notice_id or str(uuid.uuid4()),
+            version=version,
+            originator=self.me,
+            kind=kind,
+            purpose=purpose,
+            data_subject=data_subject,  # type: ignore[arg-type]
+            tlp=TLP_VALUES[tlp],
+            handling_codes=list(handling_codes),
+            created_at_ms=created,
+            expires_at_ms=created + expires_in_days * DAY_MS,
+        )
+        if evaluation is not None:
+            header.evaluation.source, header.evaluation.information = evaluation
+        restrictions = restrictions or notice_pb2.OriginatorRestrictions()
+        audience = await self.resolve_audience(header, restrictions, sections)
+        members = [
+            m for m in audience.members if recipients is None or m.agency_id in set(recipients)
+        ]
+        if recipients is not None:
+            missing = sorted(set(recipients) - {m.agency_id for m in members})
+            if missing:
+                raise PermissionDenied(
+                    f"the policy does not allow {', '.join(missing)} to receive this notice"
+                )
+        if not members:
+            raise InvalidArgument("the policy allows nobody to receive this notice")
+        inputs = [
+            env.RecipientInput(
+                agency_id=m.agency_id,
+                encryption_key=self._recipient_key(m),
+                sections=frozenset(m.sections) & frozenset(sections),
+            )
+            for m in members
+        ]
+        envelope = env.seal(
+            header,
+            restrictions,
+            [env.SectionInput(name, data) for name, data in sorted(sections.items())],
+            inputs,
+            self.credentials.signing_seed,
+            os.urandom,
+        )
+        response = await self.publish_envelopes([envelope])
+        result = response.results[0]
+        return PublishedNotice(
+            notice_id=result.notice_id,
+            version=result.version,
+            header_digest=result.header_digest,
+            duplicate=result.duplicate,
+            policy_version=result.policy_version,
+            audience={i.agency_id: tuple(sorted(i.sections)) for i in inputs},
+            withheld=tuple(audience.withheld),
+        )
+
+    async def publish_envelopes(
+        self, envelopes: list[notice_pb2.Envelope]
+    ) -> agency_pb2.PublishResponse:
+        """Publish sealed envelopes in one batch, retrying safely on transient failures."""
+        req = agency_pb2.PublishRequest(envelopes=envelopes)
+        response: agency_pb2.PublishResponse = await self._retry(self.stub.Publish, req)
+        return response
+
+    async def delivery_status(
+        self, notice_id: str, version: int = 0
+    ) -> agency_pb2.DeliveryStatusResponse:
+        req = agency_pb2.DeliveryStatusRequest(notice_id=notice_id, version=version)
+        response: agency_pb2.DeliveryStatusResponse = await self._retry(
+            self.stub.GetDeliveryStatus, req
+        )
+        return response
+
+    async def _retry(self, method: Any, request: Any) -> Any:
+        delay = 0.1
+        for attempt in range(1, self.config.publish_attempts + 1):
+            try:
+                return await method(request, timeout=self.config.rpc_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE or attempt == self.config.publish_attempts:
+                    raise
+                log.info("broker unavailable, retrying", extra={"attempt": attempt})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
+        raise AssertionError("unreachable")
+
+    # -- subscribing --------------------------------------------------------------------
+    def _originator_key(self, delivery: notice_pb2.Delivery) -> bytes:
+        statement = delivery.originator_statement
+        cache_key = statement.SerializeToString(deterministic=True)
+        key = self._signing_keys.get(cache_key)
+        if key is None:
+            originator = env.peek_originator(delivery.header)
+            try:
+                keys = verify_key_statement(
+                    statement, self.ca_key, now_ms(), expected_agency=originator
+                )
+            except IdentityError as exc:
+                raise env.OpenError() from exc
+            key = keys.signing_key
+            self._signing_keys[cache_key] = key
+        return key
+
+    def open(self, delivery: notice_pb2.Delivery) -> ReceivedNotice:
+        """Verify and open one delivery; raise OpenError (opaque) if anything is wrong."""
+        opened = env.open_delivery(
+            delivery,
+            self.me,
+            self.credentials.encryption_private_key,
+            self._originator_key(delivery),
+        )
+        return ReceivedNotice(
+            opened.header, opened.header_digest, dict(opened.sections), delivery.attempt
+        )
+
+    def _receipt(self, notice: ReceivedNotice) -> notice_pb2.Receipt:
+        return notice_pb2.Receipt(
+            notice_id=notice.notice_id,
+            version=notice.version,
+            recipient=self.me,
+            header_digest=notice.header_digest,
+            sections=sorted(notice.sections),
+            received_at_ms=now_ms(),
+        )
+
+    async def _redispatch(self, handler: Handler) -> None:
+        """Hand over notices taken in but not handled before the node last stopped."""
+        for data in self.inbox.unhandled():
+            delivery = notice_pb2.Delivery()
+            delivery.ParseFromString(data)
+            notice = self.open(delivery)
+            await handler(notice)
+            self.inbox.mark_handled(notice.notice_id, notice.version)
+            self.stats.received += 1
+
+    async def _take(
+        self, delivery: notice_pb2.Delivery, handler: Handler
+    ) -> notice_pb2.Receipt | None:
+        try:
+            notice = self.open(delivery)
+        except env.OpenError:
+            self.stats.rejected += 1
+            log.warning(
+                "delivery did not open; not receipted", extra={"sequence": delivery.sequence}
+            )
+            return None
+        if self.inbox.take_in(
+            notice.notice_id, notice.version, delivery.SerializeToString(), now_ms()
+        ):
+            await handler(notice)
+            self.inbox.mark_handled(notice.notice_id, notice.version)
+            self.stats.received += 1
+        else:
+            self.stats.duplicates += 1
+        return self._receipt(notice)
+
+    async def listen(
+        self,
+        handler: Handler,
+        *,
+        stop: asyncio.Event,
+        on_event: EventHandler | None = None,
+    ) -> ListenStats:
+        """Receive notices until `stop` is set, reconnecting as needed. Returns statistics.
+
+        Raises grpc.aio.AioRpcError for refusals that retrying cannot fix
+        (unauthenticated, permission denied).
+        """
+        await self._redispatch(handler)
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                await self._stream(handler, stop, on_event)
+                delay = 0.1
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in {*RETRYABLE, grpc.StatusCode.CANCELLED}:
+                    raise
+                log.info("subscribe stream ended; reconnecting", extra={"code": exc.code().name})
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
+        return self.stats
+
+    async def _stream(
+        self, handler: Handler, stop: asyncio.Event, on_event: EventHandler | None
+    ) -> None:
+        call = self.stub.Subscribe()
+        self.stats.connects += 1
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await call.write(
+                agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=self.config.window))
+            )
+            while True:
+                reader = asyncio.ensure_future(call.read())
+                done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if reader not in done:
+                    reader.cancel()
+                    return
+                response = reader.result()
+                if response is grpc.aio.EOF:
+                    return
+                await self._handle(call, response, handler, on_event)
+        finally:
+            stopper.cancel()
+            call.cancel()
+
+    async def _handle(
+        self,
+        call: Any,
+        response: agency_pb2.SubscribeResponse,
+        handler: Handler,
+        on_event: EventHandler | None,
+    ) -> None:
+        receipts = []
+        for delivery in response.deliveries:
+            receipt = await self._take(delivery, handler)
+            if receipt is not None:
+                receipts.append(receipt)
+        if receipts:
+            batch = rcp.sign_receipts(self.me, receipts, self.credentials.signing_seed)
+            await call.write(agency_pb2.SubscribeRequest(receipts=batch))
+        if response.deliveries:
+            credit = agency_pb2.Credit(credits=len(response.deliveries))
+            await call.write(agency_pb2.SubscribeRequest(credit=credit))
+        for ack in response.receipt_acks:
+            self.stats.receipts_acked += 1
+            self.stats.acked.add((ack.notice_id, ack.version))
+        if response.events:
+            for event in response.events:
+                if on_event is not None and not self.inbox.event_seen(event.sequence):
+                    await on_event(event)
+            up_to = response.events[-1].sequence
+            await call.write(
+                agency_pb2.SubscribeRequest(ack_events=agency_pb2.AckEvents(up_to_sequence=up_to))
+            )

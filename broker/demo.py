@@ -1,0 +1,223 @@
+"""`broker demo`: one broker and four agencies on this machine exchange sealed notices.
+
+A French NCB, a German federal police office, an Italian border unit and a
+Europol-like hub. Three notices (an INTERPOL Red notice, a Yellow notice and an
+SIS Art. 36 discreet check) go out with different sections released to
+different recipients; the demo shows who received which sections, the
+sections withheld and the recipient refused (each with the policy's reason),
+and verifies every signed receipt offline against the CA-bound keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from broker.client.node import (
+    AgencyNode,
+    NodeConfig,
+    PublishedNotice,
+    ReceivedNotice,
+    now_ms,
+)
+from broker.core import receipts as rcp
+from broker.core.identity import verify_key_statement
+from broker.sandbox import DEMO_AGENCIES, Deployment, create_deployment
+from broker.server.app import BrokerApp
+from broker.v1 import agency_pb2, notice_pb2
+
+Say = Callable[[str], None]
+
+NOTICES: list[dict[str, object]] = [
+    {
+        "by": "FR-NCB",
+        "kind": "interpol.red",
+        "purpose": "locate_arrest",
+        "tlp": "AMBER",
+        "handling_codes": ["H0"],
+        "evaluation": ("B", "2"),
+        "sections": {
+            "identity": "DUPONT, Jean; born 1981-03-14 in Lyon; French national",
+            "photos": "<JPEG bytes of two photographs>",
+            "biometrics": "<fingerprint record, 10 prints, NIST format>",
+            "case_facts": "Armed robbery of a jewellery shop, Paris 8e, 2026-02-11",
+            "judicial": "Arrest warrant 2026/0412, Tribunal judiciaire de Paris",
+        },
+    },
+    {
+        "by": "DE-BKA",
+        "kind": "interpol.yellow",
+        "purpose": "locate_missing",
+        "tlp": "AMBER",
+        "data_subject": notice_pb2.DATA_SUBJECT_VICTIM,
+        "restrictions": {"allow_groups": ["schengen"]},
+        "sections": {
+            "identity": "MUELLER, Lena; born 2011-07-02; German national",
+            "photos": "<JPEG bytes of a recent school photograph>",
+            "case_facts": "Missing since 2026-11-20, last seen at Munich central station",
+        },
+    },
+    {
+        "by": "IT-BORDER",
+        "kind": "sis.art36",
+        "purpose": "discreet_check",
+        "tlp": "AMBER+STRICT",
+        "handling_codes": ["H2"],
+        "sections": {
+            "identity": "ROSSI, Marco; born 1975-05-30; Italian national",
+            "case_facts": "Suspected courier for a trafficking network, Genoa port",
+            "action": "Discreet check: record route, vehicle and companions; do not stop",
+        },
+    },
+]
+
+
+async def run_demo(
+    deployment: Deployment, say: Say = print, *, as_json: bool = False
+) -> dict[str, object]:
+    """Run the scenario against a broker started in this process; return a summary."""
+    app = BrokerApp(deployment.server_config())
+    port = await app.start()
+    say(f"broker listening on 127.0.0.1:{port} (mutual TLS), policy {app.policy.version[:16]}")
+    nodes = {
+        a.id: AgencyNode(
+            NodeConfig(
+                agency_id=a.id,
+                broker=f"127.0.0.1:{port}",
+                keys_dir=deployment.keys_dir,
+                state_dir=deployment.root / "nodes",
+            )
+        )
+        for a in deployment.agencies
+    }
+    received: dict[tuple[str, str], dict[str, bytes]] = {}
+    got: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
+    stop = asyncio.Event()
+
+    def handler_for(agency: str) -> Callable[[ReceivedNotice], object]:
+        async def handle(notice: ReceivedNotice) -> None:
+            received[(notice.notice_id, agency)] = dict(notice.sections)
+            got[(notice.notice_id, agency)].set()
+
+        return handle
+
+    listeners = [
+        asyncio.create_task(node.listen(handler_for(agency), stop=stop))  # type: ignore[arg-type]
+        for agency, node in nodes.items()
+    ]
+    summary: dict[str, object] = {"notices": []}
+    try:
+        published: list[tuple[dict[str, object], PublishedNotice]] = []
+        for spec in NOTICES:
+            node = nodes[str(spec["by"])]
+            restrictions = notice_pb2.OriginatorRestrictions(**spec.get("restrictions", {}))  # type: ignore[arg-type]
+            sections = {k: v.encode() for k, v in spec["sections"].items()}  # type: ignore[attr-defined]
+            result = await node.publish(
+                kind=str(spec["kind"]),
+                purpose=str(spec["purpose"]),
+                sections=sections,
+                tlp=str(spec["tlp"]),
+                handling_codes=spec.get("handling_codes", ()),  # type: ignore[arg-type]
+                evaluation=spec.get("evaluation"),  # type: ignore[arg-type]
+                data_subject=int(spec.get("data_subject", notice_pb2.DATA_SUBJECT_SUSPECT)),  # type: ignore[call-overload]
+                restrictions=restrictions,
+            )
+            published.append((spec, result))
+            say("")
+            say(f"{spec['by']} published {spec['kind']} {result.notice_id} (TLP:{spec['tlp']})")
+            for recipient, secs in sorted(result.audience.items()):
+                say(f"  sealed for {recipient:<10} {', '.join(secs)}")
+            for w in result.withheld:
+                what = f"section {w.section}" if w.section else "whole notice"
+                say(f"  withheld   {w.agency_id:<10} {what}: {w.reason} [{', '.join(w.rules)}]")
+
+        for _spec, result in published:
+            for recipient in result.audience:
+                await asyncio.wait_for(got[(result.notice_id, recipient)].wait(), timeout=30)
+        say("")
+        say("what each recipient opened (verified signature, inclusion proofs, commitments):")
+        for spec, result in published:
+            for recipient in sorted(result.audience):
+                opened = received[(result.notice_id, recipient)]
+                say(f"  {recipient:<10} <- {spec['kind']:<16} {', '.join(sorted(opened))}")
+                if opened.keys() != set(result.audience[recipient]):
+                    raise AssertionError(f"{recipient} opened other sections than sealed for it")
+
+        say("")
+        say("delivery receipts (signature and Merkle inclusion verified offline):")
+        notices_out = []
+        for spec, result in published:
+            origin = nodes[str(spec["by"])]
+            status = await _wait_delivered(origin, result)
+            verified = []
+            for r in status.recipients:
+                receipt = _verify_receipt(origin, r)
+                verified.append(r.recipient)
+                say(
+                    f"  {spec['kind']:<16} {r.recipient:<10} delivered, receipt verified "
+                    f"(sections: {', '.join(receipt.sections)})"
+                )
+            notices_out.append(
+                {
+                    "notice_id": result.notice_id,
+                    "kind": spec["kind"],
+                    "originator": spec["by"],
+                    "audience": {k: list(v) for k, v in result.audience.items()},
+                    "withheld": [
+                        {"agency": w.agency_id, "section": w.section, "reason": w.reason}
+                        for w in result.withheld
+                    ],
+                    "receipts_verified": sorted(verified),
+                }
+            )
+        summary["notices"] = notices_out
+        if as_json:
+            say(json.dumps(summary, indent=2))
+        say("")
+        say("demo complete: every notice delivered, every receipt verified")
+        return summary
+    finally:
+        stop.set()
+        await asyncio.gather(*listeners, return_exceptions=True)
+        for node in nodes.values():
+            await node.close()
+        await app.stop(grace=1.0)
+
+
+async def _wait_delivered(
+    node: AgencyNode, result: PublishedNotice
+) -> agency_pb2.DeliveryStatusResponse:
+    for _ in range(300):
+        status = await node.delivery_status(result.notice_id, result.version)
+        if status.recipients and all(
+            r.state == agency_pb2.DELIVERY_STATE_DELIVERED for r in status.recipients
+        ):
+            return status
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"notice {result.notice_id} was not receipted by every recipient")
+
+
+def _verify_receipt(node: AgencyNode, status: agency_pb2.RecipientStatus) -> notice_pb2.Receipt:
+    """Check a proven receipt with the recipient's CA-bound signing key."""
+    statement = notice_pb2.SignedKeyStatement()
+    statement.ParseFromString(
+        (node.config.keys_dir / "agencies" / status.recipient / "statement.bin").read_bytes()
+    )
+    keys = verify_key_statement(statement, node.ca_key, now_ms(), expected_agency=status.recipient)
+    return rcp.verify_proven_receipt(status.receipt, keys.signing_key)
+
+
+def main(directory: Path | None = None, *, as_json: bool = False) -> int:
+    """Entry point of `broker demo`."""
+    with tempfile.TemporaryDirectory(prefix="broker-demo-") as tmp:
+        root = directory or Path(tmp)
+        deployment = create_deployment(root, DEMO_AGENCIES)
+        print(f"deployment in {root}: CA, broker and 4 agencies with CA-signed key statements")
+        for a in DEMO_AGENCIES:
+            print(f"  {a.id:<10} {a.country}  roles={','.join(a.roles):<14} {a.title}")
+        asyncio.run(run_demo(deployment, as_json=as_json))
+    return 0

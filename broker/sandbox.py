@@ -1,0 +1,101 @@
+"""A complete local deployment in one directory: CA, broker and agency keys,
+registry and broker.toml. Used by `broker demo` and by the integration tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker import pki
+from broker.config import ServerConfig
+from broker.core.identity import Party
+
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+@dataclass(frozen=True)
+class AgencySpec:
+    id: str
+    country: str
+    roles: tuple[str, ...]
+    title: str = ""
+    groups: tuple[str, ...] = ()
+    purposes: tuple[str, ...] = ()
+
+
+DEMO_AGENCIES = (
+    AgencySpec("FR-NCB", "FR", ("ncb", "police"), "French INTERPOL National Central Bureau"),
+    AgencySpec("DE-BKA", "DE", ("police", "sirene"), "German federal criminal police office"),
+    AgencySpec("IT-BORDER", "IT", ("border",), "Italian border police unit"),
+    AgencySpec("EU-HUB", "EU", ("hub",), "Europol-like coordination hub"),
+)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    root: Path
+    keys_dir: Path
+    registry: Path
+    config_file: Path
+    agencies: tuple[AgencySpec, ...]
+
+    def server_config(self, listen: str = "127.0.0.1:0", **kw: object) -> ServerConfig:
+        return ServerConfig(
+            listen=listen,
+            data_dir=self.root / "broker",
+            keys_dir=self.keys_dir,
+            policy_dir=REPO_POLICIES,
+            registry=self.registry,
+            metrics_listen="",
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+def _toml_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+
+def create_deployment(
+    root: Path, agencies: tuple[AgencySpec, ...] = DEMO_AGENCIES, *, listen: str = "127.0.0.1:7443"
+) -> Deployment:
+    """Create CA, broker certificate, agency keys and statements, registry.toml, broker.toml."""
+    keys = root / "keys"
+    pki.generate_ca(keys)
+    pki.issue_certificate(keys, Party("broker", "broker"))
+    lines = ["# Agency registry: who each agency is, as the policy sees it.", ""]
+    for a in agencies:
+        pki.issue_agency(keys, a.id)
+        lines += [
+            f'[agencies."{a.id}"]',
+            f'title = "{a.title}"',
+            f'country = "{a.country}"',
+            f"roles = {_toml_list(a.roles)}",
+            f"groups = {_toml_list(a.groups)}",
+            f"purposes = {_toml_list(a.purposes)}",
+            'status = "active"',
+            "",
+        ]
+    registry = root / "registry.toml"
+    registry.write_text("\n".join(lines), encoding="utf-8")
+    config_file = root / "broker.toml"
+    config_file.write_text(
+        "\n".join(
+            [
+                "[server]",
+                f'listen = "{listen}"',
+                'data_dir = "broker"',
+                'keys_dir = "keys"',
+                f'policy_dir = "{REPO_POLICIES}"',
+                'registry = "registry.toml"',
+                'metrics_listen = "127.0.0.1:9464"',
+                "",
+                "[limits]",
+                "lease_ms = 30000",
+                "max_attempts = 5",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return Deployment(root, keys, registry, config_file, agencies)

@@ -6,6 +6,7 @@ reads files, and reads the clock. The layout (documented in keys/README.md)::
     <root>/ca/ca.pem                  CA certificate (0644)
     <root>/ca/ca.key                  CA private key (0600), keep offline
     <root>/ca/revoked.txt             revoked party URIs, one a line (0644)
+    <root>/ca/issued.log              every issuance: time, URI, cert serial, statement serial
     <root>/<kind>s/<id>/tls.pem       party certificate, URI SAN urn:broker:<kind>:<id>
     <root>/<kind>s/<id>/tls.key       its private key (0600)
     <root>/<kind>s/<id>/ca.pem        copy of the CA certificate, so the directory is self-contained
@@ -60,6 +61,7 @@ CA_DIR: Final = "ca"
 CA_CERT: Final = "ca.pem"
 CA_KEY: Final = "ca.key"
 REVOKED: Final = "revoked.txt"
+ISSUED_LOG: Final = "issued.log"
 TLS_CERT: Final = "tls.pem"
 TLS_KEY: Final = "tls.key"
 PARTY_CA_CERT: Final = "ca.pem"
@@ -269,17 +271,21 @@ def subject_alt_names(
     if party.kind == "broker" and not dns_names and not ip_addresses:
         dns_names, ip_addresses = BROKER_DEFAULT_DNS, BROKER_DEFAULT_IPS
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(party.uri())]
-    for dns in dict.fromkeys(dns_names):
+    dns_seen: dict[str, None] = {}
+    for dns in dns_names:
         if not isinstance(dns, str) or _DNS_RE.fullmatch(dns) is None:
             raise InvalidArgument(f"invalid DNS name {dns!r}: use a host name like broker.example")
-        names.append(x509.DNSName(dns.lower()))
-    for ip in dict.fromkeys(ip_addresses):
+        dns_seen[dns.lower()] = None
+    ip_seen: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, None] = {}
+    for ip in ip_addresses:
         try:
-            names.append(x509.IPAddress(ipaddress.ip_address(ip)))
+            ip_seen[ipaddress.ip_address(ip)] = None
         except ValueError:
             raise InvalidArgument(
                 f"invalid IP address {ip!r}: use IPv4 or IPv6 like 127.0.0.1 or ::1"
             ) from None
+    names += [x509.DNSName(d) for d in dns_seen]
+    names += [x509.IPAddress(i) for i in ip_seen]
     return names
 
 
@@ -613,6 +619,7 @@ def issue_certificate(
     ca_cert, ca_key = load_ca(root)
     cert, key = _build_certificate(ca_cert, ca_key, party, names=names, days=days, t=t)
     directory = party_directory(root, party)
+    _append_issued(root, t, party, cert, 0)
     _install(directory, _tls_files(ca_cert, cert, key))
     return _party_files(directory)
 
@@ -666,9 +673,44 @@ def _statement_serial(path: Path) -> int:
         raise FailedPrecondition(f"{path}: {exc}") from None
 
 
-def _previous_serial(directory: Path) -> int:
-    """Highest statement serial ever written for this agency (current or archived)."""
-    serial = _statement_serial(directory / STATEMENT)
+def _append_issued(
+    root: Path, t: datetime, party: Party, cert: x509.Certificate, serial: int
+) -> None:
+    """Append one line to ``ca/issued.log``: time, URI, certificate serial, statement serial."""
+    line = f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')} {party.uri()} cert={cert.serial_number:x}"
+    if serial:
+        line += f" statement={serial}"
+    path = Path(root) / CA_DIR / ISSUED_LOG
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, PUBLIC_MODE)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _logged_serial(root: Path, party: Party) -> int:
+    """Highest statement serial ``ca/issued.log`` records for ``party`` (0 if none)."""
+    try:
+        text = (Path(root) / CA_DIR / ISSUED_LOG).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return 0
+    serial = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == party.uri() and fields[3].startswith("statement="):
+            with contextlib.suppress(ValueError):
+                serial = max(serial, int(fields[3].removeprefix("statement=")))
+    return serial
+
+
+def _previous_serial(root: Path, party: Party, directory: Path) -> int:
+    """Highest statement serial ever issued for this agency.
+
+    The maximum over the CA's issuance log and the agency directory (current
+    and archived statements), so a lost file never makes a serial repeat.
+    """
+    serial = max(_logged_serial(root, party), _statement_serial(directory / STATEMENT))
     old = directory / OLD_DIR
     if old.is_dir():
         for path in old.glob(f"*/{STATEMENT}"):
@@ -704,7 +746,7 @@ def issue_agency(
     _refuse_revoked(root, party)
     ca_cert, ca_key = load_ca(root)
     directory = party_directory(root, party)
-    serial = _previous_serial(directory) + 1
+    serial = _previous_serial(root, party, directory) + 1
 
     cert, tls_key = _build_certificate(ca_cert, ca_key, party, names=names, days=days, t=t)
     signing = ed25519.Ed25519PrivateKey.generate()
@@ -723,6 +765,7 @@ def issue_agency(
     files[SIGNING_KEY] = (signing.private_bytes_raw(), PRIVATE_MODE)
     files[ENCRYPTION_KEY] = (encryption.private_bytes_raw(), PRIVATE_MODE)
     files[STATEMENT] = (signed.SerializeToString(), PUBLIC_MODE)
+    _append_issued(root, t, party, cert, serial)
     _install(directory, files)
     return _agency_files(directory)
 

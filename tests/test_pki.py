@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import ssl
 import stat
 from collections.abc import Iterator
@@ -106,7 +108,7 @@ def test_generate_ca_refuses_to_overwrite(ca_root: Path) -> None:
 
 def test_generate_ca_validates_arguments(root: Path) -> None:
     with pytest.raises(InvalidArgument, match="timezone-aware"):
-        pki.generate_ca(root, now=datetime(2026, 1, 1))  # noqa: DTZ001
+        pki.generate_ca(root, now=datetime(2026, 1, 1))
     with pytest.raises(InvalidArgument, match="days"):
         pki.generate_ca(root, days=0)
     with pytest.raises(InvalidArgument, match="CA name"):
@@ -120,7 +122,7 @@ def test_load_ca_errors(root: Path) -> None:
     pki.generate_ca(root)
     key = root / "ca" / "ca.key"
     key.chmod(0o640)
-    with pytest.raises(FailedPrecondition, match=f"chmod 600 {key}"):
+    with pytest.raises(FailedPrecondition, match=re.escape(f"chmod 600 {key}")):
         pki.load_ca(root)
     key.chmod(0o600)
     other = pki.generate_ca(root / "other")
@@ -280,7 +282,7 @@ def test_load_party_refuses_insecure_key(ca_root: Path) -> None:
     files = pki.issue_certificate(ca_root, party)
     for insecure in (0o644, 0o640, 0o604, 0o660):
         files.key.chmod(insecure)
-        with pytest.raises(FailedPrecondition, match=f"Run: chmod 600 {files.key}"):
+        with pytest.raises(FailedPrecondition, match=re.escape(f"Run: chmod 600 {files.key}")):
             pki.load_party(ca_root, party)
     files.key.chmod(0o600)
     assert pki.load_party(ca_root, party) == files
@@ -361,10 +363,17 @@ def test_rotation_increments_serial_and_archives(ca_root: Path, ca_cert: x509.Ce
         "statement-1",
         "statement-2",
     ]
-    # The serial never goes back, even if the current statement is lost.
+    # The serial never repeats, even if the agency's files are lost: the CA logs it.
     second.files.statement.unlink()
     pki.issue_agency(ca_root, "FR-NCB")
     assert pki.unverified_statement_serial(pki.load_agency(ca_root, "FR-NCB").statement) == 4
+    shutil.rmtree(second.files.directory)
+    pki.issue_agency(ca_root, "FR-NCB")
+    assert pki.unverified_statement_serial(pki.load_agency(ca_root, "FR-NCB").statement) == 5
+    log = (ca_root / "ca" / "issued.log").read_text().splitlines()
+    assert [line.split()[3] for line in log] == [f"statement={n}" for n in range(1, 6)]
+    assert all(line.split()[1] == "urn:broker:agency:FR-NCB" for line in log)
+    assert mode(ca_root / "ca" / "issued.log") == 0o644
 
 
 def test_load_agency_refuses_insecure_or_wrong_keys(ca_root: Path) -> None:
@@ -373,7 +382,7 @@ def test_load_agency_refuses_insecure_or_wrong_keys(ca_root: Path) -> None:
     for path in (files.signing_key, files.encryption_key):
         original = path.read_bytes()
         path.chmod(0o644)
-        with pytest.raises(FailedPrecondition, match=f"chmod 600 {path}"):
+        with pytest.raises(FailedPrecondition, match=re.escape(f"chmod 600 {path}")):
             pki.load_agency(ca_root, "FR-NCB")
         path.chmod(0o600)
         path.write_bytes(original[:31])
@@ -405,7 +414,7 @@ def test_load_agency_expired_statement_says_rotate(root: Path) -> None:
     t = datetime.now(UTC) - timedelta(days=10)
     pki.generate_ca(root, now=t)
     pki.issue_agency(root, "FR-NCB", now=t, days=1)
-    with pytest.raises(FailedPrecondition, match="expired.*broker keys rotate agency FR-NCB"):
+    with pytest.raises(FailedPrecondition, match=r"expired.*broker keys rotate agency FR-NCB"):
         pki.load_agency(root, "FR-NCB")
     assert pki.load_agency(root, "FR-NCB", now=t).agency_id == "FR-NCB"
 

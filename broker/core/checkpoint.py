@@ -100,6 +100,11 @@ def _require_utf8(s: str, what: str) -> bytes:
         raise NoteError(f"{what} is not valid UTF-8") from exc
 
 
+def _preview(s: str) -> str:
+    """Return repr(s), shortened, for error messages about untrusted input."""
+    return repr(s if len(s) <= 40 else s[:40] + "...")
+
+
 def _check_no_controls(s: str, what: str, *, newline_ok: bool) -> None:
     """Reject ASCII control characters (signed-note "Format"), newline optionally allowed."""
     for ch in s:
@@ -111,7 +116,7 @@ def _check_name(name: str) -> None:
     """Check a key name: non-empty, no Unicode spaces, no '+' (signed-note "Format")."""
     _require_utf8(name, "key name")
     if not name or "+" in name or any(ch.isspace() for ch in name):
-        raise NoteError(f"invalid key name {name!r}: empty, or contains a space or '+'")
+        raise NoteError(f"invalid key name {_preview(name)}: empty, or contains a space or '+'")
     _check_no_controls(name, "key name", newline_ok=False)
 
 
@@ -194,8 +199,7 @@ def key_id(name: str, sig_type: int, public_key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Verifier:
-    """A trusted Ed25519 public key under a name, for note signatures (type 0x01)
-    or witness cosignatures (type 0x04).
+    """A trusted Ed25519 public key under a name: a note key (0x01) or a cosigner key (0x04).
 
     Construction raises NoteError for an invalid name (signed-note "Format"),
     an unsupported type, or a key that is not 32 bytes.
@@ -509,7 +513,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
         raise NoteError("checkpoint needs origin, size and root hash lines")
     origin, size_line, root_line, *extensions = lines
     if len(size_line) > 20 or not _DECIMAL.fullmatch(size_line):
-        raise NoteError(f"tree size {size_line!r} is not a decimal without leading zeros")
+        raise NoteError(f"tree size {_preview(size_line)} is not a decimal without leading zeros")
     root = _b64decode(root_line, "root hash")
     return Checkpoint(origin, int(size_line), root, tuple(extensions))
 

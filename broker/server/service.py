@@ -76,6 +76,10 @@ def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedD
     return store.lease(agency, limit, now_ms(), lease_ms)
 
 
+def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
+    return store.release(agency, now_ms(), max_attempts)
+
+
 def _events(agency: str, after: int, store: Store) -> list[Event]:
     return store.events(agency, after, 64)
 
@@ -336,8 +340,11 @@ class AgencyService:
         reader_task = asyncio.create_task(reader())
         last_event = 0
         try:
-            # A new stream takes over: whatever a previous stream left in flight is redelivered.
-            await self.app.runner.call(lambda s: s.release(me))
+            # A new stream takes over: whatever a previous stream left in flight is
+            # redelivered now (or dead-lettered if out of attempts).
+            max_attempts = self.app.config.limits.max_attempts
+            for ev in await self.app.runner.call(partial(_release, me, max_attempts)):
+                self.app.wake(ev.agency)
             while not session.closed.is_set():
                 session.wake.clear()
                 while not outgoing.empty():
@@ -392,8 +399,6 @@ class AgencyService:
             reader_task.cancel()
             with contextlib.suppress(BaseException):
                 await reader_task
-            if self.app.close_session(me, session):
-                # Nobody else streams for this agency: return what is in flight at once
-                # rather than at its deadline. A newer stream has already done so itself.
-                with contextlib.suppress(BaseException):
-                    await self.app.runner.call(lambda s: s.release(me))
+            self.app.close_session(me, session)
+            # What this stream left in flight stays leased until its deadline (or the
+            # agency's next stream), so the attempt counts and dead letters stay honest.

@@ -130,8 +130,11 @@ class Store(Protocol):
         """Mark up to `limit` pending deliveries in flight until now+lease, oldest first."""
         ...
 
-    def release(self, recipient: str) -> int:
-        """Return the recipient's in-flight deliveries to pending (its stream ended)."""
+    def release(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:
+        """Requeue the recipient's in-flight deliveries now (it opened a new stream).
+
+        Those out of attempts are dead-lettered instead; returns the events recorded.
+        """
         ...
 
     def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]:

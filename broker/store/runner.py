@@ -113,12 +113,16 @@ class StoreRunner:
             with contextlib.suppress(Exception):  # the original error is what matters
                 self.store.rollback()
             for _fn, fut in batch:
-                fut.set_exception(Unavailable("storage failed; retry"))
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    fut.set_exception(Unavailable("storage failed; retry"))
             return
         self.batches += 1
         self.operations += len(batch)
         for fut, ok, value in results:
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+            # A caller that gave up (its RPC was cancelled) cancelled its future; the
+            # operation still ran and committed, like any write whose answer was lost.
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)

@@ -218,12 +218,14 @@ class SqliteStore:
             for r in rows
         ]
 
-    def release(self, recipient: str) -> int:
-        cur = self.conn.execute(
-            "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE recipient=? AND state=?",
-            (PENDING, recipient, IN_FLIGHT),
-        )
-        return cur.rowcount
+    def release(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:
+        rows = self.conn.execute(
+            "SELECT d.seq, d.recipient, d.notice_id, d.version, d.attempts, n.originator "
+            "FROM deliveries d JOIN notices n USING (notice_id, version) "
+            "WHERE d.recipient=? AND d.state=?",
+            (recipient, IN_FLIGHT),
+        ).fetchall()
+        return self._requeue(rows, now_ms, max_attempts)
 
     def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]:
         accepted = []
@@ -270,34 +272,40 @@ class SqliteStore:
             "WHERE d.state=? AND d.deadline_ms < ?",
             (IN_FLIGHT, now_ms),
         ).fetchall()
+        return self._requeue(rows, now_ms, max_attempts)
+
+    def _requeue(
+        self, rows: list[tuple[int, str, str, int, int, str]], now_ms: int, max_attempts: int
+    ) -> list[Event]:
+        """Back to pending, or dead-lettered (with an event for the originator)."""
         events = []
         for seq, recipient, notice_id, version, attempts, originator in rows:
-            if attempts >= max_attempts:
-                self.conn.execute(
-                    "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE seq=?", (DEAD, seq)
-                )
-                detail = f"no receipt after {attempts} delivery attempts"
-                cur = self.conn.execute(
-                    "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, "
-                    "at_ms) VALUES (?,?,?,?,?,?,?)",
-                    (originator, "dead_lettered", notice_id, version, recipient, detail, now_ms),
-                )
-                events.append(
-                    Event(
-                        int(cur.lastrowid or 0),
-                        originator,
-                        "dead_lettered",
-                        notice_id,
-                        version,
-                        recipient,
-                        detail,
-                        now_ms,
-                    )
-                )
-            else:
+            if attempts < max_attempts:
                 self.conn.execute(
                     "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE seq=?", (PENDING, seq)
                 )
+                continue
+            self.conn.execute(
+                "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE seq=?", (DEAD, seq)
+            )
+            detail = f"no receipt after {attempts} delivery attempts"
+            cur = self.conn.execute(
+                "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (originator, "dead_lettered", notice_id, version, recipient, detail, now_ms),
+            )
+            events.append(
+                Event(
+                    int(cur.lastrowid or 0),
+                    originator,
+                    "dead_lettered",
+                    notice_id,
+                    version,
+                    recipient,
+                    detail,
+                    now_ms,
+                )
+            )
         return events
 
     def events(self, agency: str, after_seq: int, limit: int) -> list[Event]:

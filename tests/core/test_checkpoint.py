@@ -190,7 +190,7 @@ def _bad_verifier_keys() -> dict[str, str]:
         "space-in-name": f"a b+{hex_id}+{key64}",
         "bad-base64": f"{name}+{hex_id}+{key64[:-1]}!",
         "extra-padding": f"{name}+{hex_id}+{key64}==",
-        "newline-in-base64": f"{name}+{hex_id}+{key64[:8]}\\n{key64[8:]}",
+        "newline-in-base64": f"{name}+{hex_id}+{key64[:8]}\n{key64[8:]}",
         "short-key": f"{name}+{hex_id}+{short_key}",
         "empty-key": f"{name}+{hex_id}+",
         "ecdsa-type": f"{name}+{key_id(name, 2, pub).hex()}+{ecdsa_key}",

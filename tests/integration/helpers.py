@@ -1,0 +1,79 @@
+"""Build envelopes by hand, for tests that need what the SDK would never send."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+from broker import pki
+from broker.core import envelope as env
+from broker.v1 import notice_pb2
+
+DAY_MS = 86_400_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def red_header(originator: str = "FR-NCB", **fields: object) -> notice_pb2.NoticeHeader:
+    created = now_ms()
+    header = notice_pb2.NoticeHeader(
+        notice_id=str(uuid.uuid4()),
+        version=1,
+        originator=originator,
+        kind="interpol.red",
+        purpose="locate_arrest",
+        data_subject=notice_pb2.DATA_SUBJECT_SUSPECT,
+        tlp=notice_pb2.TLP_AMBER,
+        created_at_ms=created,
+        expires_at_ms=created + 30 * DAY_MS,
+    )
+    for key, value in fields.items():
+        setattr(header, key, value)
+    return header
+
+
+RED_SECTIONS = {
+    "identity": b"DOE, John; born 1970-01-01",
+    "case_facts": b"fraud",
+    "judicial": b"warrant 1",
+    "biometrics": b"prints",
+}
+
+
+def seal(
+    keys_dir: Path,
+    header: notice_pb2.NoticeHeader,
+    audience: dict[str, set[str]],
+    sections: dict[str, bytes] | None = None,
+    signer: str | None = None,
+    restrictions: notice_pb2.OriginatorRestrictions | None = None,
+) -> notice_pb2.Envelope:
+    """Seal with real keys from the deployment; `signer` defaults to the header's originator."""
+    creds = pki.load_agency(keys_dir, signer or header.originator)
+    recipients = [
+        env.RecipientInput(
+            agency_id=r,
+            encryption_key=_enc_key(keys_dir, r),
+            sections=frozenset(s),
+        )
+        for r, s in audience.items()
+    ]
+    return env.seal(
+        header,
+        restrictions or notice_pb2.OriginatorRestrictions(),
+        [env.SectionInput(n, d) for n, d in sorted((sections or RED_SECTIONS).items())],
+        recipients,
+        creds.signing_seed,
+        os.urandom,
+    )
+
+
+def _enc_key(keys_dir: Path, agency: str) -> bytes:
+    from nacl.public import PrivateKey
+
+    creds = pki.load_agency(keys_dir, agency)
+    return bytes(PrivateKey(creds.encryption_private_key).public_key)

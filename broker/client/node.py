@@ -128,6 +128,10 @@ class AgencyNode:
                 ("grpc.max_receive_message_length", 8 * 1024 * 1024),
                 ("grpc.max_send_message_length", 8 * 1024 * 1024),
                 ("grpc.keepalive_time_ms", 30_000),
+                # Come back quickly after a broker restart (gRPC's default waits up to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", int(config.reconnect_max_s * 1000)),
             ],
         )
         self.stub = agency_pb2_grpc.AgencyServiceStub(self.channel)

@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-from broker.core.identity import IdentityError, validate_id, verify_key_statement
+from broker.core.identity import newest_key_statements, validate_id
 from broker.core.policy import AgencyProfile
 from broker.core.policy.model import AGENCY_STATUSES
 from broker.core.relay import RegisteredAgency
@@ -58,27 +58,33 @@ def join_statements(
     statements: Iterable[notice_pb2.SignedKeyStatement],
     ca_key: EllipticCurvePublicKey,
     now_ms: int,
+    revoked: Iterable[str] = (),
 ) -> dict[str, RegisteredAgency]:
     """Bind each profile to its newest valid CA-signed key statement.
 
-    Raises InvalidArgument for a registered agency without a valid statement.
+    Statements of revoked agencies are never used. Raises InvalidArgument for a
+    registered agency without a valid statement, IdentityError when the CA
+    signed two conflicting statements with one serial.
     """
-    best: dict[str, tuple[int, notice_pb2.SignedKeyStatement, bytes, bytes]] = {}
-    for signed in statements:
-        try:
-            keys = verify_key_statement(signed, ca_key, now_ms)
-        except IdentityError:
-            continue  # not signed by this CA, or outside its validity: never used
-        current = best.get(keys.agency_id)
-        if current is None or keys.serial > current[0]:
-            best[keys.agency_id] = (keys.serial, signed, keys.signing_key, keys.encryption_key)
+    statements = list(statements)
+    newest = newest_key_statements(statements, ca_key, now_ms, revoked=revoked)
+    signed_by = {
+        (_statement_of(s).agency_id, _statement_of(s).serial): s.SerializeToString()
+        for s in statements
+    }
     out = {}
     for agency_id, profile in profiles.items():
-        if agency_id not in best:
+        keys = newest.get(agency_id)
+        if keys is None:
             raise InvalidArgument(
-                f"agency {agency_id} has no valid CA-signed key statement: "
-                f"run `broker keys issue agency {agency_id}`"
+                f"agency {agency_id} has no valid CA-signed key statement (missing, expired "
+                f"or revoked): run `broker keys issue agency {agency_id}`"
             )
-        _serial, signed, sk, ek = best[agency_id]
-        out[agency_id] = RegisteredAgency(profile, sk, ek, signed.SerializeToString())
+        out[agency_id] = RegisteredAgency(
+            profile, keys.signing_key, keys.encryption_key, signed_by[(agency_id, keys.serial)]
+        )
     return out
+
+
+def _statement_of(signed: notice_pb2.SignedKeyStatement) -> notice_pb2.KeyStatement:
+    return notice_pb2.KeyStatement.FromString(signed.statement)

@@ -14,11 +14,15 @@ re-exported here):
 - sections and wraps each form an RFC 9162 Merkle tree padded with random
   32-byte leaves to a power of two >= 4, leaf positions shuffled, so a tree's size
   hides the section count and audience size up to a power of two;
-- the NoticeHeader commits to both roots and to SHA-256 of the originator's
-  restrictions; the originator signs its bytes: Ed25519(HEADER_CONTEXT || header_bytes).
+- the NoticeHeader commits to both roots and to the originator's restrictions as
+  restrictions_digest = SHA-256(RESTRICTIONS_CONTEXT || salt || restrictions bytes),
+  salt 32 random bytes kept in Envelope.restrictions_salt: restrictions are low
+  entropy, so an unsalted hash would let anyone holding the header confirm guesses;
+  the originator signs the header bytes: Ed25519(HEADER_CONTEXT || header_bytes).
 
 A recipient's Delivery holds the header, its own sections and wrap with inclusion
-proofs, and nothing about other recipients or withheld sections.
+proofs, and nothing about other recipients or withheld sections: neither the
+restrictions nor their salt.
 
 rng call order of :func:`seal` (known-answer tests depend on it):
 
@@ -30,7 +34,8 @@ rng call order of :func:`seal` (known-answer tests depend on it):
    item k of [sections in input order..., padding leaves in drawn order] gets
    leaf_index positions[k];
 3. for each recipient, in input order: ephemeral sealed-box seed = rng(32);
-4. wraps tree: as in 2, over [wraps in recipient input order..., padding].
+4. wraps tree: as in 2, over [wraps in recipient input order..., padding];
+5. restrictions salt = rng(32), last, so steps 1-4 are as before the salt existed.
 
 Signing (Ed25519) is deterministic and draws nothing. Envelope.sections, wraps
 and padding lists are ordered by leaf_index.
@@ -185,8 +190,9 @@ def seal(
     """Encrypt, wrap, commit and sign one notice version.
 
     `header` supplies notice_id, version, originator and the descriptive fields;
-    a copy gets format, restrictions_digest and the tree roots and sizes. The rng
-    call order is in the module docstring. Returns the Envelope.
+    a copy gets format, restrictions_digest (salted) and the tree roots and sizes.
+    The rng call order is in the module docstring. Returns the Envelope, which
+    carries the restrictions and their salt for the broker only.
     Raises EnvelopeError for invalid input (names the field); ValueError if rng
     returns the wrong number of bytes.
     """
@@ -195,7 +201,6 @@ def seal(
     hdr.CopyFrom(header)
     hdr.format = FORMAT
     restriction_bytes = es.serialize(restrictions)
-    hdr.restrictions_digest = es.sha256(restriction_bytes)
 
     keys: dict[str, bytes] = {}
     sealed_sections: list[notice_pb2.SealedSection] = []
@@ -245,6 +250,9 @@ def seal(
     for wrap, pos in zip(wraps, positions, strict=True):
         wrap.leaf_index = pos
 
+    salt = es.draw(rng, es.SALT_SIZE)
+    hdr.restrictions_digest = es.restrictions_digest(salt, restriction_bytes)
+
     header_bytes = es.serialize(hdr)
     return notice_pb2.Envelope(
         header=notice_pb2.SignedHeader(
@@ -253,6 +261,7 @@ def seal(
             suite=SUITE,
         ),
         restrictions=restriction_bytes,
+        restrictions_salt=salt,
         sections=sorted(sealed_sections, key=lambda s: s.leaf_index),
         wraps=sorted(wraps, key=lambda w: w.leaf_index),
         section_padding=section_padding,

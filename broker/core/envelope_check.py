@@ -1,7 +1,7 @@
 """The broker's side of an envelope: check it on Publish, split it per recipient.
 
 The broker holds no keys, so it checks everything else: the originator's
-signature (first, before anything signed is parsed), the header, the
+signature (first, before anything signed is parsed), the header, the salted
 restrictions digest, each descriptor against its ciphertext, the wrap leaves,
 the padding and that both trees rebuild to the signed roots. Public names are
 re-exported by :mod:`broker.core.envelope`.
@@ -148,9 +148,10 @@ def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> Checked
     """Verify everything about an envelope that can be verified without the keys.
 
     Checks suite and signature first (before parsing anything signed), then the
-    header, restrictions digest, descriptors against ciphertexts, wrap leaves,
-    padding, leaf index permutations and both Merkle roots. Not checked: times,
-    kinds, purposes (relay and policy), key commitments (they need the keys).
+    header, restrictions salt (32 bytes) and salted digest, descriptors against
+    ciphertexts, wrap leaves, padding, leaf index permutations and both Merkle
+    roots. Not checked: times, kinds, purposes (relay and policy), key
+    commitments (they need the keys).
     Returns the parsed CheckedEnvelope.
     Raises SignatureError if the signature does not verify with `signing_key`
     (the originator's 32-byte Ed25519 public key); EnvelopeError for anything
@@ -167,8 +168,13 @@ def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> Checked
         raise SignatureError("header.signature does not verify with the originator's signing key")
     header = es.parse_field(notice_pb2.NoticeHeader, signed.header_bytes, "header.header_bytes")
     _check_header(header)
-    if not hmac.compare_digest(es.sha256(envelope.restrictions), header.restrictions_digest):
-        raise EnvelopeError("restrictions do not match header.restrictions_digest")
+    if len(envelope.restrictions_salt) != es.SALT_SIZE:
+        raise EnvelopeError(f"restrictions_salt must be {es.SALT_SIZE} bytes")
+    digest = es.restrictions_digest(envelope.restrictions_salt, envelope.restrictions)
+    if not hmac.compare_digest(digest, header.restrictions_digest):
+        raise EnvelopeError(
+            "restrictions and restrictions_salt do not match header.restrictions_digest"
+        )
     restrictions = es.parse_field(
         notice_pb2.OriginatorRestrictions, envelope.restrictions, "restrictions"
     )
@@ -199,6 +205,8 @@ def delivery_for(
 
     Sections come in leaf_index order; inclusion proofs are computed over all
     leaves, padding included. sequence and attempt are left 0 for the caller.
+    The restrictions and their salt are never copied: with them a recipient would
+    learn the audience, or confirm guesses of it against restrictions_digest.
     Expects an envelope that passed :func:`check_envelope`.
     Raises EnvelopeError if the recipient has no wrap, a section name is unknown
     or leaf indices are not a permutation; TypeError if `sections` is a str.

@@ -8,6 +8,8 @@
   agreement), built here from a caller-supplied ephemeral seed so that sealing is
   deterministic given the rng; the bytes are exactly what crypto_box_seal makes.
 - Tree layout: padding to a power of two and an unbiased Fisher-Yates shuffle.
+- Restrictions commitment: SHA-256 over a context, a 32-byte random salt and the
+  serialized restrictions, so the low-entropy audience cannot be guessed from it.
 
 Pure: every random byte comes from the caller's `rng`, via :func:`draw`.
 """
@@ -47,9 +49,11 @@ MIN_SECTION_CIPHERTEXT = NONCE_SIZE + TAG_SIZE
 SEAL_OVERHEAD = KEY_SIZE + TAG_SIZE  # ephemeral public key || Poly1305 tag
 PADDING_LEAF_SIZE = 32
 MIN_TREE_SIZE = 4
+SALT_SIZE = 32  # Envelope.restrictions_salt
 
 SECTION_CONTEXT = b"broker.v1 section\x00"
 COMMITMENT_CONTEXT = b"broker.v1 key commitment\x00"
+RESTRICTIONS_CONTEXT = b"broker.v1 restrictions\x00"
 
 
 class EnvelopeError(InvalidArgument):
@@ -106,6 +110,18 @@ def draw(rng: Rng, n: int) -> bytes:
 def sha256(data: bytes) -> bytes:
     """Return the SHA-256 digest of data."""
     return hashlib.sha256(data).digest()
+
+
+def restrictions_digest(salt: bytes, restrictions: bytes) -> bytes:
+    """Return SHA-256(RESTRICTIONS_CONTEXT || salt || restrictions), the header's commitment.
+
+    The 32-byte random salt travels only in the Envelope (broker's copy), never in a
+    Delivery, so a recipient cannot confirm guessed restrictions against the digest.
+    Raises ValueError if salt is not SALT_SIZE bytes.
+    """
+    if len(salt) != SALT_SIZE:
+        raise ValueError(f"restrictions salt must be {SALT_SIZE} bytes")
+    return sha256(RESTRICTIONS_CONTEXT + salt + restrictions)
 
 
 # --- Ed25519 (RFC 8032) ---------------------------------------------------------

@@ -71,14 +71,10 @@ class BrokerApp:
         self.health = health.aio.HealthServicer()
 
     def _load_registry(self) -> dict[str, RegisteredAgency]:
-        from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-
-        ca_key = self.ca_cert.public_key()
-        if not isinstance(ca_key, EllipticCurvePublicKey):
-            raise InvalidArgument("the deployment CA must use an EC P-256 key")
         profiles = parse_registry(self.config.registry)
         statements = pki.read_statements(self.config.keys_dir)
-        return join_statements(profiles, statements, ca_key, now_ms())
+        ca_key = pki.ca_public_key(self.ca_cert)
+        return join_statements(profiles, statements, ca_key, now_ms(), self.revoked)
 
     # -- sessions -------------------------------------------------------------------
     def open_session(self, agency: str) -> Session:

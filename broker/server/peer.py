@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
-from broker.core.identity import IdentityError, Party, party_from_uri_sans
+from broker.core.identity import IdentityError, Party, party_from_certificate
 from broker.errors import PermissionDenied, Unauthenticated
 
 
@@ -16,10 +16,9 @@ from broker.errors import PermissionDenied, Unauthenticated
 def _party_of_pem(pem: bytes) -> Party:
     try:
         cert = x509.load_pem_x509_certificate(pem)
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound) as exc:
-        raise Unauthenticated("client certificate has no usable subject alternative name") from exc
-    return party_from_uri_sans(sans.get_values_for_type(x509.UniformResourceIdentifier))
+    except ValueError as exc:
+        raise Unauthenticated("client certificate could not be read") from exc
+    return party_from_certificate(cert)
 
 
 def caller(context: grpc.aio.ServicerContext[Any, Any], revoked: frozenset[str]) -> Party:

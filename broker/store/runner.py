@@ -48,30 +48,34 @@ class StoreRunner:
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="store", daemon=True)
         self._closed = False
+        self._lock = threading.Lock()  # no operation is queued behind _STOP
         self.batches = 0
         self.operations = 0
         self._thread.start()
 
     async def call(self, fn: Callable[[Any], T]) -> T:
         """Run fn(store) in the next group commit; return its result once durable."""
-        if self._closed:
-            raise Unavailable("the broker is shutting down; retry")
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, fut))
-        return await asyncio.wrap_future(fut)
+        return await asyncio.wrap_future(self._submit(fn))
 
     def call_sync(self, fn: Callable[[Any], T]) -> T:
         """Blocking variant for start-up and tools."""
+        return self._submit(fn).result()
+
+    def _submit(self, fn: Callable[[Any], T]) -> concurrent.futures.Future[T]:
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, fut))
-        return fut.result()
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the broker is shutting down; retry")
+            self._queue.put((fn, fut))
+        return fut
 
     def close(self) -> None:
         """Finish queued operations, then stop the thread and close the store."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
         self._thread.join()
         self.store.close()
 

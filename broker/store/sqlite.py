@@ -54,7 +54,11 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn)
-        store.migrate()
+        try:
+            store.migrate()
+        except BaseException:
+            conn.close()  # e.g. a schema newer than this broker: do not leak the connection
+            raise
         return store
 
     def close(self) -> None:
@@ -330,11 +334,17 @@ class SqliteStore:
         ).fetchone()
         if known is None:
             raise NotFound(f"you have published no notice {notice_id}")
+        # Only this originator's versions: notice ids are chosen by clients, so another
+        # agency may have published other versions under the same id.
         rows = self.conn.execute(
             "SELECT d.recipient, d.version, d.state, d.attempts, d.sections, r.proven "
-            "FROM deliveries d LEFT JOIN receipts r USING (notice_id, version, recipient) "
-            "WHERE d.notice_id=? AND (?=0 OR d.version=?) ORDER BY d.version, d.recipient",
-            (notice_id, version, version),
+            "FROM deliveries d "
+            "JOIN notices n ON n.notice_id=d.notice_id AND n.version=d.version "
+            "LEFT JOIN receipts r ON r.notice_id=d.notice_id AND r.version=d.version "
+            "AND r.recipient=d.recipient "
+            "WHERE d.notice_id=? AND n.originator=? AND (?=0 OR d.version=?) "
+            "ORDER BY d.version, d.recipient",
+            (notice_id, originator, version, version),
         ).fetchall()
         return [
             DeliveryStatus(r[0], r[1], r[2], r[3], _t(r[4]), None if r[5] is None else bytes(r[5]))

@@ -100,8 +100,10 @@ Global___Evaluation: _TypeAlias = Evaluation  # noqa: Y015
 @_typing.final
 class OriginatorRestrictions(_message.Message):
     """Who the originator allows or excludes. Its serialized bytes travel beside the
-    header; the header carries their SHA-256 only, so recipients learn nothing of
-    the audience while the broker (which enforces it) can check them.
+    header with a random salt (Envelope.restrictions_salt); the header carries only
+    a salted SHA-256 of them, so recipients, who see neither salt nor restrictions,
+    learn nothing of the audience (not even by hashing guesses) while the broker
+    (which enforces it) can check them.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -217,9 +219,11 @@ class NoticeHeader(_message.Message):
     data_subject: Global___DataSubjectCategory.ValueType
     tlp: Global___Tlp.ValueType
     restrictions_digest: _builtins.bytes
-    """SHA-256 of OriginatorRestrictions bytes"""
+    """SHA-256("broker.v1 restrictions\\x00" || Envelope.restrictions_salt"""
     created_at_ms: _builtins.int
-    """unix milliseconds"""
+    """  || OriginatorRestrictions bytes); salted so it cannot be guessed
+    unix milliseconds
+    """
     expires_at_ms: _builtins.int
     sections_root: _builtins.bytes
     """RFC 9162 Merkle root over SectionDescriptor bytes (padded)"""
@@ -476,8 +480,11 @@ class Envelope(_message.Message):
     WRAPS_FIELD_NUMBER: _builtins.int
     SECTION_PADDING_FIELD_NUMBER: _builtins.int
     WRAP_PADDING_FIELD_NUMBER: _builtins.int
+    RESTRICTIONS_SALT_FIELD_NUMBER: _builtins.int
     restrictions: _builtins.bytes
     """serialized OriginatorRestrictions"""
+    restrictions_salt: _builtins.bytes
+    """32 random bytes; restrictions_digest = SHA-256(context || salt || restrictions)"""
     @_builtins.property
     def header(self) -> Global___SignedHeader: ...
     @_builtins.property
@@ -497,10 +504,11 @@ class Envelope(_message.Message):
         wraps: _abc.Iterable[Global___KeyWrap] | None = ...,
         section_padding: _abc.Iterable[Global___PaddingLeaf] | None = ...,
         wrap_padding: _abc.Iterable[Global___PaddingLeaf] | None = ...,
+        restrictions_salt: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "restrictions", b"restrictions", "section_padding", b"section_padding", "sections", b"sections", "wrap_padding", b"wrap_padding", "wraps", b"wraps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "restrictions", b"restrictions", "restrictions_salt", b"restrictions_salt", "section_padding", b"section_padding", "sections", b"sections", "wrap_padding", b"wrap_padding", "wraps", b"wraps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

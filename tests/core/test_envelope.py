@@ -240,7 +240,12 @@ def test_section_aad_layout() -> None:
 
 # --------------------------------------------------------------------------- known answers
 
-KAT_ENVELOPE_SHA256 = "5451c25c4e99e9c22c801a599ced571da7c9060a0aecc1d34bc7b80b765f2cdf"
+# KAT_ENVELOPE_SHA256 changed (was 5451c25c...765f2cdf) when restrictions_digest became
+# salted: the envelope now carries restrictions_salt and the signed header a different
+# digest. The salt is the last rng draw, so the roots and ciphertext below did not change.
+KAT_ENVELOPE_SHA256 = "c5ee10c0dd9b809fc9fe9aec6fd268d0cd999fab584e1bfbbf406c188d590b41"
+KAT_RESTRICTIONS_SALT = "5f202e70dfecd05747f1902779ecf9fbd25d14c1a10d196572bf4a4c71ae8b9d"
+KAT_RESTRICTIONS_DIGEST = "de09f9e0253de4eb7cfa9c1276e05f46cff635e1e71046f4d017e067a0cea552"
 KAT_SECTIONS_ROOT = "38b40474517d3fbf8a59093de23bed81b0fe66b09e60f4cb6396a8af8def4366"
 KAT_WRAPS_ROOT = "330a863af27d548472fb539857e642d705e2af2bbf76700a4264b120ff3cd146"
 KAT_FIRST_CIPHERTEXT = (  # "biometrics" (leaf 0): nonce || ciphertext || tag
@@ -257,6 +262,8 @@ def test_known_answer() -> None:
     assert header.sections_root.hex() == KAT_SECTIONS_ROOT
     assert header.wraps_root.hex() == KAT_WRAPS_ROOT
     assert ENVELOPE.sections[0].ciphertext.hex() == KAT_FIRST_CIPHERTEXT
+    assert ENVELOPE.restrictions_salt.hex() == KAT_RESTRICTIONS_SALT
+    assert header.restrictions_digest.hex() == KAT_RESTRICTIONS_DIGEST
     assert make_envelope() == ENVELOPE  # deterministic given the rng
     assert make_envelope(seed=b"other") != ENVELOPE
 
@@ -266,7 +273,14 @@ def test_envelope_shape() -> None:
     assert ENVELOPE.header.suite == SUITE
     assert header.format == 1
     assert (header.sections_tree_size, header.wraps_tree_size) == (4, 4)
-    assert header.restrictions_digest == hashlib.sha256(ENVELOPE.restrictions).digest()
+    assert len(ENVELOPE.restrictions_salt) == 32
+    assert (
+        header.restrictions_digest
+        == hashlib.sha256(
+            b"broker.v1 restrictions\x00" + ENVELOPE.restrictions_salt + ENVELOPE.restrictions
+        ).digest()
+    )
+    assert header.restrictions_digest != hashlib.sha256(ENVELOPE.restrictions).digest()
     assert ENVELOPE.restrictions == RESTRICTIONS.SerializeToString(deterministic=True)
     assert [s.leaf_index for s in ENVELOPE.sections] == sorted(
         s.leaf_index for s in ENVELOPE.sections
@@ -337,7 +351,45 @@ def test_rng_call_order_is_as_documented() -> None:
     assert [(p.leaf_index, p.leaf) for p in envelope.wrap_padding] == sorted(
         zip(positions[3:], pads, strict=True)
     )
+    # 5. restrictions salt, last
+    assert envelope.restrictions_salt == next(draws)
     assert next(draws, None) is None
+
+
+def test_restrictions_digest_depends_on_the_salt() -> None:
+    # Same restrictions, different rng: different salts, so different digests; a
+    # recipient cannot confirm a guess by hashing it, nor link two notices by it.
+    first, second = make_envelope(seed=b"salt one"), make_envelope(seed=b"salt two")
+    assert first.restrictions == second.restrictions
+    assert first.restrictions_salt != second.restrictions_salt
+    assert parsed_header(first).restrictions_digest != parsed_header(second).restrictions_digest
+    for envelope in (first, second):
+        check_envelope(envelope, ORIGINATOR_PK)
+    # Empty restrictions no longer show up as SHA-256(b"").
+    nobody = notice_pb2.OriginatorRestrictions()
+    empty = seal(make_header(), nobody, SECTIONS, RECIPIENTS, SIGNING_SEED, shake_rng(b"e"))
+    assert empty.restrictions == b""
+    digest = parsed_header(empty).restrictions_digest
+    assert digest != hashlib.sha256(b"").digest()
+    assert digest == es.restrictions_digest(empty.restrictions_salt, b"")
+    assert check_envelope(empty, ORIGINATOR_PK).restrictions == nobody
+
+
+def test_restrictions_digest_rejects_bad_salt_size() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        es.restrictions_digest(bytes(31), b"")
+
+
+def test_no_delivery_carries_restrictions_or_salt() -> None:
+    salt = ENVELOPE.restrictions_salt
+    assert len(salt) == 32
+    for agency in AGENCIES:
+        delivery = deliver(ENVELOPE, agency)
+        raw = delivery.SerializeToString()
+        assert salt not in raw
+        assert ENVELOPE.restrictions not in raw
+        # The only restriction-related bytes a recipient sees: the salted digest.
+        assert parsed_header(ENVELOPE).restrictions_digest in raw
 
 
 # --------------------------------------------------------------------------- round trips
@@ -423,6 +475,7 @@ def test_round_trip_and_no_leaks(
                 assert other.agency_id.encode() not in raw
         for name in plain.keys() - recipient.sections:
             assert name.encode() not in raw
+        assert envelope.restrictions_salt not in raw
     raw_envelope = envelope.SerializeToString()
     for text in plain.values():
         if len(text) >= 16:
@@ -714,7 +767,32 @@ CHECK_CASES: dict[str, tuple[EnvelopeEdit, type[Exception], str]] = {
     "restrictions": (
         lambda e: _set("restrictions", e.restrictions + b"\x18\x00")(e),
         EnvelopeError,
-        "restrictions do not match header.restrictions_digest",
+        "restrictions and restrictions_salt do not match header.restrictions_digest",
+    ),
+    "restrictions salt flipped": (
+        lambda e: _set("restrictions_salt", flip(e.restrictions_salt, 0))(e),
+        EnvelopeError,
+        "restrictions and restrictions_salt do not match header.restrictions_digest",
+    ),
+    "restrictions salt of another envelope": (
+        lambda e: _set("restrictions_salt", make_envelope(seed=b"other").restrictions_salt)(e),
+        EnvelopeError,
+        "restrictions and restrictions_salt do not match header.restrictions_digest",
+    ),
+    "restrictions salt missing": (
+        lambda e: e.ClearField("restrictions_salt"),
+        EnvelopeError,
+        "restrictions_salt must be 32 bytes",
+    ),
+    "restrictions salt short": (
+        lambda e: _set("restrictions_salt", e.restrictions_salt[:31])(e),
+        EnvelopeError,
+        "restrictions_salt must be 32 bytes",
+    ),
+    "restrictions salt long": (
+        lambda e: _set("restrictions_salt", e.restrictions_salt + b"\x00")(e),
+        EnvelopeError,
+        "restrictions_salt must be 32 bytes",
     ),
     "descriptor flipped": (
         lambda e: _set("descriptor", flip(e.sections[0].descriptor, 8))(e.sections[0]),
@@ -867,7 +945,12 @@ SIGNED_CHECK_CASES: dict[str, tuple[EnvelopeEdit, dict[str, object], str]] = {
     ),
     "restrictions unparsable": (
         lambda e: _set("restrictions", b"\xff")(e),
-        {"edit_header": _set("restrictions_digest", hashlib.sha256(b"\xff").digest())},
+        {
+            "edit_header": _set(
+                "restrictions_digest",
+                es.restrictions_digest(ENVELOPE.restrictions_salt, b"\xff"),
+            )
+        },
         "restrictions is not a valid OriginatorRestrictions",
     ),
     "descriptor version": (

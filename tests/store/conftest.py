@@ -1,0 +1,125 @@
+"""Fixtures for the store contract (tests/store/test_contract.py).
+
+Every backend runs the same contract. A backend is described by a `Backend`
+object that knows how to open a store on fresh, private storage (and reopen it),
+plus the few backend-specific hooks the contract needs (counting rows, forcing a
+schema version). The `store` and `runner` fixtures are parametrized over
+`BACKENDS`.
+
+To add PostgreSQL once broker/store/postgres.py exists:
+  1. write `class PostgresBackend(Backend)` below: `open()` connects to one
+     database (or schema) created for this test only (e.g. from a
+     BROKER_TEST_POSTGRES_DSN environment variable, dropped in `cleanup()`),
+     `count_rows()` runs SELECT count(*), `force_schema_version()` writes the
+     backend's schema-version marker;
+  2. add "postgres" to BACKENDS and a branch in the `backend` fixture (skip when
+     no server is configured).
+Nothing in test_contract.py should need to change.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.store.migrations import MIGRATIONS
+from broker.store.runner import StoreRunner
+from broker.store.sqlite import SqliteStore
+
+# Backends under contract. Add "postgres" here (see the module docstring).
+BACKENDS = ["sqlite"]
+
+
+class Backend:
+    """One backend's storage for one test: open (and reopen) stores on it."""
+
+    name: str
+
+    def __init__(self) -> None:
+        self.opened: list[Any] = []
+
+    def open(self) -> Any:
+        """Open a store on this test's storage (the same data each time)."""
+        store = self._open()
+        self.opened.append(store)
+        return store
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def latest_schema_version(self) -> int:
+        """The schema version a freshly migrated store reports."""
+        raise NotImplementedError
+
+    def count_rows(self, store: Any, table: str) -> int:
+        """Rows in `table` (notices, deliveries, receipts, events, agencies)."""
+        raise NotImplementedError
+
+    def force_schema_version(self, version: int) -> None:
+        """Mark the (closed) storage as having schema `version`, behind the store's back."""
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Close every store opened here; close() must be idempotent."""
+        for store in self.opened:
+            store.close()
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def _open(self) -> SqliteStore:
+        return SqliteStore.open(self.path)
+
+    @property
+    def latest_schema_version(self) -> int:
+        return len(MIGRATIONS)
+
+    def count_rows(self, store: Any, table: str) -> int:
+        return int(store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def force_schema_version(self, version: int) -> None:
+        conn = sqlite3.connect(str(self.path))
+        try:
+            conn.execute(f"PRAGMA user_version={int(version)}")
+            conn.commit()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Fresh, private storage of one backend (a real database file for SQLite)."""
+    if request.param == "sqlite":
+        b: Backend = SqliteBackend(tmp_path / "store" / "broker.db")
+    else:  # pragma: no cover - a backend listed without a branch here
+        pytest.fail(f"no fixture for backend {request.param!r}")
+    try:
+        yield b
+    finally:
+        b.cleanup()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Any:
+    """A freshly created and migrated store (closed at teardown by `backend`)."""
+    return backend.open()
+
+
+@pytest.fixture
+def runner(store: Any) -> Iterator[StoreRunner]:
+    """The store behind a StoreRunner, the way the broker uses it; closed at teardown."""
+    r = StoreRunner(store)
+    try:
+        yield r
+    finally:
+        r.close()

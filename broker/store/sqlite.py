@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker.errors import AlreadyExists, InvalidArgument, NotFound
+from broker.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from broker.store.api import (
     DEAD,
     DELIVERED,
@@ -143,6 +143,14 @@ class SqliteStore:
     ) -> list[PublishOutcome]:
         outcomes = []
         for notice, plans in items:
+            owner = self.conn.execute(
+                "SELECT originator FROM notices WHERE notice_id=? LIMIT 1", (notice.notice_id,)
+            ).fetchone()
+            if owner is not None and owner[0] != notice.originator:
+                raise PermissionDenied(
+                    f"notice id {notice.notice_id} belongs to another originator; "
+                    "use a new notice id"
+                )
             row = self.conn.execute(
                 "SELECT envelope_digest, header_digest, policy_version FROM notices "
                 "WHERE notice_id=? AND version=?",

@@ -215,9 +215,7 @@ async def test_originator_restriction_enforced_at_publish(broker: Running) -> No
         {"DE-BKA": POLICE},
         restrictions=restrictions,
     )
-    await expect(
-        grpc.StatusCode.PERMISSION_DENIED, publish_raw(broker, envelope), "originator"
-    )
+    await expect(grpc.StatusCode.PERMISSION_DENIED, publish_raw(broker, envelope), "originator")
     nothing_stored(broker)
 
 

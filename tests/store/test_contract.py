@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from broker.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from broker.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from broker.store.api import (
     DEAD,
     DELIVERED,
@@ -610,20 +610,6 @@ def test_delivery_status_version_filter(runner: StoreRunner) -> None:
     assert list(status(runner, v1, 2)) == [(R1, 2), (R3, 2)]
 
 
-def test_delivery_status_hides_other_originators_versions_of_the_same_id(
-    runner: StoreRunner,
-) -> None:
-    # Notice ids are chosen by clients: OTHER may publish a version under ORIG's id.
-    mine, theirs = notice("shared", 1), notice("shared", 2, originator=OTHER)
-    publish(runner, item(mine, R1))
-    publish(runner, item(theirs, R2))
-
-    assert list(status(runner, "shared")) == [(R1, 1)]
-    assert list(status(runner, "shared", originator=OTHER)) == [(R2, 2)]
-    with pytest.raises(NotFound):
-        status(runner, "shared", 2)
-
-
 def test_delivery_status_reports_attempts_and_receipt(runner: StoreRunner) -> None:
     n = notice()
     publish(runner, item(n, R1, R2, sections=("summary", "indicators")))
@@ -864,3 +850,10 @@ async def test_close_finishes_queued_calls_then_refuses_new_ones(
         assert counts(reopened, backend)["notices"] == 5
     finally:
         reopened.close()
+
+
+def test_notice_id_belongs_to_its_first_originator(runner: StoreRunner, backend: Backend) -> None:
+    publish(runner, item(notice("n-owned", originator="FR-NCB"), "DE-BKA"))
+    with pytest.raises(PermissionDenied):
+        publish(runner, item(notice("n-owned", version=2, originator="DE-BKA"), "FR-NCB"))
+    assert counts(runner, backend)["notices"] == 1

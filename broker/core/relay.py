@@ -72,11 +72,19 @@ class AcceptedNotice:
     decisions: tuple[RecipientDecision, ...]
     policy_version: str
 
+    facts: NoticeFacts | None = None
+    recipients: tuple[AgencyProfile, ...] = ()
+
     def decision_record(self) -> str:
-        """JSON of every (recipient, section) decision with its rules: what the log records."""
+        """JSON of the decision: the notice facts the policy saw, each recipient's profile,
+        and every (recipient, section) decision with its rules. Its SHA-256 goes into the
+        transparency log; an auditor re-evaluates it under the bundle it names."""
+        facts = self.facts
         return json.dumps(
             {
                 "policy_version": self.policy_version,
+                "notice": None if facts is None else _facts_json(facts),
+                "recipients": [_profile_json(p) for p in self.recipients],
                 "decisions": [
                     {
                         "recipient": d.recipient,
@@ -90,6 +98,40 @@ class AcceptedNotice:
             },
             sort_keys=True,
         )
+
+
+def _facts_json(f: NoticeFacts) -> dict[str, object]:
+    r = f.restrictions
+    return {
+        "originator": f.originator,
+        "kind": f.kind,
+        "purpose": f.purpose,
+        "tlp": f.tlp,
+        "sections": list(f.sections),
+        "handling_codes": list(f.handling_codes),
+        "restrictions": {
+            name: sorted(getattr(r, name))
+            for name in (
+                "allow_agencies",
+                "deny_agencies",
+                "allow_countries",
+                "deny_countries",
+                "allow_groups",
+                "deny_groups",
+            )
+        },
+    }
+
+
+def _profile_json(p: AgencyProfile) -> dict[str, object]:
+    return {
+        "id": p.id,
+        "country": p.country,
+        "roles": sorted(p.roles),
+        "groups": sorted(p.groups),
+        "purposes": sorted(p.purposes),
+        "status": p.status,
+    }
 
 
 def restrictions_of(msg: notice_pb2.OriginatorRestrictions) -> Restrictions:
@@ -252,6 +294,8 @@ def accept_publish(
         plans=tuple(plans),
         decisions=tuple(decisions),
         policy_version=policy.version,
+        facts=facts,
+        recipients=tuple(registry[r].profile for r, _ in plans),
     )
 
 

@@ -70,4 +70,30 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_agency ON events (agency, acked, seq);
     """,
+    # 2: policy bundles (signed activations), administrator actions, decision records
+    """
+    CREATE TABLE policy_bundles (
+        version TEXT PRIMARY KEY,
+        bundle BLOB NOT NULL,
+        signed_activation BLOB,
+        activated_by TEXT,
+        activated_at_ms INTEGER,
+        active INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE policy_activations (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        version TEXT NOT NULL REFERENCES policy_bundles (version),
+        activated_by TEXT NOT NULL,
+        activated_at_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE admin_actions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    """,
 )

@@ -87,6 +87,13 @@ MIGRATIONS: tuple[str, ...] = (
         activated_at_ms INTEGER NOT NULL,
         reason TEXT NOT NULL
     );
+    CREATE TABLE notice_restrictions (
+        notice_id TEXT PRIMARY KEY,
+        sequence INTEGER NOT NULL,
+        restrictions BLOB NOT NULL,
+        signed BLOB NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
     CREATE TABLE admin_actions (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         actor TEXT NOT NULL,

@@ -6,6 +6,7 @@ SAN of its mutual-TLS client certificate (urn:broker:agency:<id>); nothing in
 a request can claim another identity.
 """
 
+from broker.v1 import admin_pb2 as _admin_pb2
 from broker.v1 import notice_pb2 as _notice_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -32,12 +33,16 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     EVENT_KIND_UNSPECIFIED: _EventKind.ValueType  # 0
     EVENT_KIND_DEAD_LETTERED: _EventKind.ValueType  # 1
     """a delivery of the caller's notice was given up"""
+    EVENT_KIND_WITHHELD: _EventKind.ValueType  # 2
+    """a queued delivery was withheld at forwarding time"""
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper): ...
 
 EVENT_KIND_UNSPECIFIED: EventKind.ValueType  # 0
 EVENT_KIND_DEAD_LETTERED: EventKind.ValueType  # 1
 """a delivery of the caller's notice was given up"""
+EVENT_KIND_WITHHELD: EventKind.ValueType  # 2
+"""a queued delivery was withheld at forwarding time"""
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 
 class _DeliveryState:
@@ -51,6 +56,8 @@ class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliver
     DELIVERY_STATE_IN_FLIGHT: _DeliveryState.ValueType  # 2
     DELIVERY_STATE_DELIVERED: _DeliveryState.ValueType  # 3
     DELIVERY_STATE_DEAD_LETTERED: _DeliveryState.ValueType  # 4
+    DELIVERY_STATE_WITHHELD: _DeliveryState.ValueType  # 5
+    """no longer allowed when it was due to be forwarded"""
 
 class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper): ...
 
@@ -59,7 +66,129 @@ DELIVERY_STATE_PENDING: DeliveryState.ValueType  # 1
 DELIVERY_STATE_IN_FLIGHT: DeliveryState.ValueType  # 2
 DELIVERY_STATE_DELIVERED: DeliveryState.ValueType  # 3
 DELIVERY_STATE_DEAD_LETTERED: DeliveryState.ValueType  # 4
+DELIVERY_STATE_WITHHELD: DeliveryState.ValueType  # 5
+"""no longer allowed when it was due to be forwarded"""
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
+
+@_typing.final
+class GetActivePolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetActivePolicyRequest: _TypeAlias = GetActivePolicyRequest  # noqa: Y015
+
+@_typing.final
+class ActivePolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    ACTIVATION_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    @_builtins.property
+    def bundle(self) -> _admin_pb2.PolicyBundle: ...
+    @_builtins.property
+    def activation(self) -> _admin_pb2.SignedPolicyActivation:
+        """absent while the broker runs its bootstrap bundle"""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        bundle: _admin_pb2.PolicyBundle | None = ...,
+        activation: _admin_pb2.SignedPolicyActivation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "bundle", b"bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "bundle", b"bundle", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivePolicy: _TypeAlias = ActivePolicy  # noqa: Y015
+
+@_typing.final
+class RestrictionUpdate(_message.Message):
+    """What an originator signs to change a notice's restrictions after publishing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    RESTRICTIONS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    sequence: _builtins.int
+    """strictly increasing per notice"""
+    at_ms: _builtins.int
+    @_builtins.property
+    def restrictions(self) -> _notice_pb2.OriginatorRestrictions: ...
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        restrictions: _notice_pb2.OriginatorRestrictions | None = ...,
+        sequence: _builtins.int = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restrictions", b"restrictions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "notice_id", b"notice_id", "restrictions", b"restrictions", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestrictionUpdate: _TypeAlias = RestrictionUpdate  # noqa: Y015
+
+@_typing.final
+class UpdateRestrictionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    update: _builtins.bytes
+    """serialized RestrictionUpdate, exactly as signed"""
+    signature: _builtins.bytes
+    """Ed25519 over "broker.v1 restriction update\\x00" || update"""
+    def __init__(
+        self,
+        *,
+        update: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRestrictionsRequest: _TypeAlias = UpdateRestrictionsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateRestrictionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITHHELD_FIELD_NUMBER: _builtins.int
+    withheld: _builtins.int
+    """deliveries withheld because of the change"""
+    def __init__(
+        self,
+        *,
+        withheld: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["withheld", b"withheld"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRestrictionsResponse: _TypeAlias = UpdateRestrictionsResponse  # noqa: Y015
 
 @_typing.final
 class ResolveAudienceRequest(_message.Message):

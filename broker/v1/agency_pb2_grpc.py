@@ -59,6 +59,16 @@ class AgencyServiceStub:
                 request_serializer=broker_dot_v1_dot_agency__pb2.DeliveryStatusRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_agency__pb2.DeliveryStatusResponse.FromString,
                 _registered_method=True)
+        self.GetActivePolicy = channel.unary_unary(
+                '/broker.v1.AgencyService/GetActivePolicy',
+                request_serializer=broker_dot_v1_dot_agency__pb2.GetActivePolicyRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_agency__pb2.ActivePolicy.FromString,
+                _registered_method=True)
+        self.UpdateRestrictions = channel.unary_unary(
+                '/broker.v1.AgencyService/UpdateRestrictions',
+                request_serializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyServiceServicer:
@@ -103,6 +113,22 @@ class AgencyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetActivePolicy(self, request, context):
+        """The active policy bundle with its administrator-signed activation, so a node
+        can check ResolveAudience answers against it before wrapping keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRestrictions(self, request, context):
+        """Tighten (or loosen) a published notice's audience restrictions. Signed by the
+        originator; deliveries not yet made are re-checked against the new restrictions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +156,16 @@ def add_AgencyServiceServicer_to_server(servicer, server):
                     servicer.GetDeliveryStatus,
                     request_deserializer=broker_dot_v1_dot_agency__pb2.DeliveryStatusRequest.FromString,
                     response_serializer=broker_dot_v1_dot_agency__pb2.DeliveryStatusResponse.SerializeToString,
+            ),
+            'GetActivePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetActivePolicy,
+                    request_deserializer=broker_dot_v1_dot_agency__pb2.GetActivePolicyRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_agency__pb2.ActivePolicy.SerializeToString,
+            ),
+            'UpdateRestrictions': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRestrictions,
+                    request_deserializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +303,60 @@ class AgencyService:
             '/broker.v1.AgencyService/GetDeliveryStatus',
             broker_dot_v1_dot_agency__pb2.DeliveryStatusRequest.SerializeToString,
             broker_dot_v1_dot_agency__pb2.DeliveryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetActivePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AgencyService/GetActivePolicy',
+            broker_dot_v1_dot_agency__pb2.GetActivePolicyRequest.SerializeToString,
+            broker_dot_v1_dot_agency__pb2.ActivePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRestrictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AgencyService/UpdateRestrictions',
+            broker_dot_v1_dot_agency__pb2.UpdateRestrictionsRequest.SerializeToString,
+            broker_dot_v1_dot_agency__pb2.UpdateRestrictionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

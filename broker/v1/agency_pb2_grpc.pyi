@@ -51,6 +51,14 @@ class AgencyServiceStub:
     """Receipts outside a Subscribe stream."""
     GetDeliveryStatus: _grpc.UnaryUnaryMultiCallable[_agency_pb2.DeliveryStatusRequest, _agency_pb2.DeliveryStatusResponse]
     """Delivery state and proven receipts of the caller's own notices."""
+    GetActivePolicy: _grpc.UnaryUnaryMultiCallable[_agency_pb2.GetActivePolicyRequest, _agency_pb2.ActivePolicy]
+    """The active policy bundle with its administrator-signed activation, so a node
+    can check ResolveAudience answers against it before wrapping keys.
+    """
+    UpdateRestrictions: _grpc.UnaryUnaryMultiCallable[_agency_pb2.UpdateRestrictionsRequest, _agency_pb2.UpdateRestrictionsResponse]
+    """Tighten (or loosen) a published notice's audience restrictions. Signed by the
+    originator; deliveries not yet made are re-checked against the new restrictions.
+    """
 
 @_typing.type_check_only
 class AgencyServiceAsyncStub(AgencyServiceStub):
@@ -72,6 +80,14 @@ class AgencyServiceAsyncStub(AgencyServiceStub):
     """Receipts outside a Subscribe stream."""
     GetDeliveryStatus: _aio.UnaryUnaryMultiCallable[_agency_pb2.DeliveryStatusRequest, _agency_pb2.DeliveryStatusResponse]  # type: ignore[assignment]
     """Delivery state and proven receipts of the caller's own notices."""
+    GetActivePolicy: _aio.UnaryUnaryMultiCallable[_agency_pb2.GetActivePolicyRequest, _agency_pb2.ActivePolicy]  # type: ignore[assignment]
+    """The active policy bundle with its administrator-signed activation, so a node
+    can check ResolveAudience answers against it before wrapping keys.
+    """
+    UpdateRestrictions: _aio.UnaryUnaryMultiCallable[_agency_pb2.UpdateRestrictionsRequest, _agency_pb2.UpdateRestrictionsResponse]  # type: ignore[assignment]
+    """Tighten (or loosen) a published notice's audience restrictions. Signed by the
+    originator; deliveries not yet made are re-checked against the new restrictions.
+    """
 
 class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -120,5 +136,25 @@ class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agency_pb2.DeliveryStatusResponse, _abc.Awaitable[_agency_pb2.DeliveryStatusResponse]]:
         """Delivery state and proven receipts of the caller's own notices."""
+
+    @_abc_1.abstractmethod
+    def GetActivePolicy(
+        self,
+        request: _agency_pb2.GetActivePolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agency_pb2.ActivePolicy, _abc.Awaitable[_agency_pb2.ActivePolicy]]:
+        """The active policy bundle with its administrator-signed activation, so a node
+        can check ResolveAudience answers against it before wrapping keys.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateRestrictions(
+        self,
+        request: _agency_pb2.UpdateRestrictionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agency_pb2.UpdateRestrictionsResponse, _abc.Awaitable[_agency_pb2.UpdateRestrictionsResponse]]:
+        """Tighten (or loosen) a published notice's audience restrictions. Signed by the
+        originator; deliveries not yet made are re-checked against the new restrictions.
+        """
 
 def add_AgencyServiceServicer_to_server(servicer: AgencyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -10,7 +10,7 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import demo, keys, node, serve
+    from broker.cli import admin, demo, keys, node, serve
 
     parser = argparse.ArgumentParser(
         prog="broker",
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     keys.register(sub)
     node.register(sub)
+    admin.register(sub)
     demo.register(sub)
     return parser
 

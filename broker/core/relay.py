@@ -22,10 +22,11 @@ from broker.core.policy.model import Restrictions
 from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     ResourceExhausted,
 )
-from broker.v1 import notice_pb2
+from broker.v1 import agency_pb2, notice_pb2
 
 TLP_NAMES = {
     notice_pb2.TLP_CLEAR: "CLEAR",
@@ -338,3 +339,61 @@ def accept_receipts(
     if me is None:
         raise PermissionDenied(f"{caller} is not in the agency registry")
     return rcp.verify_receipt_batch(batch, me.signing_key)
+
+
+RESTRICTION_UPDATE_CONTEXT = b"broker.v1 restriction update\x00"
+
+
+def sign_restriction_update(update: bytes, signing_seed: bytes) -> bytes:
+    """The originator's Ed25519 signature over a serialized RestrictionUpdate."""
+    from broker.core.envelope_suite import ed25519_sign
+
+    return ed25519_sign(signing_seed, RESTRICTION_UPDATE_CONTEXT + update)
+
+
+def accept_restriction_update(
+    update_bytes: bytes, signature: bytes, caller: str, owner: str | None, signing_key: bytes
+) -> agency_pb2.RestrictionUpdate:
+    """Check an originator's signed change of a notice's restrictions.
+
+    Raises NotFound when `caller` published no such notice, InvalidArgument when the
+    signature or the message is bad.
+    """
+    from broker.core.envelope_suite import ed25519_valid
+
+    if not ed25519_valid(signing_key, signature, RESTRICTION_UPDATE_CONTEXT + update_bytes):
+        raise InvalidArgument("the restriction update's signature does not verify with your key")
+    update = agency_pb2.RestrictionUpdate()
+    try:
+        update.ParseFromString(update_bytes)
+    except DecodeError as exc:
+        raise InvalidArgument("update is not a valid broker.v1.RestrictionUpdate") from exc
+    if owner != caller:
+        raise NotFound(f"you have published no notice {update.notice_id}")
+    if update.sequence < 1:
+        raise InvalidArgument("update.sequence must be 1 or more")
+    return update
+
+
+def recheck(
+    facts: NoticeFacts,
+    recipient: AgencyProfile | None,
+    sections: Sequence[str],
+    policy: Bundle,
+    now_ms: int,
+) -> str | None:
+    """Re-run the policy when a queued delivery is due; return why to withhold it, or None.
+
+    A delivery is all or nothing (the recipient's wrap holds exactly its sections), so
+    one section no longer allowed withholds the whole delivery.
+    """
+    if recipient is None:
+        return "the recipient is no longer in the registry"
+    decision = policy.decide(facts, recipient, now_ms=now_ms)
+    refused = [d for d in decision.decisions if d.section in sections and not d.allowed]
+    if not refused:
+        return None
+    return "; ".join(
+        f"{d.section}: {d.reason} [{', '.join(d.rules)}] under policy {policy.version[:12]}"
+        for d in refused
+    )

@@ -15,21 +15,24 @@ from grpc_reflection.v1alpha import reflection
 
 from broker import pki
 from broker.config import ServerConfig
-from broker.core.identity import Party
-from broker.core.policy import Bundle, compile_bundle
+from broker.core.activation import bundle_files, bundle_message
+from broker.core.identity import IdentityError, Party, verify_key_statement
+from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import RegisteredAgency
 from broker.errors import InvalidArgument
 from broker.registry import join_statements, parse_registry
 from broker.server import metrics
+from broker.server.admin_service import AdminService
 from broker.server.service import AgencyService, now_ms
 from broker.store.api import AgencyRecord
 from broker.store.runner import StoreRunner
 from broker.store.sqlite import SqliteStore
-from broker.v1 import agency_pb2
+from broker.v1 import admin_pb2, agency_pb2, notice_pb2
 
 log = logging.getLogger("broker.server")
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 SERVICE_NAME = "broker.v1.AgencyService"
+ADMIN_SERVICE_NAME = "broker.v1.AdminService"
 
 
 def read_policy_dir(directory: Path) -> dict[str, bytes]:
@@ -57,12 +60,16 @@ class BrokerApp:
         self.config = config
         self.max_window = 1024
         self.poll_interval = 1.0
-        self.policy: Bundle = compile_bundle(read_policy_dir(config.policy_dir))
+        # The bootstrap bundle: used until an administrator activates one (issue 3).
+        self.bootstrap_files = read_policy_dir(config.policy_dir)
+        self.policy: Bundle = compile_bundle(self.bootstrap_files)
+        self.policy_activation: bytes | None = None  # signed activation of the active bundle
         keys = config.keys_dir
         self.ca_cert = pki.load_ca_certificate(keys / "ca" / "ca.pem")
         self.tls = pki.load_party(keys, Party("broker", config.broker_id))
         self.revoked = pki.revoked_parties(keys)
-        self.registry: dict[str, RegisteredAgency] = self._load_registry()
+        self.registry: dict[str, RegisteredAgency] = {}
+        self.restriction_overrides: dict[str, bytes] = {}  # notice id -> restrictions bytes
         self.runner = StoreRunner(SqliteStore.open(config.database))
         self.sessions: dict[str, Session] = {}
         self.server: grpc.aio.Server | None = None
@@ -70,11 +77,111 @@ class BrokerApp:
         self._tasks: list[asyncio.Task[None]] = []
         self.health = health.aio.HealthServicer()
 
-    def _load_registry(self) -> dict[str, RegisteredAgency]:
-        profiles = parse_registry(self.config.registry)
+    # -- registry and policy ---------------------------------------------------------
+    async def _seed_registry(self) -> None:
+        """Add registry.toml agencies the store does not know yet (the store is authoritative:
+        administrators change it through AdminService)."""
+        known = {r.id for r in await self.runner.call(lambda s: s.agencies())}
+        if not self.config.registry.exists():
+            if not known:
+                raise InvalidArgument(f"registry file {self.config.registry} does not exist")
+            return
+        profiles = {k: v for k, v in parse_registry(self.config.registry).items() if k not in known}
+        if not profiles:
+            return
         statements = pki.read_statements(self.config.keys_dir)
         ca_key = pki.ca_public_key(self.ca_cert)
-        return join_statements(profiles, statements, ca_key, now_ms(), self.revoked)
+        fresh = join_statements(profiles, statements, ca_key, now_ms(), self.revoked)
+        records = [
+            AgencyRecord(
+                id=a.profile.id,
+                country=a.profile.country,
+                roles=tuple(sorted(a.profile.roles)),
+                groups=tuple(sorted(a.profile.groups)),
+                purposes=tuple(sorted(a.profile.purposes)),
+                status=a.profile.status,
+                statement=a.statement,
+                signing_key=a.signing_key,
+                encryption_key=a.encryption_key,
+                serial=notice_pb2.KeyStatement.FromString(
+                    notice_pb2.SignedKeyStatement.FromString(a.statement).statement
+                ).serial,
+            )
+            for a in fresh.values()
+        ]
+
+        def seed(store: SqliteStore) -> None:
+            for r in records:
+                store.upsert_agency(r)
+                store.record_action(
+                    "bootstrap", "agency.register", r.id, {"from": "registry.toml"}, now_ms()
+                )
+
+        await self.runner.call(seed)
+
+    async def reload_registry(self) -> None:
+        """Rebuild the in-memory registry from the store, re-verifying every key statement."""
+        records = await self.runner.call(lambda s: s.agencies())
+        ca_key = pki.ca_public_key(self.ca_cert)
+        now = now_ms()
+        registry = {}
+        for r in records:
+            statement = notice_pb2.SignedKeyStatement.FromString(r.statement)
+            try:
+                keys = verify_key_statement(statement, ca_key, now, expected_agency=r.id)
+            except IdentityError as exc:
+                log.warning(
+                    "agency key statement unusable", extra={"agency": r.id, "error": str(exc)}
+                )
+                continue
+            if Party("agency", r.id).uri() in self.revoked:
+                continue
+            profile = AgencyProfile(
+                id=r.id,
+                country=r.country,
+                roles=frozenset(r.roles),
+                groups=frozenset(r.groups),
+                purposes=frozenset(r.purposes),
+                status=r.status,
+            )
+            registry[r.id] = RegisteredAgency(
+                profile, keys.signing_key, keys.encryption_key, r.statement
+            )
+        self.registry = registry
+
+    async def _load_policy(self) -> None:
+        """Use the active bundle from the store, or activate the bootstrap directory's bundle
+        while no administrator has activated one."""
+        active = await self.runner.call(lambda s: s.active_bundle())
+        if active is not None and (
+            active.signed_activation is not None or active.version == self.policy.version
+        ):
+            files = bundle_files(admin_pb2.PolicyBundle.FromString(active.bundle))
+            self.install_policy(compile_bundle(files), active.signed_activation)
+            return
+        version = self.policy.version
+        bundle = bundle_message(self.bootstrap_files).SerializeToString(deterministic=True)
+        source = str(self.config.policy_dir)
+
+        def bootstrap(store: SqliteStore) -> None:
+            store.put_bundle(version, bundle)
+            seq = (active.sequence if active else 0) + 1
+            store.activate_bundle(
+                version, None, "bootstrap", now_ms(), f"bootstrap from {source}", seq
+            )
+            store.record_action("bootstrap", "policy.activate", version, {"from": source}, now_ms())
+
+        await self.runner.call(bootstrap)
+        self.policy_activation = None
+
+    def install_policy(self, bundle: Bundle, signed_activation: bytes | None) -> None:
+        """Switch to a bundle atomically: in-flight requests keep the one they started with."""
+        self.policy = bundle
+        self.policy_activation = signed_activation
+        log.info(
+            "policy active",
+            extra={"policy_version": bundle.version, "signed": bool(signed_activation)},
+        )
 
     # -- sessions -------------------------------------------------------------------
     def open_session(self, agency: str) -> Session:
@@ -101,28 +208,11 @@ class BrokerApp:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> int:
-        """Seed the registry into the store, start serving; return the bound port."""
-        records = [
-            AgencyRecord(
-                id=a.profile.id,
-                country=a.profile.country,
-                roles=tuple(sorted(a.profile.roles)),
-                groups=tuple(sorted(a.profile.groups)),
-                purposes=tuple(sorted(a.profile.purposes)),
-                status=a.profile.status,
-                statement=a.statement,
-                signing_key=a.signing_key,
-                encryption_key=a.encryption_key,
-                serial=0,
-            )
-            for a in self.registry.values()
-        ]
-
-        def seed(store: SqliteStore) -> None:
-            for r in records:
-                store.upsert_agency(r)
-
-        await self.runner.call(seed)
+        """Seed the registry, load the active policy, start serving; return the bound port."""
+        await self._seed_registry()
+        await self.reload_registry()
+        await self._load_policy()
+        self.restriction_overrides = await self.runner.call(lambda s: s.all_restriction_overrides())
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -133,9 +223,11 @@ class BrokerApp:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        server.add_generic_rpc_handlers((AgencyService(self).handler(),))
+        server.add_generic_rpc_handlers(
+            (AgencyService(self).handler(), AdminService(self).handler())
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [SERVICE_NAME, health.SERVICE_NAME]
+        names = [SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME]
         if self.config.reflection:
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)

@@ -10,6 +10,7 @@ DUPLICATES = Counter("broker_publish_duplicates_total", "Idempotent re-publishes
 DELIVERIES = Counter("broker_deliveries_sent_total", "Deliveries sent (including redeliveries)")
 RECEIPTS = Counter("broker_receipts_accepted_total", "Verified receipts stored")
 DEAD_LETTERS = Counter("broker_dead_letters_total", "Deliveries given up after max attempts")
+WITHHELD = Counter("broker_deliveries_withheld_total", "Deliveries withheld at forwarding time")
 SUBSCRIBERS = Gauge("broker_subscribers", "Open Subscribe streams")
 COMMIT_SECONDS = Histogram(
     "broker_publish_seconds",

@@ -29,6 +29,7 @@ from broker.store.api import (
     DELIVERED,
     IN_FLIGHT,
     PENDING,
+    WITHHELD,
     DeliveryPlan,
     Event,
     LeasedDelivery,
@@ -50,8 +51,13 @@ STATE = {
     IN_FLIGHT: agency_pb2.DELIVERY_STATE_IN_FLIGHT,
     DELIVERED: agency_pb2.DELIVERY_STATE_DELIVERED,
     DEAD: agency_pb2.DELIVERY_STATE_DEAD_LETTERED,
+    WITHHELD: agency_pb2.DELIVERY_STATE_WITHHELD,
 }
 SUBSCRIBE_BATCH = 32
+EVENT_KINDS = {
+    "dead_lettered": agency_pb2.EVENT_KIND_DEAD_LETTERED,
+    "withheld": agency_pb2.EVENT_KIND_WITHHELD,
+}
 
 
 def now_ms() -> int:
@@ -78,6 +84,10 @@ def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedD
 
 def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
     return store.release(agency, now_ms(), max_attempts)
+
+
+def _withhold(seq: int, reason: str, store: Store) -> Event | None:
+    return store.withhold(seq, reason, now_ms())
 
 
 def _events(agency: str, after: int, store: Store) -> list[Event]:
@@ -129,6 +139,8 @@ class AgencyService:
                 "Publish": unary("Publish", self.publish),
                 "SubmitReceipts": unary("SubmitReceipts", self.submit_receipts),
                 "GetDeliveryStatus": unary("GetDeliveryStatus", self.delivery_status),
+                "GetActivePolicy": unary("GetActivePolicy", self.active_policy),
+                "UpdateRestrictions": unary("UpdateRestrictions", self.update_restrictions),
                 "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
             },
         )
@@ -295,6 +307,93 @@ class AgencyService:
                 status.receipt.ParseFromString(row.receipt)
         return resp
 
+    # -- policy for nodes; restrictions after publishing; re-check at forwarding -----------
+    async def active_policy(self, data: bytes, context: Ctx) -> agency_pb2.ActivePolicy:
+        self._agency(context)
+        parse(agency_pb2.GetActivePolicyRequest, data)
+        row = await self.app.runner.call(lambda s: s.active_bundle())
+        resp = agency_pb2.ActivePolicy(version=self.app.policy.version)
+        if row is not None and row.version == self.app.policy.version:
+            resp.bundle.ParseFromString(row.bundle)
+            if row.signed_activation is not None:
+                resp.activation.ParseFromString(row.signed_activation)
+        return resp
+
+    def _restrictions(self, notice_id: str, envelope: notice_pb2.Envelope) -> bytes:
+        return self.app.restriction_overrides.get(notice_id, envelope.restrictions)
+
+    def _recheck(
+        self, recipient: str, sections: tuple[str, ...], envelope: notice_pb2.Envelope
+    ) -> str | None:
+        header = notice_pb2.NoticeHeader.FromString(envelope.header.header_bytes)
+        restrictions = notice_pb2.OriginatorRestrictions.FromString(
+            self._restrictions(header.notice_id, envelope)
+        )
+        facts = relay.facts_of(header, restrictions, sections)
+        agency = self.app.registry.get(recipient)
+        return relay.recheck(
+            facts, None if agency is None else agency.profile, sections, self.app.policy, now_ms()
+        )
+
+    async def _withhold(self, seq: int, reason: str) -> bool:
+        event = await self.app.runner.call(partial(_withhold, seq, reason))
+        if event is None:
+            return False
+        metrics.WITHHELD.inc()
+        log.info(
+            "delivery withheld",
+            extra={"notice_id": event.notice_id, "recipient": event.recipient, "reason": reason},
+        )
+        self.app.wake(event.agency)
+        return True
+
+    async def _withheld_at_forwarding(
+        self, recipient: str, d: LeasedDelivery, envelope: notice_pb2.Envelope
+    ) -> bool:
+        """Re-check a leased delivery against the policy, registry and restrictions of now."""
+        reason = self._recheck(recipient, d.sections, envelope)
+        if reason is None:
+            return False
+        await self._withhold(d.seq, reason)
+        return True
+
+    async def update_restrictions(
+        self, data: bytes, context: Ctx
+    ) -> agency_pb2.UpdateRestrictionsResponse:
+        me = self._agency(context)
+        req = parse(agency_pb2.UpdateRestrictionsRequest, data)
+        peek = agency_pb2.RestrictionUpdate()
+        try:
+            peek.ParseFromString(req.update)
+        except DecodeError as exc:
+            raise InvalidArgument("update is not a valid broker.v1.RestrictionUpdate") from exc
+        owner = await self.app.runner.call(lambda s: s.notice_owner(peek.notice_id))
+        agency = self.app.registry.get(me)
+        if agency is None:
+            raise InvalidArgument(f"{me} is not in the agency registry")
+        update = relay.accept_restriction_update(
+            req.update, req.signature, me, owner, agency.signing_key
+        )
+        restrictions = update.restrictions.SerializeToString(deterministic=True)
+        now = now_ms()
+
+        def write(store: Store) -> list[tuple[int, str, int, tuple[str, ...], bytes]]:
+            store.set_restrictions(update.notice_id, update.sequence, restrictions, data, now)
+            store.record_action(
+                me, "notice.restrictions", update.notice_id, {"sequence": update.sequence}, now
+            )
+            return store.queued_with_envelopes(update.notice_id)
+
+        queued = await self.app.runner.call(write)
+        self.app.restriction_overrides[update.notice_id] = restrictions
+        withheld = 0
+        for seq, recipient, _version, sections, envelope_bytes in queued:
+            envelope = notice_pb2.Envelope.FromString(envelope_bytes)
+            reason = self._recheck(recipient, sections, envelope)
+            if reason is not None and await self._withhold(seq, reason):
+                withheld += 1
+        return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
+
     # -- Subscribe -----------------------------------------------------------------------
     async def subscribe(
         self, requests: AsyncIterator[bytes], context: Ctx
@@ -363,6 +462,8 @@ class AgencyService:
                         for d in leased:
                             envelope = notice_pb2.Envelope()
                             envelope.ParseFromString(d.envelope)
+                            if await self._withheld_at_forwarding(me, d, envelope):
+                                continue
                             delivery = env.delivery_for(envelope, me, d.sections)
                             delivery.sequence = d.seq
                             delivery.attempt = d.attempt
@@ -370,9 +471,10 @@ class AgencyService:
                             if originator is not None:
                                 delivery.originator_statement.ParseFromString(originator.statement)
                             resp.deliveries.append(delivery)
-                        credits -= len(leased)
-                        metrics.DELIVERIES.inc(len(leased))
-                        yield resp
+                        credits -= len(resp.deliveries)
+                        metrics.DELIVERIES.inc(len(resp.deliveries))
+                        if resp.deliveries:
+                            yield resp
                         sent = True
                 events = await self.app.runner.call(partial(_events, me, last_event))
                 if events:
@@ -380,7 +482,7 @@ class AgencyService:
                     for ev in events:
                         resp.events.add(
                             sequence=ev.seq,
-                            kind=agency_pb2.EVENT_KIND_DEAD_LETTERED,
+                            kind=EVENT_KINDS.get(ev.kind, agency_pb2.EVENT_KIND_UNSPECIFIED),
                             notice_id=ev.notice_id,
                             version=ev.version,
                             recipient=ev.recipient,

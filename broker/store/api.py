@@ -17,6 +17,7 @@ PENDING = "pending"
 IN_FLIGHT = "in_flight"
 DELIVERED = "delivered"
 DEAD = "dead"
+WITHHELD = "withheld"  # no longer allowed when due (policy, registry or restrictions changed)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,42 @@ class Event:
     at_ms: int
 
 
+@dataclass(frozen=True)
+class ActivePolicyRow:
+    version: str
+    bundle: bytes
+    signed_activation: bytes | None
+    sequence: int
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    sequence: int
+    version: str
+    admin: str
+    activated_at_ms: int
+    reason: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    seq: int
+    actor: str
+    action: str
+    target: str
+    detail: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CorpusRow:
+    notice_id: str
+    version: int
+    kind: str
+    decisions: str
+
+
 class Store(Protocol):
     """What the relay needs from durable storage."""
 
@@ -165,3 +202,44 @@ class Store(Protocol):
     def pending_recipients(self) -> list[str]:
         """Recipients with deliveries waiting (pending)."""
         ...
+
+    # -- administration (see broker/store/admin.py) -----------------------------------
+    def put_bundle(self, version: str, bundle: bytes) -> None: ...
+
+    def get_bundle(self, version: str) -> bytes: ...
+
+    def activate_bundle(
+        self,
+        version: str,
+        signed_activation: bytes | None,
+        admin: str,
+        at_ms: int,
+        reason: str,
+        sequence: int,
+    ) -> int: ...
+
+    def active_bundle(self) -> ActivePolicyRow | None: ...
+
+    def policy_history(self) -> list[HistoryRow]: ...
+
+    def record_action(
+        self, actor: str, action: str, target: str, detail: object, at_ms: int
+    ) -> None: ...
+
+    def admin_actions(self, limit: int) -> list[ActionRow]: ...
+
+    def recent_notices(self, limit: int) -> list[CorpusRow]: ...
+
+    def notice_owner(self, notice_id: str) -> str | None: ...
+
+    def set_restrictions(
+        self, notice_id: str, sequence: int, restrictions: bytes, signed: bytes, at_ms: int
+    ) -> None: ...
+
+    def all_restriction_overrides(self) -> dict[str, bytes]: ...
+
+    def queued_with_envelopes(
+        self, notice_id: str
+    ) -> list[tuple[int, str, int, tuple[str, ...], bytes]]: ...
+
+    def withhold(self, seq: int, reason: str, now_ms: int) -> Event | None: ...

@@ -103,4 +103,49 @@ MIGRATIONS: tuple[str, ...] = (
         at_ms INTEGER NOT NULL
     );
     """,
+    # 3: transparency log (broker/store/tlog.py): leaves with the ids authorization reads,
+    # every complete-subtree hash by node id (level << 56 | index), signed checkpoints,
+    # witness cosignatures, and where the log has caught up with events, activations
+    # and the registry
+    """
+    CREATE TABLE tlog_leaves (
+        idx INTEGER PRIMARY KEY,
+        leaf BLOB NOT NULL,
+        kind TEXT NOT NULL,
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        originator TEXT NOT NULL,
+        reader TEXT NOT NULL,
+        logged_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX tlog_leaves_originator ON tlog_leaves (originator, idx);
+    CREATE INDEX tlog_leaves_reader ON tlog_leaves (reader, idx);
+    CREATE INDEX tlog_leaves_notice ON tlog_leaves (notice_id, version, kind);
+    CREATE TABLE tlog_nodes (
+        id INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL
+    );
+    CREATE TABLE tlog_checkpoints (
+        size INTEGER PRIMARY KEY,
+        root BLOB NOT NULL,
+        note TEXT NOT NULL,
+        issued_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE tlog_cosignatures (
+        size INTEGER NOT NULL REFERENCES tlog_checkpoints (size),
+        witness TEXT NOT NULL,
+        line TEXT NOT NULL,
+        signed_at INTEGER NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (size, witness)
+    );
+    CREATE TABLE tlog_cursors (
+        source TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    );
+    CREATE TABLE tlog_registry (
+        agency_id TEXT PRIMARY KEY,
+        digest BLOB NOT NULL
+    );
+    """,
 )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from broker.store.admin import AdminStoreMixin
 from broker.store.api import (
     DEAD,
     DELIVERED,
@@ -28,6 +29,7 @@ from broker.store.api import (
     ReceiptRecord,
 )
 from broker.store.migrations import MIGRATIONS
+from broker.store.tlog import TransparencyLogMixin
 
 
 def _j(values: Sequence[str]) -> str:
@@ -38,7 +40,7 @@ def _t(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
-class SqliteStore:
+class SqliteStore(AdminStoreMixin, TransparencyLogMixin):  # + transparency log (tlog.py)
     """The embedded store. Construct with :meth:`open`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -1,0 +1,425 @@
+"""AdminService: policy bundles and the agency registry, for administrators only.
+
+Every call first checks that the caller's certificate names an administrator
+(urn:broker:admin:<id>); agencies, auditors and brokers get PERMISSION_DENIED.
+Every change is recorded in admin_actions with who made it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import Message
+
+from broker.core import activation as act
+from broker.core import relay
+from broker.core.identity import IdentityError, validate_id, verify_key_statement
+from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, compile_bundle
+from broker.core.policy.bundle import PolicyError
+from broker.core.policy.model import AGENCY_STATUSES
+from broker.errors import (
+    AlreadyExists,
+    BrokerError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from broker.server import metrics
+from broker.server.peer import caller
+from broker.server.service import now_ms, parse
+from broker.server.status import abort, status_of
+from broker.store.api import AgencyRecord
+from broker.v1 import admin_pb2, notice_pb2
+
+if TYPE_CHECKING:
+    from broker.server.app import BrokerApp
+
+Ctx = Any
+_LOCATED = re.compile(r"^(?P<file>[^:\s]+\.toml):(?P<line>\d+):(?P<col>\d+): (?P<msg>.*)$", re.S)
+_FILED = re.compile(r"^(?P<file>[^:\s]+\.toml): (?P<msg>.*)$", re.S)
+_TOML_AT = re.compile(r"\(at line (?P<line>\d+), column (?P<col>\d+)\)")
+
+
+def diagnostic(exc: PolicyError) -> admin_pb2.Diagnostic:
+    """Split a PolicyError message into file, line, column and text where it names them."""
+    text = str(exc)
+    m = _LOCATED.match(text)
+    if m:
+        return admin_pb2.Diagnostic(
+            file=m["file"], line=int(m["line"]), column=int(m["col"]), message=m["msg"]
+        )
+    m = _FILED.match(text)
+    if m:
+        at = _TOML_AT.search(m["msg"])
+        return admin_pb2.Diagnostic(
+            file=m["file"],
+            line=int(at["line"]) if at else 0,
+            column=int(at["col"]) if at else 0,
+            message=m["msg"],
+        )
+    return admin_pb2.Diagnostic(message=text)
+
+
+def entry_of(a: AgencyRecord) -> admin_pb2.AgencyEntry:
+    return admin_pb2.AgencyEntry(
+        id=a.id,
+        country=a.country,
+        roles=list(a.roles),
+        groups=list(a.groups),
+        purposes=list(a.purposes),
+        status=a.status,
+        key_serial=a.serial,
+    )
+
+
+def _facts_from_json(facts_json: dict[str, Any]) -> NoticeFacts:
+    from broker.core.policy.model import Restrictions
+
+    r = facts_json.get("restrictions", {})
+    kw: dict[str, Any] = {k: frozenset(v) if isinstance(v, list) else v for k, v in r.items()}
+    return NoticeFacts(
+        originator=facts_json["originator"],
+        kind=facts_json["kind"],
+        purpose=facts_json["purpose"],
+        tlp=facts_json["tlp"],
+        sections=tuple(facts_json["sections"]),
+        handling_codes=tuple(facts_json.get("handling_codes", ())),
+        restrictions=Restrictions(**kw),
+    )
+
+
+class AdminService:
+    """Implements broker.v1.AdminService on a BrokerApp."""
+
+    def __init__(self, app: BrokerApp) -> None:
+        self.app = app
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(name: str, fn: Callable[[bytes, str], Awaitable[Message]]) -> Any:
+            async def run(request: bytes, context: Ctx) -> bytes:
+                try:
+                    response = await fn(request, self._admin(context))
+                except BrokerError as exc:
+                    metrics.RPCS.labels(name, status_of(exc).name).inc()
+                    await abort(context, exc)
+                except Exception as exc:
+                    metrics.RPCS.labels(name, "INTERNAL").inc()
+                    await abort(context, exc)
+                metrics.RPCS.labels(name, "OK").inc()
+                return response.SerializeToString()
+
+            return grpc.unary_unary_rpc_method_handler(run)
+
+        methods = {
+            "ValidatePolicy": self.validate,
+            "ExplainDecision": self.explain,
+            "DiffPolicy": self.diff,
+            "ActivatePolicy": self.activate,
+            "PolicyHistory": self.history,
+            "GetPolicyBundle": self.get_bundle,
+            "RegisterAgency": self.register_agency,
+            "UpdateAgency": self.update_agency,
+            "SetAgencyStatus": self.set_status,
+            "RotateAgencyKeys": self.rotate_keys,
+            "ListAgencies": self.list_agencies,
+            "ListAdminActions": self.list_actions,
+        }
+        return grpc.method_handlers_generic_handler(
+            "broker.v1.AdminService", {name: unary(name, fn) for name, fn in methods.items()}
+        )
+
+    def _admin(self, context: Ctx) -> str:
+        party = caller(context, self.app.revoked)
+        if party.kind != "admin":
+            raise PermissionDenied(
+                f"{party.uri()} is not an administrator; AdminService is for administrators only"
+            )
+        return party.id
+
+    # -- policy ---------------------------------------------------------------------------
+    def _compile(self, bundle: admin_pb2.PolicyBundle) -> Bundle:
+        try:
+            return compile_bundle(act.bundle_files(bundle))
+        except PolicyError as exc:
+            raise InvalidArgument(f"the bundle does not compile: {exc}") from exc
+
+    async def validate(self, data: bytes, admin: str) -> admin_pb2.ValidatePolicyResponse:
+        req = parse(admin_pb2.ValidatePolicyRequest, data)
+        files = act.bundle_files(req.bundle)
+        try:
+            bundle = compile_bundle(files)
+        except PolicyError as exc:
+            return admin_pb2.ValidatePolicyResponse(ok=False, diagnostics=[diagnostic(exc)])
+        return admin_pb2.ValidatePolicyResponse(
+            ok=True, version=bundle.version, kinds=len(bundle.kinds), rules=len(bundle.rules)
+        )
+
+    async def explain(self, data: bytes, admin: str) -> admin_pb2.ExplainDecisionResponse:
+        req = parse(admin_pb2.ExplainDecisionRequest, data)
+        policy = self._compile(req.bundle) if req.bundle.files else self.app.policy
+        recipient = self.app.registry.get(req.recipient)
+        if recipient is None:
+            raise NotFound(f"agency {req.recipient!r} is not in the registry")
+        if not req.draft.originator:
+            raise InvalidArgument("draft.originator is required")
+        facts = relay.facts_of(req.draft, req.restrictions, list(req.sections))
+        try:
+            policy.check_notice(facts)
+        except PolicyError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        decision = policy.decide(facts, recipient.profile, now_ms=now_ms())
+        return admin_pb2.ExplainDecisionResponse(
+            policy_version=policy.version,
+            recipient=req.recipient,
+            decisions=[
+                admin_pb2.SectionDecision(
+                    section=d.section,
+                    allowed=d.allowed,
+                    rules=list(d.rules),
+                    reason=d.reason,
+                    obligations=[str(o) for o in getattr(d, "obligations", ())],
+                )
+                for d in decision.decisions
+            ],
+        )
+
+    async def diff(self, data: bytes, admin: str) -> admin_pb2.DiffPolicyResponse:
+        req = parse(admin_pb2.DiffPolicyRequest, data)
+        draft = self._compile(req.bundle)
+        active = self.app.policy
+        limit = min(req.corpus or 1000, 10_000)
+        corpus = await self.app.runner.call(lambda s: s.recent_notices(limit))
+        profiles: list[AgencyProfile] = [a.profile for a in self.app.registry.values()]
+        now = now_ms()
+        resp = admin_pb2.DiffPolicyResponse(
+            active_version=active.version, draft_version=draft.version, notices=len(corpus)
+        )
+        for row in corpus:
+            record = json.loads(row.decisions)
+            if not record.get("notice"):
+                continue
+            facts = _facts_from_json(record["notice"])
+            for profile in profiles:
+                if profile.id == facts.originator:
+                    continue
+                before = active.decide(facts, profile, now_ms=now)
+                after = draft.decide(facts, profile, now_ms=now)
+                for b, a in zip(before.decisions, after.decisions, strict=True):
+                    if b.allowed == a.allowed:
+                        continue
+                    change = a if a.allowed else b
+                    resp.changes.add(
+                        notice_id=row.notice_id,
+                        version=row.version,
+                        kind=row.kind,
+                        recipient=profile.id,
+                        section=a.section,
+                        gained=a.allowed,
+                        reason=f"{change.reason} [{', '.join(a.rules)}]",
+                    )
+                    if a.allowed:
+                        resp.gained += 1
+                    else:
+                        resp.lost += 1
+        return resp
+
+    async def activate(self, data: bytes, admin: str) -> admin_pb2.ActivatePolicyResponse:
+        req = parse(admin_pb2.ActivatePolicyRequest, data)
+        bundle = self._compile(req.bundle)
+        verified = act.verify_activation(
+            req.activation, self.app.ca_cert, now_ms(), expected_version=bundle.version
+        )
+        if verified.admin.id != admin:
+            raise PermissionDenied(
+                f"you are {admin}; an activation signed by {verified.admin.id} must come from them"
+            )
+        a = verified.activation
+        bundle_bytes = req.bundle.SerializeToString(deterministic=True)
+        signed = req.activation.SerializeToString(deterministic=True)
+
+        def write(store: Any) -> int:
+            store.put_bundle(bundle.version, bundle_bytes)
+            seq: int = store.activate_bundle(
+                bundle.version, signed, admin, a.activated_at_ms, a.reason, a.sequence
+            )
+            store.record_action(
+                admin,
+                "policy.activate",
+                bundle.version,
+                {"sequence": seq, "reason": a.reason},
+                now_ms(),
+            )
+            return seq
+
+        seq = await self.app.runner.call(write)
+        self.app.install_policy(bundle, signed)
+        return admin_pb2.ActivatePolicyResponse(version=bundle.version, sequence=seq)
+
+    async def history(self, data: bytes, admin: str) -> admin_pb2.PolicyHistoryResponse:
+        parse(admin_pb2.PolicyHistoryRequest, data)
+        rows = await self.app.runner.call(lambda s: s.policy_history())
+        return admin_pb2.PolicyHistoryResponse(
+            entries=[
+                admin_pb2.PolicyHistoryEntry(
+                    sequence=r.sequence,
+                    version=r.version,
+                    admin=r.admin,
+                    activated_at_ms=r.activated_at_ms,
+                    reason=r.reason,
+                    active=r.active,
+                )
+                for r in rows
+            ]
+        )
+
+    async def get_bundle(self, data: bytes, admin: str) -> admin_pb2.PolicyBundle:
+        req = parse(admin_pb2.GetPolicyBundleRequest, data)
+        raw = await self.app.runner.call(lambda s: s.get_bundle(req.version))
+        return admin_pb2.PolicyBundle.FromString(raw)
+
+    # -- registry ---------------------------------------------------------------------------
+    def _check_entry(self, entry: admin_pb2.AgencyEntry) -> None:
+        validate_id(entry.id)
+        if not re.fullmatch(r"[A-Z]{2}", entry.country):
+            raise InvalidArgument("country must be an ISO 3166-1 alpha-2 code such as FR or NO")
+        if entry.status and entry.status not in AGENCY_STATUSES:
+            raise InvalidArgument(f"status must be one of {', '.join(AGENCY_STATUSES)}")
+        unknown = sorted(set(entry.groups) - set(self.app.policy.groups))
+        if unknown:
+            raise InvalidArgument(f"unknown group(s) {unknown}: define them in groups.toml first")
+
+    def _verify_statement(self, statement: notice_pb2.SignedKeyStatement, agency: str) -> Any:
+        from broker import pki
+
+        try:
+            return verify_key_statement(
+                statement, pki.ca_public_key(self.app.ca_cert), now_ms(), expected_agency=agency
+            )
+        except IdentityError as exc:
+            raise InvalidArgument(f"key statement: {exc}") from exc
+
+    async def _change(
+        self, admin: str, action: str, target: str, detail: object, record: AgencyRecord
+    ) -> admin_pb2.AgencyResponse:
+        def write(store: Any) -> None:
+            store.upsert_agency(record)
+            store.record_action(admin, action, target, detail, now_ms())
+
+        await self.app.runner.call(write)
+        await self.app.reload_registry()
+        return admin_pb2.AgencyResponse(agency=entry_of(record))
+
+    async def _current(self, agency: str) -> AgencyRecord:
+        records = await self.app.runner.call(lambda s: s.agencies())
+        for r in records:
+            if r.id == agency:
+                return r  # type: ignore[no-any-return]
+        raise NotFound(f"agency {agency!r} is not in the registry")
+
+    async def register_agency(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
+        req = parse(admin_pb2.RegisterAgencyRequest, data)
+        e = req.agency
+        self._check_entry(e)
+        if e.id in {r.id for r in await self.app.runner.call(lambda s: s.agencies())}:
+            raise AlreadyExists(f"agency {e.id} is already registered; use update")
+        keys = self._verify_statement(req.key_statement, e.id)
+        record = AgencyRecord(
+            id=e.id,
+            country=e.country,
+            roles=tuple(sorted(e.roles)),
+            groups=tuple(sorted(e.groups)),
+            purposes=tuple(sorted(e.purposes)),
+            status=e.status or "active",
+            statement=req.key_statement.SerializeToString(),
+            signing_key=keys.signing_key,
+            encryption_key=keys.encryption_key,
+            serial=keys.serial,
+        )
+        detail = {"country": e.country, "roles": sorted(e.roles), "groups": sorted(e.groups)}
+        return await self._change(admin, "agency.register", e.id, detail, record)
+
+    async def update_agency(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
+        req = parse(admin_pb2.UpdateAgencyRequest, data)
+        e = req.agency
+        self._check_entry(e)
+        cur = await self._current(e.id)
+        record = AgencyRecord(
+            id=cur.id,
+            country=e.country,
+            roles=tuple(sorted(e.roles)),
+            groups=tuple(sorted(e.groups)),
+            purposes=tuple(sorted(e.purposes)),
+            status=cur.status,
+            statement=cur.statement,
+            signing_key=cur.signing_key,
+            encryption_key=cur.encryption_key,
+            serial=cur.serial,
+        )
+        detail = {
+            "country": [cur.country, e.country],
+            "roles": [list(cur.roles), sorted(e.roles)],
+            "groups": [list(cur.groups), sorted(e.groups)],
+            "purposes": [list(cur.purposes), sorted(e.purposes)],
+        }
+        return await self._change(admin, "agency.update", e.id, detail, record)
+
+    async def set_status(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
+        req = parse(admin_pb2.SetAgencyStatusRequest, data)
+        if req.status not in AGENCY_STATUSES:
+            raise InvalidArgument(f"status must be one of {', '.join(AGENCY_STATUSES)}")
+        cur = await self._current(req.id)
+        if cur.status == "revoked" and req.status != "revoked":
+            raise FailedPrecondition(f"{req.id} is revoked; register it again under a new id")
+        from dataclasses import replace
+
+        record = replace(cur, status=req.status)
+        detail = {"from": cur.status, "to": req.status, "reason": req.reason}
+        return await self._change(admin, f"agency.{req.status}", req.id, detail, record)
+
+    async def rotate_keys(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
+        req = parse(admin_pb2.RotateAgencyKeysRequest, data)
+        cur = await self._current(req.id)
+        keys = self._verify_statement(req.key_statement, req.id)
+        if keys.serial <= cur.serial:
+            raise FailedPrecondition(
+                f"the new key statement has serial {keys.serial}; it must be above {cur.serial}"
+            )
+        from dataclasses import replace
+
+        record = replace(
+            cur,
+            statement=req.key_statement.SerializeToString(),
+            signing_key=keys.signing_key,
+            encryption_key=keys.encryption_key,
+            serial=keys.serial,
+        )
+        detail = {"serial": [cur.serial, keys.serial]}
+        return await self._change(admin, "agency.rotate_keys", req.id, detail, record)
+
+    async def list_agencies(self, data: bytes, admin: str) -> admin_pb2.ListAgenciesResponse:
+        parse(admin_pb2.ListAgenciesRequest, data)
+        records = await self.app.runner.call(lambda s: s.agencies())
+        return admin_pb2.ListAgenciesResponse(agencies=[entry_of(r) for r in records])
+
+    async def list_actions(self, data: bytes, admin: str) -> admin_pb2.ListAdminActionsResponse:
+        req = parse(admin_pb2.ListAdminActionsRequest, data)
+        limit = min(req.limit or 100, 10_000)
+        rows = await self.app.runner.call(lambda s: s.admin_actions(limit))
+        return admin_pb2.ListAdminActionsResponse(
+            actions=[
+                admin_pb2.AdminAction(
+                    sequence=r.seq,
+                    actor=r.actor,
+                    action=r.action,
+                    target=r.target,
+                    detail=r.detail,
+                    at_ms=r.at_ms,
+                )
+                for r in rows
+            ]
+        )

@@ -26,7 +26,7 @@ from broker.client.node import (
 )
 from broker.core import receipts as rcp
 from broker.core.identity import verify_key_statement
-from broker.sandbox import DEMO_AGENCIES, Deployment, create_deployment
+from broker.sandbox import ADMIN_ID, DEMO_AGENCIES, Deployment, create_deployment, provision
 from broker.server.app import BrokerApp
 from broker.v1 import agency_pb2, notice_pb2
 
@@ -82,7 +82,12 @@ async def run_demo(
     """Run the scenario against a broker started in this process; return a summary."""
     app = BrokerApp(deployment.server_config())
     port = await app.start()
-    say(f"broker listening on 127.0.0.1:{port} (mutual TLS), policy {app.policy.version[:16]}")
+    say(f"broker listening on 127.0.0.1:{port} (mutual TLS)")
+    version = await provision(deployment, f"127.0.0.1:{port}")
+    say(
+        f"administrator {ADMIN_ID} signed and activated policy {version[:16]} and signed the "
+        "registry; nodes check every audience against both before sealing"
+    )
     nodes = {
         a.id: AgencyNode(
             NodeConfig(

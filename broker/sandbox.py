@@ -12,6 +12,7 @@ from broker.config import ServerConfig
 from broker.core.identity import Party
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+ADMIN_ID = "registrar"  # the deployment's first administrator
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,66 @@ class AgencySpec:
     purposes: tuple[str, ...] = ()
 
 
+# Purposes each agency declares (policy purpose limitation: a notice reaches only
+# agencies whose purposes cover the notice's; see policies/catalogue.toml [purposes]).
+_POLICE_PURPOSES = (
+    "locate_arrest",
+    "locate_missing",
+    "identification",
+    "investigation",
+    "threat_warning",
+    "sanctions",
+    "judicial_procedure",
+    "discreet_check",
+    "seizure",
+)
 DEMO_AGENCIES = (
-    AgencySpec("FR-NCB", "FR", ("ncb", "police"), "French INTERPOL National Central Bureau"),
-    AgencySpec("DE-BKA", "DE", ("police", "sirene"), "German federal criminal police office"),
-    AgencySpec("IT-BORDER", "IT", ("border",), "Italian border police unit"),
-    AgencySpec("EU-HUB", "EU", ("hub",), "Europol-like coordination hub"),
+    AgencySpec(
+        "FR-NCB",
+        "FR",
+        ("ncb", "police"),
+        "French INTERPOL National Central Bureau",
+        purposes=_POLICE_PURPOSES,
+    ),
+    AgencySpec(
+        "DE-BKA",
+        "DE",
+        ("police", "sirene"),
+        "German federal criminal police office",
+        purposes=_POLICE_PURPOSES,
+    ),
+    AgencySpec(
+        "IT-BORDER",
+        "IT",
+        ("border",),
+        "Italian border police unit",
+        purposes=(
+            "locate_arrest",
+            "locate_missing",
+            "threat_warning",
+            "sanctions",
+            "judicial_procedure",
+            "discreet_check",
+            "seizure",
+            "border_control",
+            "return",
+        ),
+    ),
+    AgencySpec(
+        "EU-HUB",
+        "EU",
+        ("hub",),
+        "Europol-like coordination hub",
+        purposes=(
+            "locate_arrest",
+            "locate_missing",
+            "identification",
+            "investigation",
+            "threat_warning",
+            "discreet_check",
+            "seizure",
+        ),
+    ),
 )
 
 
@@ -63,6 +119,7 @@ def create_deployment(
     keys = root / "keys"
     pki.generate_ca(keys)
     pki.issue_certificate(keys, Party("broker", "broker"))
+    pki.issue_certificate(keys, Party("admin", ADMIN_ID))
     lines = ["# Agency registry: who each agency is, as the policy sees it.", ""]
     for a in agencies:
         pki.issue_agency(keys, a.id)
@@ -99,3 +156,15 @@ def create_deployment(
         encoding="utf-8",
     )
     return Deployment(root, keys, registry, config_file, agencies)
+
+
+async def provision(deployment: Deployment, target: str, admin_id: str = ADMIN_ID) -> str:
+    """As the first administrator: activate the shipped bundle with a signature and sign
+    the registry entries bootstrapped from registry.toml, so that nodes can check every
+    audience against them. Returns the active policy version."""
+    from broker.client.admin import AdminClient, read_bundle_dir
+
+    async with AdminClient(deployment.keys_dir, admin_id, target) as admin:
+        result = await admin.activate(read_bundle_dir(REPO_POLICIES), "initial signed policy")
+        await admin.sign_registry()
+    return result.version

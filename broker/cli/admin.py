@@ -77,7 +77,7 @@ def register(sub: Any) -> None:
         g = gsub.add_parser(name, help=f"{name} an agency")
         _connection(g)
         g.add_argument("id")
-        g.add_argument("--country", required=True)
+        g.add_argument("--country", required=name == "register")
         g.add_argument("--role", action="append", default=[])
         g.add_argument("--group", action="append", default=[])
         g.add_argument("--purpose", action="append", default=[])
@@ -95,6 +95,9 @@ def register(sub: Any) -> None:
     g.add_argument("id")
     g.add_argument("--statement", type=Path, required=True)
     g.set_defaults(func=run_rotate)
+    g = gsub.add_parser("sign-registry", help="sign the entries bootstrapped from registry.toml")
+    _connection(g)
+    g.set_defaults(func=run_sign_registry)
     g = gsub.add_parser("list", help="the registry")
     _connection(g)
     g.set_defaults(func=run_list)
@@ -244,12 +247,6 @@ def run_rollback(args: argparse.Namespace) -> int:
     return _run(args, lambda c: c.rollback(args.version, args.reason))
 
 
-def _entry(args: argparse.Namespace) -> admin_pb2.AgencyEntry:
-    return admin_pb2.AgencyEntry(
-        id=args.id, country=args.country, roles=args.role, groups=args.group, purposes=args.purpose
-    )
-
-
 def _statement(path: Path) -> notice_pb2.SignedKeyStatement:
     try:
         return notice_pb2.SignedKeyStatement.FromString(path.read_bytes())
@@ -258,27 +255,54 @@ def _statement(path: Path) -> notice_pb2.SignedKeyStatement:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    request = admin_pb2.RegisterAgencyRequest(
-        agency=_entry(args), key_statement=_statement(args.statement)
+    statement = _statement(args.statement)
+    return _run(
+        args,
+        lambda c: c.register(
+            args.id,
+            args.country,
+            statement,
+            roles=args.role,
+            groups=args.group,
+            purposes=args.purpose,
+        ),
     )
-    return _run(args, lambda c: c.call("RegisterAgency", request))
 
 
 def run_update(args: argparse.Namespace) -> int:
-    request = admin_pb2.UpdateAgencyRequest(agency=_entry(args))
-    return _run(args, lambda c: c.call("UpdateAgency", request))
+    return _run(
+        args,
+        lambda c: c.update(
+            args.id,
+            country=args.country,
+            roles=args.role or None,
+            groups=args.group or None,
+            purposes=args.purpose or None,
+        ),
+    )
 
 
 def run_status(args: argparse.Namespace) -> int:
-    request = admin_pb2.SetAgencyStatusRequest(id=args.id, status=args.status, reason=args.reason)
-    return _run(args, lambda c: c.call("SetAgencyStatus", request))
+    return _run(args, lambda c: c.set_status(args.id, args.status, args.reason))
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    request = admin_pb2.RotateAgencyKeysRequest(
-        id=args.id, key_statement=_statement(args.statement)
-    )
-    return _run(args, lambda c: c.call("RotateAgencyKeys", request))
+    statement = _statement(args.statement)
+    return _run(args, lambda c: c.rotate_keys(args.id, statement))
+
+
+def run_sign_registry(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _client(args) as client:
+            try:
+                n = await client.sign_registry()
+            except grpc.aio.AioRpcError as exc:
+                print(f"broker: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                return 1
+        print(json.dumps({"signed": n}) if args.json else f"signed {n} bootstrap entries")
+        return 0
+
+    return asyncio.run(go())
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ broker, agency nodes and auditors verify them against the deployment CA.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from broker import pki
 from broker.core import activation as act
 from broker.core.identity import Party
 from broker.errors import InvalidArgument
-from broker.v1 import admin_pb2, admin_pb2_grpc
+from broker.v1 import admin_pb2, admin_pb2_grpc, notice_pb2
 
 
 def read_bundle_dir(directory: Path) -> dict[str, bytes]:
@@ -67,15 +67,120 @@ class AdminClient:
             reason=reason,
             sequence=sequence,
         ).SerializeToString(deterministic=True)
-        key = serialization.load_pem_private_key(self.files.key.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise InvalidArgument("the administrator key must be EC P-256")
-        signature = key.sign(act.activation_message(activation), ec.ECDSA(hashes.SHA256()))
+        signature = self._sign(act.activation_message(activation))
         return admin_pb2.SignedPolicyActivation(
             activation=activation,
             signature=signature,
             admin_certificate=self.files.cert.read_bytes(),
         )
+
+    def _sign(self, message: bytes) -> bytes:
+        key = serialization.load_pem_private_key(self.files.key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise InvalidArgument("the administrator key must be EC P-256")
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    def sign_entry(self, entry: admin_pb2.AgencyEntry) -> admin_pb2.SignedAgencyEntry:
+        """Sign a complete registry entry with this administrator's CA-certified key."""
+        raw = entry.SerializeToString(deterministic=True)
+        return admin_pb2.SignedAgencyEntry(
+            entry=raw,
+            signature=self._sign(act.entry_message(raw)),
+            admin_certificate=self.files.cert.read_bytes(),
+        )
+
+    async def registry(self) -> dict[str, admin_pb2.AgencyEntry]:
+        """The registry as the broker holds it (entries as last signed, or bootstrap values)."""
+        resp = await self.call("ListAgencies", admin_pb2.ListAgenciesRequest())
+        return {e.id: e for e in resp.agencies}
+
+    async def _entry(self, agency_id: str) -> admin_pb2.AgencyEntry:
+        current = (await self.registry()).get(agency_id)
+        if current is None:
+            raise InvalidArgument(f"agency {agency_id!r} is not in the registry")
+        entry = admin_pb2.AgencyEntry()
+        entry.CopyFrom(current)
+        entry.revision += 1
+        return entry
+
+    async def register(
+        self,
+        agency_id: str,
+        country: str,
+        statement: notice_pb2.SignedKeyStatement,
+        *,
+        roles: Sequence[str] = (),
+        groups: Sequence[str] = (),
+        purposes: Sequence[str] = (),
+    ) -> admin_pb2.AgencyResponse:
+        serial = notice_pb2.KeyStatement.FromString(statement.statement).serial
+        entry = admin_pb2.AgencyEntry(
+            id=agency_id,
+            country=country,
+            roles=sorted(roles),
+            groups=sorted(groups),
+            purposes=sorted(purposes),
+            status="active",
+            key_serial=serial,
+            revision=1,
+        )
+        request = admin_pb2.RegisterAgencyRequest(
+            entry=self.sign_entry(entry), key_statement=statement
+        )
+        response: admin_pb2.AgencyResponse = await self.call("RegisterAgency", request)
+        return response
+
+    async def update(
+        self,
+        agency_id: str,
+        *,
+        country: str | None = None,
+        roles: Sequence[str] | None = None,
+        groups: Sequence[str] | None = None,
+        purposes: Sequence[str] | None = None,
+    ) -> admin_pb2.AgencyResponse:
+        """Change an agency's attributes (unchanged where None); also signs a bootstrap entry."""
+        entry = await self._entry(agency_id)
+        if country is not None:
+            entry.country = country
+        for name, values in (("roles", roles), ("groups", groups), ("purposes", purposes)):
+            if values is not None:
+                field = getattr(entry, name)
+                del field[:]
+                field.extend(sorted(values))
+        request = admin_pb2.UpdateAgencyRequest(entry=self.sign_entry(entry))
+        response: admin_pb2.AgencyResponse = await self.call("UpdateAgency", request)
+        return response
+
+    async def set_status(
+        self, agency_id: str, status: str, reason: str
+    ) -> admin_pb2.AgencyResponse:
+        entry = await self._entry(agency_id)
+        entry.status = status
+        request = admin_pb2.SetAgencyStatusRequest(entry=self.sign_entry(entry), reason=reason)
+        response: admin_pb2.AgencyResponse = await self.call("SetAgencyStatus", request)
+        return response
+
+    async def rotate_keys(
+        self, agency_id: str, statement: notice_pb2.SignedKeyStatement
+    ) -> admin_pb2.AgencyResponse:
+        entry = await self._entry(agency_id)
+        entry.key_serial = notice_pb2.KeyStatement.FromString(statement.statement).serial
+        request = admin_pb2.RotateAgencyKeysRequest(
+            entry=self.sign_entry(entry), key_statement=statement
+        )
+        response: admin_pb2.AgencyResponse = await self.call("RotateAgencyKeys", request)
+        return response
+
+    async def sign_registry(self) -> int:
+        """Sign every entry still carrying only bootstrap values (from registry.toml)."""
+        resp = await self.call("ListAgencies", admin_pb2.ListAgenciesRequest())
+        signed = 0
+        for entry, sig in zip(resp.agencies, resp.signed, strict=True):
+            if not sig.entry:
+                await self.update(entry.id)
+                signed += 1
+        return signed
 
     async def next_sequence(self) -> int:
         history = await self.call("PolicyHistory", admin_pb2.PolicyHistoryRequest())

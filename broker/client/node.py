@@ -29,11 +29,14 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
 from broker.client.inbox import Inbox
+from broker.core import activation as act
 from broker.core import envelope as env
 from broker.core import receipts as rcp
+from broker.core import relay
 from broker.core.identity import IdentityError, verify_key_statement
+from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import TLP_NAMES
-from broker.errors import InvalidArgument, PermissionDenied
+from broker.errors import InvalidArgument, PermissionDenied, Unavailable
 from broker.v1 import agency_pb2, agency_pb2_grpc, notice_pb2
 
 log = logging.getLogger("broker.client")
@@ -56,6 +59,9 @@ class NodeConfig:
     window: int = 64  # credit window: deliveries in flight at most
     publish_attempts: int = 8
     reconnect_max_s: float = 5.0
+    # Check every audience the broker resolves against the administrator-signed policy
+    # and registry entries before wrapping any key (a broker cannot widen an audience).
+    verify_audience: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,8 @@ class AgencyNode:
         if not isinstance(ca_key, EllipticCurvePublicKey):
             raise InvalidArgument("the deployment CA must use an EC P-256 key")
         self.ca_key = ca_key
+        self.ca_cert = ca_cert
+        self._policies: dict[str, Bundle] = {}
         creds = grpc.ssl_channel_credentials(
             root_certificates=files.ca_cert.read_bytes(),
             private_key=files.key.read_bytes(),
@@ -164,6 +172,70 @@ class AgencyNode:
             self.stub.ResolveAudience, req
         )
         return response
+
+    async def signed_policy(self, version: str) -> Bundle:
+        """The active bundle, verified against its administrator-signed activation."""
+        cached = self._policies.get(version)
+        if cached is not None:
+            return cached
+        active = await self._retry(self.stub.GetActivePolicy, agency_pb2.GetActivePolicyRequest())
+        if active.version != version:
+            raise Unavailable("the broker's policy changed while resolving the audience; retry")
+        if not active.activation.activation:
+            raise PermissionDenied(
+                "the broker runs an unsigned bootstrap policy: an administrator must activate a "
+                "signed bundle (broker admin policy activate) before audiences can be checked"
+            )
+        act.verify_activation(active.activation, self.ca_cert, now_ms(), expected_version=version)
+        bundle = compile_bundle(act.bundle_files(active.bundle))
+        if bundle.version != version:
+            raise PermissionDenied("the broker served a bundle that is not the activated version")
+        self._policies[version] = bundle
+        return bundle
+
+    async def check_audience(
+        self,
+        header: notice_pb2.NoticeHeader,
+        restrictions: notice_pb2.OriginatorRestrictions,
+        sections: Collection[str],
+        audience: agency_pb2.ResolveAudienceResponse,
+    ) -> None:
+        """Re-evaluate the broker's answer locally under the signed policy and registry.
+
+        Raises PermissionDenied if the broker offered any recipient a section that the
+        administrator-signed policy, applied to the administrator-signed registry entry,
+        does not allow.
+        """
+        policy = await self.signed_policy(audience.policy_version)
+        facts = relay.facts_of(header, restrictions, sorted(sections))
+        now = now_ms()
+        for m in audience.members:
+            if not m.entry.entry:
+                raise PermissionDenied(
+                    f"the broker offered {m.agency_id} without an administrator-signed registry "
+                    "entry (broker admin agency sign-registry)"
+                )
+            entry = act.verify_agency_entry(m.entry, self.ca_cert, now).entry
+            serial = notice_pb2.KeyStatement.FromString(m.key_statement.statement).serial
+            if entry.id != m.agency_id or entry.key_serial != serial:
+                raise PermissionDenied(
+                    f"the broker's registry entry for {m.agency_id} does not match its keys"
+                )
+            profile = AgencyProfile(
+                id=entry.id,
+                country=entry.country,
+                roles=frozenset(entry.roles),
+                groups=frozenset(entry.groups),
+                purposes=frozenset(entry.purposes),
+                status=entry.status,
+            )
+            allowed = policy.decide(facts, profile, now_ms=now).allowed_sections
+            extra = sorted(set(m.sections) - allowed)
+            if extra:
+                raise PermissionDenied(
+                    f"the broker offered {m.agency_id} section(s) {', '.join(extra)} that the "
+                    f"signed policy {policy.version[:12]} does not allow; nothing was sealed"
+                )
 
     def _recipient_key(self, member: agency_pb2.AudienceMember) -> bytes:
         """The encryption key of an audience member, from its CA-signed statement."""
@@ -219,6 +291,8 @@ class AgencyNode:
             header.evaluation.source, header.evaluation.information = evaluation
         restrictions = restrictions or notice_pb2.OriginatorRestrictions()
         audience = await self.resolve_audience(header, restrictions, sections)
+        if self.config.verify_audience:
+            await self.check_audience(header, restrictions, sections, audience)
         members = [
             m for m in audience.members if recipients is None or m.agency_id in set(recipients)
         ]
@@ -274,6 +348,24 @@ class AgencyNode:
             self.stub.GetDeliveryStatus, req
         )
         return response
+
+    async def update_restrictions(
+        self,
+        notice_id: str,
+        restrictions: notice_pb2.OriginatorRestrictions,
+        sequence: int,
+    ) -> int:
+        """Replace a published notice's restrictions (signed); return how many queued
+        deliveries the broker withheld because of the change."""
+        update = agency_pb2.RestrictionUpdate(
+            notice_id=notice_id, restrictions=restrictions, sequence=sequence, at_ms=now_ms()
+        ).SerializeToString(deterministic=True)
+        signature = relay.sign_restriction_update(update, self.credentials.signing_seed)
+        request = agency_pb2.UpdateRestrictionsRequest(update=update, signature=signature)
+        response: agency_pb2.UpdateRestrictionsResponse = await self._retry(
+            self.stub.UpdateRestrictions, request
+        )
+        return response.withheld
 
     async def _retry(self, method: Any, request: Any) -> Any:
         delay = 0.1

@@ -63,32 +63,31 @@ def activation_message(activation: bytes) -> bytes:
     return ACTIVATION_CONTEXT + activation
 
 
-@dataclass(frozen=True)
-class VerifiedActivation:
-    activation: admin_pb2.PolicyActivation
-    admin: Party
+ENTRY_CONTEXT = b"broker.v1 agency entry\x00"
 
 
-def verify_activation(
-    signed: admin_pb2.SignedPolicyActivation,
+def entry_message(entry: bytes) -> bytes:
+    """The bytes an administrator signs for a registry entry."""
+    return ENTRY_CONTEXT + entry
+
+
+def verify_admin_signature(
+    certificate_pem: bytes,
+    signature: bytes,
+    message: bytes,
     ca_certificate: x509.Certificate,
     now_ms: int,
-    *,
-    expected_version: str | None = None,
-) -> VerifiedActivation:
-    """Check that a CA-certified administrator signed this activation.
+) -> Party:
+    """Return the administrator who signed `message`.
 
-    Verifies the certificate was issued by the CA and is valid at `now_ms`, that
-    it names an administrator, the ECDSA signature over the activation bytes,
-    and that the activation names that administrator (and `expected_version`).
-    Raises ActivationError saying which check failed.
+    Checks that the certificate was issued by the CA, is valid at `now_ms` and
+    names an administrator, and that its P-256 key made the signature. Raises
+    ActivationError saying which check failed.
     """
     try:
-        cert = x509.load_pem_x509_certificate(signed.admin_certificate)
+        cert = x509.load_pem_x509_certificate(certificate_pem)
     except ValueError as exc:
-        raise ActivationError(
-            "the activation carries no readable administrator certificate"
-        ) from exc
+        raise ActivationError("no readable administrator certificate") from exc
     try:
         cert.verify_directly_issued_by(ca_certificate)
     except (ValueError, TypeError, InvalidSignature) as exc:
@@ -109,11 +108,34 @@ def verify_activation(
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ActivationError("the administrator key must be EC P-256")
     try:
-        key.verify(
-            signed.signature, activation_message(signed.activation), ec.ECDSA(hashes.SHA256())
-        )
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature as exc:
-        raise ActivationError("the activation signature does not verify") from exc
+        raise ActivationError("the administrator's signature does not verify") from exc
+    return party
+
+
+@dataclass(frozen=True)
+class VerifiedActivation:
+    activation: admin_pb2.PolicyActivation
+    admin: Party
+
+
+def verify_activation(
+    signed: admin_pb2.SignedPolicyActivation,
+    ca_certificate: x509.Certificate,
+    now_ms: int,
+    *,
+    expected_version: str | None = None,
+) -> VerifiedActivation:
+    """Check that a CA-certified administrator signed this activation (and names
+    `expected_version`). Raises ActivationError saying which check failed."""
+    party = verify_admin_signature(
+        signed.admin_certificate,
+        signed.signature,
+        activation_message(signed.activation),
+        ca_certificate,
+        now_ms,
+    )
     activation = admin_pb2.PolicyActivation()
     try:
         activation.ParseFromString(signed.activation)
@@ -128,3 +150,31 @@ def verify_activation(
             f"the activation is for bundle {activation.version[:12]}, not {expected_version[:12]}"
         )
     return VerifiedActivation(activation, party)
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    entry: admin_pb2.AgencyEntry
+    admin: Party
+
+
+def verify_agency_entry(
+    signed: admin_pb2.SignedAgencyEntry, ca_certificate: x509.Certificate, now_ms: int
+) -> VerifiedEntry:
+    """Check that a CA-certified administrator signed this registry entry; return it.
+
+    Raises ActivationError saying which check failed.
+    """
+    party = verify_admin_signature(
+        signed.admin_certificate,
+        signed.signature,
+        entry_message(signed.entry),
+        ca_certificate,
+        now_ms,
+    )
+    entry = admin_pb2.AgencyEntry()
+    try:
+        entry.ParseFromString(signed.entry)
+    except DecodeError as exc:
+        raise ActivationError("the signed entry is not an AgencyEntry") from exc
+    return VerifiedEntry(entry, party)

@@ -35,6 +35,14 @@ TLP_NAMES = {
     notice_pb2.TLP_AMBER_STRICT: "AMBER+STRICT",
     notice_pb2.TLP_RED: "RED",
 }
+DATA_SUBJECT_NAMES = {
+    notice_pb2.DATA_SUBJECT_SUSPECT: "suspect",
+    notice_pb2.DATA_SUBJECT_CONVICTED: "convicted",
+    notice_pb2.DATA_SUBJECT_VICTIM: "victim",
+    notice_pb2.DATA_SUBJECT_WITNESS: "witness",
+    notice_pb2.DATA_SUBJECT_OTHER: "other",
+    notice_pb2.DATA_SUBJECT_NONE: "none",
+}
 DAY_MS = 86_400_000
 
 
@@ -60,6 +68,7 @@ class RegisteredAgency:
     signing_key: bytes
     encryption_key: bytes
     statement: bytes
+    signed_entry: bytes | None = None  # serialized SignedAgencyEntry, once an admin signed it
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,7 @@ def restrictions_of(msg: notice_pb2.OriginatorRestrictions) -> Restrictions:
         deny_countries=frozenset(msg.deny_countries),
         allow_groups=frozenset(msg.allow_groups),
         deny_groups=frozenset(msg.deny_groups),
+        embargo_until_ms=msg.embargo_until_ms,
     )
 
 
@@ -164,6 +174,9 @@ def facts_of(
         sections=tuple(sections),
         handling_codes=tuple(header.handling_codes),
         restrictions=restrictions_of(restrictions),
+        data_subject=DATA_SUBJECT_NAMES.get(header.data_subject, ""),
+        evaluation=(header.evaluation.source, header.evaluation.information),
+        created_at_ms=header.created_at_ms,
     )
 
 

@@ -287,7 +287,7 @@ class AdminService:
         validate_id(entry.id)
         if not re.fullmatch(r"[A-Z]{2}", entry.country):
             raise InvalidArgument("country must be an ISO 3166-1 alpha-2 code such as FR or NO")
-        if entry.status and entry.status not in AGENCY_STATUSES:
+        if entry.status not in AGENCY_STATUSES:
             raise InvalidArgument(f"status must be one of {', '.join(AGENCY_STATUSES)}")
         unknown = sorted(set(entry.groups) - set(self.app.policy.groups))
         if unknown:
@@ -303,108 +303,167 @@ class AdminService:
         except IdentityError as exc:
             raise InvalidArgument(f"key statement: {exc}") from exc
 
-    async def _change(
-        self, admin: str, action: str, target: str, detail: object, record: AgencyRecord
+    def _signed_entry(
+        self, signed: admin_pb2.SignedAgencyEntry, admin: str
+    ) -> admin_pb2.AgencyEntry:
+        verified = act.verify_agency_entry(signed, self.app.ca_cert, now_ms())
+        if verified.admin.id != admin:
+            raise PermissionDenied(
+                f"you are {admin}; an entry signed by {verified.admin.id} must come from them"
+            )
+        self._check_entry(verified.entry)
+        return verified.entry
+
+    async def _records(self) -> dict[str, AgencyRecord]:
+        return {r.id: r for r in await self.app.runner.call(lambda s: s.agencies())}
+
+    async def _current(self, agency: str) -> AgencyRecord:
+        current = (await self._records()).get(agency)
+        if current is None:
+            raise NotFound(f"agency {agency!r} is not in the registry")
+        return current
+
+    def _next_revision(self, current: AgencyRecord, entry: admin_pb2.AgencyEntry) -> None:
+        revision = 0
+        if current.signed_entry is not None:
+            signed = admin_pb2.SignedAgencyEntry.FromString(current.signed_entry)
+            revision = admin_pb2.AgencyEntry.FromString(signed.entry).revision
+        if entry.revision != revision + 1:
+            raise FailedPrecondition(
+                f"{entry.id} is at revision {revision}; sign revision {revision + 1} "
+                "(re-read the registry and sign again)"
+            )
+
+    async def _store(
+        self,
+        admin: str,
+        action: str,
+        entry: admin_pb2.AgencyEntry,
+        signed: admin_pb2.SignedAgencyEntry,
+        keys: tuple[bytes, bytes, bytes],
+        detail: dict[str, Any],
     ) -> admin_pb2.AgencyResponse:
+        statement, signing_key, encryption_key = keys
+        record = AgencyRecord(
+            id=entry.id,
+            country=entry.country,
+            roles=tuple(sorted(entry.roles)),
+            groups=tuple(sorted(entry.groups)),
+            purposes=tuple(sorted(entry.purposes)),
+            status=entry.status,
+            statement=statement,
+            signing_key=signing_key,
+            encryption_key=encryption_key,
+            serial=entry.key_serial,
+            signed_entry=signed.SerializeToString(deterministic=True),
+        )
+
         def write(store: Any) -> None:
             store.upsert_agency(record)
-            store.record_action(admin, action, target, detail, now_ms())
+            store.record_action(
+                admin, action, entry.id, {**detail, "revision": entry.revision}, now_ms()
+            )
 
         await self.app.runner.call(write)
         await self.app.reload_registry()
-        return admin_pb2.AgencyResponse(agency=entry_of(record))
+        return admin_pb2.AgencyResponse(agency=entry)
 
-    async def _current(self, agency: str) -> AgencyRecord:
-        records = await self.app.runner.call(lambda s: s.agencies())
-        for r in records:
-            if r.id == agency:
-                return r  # type: ignore[no-any-return]
-        raise NotFound(f"agency {agency!r} is not in the registry")
+    @staticmethod
+    def _same(entry: admin_pb2.AgencyEntry, cur: AgencyRecord, *fields: str) -> None:
+        now = {
+            "country": entry.country,
+            "roles": tuple(sorted(entry.roles)),
+            "groups": tuple(sorted(entry.groups)),
+            "purposes": tuple(sorted(entry.purposes)),
+            "status": entry.status,
+            "key_serial": entry.key_serial,
+        }
+        before = {
+            "country": cur.country,
+            "roles": cur.roles,
+            "groups": cur.groups,
+            "purposes": cur.purposes,
+            "status": cur.status,
+            "key_serial": cur.serial,
+        }
+        changed = sorted(f for f in fields if now[f] != before[f])
+        if changed:
+            raise InvalidArgument(f"this call cannot change {', '.join(changed)}")
 
     async def register_agency(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
         req = parse(admin_pb2.RegisterAgencyRequest, data)
-        e = req.agency
-        self._check_entry(e)
-        if e.id in {r.id for r in await self.app.runner.call(lambda s: s.agencies())}:
-            raise AlreadyExists(f"agency {e.id} is already registered; use update")
-        keys = self._verify_statement(req.key_statement, e.id)
-        record = AgencyRecord(
-            id=e.id,
-            country=e.country,
-            roles=tuple(sorted(e.roles)),
-            groups=tuple(sorted(e.groups)),
-            purposes=tuple(sorted(e.purposes)),
-            status=e.status or "active",
-            statement=req.key_statement.SerializeToString(),
-            signing_key=keys.signing_key,
-            encryption_key=keys.encryption_key,
-            serial=keys.serial,
-        )
-        detail = {"country": e.country, "roles": sorted(e.roles), "groups": sorted(e.groups)}
-        return await self._change(admin, "agency.register", e.id, detail, record)
+        entry = self._signed_entry(req.entry, admin)
+        if entry.id in await self._records():
+            raise AlreadyExists(f"agency {entry.id} is already registered; use update")
+        keys = self._verify_statement(req.key_statement, entry.id)
+        if entry.revision != 1 or entry.status != "active" or entry.key_serial != keys.serial:
+            raise InvalidArgument(
+                "a new agency's entry must have revision 1, status active and the "
+                f"statement's key serial ({keys.serial})"
+            )
+        material = (req.key_statement.SerializeToString(), keys.signing_key, keys.encryption_key)
+        detail = {"country": entry.country, "roles": sorted(entry.roles)}
+        return await self._store(admin, "agency.register", entry, req.entry, material, detail)
 
     async def update_agency(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
         req = parse(admin_pb2.UpdateAgencyRequest, data)
-        e = req.agency
-        self._check_entry(e)
-        cur = await self._current(e.id)
-        record = AgencyRecord(
-            id=cur.id,
-            country=e.country,
-            roles=tuple(sorted(e.roles)),
-            groups=tuple(sorted(e.groups)),
-            purposes=tuple(sorted(e.purposes)),
-            status=cur.status,
-            statement=cur.statement,
-            signing_key=cur.signing_key,
-            encryption_key=cur.encryption_key,
-            serial=cur.serial,
-        )
+        entry = self._signed_entry(req.entry, admin)
+        cur = await self._current(entry.id)
+        self._next_revision(cur, entry)
+        self._same(entry, cur, "status", "key_serial")
         detail = {
-            "country": [cur.country, e.country],
-            "roles": [list(cur.roles), sorted(e.roles)],
-            "groups": [list(cur.groups), sorted(e.groups)],
-            "purposes": [list(cur.purposes), sorted(e.purposes)],
+            "country": [cur.country, entry.country],
+            "roles": [list(cur.roles), sorted(entry.roles)],
+            "groups": [list(cur.groups), sorted(entry.groups)],
+            "purposes": [list(cur.purposes), sorted(entry.purposes)],
         }
-        return await self._change(admin, "agency.update", e.id, detail, record)
+        material = (cur.statement, cur.signing_key, cur.encryption_key)
+        return await self._store(admin, "agency.update", entry, req.entry, material, detail)
 
     async def set_status(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
         req = parse(admin_pb2.SetAgencyStatusRequest, data)
-        if req.status not in AGENCY_STATUSES:
-            raise InvalidArgument(f"status must be one of {', '.join(AGENCY_STATUSES)}")
-        cur = await self._current(req.id)
-        if cur.status == "revoked" and req.status != "revoked":
-            raise FailedPrecondition(f"{req.id} is revoked; register it again under a new id")
-        from dataclasses import replace
-
-        record = replace(cur, status=req.status)
-        detail = {"from": cur.status, "to": req.status, "reason": req.reason}
-        return await self._change(admin, f"agency.{req.status}", req.id, detail, record)
+        entry = self._signed_entry(req.entry, admin)
+        cur = await self._current(entry.id)
+        self._next_revision(cur, entry)
+        self._same(entry, cur, "country", "roles", "groups", "purposes", "key_serial")
+        if cur.status == "revoked" and entry.status != "revoked":
+            raise FailedPrecondition(f"{entry.id} is revoked; register it again under a new id")
+        detail = {"from": cur.status, "to": entry.status, "reason": req.reason}
+        material = (cur.statement, cur.signing_key, cur.encryption_key)
+        return await self._store(
+            admin, f"agency.{entry.status}", entry, req.entry, material, detail
+        )
 
     async def rotate_keys(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
         req = parse(admin_pb2.RotateAgencyKeysRequest, data)
-        cur = await self._current(req.id)
-        keys = self._verify_statement(req.key_statement, req.id)
+        entry = self._signed_entry(req.entry, admin)
+        cur = await self._current(entry.id)
+        self._next_revision(cur, entry)
+        self._same(entry, cur, "country", "roles", "groups", "purposes", "status")
+        keys = self._verify_statement(req.key_statement, entry.id)
         if keys.serial <= cur.serial:
             raise FailedPrecondition(
                 f"the new key statement has serial {keys.serial}; it must be above {cur.serial}"
             )
-        from dataclasses import replace
-
-        record = replace(
-            cur,
-            statement=req.key_statement.SerializeToString(),
-            signing_key=keys.signing_key,
-            encryption_key=keys.encryption_key,
-            serial=keys.serial,
-        )
+        if entry.key_serial != keys.serial:
+            raise InvalidArgument(f"the entry must name the new key serial {keys.serial}")
+        material = (req.key_statement.SerializeToString(), keys.signing_key, keys.encryption_key)
         detail = {"serial": [cur.serial, keys.serial]}
-        return await self._change(admin, "agency.rotate_keys", req.id, detail, record)
+        return await self._store(admin, "agency.rotate_keys", entry, req.entry, material, detail)
 
     async def list_agencies(self, data: bytes, admin: str) -> admin_pb2.ListAgenciesResponse:
         parse(admin_pb2.ListAgenciesRequest, data)
         records = await self.app.runner.call(lambda s: s.agencies())
-        return admin_pb2.ListAgenciesResponse(agencies=[entry_of(r) for r in records])
+        resp = admin_pb2.ListAgenciesResponse()
+        for r in records:
+            if r.signed_entry is not None:
+                signed = admin_pb2.SignedAgencyEntry.FromString(r.signed_entry)
+                resp.agencies.append(admin_pb2.AgencyEntry.FromString(signed.entry))
+                resp.signed.append(signed)
+            else:
+                resp.agencies.append(entry_of(r))
+                resp.signed.append(admin_pb2.SignedAgencyEntry())
+        return resp
 
     async def list_actions(self, data: bytes, admin: str) -> admin_pb2.ListAdminActionsResponse:
         req = parse(admin_pb2.ListAdminActionsRequest, data)

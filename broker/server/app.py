@@ -23,6 +23,8 @@ from broker.errors import InvalidArgument
 from broker.registry import join_statements, parse_registry
 from broker.server import metrics
 from broker.server.admin_service import AdminService
+from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # transparency log
+from broker.server.checkpoints import Checkpointer  # transparency log
 from broker.server.service import AgencyService, now_ms
 from broker.store.api import AgencyRecord
 from broker.store.runner import StoreRunner
@@ -67,10 +69,12 @@ class BrokerApp:
         keys = config.keys_dir
         self.ca_cert = pki.load_ca_certificate(keys / "ca" / "ca.pem")
         self.tls = pki.load_party(keys, Party("broker", config.broker_id))
+        log_signer = pki.load_log_signer(keys, config.broker_id)  # transparency-log key
         self.revoked = pki.revoked_parties(keys)
         self.registry: dict[str, RegisteredAgency] = {}
         self.restriction_overrides: dict[str, bytes] = {}  # notice id -> restrictions bytes
         self.runner = StoreRunner(SqliteStore.open(config.database))
+        self.checkpoints = Checkpointer(self.runner, log_signer)  # signed log checkpoints
         self.sessions: dict[str, Session] = {}
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -145,7 +149,7 @@ class BrokerApp:
                 status=r.status,
             )
             registry[r.id] = RegisteredAgency(
-                profile, keys.signing_key, keys.encryption_key, r.statement
+                profile, keys.signing_key, keys.encryption_key, r.statement, r.signed_entry
             )
         self.registry = registry
 
@@ -224,10 +228,14 @@ class BrokerApp:
             ]
         )
         server.add_generic_rpc_handlers(
-            (AgencyService(self).handler(), AdminService(self).handler())
+            (
+                AgencyService(self).handler(),
+                AdminService(self).handler(),
+                AuditService(self).handler(),  # transparency log
+            )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME]
+        names = [SERVICE_NAME, ADMIN_SERVICE_NAME, AUDIT_SERVICE_NAME, health.SERVICE_NAME]
         if self.config.reflection:
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
@@ -243,9 +251,10 @@ class BrokerApp:
             raise InvalidArgument(f"cannot listen on {self.config.listen}")
         await server.start()
         self.server = server
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, AUDIT_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
+        self._tasks.append(self.checkpoints.start())  # transparency log; cancelled in stop()
         log.info(
             "broker serving",
             extra={

@@ -37,6 +37,7 @@ from broker.store.api import (
     ReceiptRecord,
     Store,
 )
+from broker.store.tlog import TransparencyLogMixin
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -163,11 +164,14 @@ class AgencyService:
             if rd.allowed:
                 statement = notice_pb2.SignedKeyStatement()
                 statement.ParseFromString(registry[rd.recipient].statement)
-                resp.members.add(
+                member = resp.members.add(
                     agency_id=rd.recipient,
                     sections=sorted(rd.allowed_sections),
                     key_statement=statement,
                 )
+                signed_entry = registry[rd.recipient].signed_entry
+                if signed_entry is not None:
+                    member.entry.ParseFromString(signed_entry)
             withheld = [d for d in rd.decisions if not d.allowed]
             if (
                 withheld
@@ -230,8 +234,9 @@ class AgencyService:
             plans = [DeliveryPlan(r, s) for r, s in accepted.plans]
             items.append((record, plans))
 
-        def write(store: Store) -> Any:
-            return store.publish(items)
+        def write(store: TransparencyLogMixin) -> Any:
+            # + transparency log: the new notices' leaves, in the same transaction
+            return store.publish_logged(items, now)
 
         outcomes = await self.app.runner.call(write)
         resp = agency_pb2.PublishResponse()
@@ -269,7 +274,7 @@ class AgencyService:
                 )
             )
         accepted: list[tuple[str, int]] = await self.app.runner.call(
-            lambda s: s.record_receipts(records)
+            lambda s: s.record_receipts_logged(records, now)  # + transparency log
         )
         metrics.RECEIPTS.inc(len(accepted))
         return accepted

@@ -32,6 +32,7 @@ class AgencyRecord:
     signing_key: bytes
     encryption_key: bytes
     serial: int
+    signed_entry: bytes | None = None  # serialized SignedAgencyEntry, once an admin signed it
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ MIGRATIONS: tuple[str, ...] = (
         signed BLOB NOT NULL,
         at_ms INTEGER NOT NULL
     );
+    ALTER TABLE agencies ADD COLUMN signed_entry BLOB;
     CREATE TABLE admin_actions (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         actor TEXT NOT NULL,

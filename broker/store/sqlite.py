@@ -113,11 +113,13 @@ class SqliteStore(AdminStoreMixin, TransparencyLogMixin):  # + transparency log 
     # -- registry --------------------------------------------------------------
     def upsert_agency(self, agency: AgencyRecord) -> None:
         self.conn.execute(
-            "INSERT INTO agencies VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "INSERT INTO agencies (id, country, roles, groups_, purposes, status, statement, "
+            "signing_key, encryption_key, serial, signed_entry) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET "
             "country=excluded.country, roles=excluded.roles, groups_=excluded.groups_, "
             "purposes=excluded.purposes, status=excluded.status, statement=excluded.statement, "
             "signing_key=excluded.signing_key, encryption_key=excluded.encryption_key, "
-            "serial=excluded.serial",
+            "serial=excluded.serial, signed_entry=excluded.signed_entry",
             (
                 agency.id,
                 agency.country,
@@ -129,13 +131,29 @@ class SqliteStore(AdminStoreMixin, TransparencyLogMixin):  # + transparency log 
                 agency.signing_key,
                 agency.encryption_key,
                 agency.serial,
+                agency.signed_entry,
             ),
         )
 
     def agencies(self) -> list[AgencyRecord]:
-        rows = self.conn.execute("SELECT * FROM agencies ORDER BY id").fetchall()
+        rows = self.conn.execute(
+            "SELECT id, country, roles, groups_, purposes, status, statement, signing_key, "
+            "encryption_key, serial, signed_entry FROM agencies ORDER BY id"
+        ).fetchall()
         return [
-            AgencyRecord(r[0], r[1], _t(r[2]), _t(r[3]), _t(r[4]), r[5], r[6], r[7], r[8], r[9])
+            AgencyRecord(
+                r[0],
+                r[1],
+                _t(r[2]),
+                _t(r[3]),
+                _t(r[4]),
+                r[5],
+                bytes(r[6]),
+                bytes(r[7]),
+                bytes(r[8]),
+                r[9],
+                None if r[10] is None else bytes(r[10]),
+            )
             for r in rows
         ]
 

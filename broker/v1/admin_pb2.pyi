@@ -551,11 +551,15 @@ class AgencyEntry(_message.Message):
     PURPOSES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     KEY_SERIAL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     country: _builtins.str
     status: _builtins.str
     """active | suspended | revoked"""
     key_serial: _builtins.int
+    """serial of the CA-signed key statement bound to the agency"""
+    revision: _builtins.int
+    """strictly increasing per agency: each change is a new revision"""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -572,34 +576,76 @@ class AgencyEntry(_message.Message):
         purposes: _abc.Iterable[_builtins.str] | None = ...,
         status: _builtins.str = ...,
         key_serial: _builtins.int = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "groups", b"groups", "id", b"id", "key_serial", b"key_serial", "purposes", b"purposes", "roles", b"roles", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "groups", b"groups", "id", b"id", "key_serial", b"key_serial", "purposes", b"purposes", "revision", b"revision", "roles", b"roles", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgencyEntry: _TypeAlias = AgencyEntry  # noqa: Y015
 
 @_typing.final
-class RegisterAgencyRequest(_message.Message):
+class SignedAgencyEntry(_message.Message):
+    """A registry entry as an administrator signed it. Nodes verify these (with the
+    deployment CA) before evaluating the signed policy locally, so a broker can
+    neither widen an audience through the policy nor through the registry.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    AGENCY_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    ADMIN_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    entry: _builtins.bytes
+    """serialized AgencyEntry, exactly as signed"""
+    signature: _builtins.bytes
+    """ECDSA P-256 SHA-256 over "broker.v1 agency entry\\x00" || entry"""
+    admin_certificate: _builtins.bytes
+    """PEM; issued by the deployment CA to urn:broker:admin:<id>"""
+    def __init__(
+        self,
+        *,
+        entry: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        admin_certificate: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_certificate", b"admin_certificate", "entry", b"entry", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedAgencyEntry: _TypeAlias = SignedAgencyEntry  # noqa: Y015
+
+@_typing.final
+class RegisterAgencyRequest(_message.Message):
+    """Every registry change carries the complete new entry, signed by the calling
+    administrator, with the next revision. The broker checks that the change is the
+    one the RPC names (register: new id; update: country, roles, groups, purposes;
+    status: status only; rotate: key serial only, with the new statement).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
     KEY_STATEMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def agency(self) -> Global___AgencyEntry: ...
+    def entry(self) -> Global___SignedAgencyEntry:
+        """revision 1, status active, key_serial = the statement's"""
+
     @_builtins.property
     def key_statement(self) -> _notice_pb2.SignedKeyStatement: ...
     def __init__(
         self,
         *,
-        agency: Global___AgencyEntry | None = ...,
+        entry: Global___SignedAgencyEntry | None = ...,
         key_statement: _notice_pb2.SignedKeyStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "key_statement", b"key_statement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "key_statement", b"key_statement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -609,19 +655,17 @@ Global___RegisterAgencyRequest: _TypeAlias = RegisterAgencyRequest  # noqa: Y015
 class UpdateAgencyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    AGENCY_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def agency(self) -> Global___AgencyEntry:
-        """id names the agency; country, roles, groups, purposes replace"""
-
+    def entry(self) -> Global___SignedAgencyEntry: ...
     def __init__(
         self,
         *,
-        agency: Global___AgencyEntry | None = ...,
+        entry: Global___SignedAgencyEntry | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -631,23 +675,20 @@ Global___UpdateAgencyRequest: _TypeAlias = UpdateAgencyRequest  # noqa: Y015
 class SetAgencyStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    status: _builtins.str
-    """active | suspended | revoked"""
     reason: _builtins.str
+    @_builtins.property
+    def entry(self) -> Global___SignedAgencyEntry: ...
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
-        status: _builtins.str = ...,
+        entry: Global___SignedAgencyEntry | None = ...,
         reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -657,9 +698,10 @@ Global___SetAgencyStatusRequest: _TypeAlias = SetAgencyStatusRequest  # noqa: Y0
 class RotateAgencyKeysRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
     KEY_STATEMENT_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
+    @_builtins.property
+    def entry(self) -> Global___SignedAgencyEntry: ...
     @_builtins.property
     def key_statement(self) -> _notice_pb2.SignedKeyStatement:
         """must carry a higher serial"""
@@ -667,12 +709,12 @@ class RotateAgencyKeysRequest(_message.Message):
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
+        entry: Global___SignedAgencyEntry | None = ...,
         key_statement: _notice_pb2.SignedKeyStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["key_statement", b"key_statement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "key_statement", b"key_statement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -718,16 +760,22 @@ class ListAgenciesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENCIES_FIELD_NUMBER: _builtins.int
+    SIGNED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgencyEntry]: ...
+    @_builtins.property
+    def signed(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedAgencyEntry]:
+        """same order; empty entry where never signed"""
+
     def __init__(
         self,
         *,
         agencies: _abc.Iterable[Global___AgencyEntry] | None = ...,
+        signed: _abc.Iterable[Global___SignedAgencyEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "signed", b"signed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

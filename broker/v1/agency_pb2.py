@@ -26,17 +26,17 @@ from broker.v1 import admin_pb2 as broker_dot_v1_dot_admin__pb2
 from broker.v1 import notice_pb2 as broker_dot_v1_dot_notice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/agency.proto\x12\tbroker.v1\x1a\x15\x62roker/v1/admin.proto\x1a\x16\x62roker/v1/notice.proto\"\x18\n\x16GetActivePolicyRequest\"\x7f\n\x0c\x41\x63tivePolicy\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x17.broker.v1.PolicyBundle\x12\x35\n\nactivation\x18\x03 \x01(\x0b\x32!.broker.v1.SignedPolicyActivation\"\x80\x01\n\x11RestrictionUpdate\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\">\n\x19UpdateRestrictionsRequest\x12\x0e\n\x06update\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\".\n\x1aUpdateRestrictionsResponse\x12\x10\n\x08withheld\x18\x01 \x01(\r\"\x8b\x01\n\x16ResolveAudienceRequest\x12&\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x17.broker.v1.NoticeHeader\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sections\x18\x03 \x03(\t\"k\n\x0e\x41udienceMember\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x10\n\x08sections\x18\x02 \x03(\t\x12\x34\n\rkey_statement\x18\x03 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\"P\n\x0bWithholding\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05rules\x18\x04 \x03(\t\"\x87\x01\n\x17ResolveAudienceResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.broker.v1.AudienceMember\x12(\n\x08withheld\x18\x03 \x03(\x0b\x32\x16.broker.v1.Withholding\"8\n\x0ePublishRequest\x12&\n\tenvelopes\x18\x01 \x03(\x0b\x32\x13.broker.v1.Envelope\"\x89\x01\n\rPublishResult\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x15\n\rheader_digest\x18\x03 \x01(\x0c\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"<\n\x0fPublishResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.broker.v1.PublishResult\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\"#\n\tAckEvents\x12\x16\n\x0eup_to_sequence\x18\x01 \x01(\x04\"\x98\x01\n\x10SubscribeRequest\x12#\n\x06\x63redit\x18\x01 \x01(\x0b\x32\x11.broker.v1.CreditH\x00\x12+\n\x08receipts\x18\x02 \x01(\x0b\x32\x17.broker.v1.ReceiptBatchH\x00\x12*\n\nack_events\x18\x03 \x01(\x0b\x32\x14.broker.v1.AckEventsH\x00\x42\x06\n\x04item\"0\n\nReceiptAck\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\x99\x01\n\x0bStatusEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.broker.v1.EventKind\x12\x11\n\tnotice_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x11\n\trecipient\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\"\x91\x01\n\x11SubscribeResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\x12+\n\x0creceipt_acks\x18\x02 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\x12&\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x16.broker.v1.StatusEvent\"A\n\x15SubmitReceiptsRequest\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.broker.v1.ReceiptBatch\"A\n\x16SubmitReceiptsResponse\x12\'\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\";\n\x15\x44\x65liveryStatusRequest\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\xad\x01\n\x0fRecipientStatus\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.broker.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12)\n\x07receipt\x18\x05 \x01(\x0b\x32\x18.broker.v1.ProvenReceipt\x12\x10\n\x08sections\x18\x06 \x03(\t\"H\n\x16\x44\x65liveryStatusResponse\x12.\n\nrecipients\x18\x01 \x03(\x0b\x32\x1a.broker.v1.RecipientStatus*^\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_KIND_DEAD_LETTERED\x10\x01\x12\x17\n\x13\x45VENT_KIND_WITHHELD\x10\x02*\xc6\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_IN_FLIGHT\x10\x02\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x03\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_WITHHELD\x10\x05\x32\xda\x04\n\rAgencyService\x12X\n\x0fResolveAudience\x12!.broker.v1.ResolveAudienceRequest\x1a\".broker.v1.ResolveAudienceResponse\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\tSubscribe\x12\x1b.broker.v1.SubscribeRequest\x1a\x1c.broker.v1.SubscribeResponse(\x01\x30\x01\x12U\n\x0eSubmitReceipts\x12 .broker.v1.SubmitReceiptsRequest\x1a!.broker.v1.SubmitReceiptsResponse\x12X\n\x11GetDeliveryStatus\x12 .broker.v1.DeliveryStatusRequest\x1a!.broker.v1.DeliveryStatusResponse\x12M\n\x0fGetActivePolicy\x12!.broker.v1.GetActivePolicyRequest\x1a\x17.broker.v1.ActivePolicy\x12\x61\n\x12UpdateRestrictions\x12$.broker.v1.UpdateRestrictionsRequest\x1a%.broker.v1.UpdateRestrictionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/agency.proto\x12\tbroker.v1\x1a\x15\x62roker/v1/admin.proto\x1a\x16\x62roker/v1/notice.proto\"\x18\n\x16GetActivePolicyRequest\"\x7f\n\x0c\x41\x63tivePolicy\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x17.broker.v1.PolicyBundle\x12\x35\n\nactivation\x18\x03 \x01(\x0b\x32!.broker.v1.SignedPolicyActivation\"\x80\x01\n\x11RestrictionUpdate\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\">\n\x19UpdateRestrictionsRequest\x12\x0e\n\x06update\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\".\n\x1aUpdateRestrictionsResponse\x12\x10\n\x08withheld\x18\x01 \x01(\r\"\x8b\x01\n\x16ResolveAudienceRequest\x12&\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x17.broker.v1.NoticeHeader\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sections\x18\x03 \x03(\t\"\x98\x01\n\x0e\x41udienceMember\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x10\n\x08sections\x18\x02 \x03(\t\x12\x34\n\rkey_statement\x18\x03 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12+\n\x05\x65ntry\x18\x04 \x01(\x0b\x32\x1c.broker.v1.SignedAgencyEntry\"P\n\x0bWithholding\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05rules\x18\x04 \x03(\t\"\x87\x01\n\x17ResolveAudienceResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.broker.v1.AudienceMember\x12(\n\x08withheld\x18\x03 \x03(\x0b\x32\x16.broker.v1.Withholding\"8\n\x0ePublishRequest\x12&\n\tenvelopes\x18\x01 \x03(\x0b\x32\x13.broker.v1.Envelope\"\x89\x01\n\rPublishResult\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x15\n\rheader_digest\x18\x03 \x01(\x0c\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"<\n\x0fPublishResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.broker.v1.PublishResult\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\"#\n\tAckEvents\x12\x16\n\x0eup_to_sequence\x18\x01 \x01(\x04\"\x98\x01\n\x10SubscribeRequest\x12#\n\x06\x63redit\x18\x01 \x01(\x0b\x32\x11.broker.v1.CreditH\x00\x12+\n\x08receipts\x18\x02 \x01(\x0b\x32\x17.broker.v1.ReceiptBatchH\x00\x12*\n\nack_events\x18\x03 \x01(\x0b\x32\x14.broker.v1.AckEventsH\x00\x42\x06\n\x04item\"0\n\nReceiptAck\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\x99\x01\n\x0bStatusEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.broker.v1.EventKind\x12\x11\n\tnotice_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x11\n\trecipient\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\"\x91\x01\n\x11SubscribeResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\x12+\n\x0creceipt_acks\x18\x02 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\x12&\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x16.broker.v1.StatusEvent\"A\n\x15SubmitReceiptsRequest\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.broker.v1.ReceiptBatch\"A\n\x16SubmitReceiptsResponse\x12\'\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\";\n\x15\x44\x65liveryStatusRequest\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\xad\x01\n\x0fRecipientStatus\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.broker.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12)\n\x07receipt\x18\x05 \x01(\x0b\x32\x18.broker.v1.ProvenReceipt\x12\x10\n\x08sections\x18\x06 \x03(\t\"H\n\x16\x44\x65liveryStatusResponse\x12.\n\nrecipients\x18\x01 \x03(\x0b\x32\x1a.broker.v1.RecipientStatus*^\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_KIND_DEAD_LETTERED\x10\x01\x12\x17\n\x13\x45VENT_KIND_WITHHELD\x10\x02*\xc6\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_IN_FLIGHT\x10\x02\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x03\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_WITHHELD\x10\x05\x32\xda\x04\n\rAgencyService\x12X\n\x0fResolveAudience\x12!.broker.v1.ResolveAudienceRequest\x1a\".broker.v1.ResolveAudienceResponse\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\tSubscribe\x12\x1b.broker.v1.SubscribeRequest\x1a\x1c.broker.v1.SubscribeResponse(\x01\x30\x01\x12U\n\x0eSubmitReceipts\x12 .broker.v1.SubmitReceiptsRequest\x1a!.broker.v1.SubmitReceiptsResponse\x12X\n\x11GetDeliveryStatus\x12 .broker.v1.DeliveryStatusRequest\x1a!.broker.v1.DeliveryStatusResponse\x12M\n\x0fGetActivePolicy\x12!.broker.v1.GetActivePolicyRequest\x1a\x17.broker.v1.ActivePolicy\x12\x61\n\x12UpdateRestrictions\x12$.broker.v1.UpdateRestrictionsRequest\x1a%.broker.v1.UpdateRestrictionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.agency_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTKIND']._serialized_start=2231
-  _globals['_EVENTKIND']._serialized_end=2325
-  _globals['_DELIVERYSTATE']._serialized_start=2328
-  _globals['_DELIVERYSTATE']._serialized_end=2526
+  _globals['_EVENTKIND']._serialized_start=2277
+  _globals['_EVENTKIND']._serialized_end=2371
+  _globals['_DELIVERYSTATE']._serialized_start=2374
+  _globals['_DELIVERYSTATE']._serialized_end=2572
   _globals['_GETACTIVEPOLICYREQUEST']._serialized_start=84
   _globals['_GETACTIVEPOLICYREQUEST']._serialized_end=108
   _globals['_ACTIVEPOLICY']._serialized_start=110
@@ -49,40 +49,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATERESTRICTIONSRESPONSE']._serialized_end=480
   _globals['_RESOLVEAUDIENCEREQUEST']._serialized_start=483
   _globals['_RESOLVEAUDIENCEREQUEST']._serialized_end=622
-  _globals['_AUDIENCEMEMBER']._serialized_start=624
-  _globals['_AUDIENCEMEMBER']._serialized_end=731
-  _globals['_WITHHOLDING']._serialized_start=733
-  _globals['_WITHHOLDING']._serialized_end=813
-  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_start=816
-  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_end=951
-  _globals['_PUBLISHREQUEST']._serialized_start=953
-  _globals['_PUBLISHREQUEST']._serialized_end=1009
-  _globals['_PUBLISHRESULT']._serialized_start=1012
-  _globals['_PUBLISHRESULT']._serialized_end=1149
-  _globals['_PUBLISHRESPONSE']._serialized_start=1151
-  _globals['_PUBLISHRESPONSE']._serialized_end=1211
-  _globals['_CREDIT']._serialized_start=1213
-  _globals['_CREDIT']._serialized_end=1238
-  _globals['_ACKEVENTS']._serialized_start=1240
-  _globals['_ACKEVENTS']._serialized_end=1275
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1278
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1430
-  _globals['_RECEIPTACK']._serialized_start=1432
-  _globals['_RECEIPTACK']._serialized_end=1480
-  _globals['_STATUSEVENT']._serialized_start=1483
-  _globals['_STATUSEVENT']._serialized_end=1636
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1639
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1784
-  _globals['_SUBMITRECEIPTSREQUEST']._serialized_start=1786
-  _globals['_SUBMITRECEIPTSREQUEST']._serialized_end=1851
-  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_start=1853
-  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_end=1918
-  _globals['_DELIVERYSTATUSREQUEST']._serialized_start=1920
-  _globals['_DELIVERYSTATUSREQUEST']._serialized_end=1979
-  _globals['_RECIPIENTSTATUS']._serialized_start=1982
-  _globals['_RECIPIENTSTATUS']._serialized_end=2155
-  _globals['_DELIVERYSTATUSRESPONSE']._serialized_start=2157
-  _globals['_DELIVERYSTATUSRESPONSE']._serialized_end=2229
-  _globals['_AGENCYSERVICE']._serialized_start=2529
-  _globals['_AGENCYSERVICE']._serialized_end=3131
+  _globals['_AUDIENCEMEMBER']._serialized_start=625
+  _globals['_AUDIENCEMEMBER']._serialized_end=777
+  _globals['_WITHHOLDING']._serialized_start=779
+  _globals['_WITHHOLDING']._serialized_end=859
+  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_start=862
+  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_end=997
+  _globals['_PUBLISHREQUEST']._serialized_start=999
+  _globals['_PUBLISHREQUEST']._serialized_end=1055
+  _globals['_PUBLISHRESULT']._serialized_start=1058
+  _globals['_PUBLISHRESULT']._serialized_end=1195
+  _globals['_PUBLISHRESPONSE']._serialized_start=1197
+  _globals['_PUBLISHRESPONSE']._serialized_end=1257
+  _globals['_CREDIT']._serialized_start=1259
+  _globals['_CREDIT']._serialized_end=1284
+  _globals['_ACKEVENTS']._serialized_start=1286
+  _globals['_ACKEVENTS']._serialized_end=1321
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1324
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1476
+  _globals['_RECEIPTACK']._serialized_start=1478
+  _globals['_RECEIPTACK']._serialized_end=1526
+  _globals['_STATUSEVENT']._serialized_start=1529
+  _globals['_STATUSEVENT']._serialized_end=1682
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1685
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1830
+  _globals['_SUBMITRECEIPTSREQUEST']._serialized_start=1832
+  _globals['_SUBMITRECEIPTSREQUEST']._serialized_end=1897
+  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_start=1899
+  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_end=1964
+  _globals['_DELIVERYSTATUSREQUEST']._serialized_start=1966
+  _globals['_DELIVERYSTATUSREQUEST']._serialized_end=2025
+  _globals['_RECIPIENTSTATUS']._serialized_start=2028
+  _globals['_RECIPIENTSTATUS']._serialized_end=2201
+  _globals['_DELIVERYSTATUSRESPONSE']._serialized_start=2203
+  _globals['_DELIVERYSTATUSRESPONSE']._serialized_end=2275
+  _globals['_AGENCYSERVICE']._serialized_start=2575
+  _globals['_AGENCYSERVICE']._serialized_end=3177
 # @@protoc_insertion_point(module_scope)

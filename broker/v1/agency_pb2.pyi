@@ -229,6 +229,7 @@ class AudienceMember(_message.Message):
     AGENCY_ID_FIELD_NUMBER: _builtins.int
     SECTIONS_FIELD_NUMBER: _builtins.int
     KEY_STATEMENT_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
     agency_id: _builtins.str
     @_builtins.property
     def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -236,16 +237,21 @@ class AudienceMember(_message.Message):
 
     @_builtins.property
     def key_statement(self) -> _notice_pb2.SignedKeyStatement: ...
+    @_builtins.property
+    def entry(self) -> _admin_pb2.SignedAgencyEntry:
+        """the administrator-signed registry entry the policy used"""
+
     def __init__(
         self,
         *,
         agency_id: _builtins.str = ...,
         sections: _abc.Iterable[_builtins.str] | None = ...,
         key_statement: _notice_pb2.SignedKeyStatement | None = ...,
+        entry: _admin_pb2.SignedAgencyEntry | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["key_statement", b"key_statement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "key_statement", b"key_statement", "sections", b"sections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "entry", b"entry", "key_statement", b"key_statement", "sections", b"sections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,7 +15,7 @@ from broker import pki
 from broker.client.node import AgencyNode, NodeConfig
 from broker.core.identity import Party
 from broker.core.relay import Limits
-from broker.sandbox import DEMO_AGENCIES, Deployment, create_deployment
+from broker.sandbox import DEMO_AGENCIES, Deployment, create_deployment, provision
 from broker.server.app import BrokerApp
 from broker.v1 import agency_pb2_grpc
 
@@ -92,13 +92,16 @@ StartBroker = Callable[..., Any]
 async def start_broker(deployment: Deployment) -> AsyncIterator[StartBroker]:
     apps: list[BrokerApp] = []
 
-    async def start(**limits: Any) -> Running:
+    async def start(provisioned: bool = True, **limits: Any) -> Running:
         config = deployment.server_config(limits=Limits(**limits), expiry_interval_s=0.1)
         app = BrokerApp(config)
         app.poll_interval = 0.1
         port = await app.start()
         apps.append(app)
-        return Running(app, deployment, f"127.0.0.1:{port}")
+        running = Running(app, deployment, f"127.0.0.1:{port}")
+        if provisioned:
+            await provision(deployment, running.target)
+        return running
 
     yield start
     for app in apps:

@@ -157,10 +157,7 @@ async def test_suspended_agency_receives_nothing_and_diff_shows_the_loss(
     async with broker.node("FR-NCB") as fr:
         await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
     async with admin(broker) as a:
-        await a.call(
-            "SetAgencyStatus",
-            admin_pb2.SetAgencyStatusRequest(id="DE-BKA", status="suspended", reason="audit"),
-        )
+        await a.set_status("DE-BKA", "suspended", "audit")
         listed = await a.call("ListAgencies", admin_pb2.ListAgenciesRequest())
         assert {e.id: e.status for e in listed.agencies}["DE-BKA"] == "suspended"
         # A draft that forbids everything to border roles loses IT-BORDER's sections.
@@ -193,49 +190,76 @@ async def test_register_and_rotate_keys(broker: Running) -> None:
     pki.issue_agency(keys, "NO-KRIPOS")
     statement = pki.load_agency(keys, "NO-KRIPOS").statement
     async with admin(broker) as a:
-        entry = admin_pb2.AgencyEntry(
-            id="NO-KRIPOS", country="NO", roles=["police"], purposes=["locate_arrest"]
-        )
-        resp = await a.call(
-            "RegisterAgency",
-            admin_pb2.RegisterAgencyRequest(agency=entry, key_statement=statement),
-        )
+        resp = await a.register("NO-KRIPOS", "NO", statement, roles=["police"])
         assert resp.agency.status == "active" and resp.agency.key_serial == 1
         assert "NO-KRIPOS" in broker.app.registry
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await a.call(
-                "RegisterAgency",
-                admin_pb2.RegisterAgencyRequest(agency=entry, key_statement=statement),
-            )
+            await a.register("NO-KRIPOS", "NO", statement)
         assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await a.call(
-                "RotateAgencyKeys",
-                admin_pb2.RotateAgencyKeysRequest(id="NO-KRIPOS", key_statement=statement),
-            )
+            await a.rotate_keys("NO-KRIPOS", statement)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         pki.issue_agency(keys, "NO-KRIPOS")  # rotation: a new statement, serial 2
         rotated = pki.load_agency(keys, "NO-KRIPOS").statement
-        resp = await a.call(
-            "RotateAgencyKeys",
-            admin_pb2.RotateAgencyKeysRequest(id="NO-KRIPOS", key_statement=rotated),
-        )
-        assert resp.agency.key_serial == 2
+        resp = await a.rotate_keys("NO-KRIPOS", rotated)
+        assert resp.agency.key_serial == 2 and resp.agency.revision == 2
         # A statement for another agency is refused.
         with pytest.raises(grpc.aio.AioRpcError) as info:
+            await a.register("SE-NOA", "SE", rotated)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # A replayed (stale) signed entry is refused.
+        stale = admin_pb2.AgencyEntry()
+        stale.CopyFrom(resp.agency)
+        stale.status = "suspended"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
             await a.call(
-                "RegisterAgency",
-                admin_pb2.RegisterAgencyRequest(
-                    agency=admin_pb2.AgencyEntry(id="SE-NOA", country="SE"),
-                    key_statement=rotated,
-                ),
+                "SetAgencyStatus",
+                admin_pb2.SetAgencyStatusRequest(entry=a.sign_entry(stale), reason="x"),
+            )
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # A status call cannot smuggle in other changes.
+        sneaky = admin_pb2.AgencyEntry()
+        sneaky.CopyFrom(resp.agency)
+        sneaky.revision += 1
+        sneaky.status = "suspended"
+        sneaky.roles.append("ncb")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await a.call(
+                "SetAgencyStatus",
+                admin_pb2.SetAgencyStatusRequest(entry=a.sign_entry(sneaky), reason="x"),
             )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        actions = await a.call("ListAdminActions", admin_pb2.ListAdminActionsRequest(limit=5))
+        assert [x.action for x in actions.actions][:2] == ["agency.rotate_keys", "agency.register"]
 
 
-async def test_active_policy_is_served_to_agencies(broker: Running, tmp_path: Path) -> None:
-    async with admin(broker) as a:
-        await a.activate(read_bundle_dir(draft_bundle(tmp_path)), "signed copy")
+async def test_node_refuses_an_audience_the_signed_policy_does_not_allow(
+    broker: Running,
+) -> None:
+    # A lying broker: its registry now claims the border unit is a police force, so
+    # ResolveAudience offers it biometrics. The administrator-signed entry says border.
+    from dataclasses import replace
+
+    lied = broker.app.registry["IT-BORDER"]
+    broker.app.registry["IT-BORDER"] = replace(
+        lied, profile=replace(lied.profile, roles=frozenset({"police"}))
+    )
+    async with broker.node("FR-NCB") as fr:
+        with pytest.raises(Exception) as info:
+            await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
+    assert "IT-BORDER" in str(info.value) and "signed policy" in str(info.value)
+    assert broker.count("notices") == 0
+
+
+async def test_node_refuses_an_unsigned_policy(start_broker: object) -> None:
+    b = await start_broker(provisioned=False)  # type: ignore[operator]
+    async with b.node("FR-NCB") as fr:
+        with pytest.raises(Exception) as info:
+            await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
+    assert "unsigned bootstrap policy" in str(info.value)
+
+
+async def test_active_policy_is_served_to_agencies(broker: Running) -> None:
     stub = broker.stub(Party("agency", "DE-BKA"))
     active = await stub.GetActivePolicy(agency_pb2.GetActivePolicyRequest(), timeout=5)
     assert active.version == broker.app.policy.version
@@ -245,4 +269,4 @@ async def test_active_policy_is_served_to_agencies(broker: Running, tmp_path: Pa
         __import__("time").time_ns() // 1_000_000,
         expected_version=active.version,
     )
-    assert verified.admin.id == "alice"
+    assert verified.admin.id == "registrar"

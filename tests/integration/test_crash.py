@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from broker.client.node import AgencyNode, NodeConfig, ReceivedNotice
-from broker.sandbox import Deployment
+from broker.sandbox import Deployment, provision
 from broker.v1 import agency_pb2
 
 from .helpers import RED_SECTIONS
@@ -92,6 +92,7 @@ async def test_sigkill_loses_nothing_acknowledged(deployment: Deployment, tmp_pa
     port = free_port()
     log = tmp_path / "broker.log"
     proc = start_serve(deployment, port, log)
+    await provision(deployment, f"127.0.0.1:{port}")
     seen: collections.Counter[str] = collections.Counter()
     acked: list[str] = []
     failed = 0

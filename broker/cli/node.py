@@ -58,6 +58,21 @@ def register(sub: Any) -> None:
     lis.add_argument("--timeout", type=float, help="exit after this many seconds")
     lis.set_defaults(func=run_listen)
 
+    rs = nsub.add_parser("restrict", help="change a published notice's audience restrictions")
+    _common(rs)
+    rs.add_argument("notice_id")
+    rs.add_argument("--sequence", type=int, required=True, help="higher than any earlier update")
+    for flag in (
+        "allow-agency",
+        "deny-agency",
+        "allow-country",
+        "deny-country",
+        "allow-group",
+        "deny-group",
+    ):
+        rs.add_argument(f"--{flag}", action="append", default=[])
+    rs.set_defaults(func=run_restrict)
+
     st = nsub.add_parser("status", help="delivery status and receipts of a notice you published")
     _common(st)
     st.add_argument("notice_id")
@@ -102,14 +117,7 @@ def _rpc_error(exc: grpc.aio.AioRpcError) -> int:
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    restrictions = notice_pb2.OriginatorRestrictions(
-        allow_agencies=args.allow_agency,
-        deny_agencies=args.deny_agency,
-        allow_countries=args.allow_country,
-        deny_countries=args.deny_country,
-        allow_groups=args.allow_group,
-        deny_groups=args.deny_group,
-    )
+    restrictions = _restrictions(args)
     sections = _sections(args.section)
 
     async def go() -> int:
@@ -214,6 +222,37 @@ def _text_or_base64(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return "base64:" + base64.b64encode(data).decode()
+
+
+def _restrictions(args: argparse.Namespace) -> notice_pb2.OriginatorRestrictions:
+    return notice_pb2.OriginatorRestrictions(
+        allow_agencies=args.allow_agency,
+        deny_agencies=args.deny_agency,
+        allow_countries=args.allow_country,
+        deny_countries=args.deny_country,
+        allow_groups=args.allow_group,
+        deny_groups=args.deny_group,
+    )
+
+
+def run_restrict(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _node(args) as node:
+            try:
+                withheld = await node.update_restrictions(
+                    args.notice_id, _restrictions(args), args.sequence
+                )
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(exc)
+        if args.json:
+            print(json.dumps({"notice_id": args.notice_id, "withheld": withheld}))
+        else:
+            print(
+                f"restrictions of {args.notice_id} updated; {withheld} queued deliveries withheld"
+            )
+        return 0
+
+    return asyncio.run(go())
 
 
 def run_status(args: argparse.Namespace) -> int:

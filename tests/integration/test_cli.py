@@ -1,0 +1,127 @@
+"""The `broker` command end to end: serve, admin, node publish/listen/status, validate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from broker.sandbox import ADMIN_ID, REPO_POLICIES, Deployment
+
+from .test_crash import free_port, start_serve
+
+pytestmark = pytest.mark.integration
+
+
+def broker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_policy_validate_offline(tmp_path: Path) -> None:
+    ok = broker("admin", "policy", "validate", str(REPO_POLICIES), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    draft = tmp_path / "draft"
+    shutil.copytree(REPO_POLICIES, draft)
+    (draft / "rules" / "broken.toml").write_text('[[rule]]\nid = "x"\neffect = "permit"\n  x = \n')
+    bad = broker("admin", "policy", "validate", str(draft))
+    assert bad.returncode == 1
+    assert "broken.toml:4:" in bad.stderr
+
+
+def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_serve(deployment, port, tmp_path / "broker.log")
+    common = ["--broker", f"127.0.0.1:{port}", "--keys-dir", str(deployment.keys_dir)]
+    node = [*common, "--state-dir", str(tmp_path / "nodes")]
+    admin = ["--admin", ADMIN_ID, *common]
+    try:
+        r = broker("admin", "policy", "activate", str(REPO_POLICIES), "--reason", "go", *admin)
+        assert r.returncode == 0, r.stderr
+        r = broker("admin", "agency", "sign-registry", *admin, "--json")
+        assert r.returncode == 0 and json.loads(r.stdout) == {"signed": 4}, r.stderr
+        listener = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "broker.cli.main",
+                "node",
+                "listen",
+                "--agency",
+                "DE-BKA",
+                "--count",
+                "1",
+                "--timeout",
+                "60",
+                "--json",
+                *node,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        r = broker(
+            "node",
+            "publish",
+            "--agency",
+            "FR-NCB",
+            "--kind",
+            "interpol.red",
+            "--purpose",
+            "locate_arrest",
+            "--section",
+            "identity=DOE, John",
+            "--section",
+            "case_facts=fraud",
+            "--section",
+            "judicial=warrant 7",
+            "--to",
+            "DE-BKA",
+            "--json",
+            *node,
+        )
+        assert r.returncode == 0, r.stderr
+        published = json.loads(r.stdout)
+        out, err = listener.communicate(timeout=60)
+        assert listener.returncode == 0, err
+        received = json.loads(out.strip().splitlines()[-1])
+        assert received["notice_id"] == published["notice_id"]
+        assert received["sections"]["identity"] == "DOE, John"
+        r = broker("node", "status", "--agency", "FR-NCB", published["notice_id"], "--json", *node)
+        assert r.returncode == 0, r.stderr
+        (row,) = json.loads(r.stdout)
+        assert row["recipient"] == "DE-BKA"
+        # An unknown kind is refused with the broker's explanation and a non-zero exit.
+        r = broker(
+            "node",
+            "publish",
+            "--agency",
+            "FR-NCB",
+            "--kind",
+            "interpol.magenta",
+            "--purpose",
+            "x",
+            "--section",
+            "identity=x",
+            *node,
+        )
+        assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
+        r = broker("admin", "policy", "history", *admin, "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["entries"][0]["admin"] == ADMIN_ID
+        # An agency identity is refused by the admin commands.
+        r = broker("admin", "agency", "list", "--admin", "FR-NCB", *common)
+        assert r.returncode != 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

@@ -41,8 +41,10 @@ def test_policy_validate_offline(tmp_path: Path) -> None:
 
 
 def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -> None:
-    port = free_port()
-    proc = start_serve(deployment, port, tmp_path / "broker.log")
+    port, metrics_port = free_port(), free_port()
+    proc = start_serve(
+        deployment, port, tmp_path / "broker.log", metrics=f"127.0.0.1:{metrics_port}"
+    )
     common = ["--broker", f"127.0.0.1:{port}", "--keys-dir", str(deployment.keys_dir)]
     node = [*common, "--state-dir", str(tmp_path / "nodes")]
     admin = ["--admin", ADMIN_ID, *common]
@@ -119,6 +121,14 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
         assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
         r = broker("admin", "policy", "history", *admin, "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["entries"][0]["admin"] == ADMIN_ID
+        # Prometheus metrics on the configured local port (broker.toml: 127.0.0.1:9464 is
+        # overridden by the test harness with a free port).
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as m:
+            text = m.read().decode()
+        assert "broker_notices_published_total 1.0" in text
+        assert 'broker_rpcs_total{code="INVALID_ARGUMENT",method="ResolveAudience"} 1.0' in text
         # An agency identity is refused by the admin commands.
         r = broker("admin", "agency", "list", "--admin", "FR-NCB", *common)
         assert r.returncode != 0

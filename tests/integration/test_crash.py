@@ -40,7 +40,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_serve(d: Deployment, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_serve(d: Deployment, port: int, log: Path, metrics: str = "") -> subprocess.Popen[bytes]:
     port_file = d.root / "port"
     port_file.unlink(missing_ok=True)
     with log.open("ab") as err:
@@ -55,7 +55,7 @@ def start_serve(d: Deployment, port: int, log: Path) -> subprocess.Popen[bytes]:
                 "--listen",
                 f"127.0.0.1:{port}",
                 "--metrics-listen",
-                "",
+                metrics,
                 "--port-file",
                 str(port_file),
             ],

@@ -11,12 +11,14 @@ and verifies every signed receipt offline against the CA-bound keys.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from broker import pki
 from broker.client.node import (
     AgencyNode,
     NodeConfig,
@@ -180,6 +182,7 @@ async def run_demo(
                 }
             )
         summary["notices"] = notices_out
+        summary["audit"] = await _audit(deployment, f"127.0.0.1:{port}", published, say)
         if as_json:
             say(json.dumps(summary, indent=2))
         say("")
@@ -191,6 +194,68 @@ async def run_demo(
         for node in nodes.values():
             await node.close()
         await app.stop(grace=1.0)
+
+
+async def _audit(
+    deployment: Deployment,
+    broker: str,
+    published: list[tuple[dict[str, object], PublishedNotice]],
+    say: Say,
+) -> dict[str, object]:
+    """The transparency log, checked the way an auditor and a witness would."""
+    from broker.client import audit as ac
+    from broker.core.identity import Party
+    from broker.core.pod import verify_pod
+    from broker.sandbox import AUDITOR_ID
+
+    keys, state = deployment.keys_dir, deployment.root / "audit"
+    witness = "EU-HUB"
+    say("")
+    say(f"transparency log, checked by auditor {AUDITOR_ID} and witness {witness}:")
+    trust = ac.load_trust(keys, witnesses=[witness])
+    async with ac.AuditClient(broker, keys, Party("auditor", AUDITOR_ID)) as auditor:
+        pods = []
+        for spec, result in published:
+            pod = await auditor.pod(result.notice_id, result.version)
+            proven = verify_pod(pod, trust.ca_key, trust.log, origin=trust.origin)
+            pods.append({"notice_id": proven.notice_id, "receipts": len(proven.receipts)})
+            say(
+                f"  {spec['kind']:<16} proof of delivery verified offline: "
+                f"{len(proven.receipts)} signed receipt(s), checkpoint {proven.checkpoint.size}"
+            )
+        async with ac.AuditClient(broker, keys, Party("agency", witness)) as node:
+            creds = pki.load_agency(keys, witness)
+            cosigned = await ac.cosign(node, trust, state / f"{witness}.json", creds)
+        if not cosigned.ok:
+            raise AssertionError(cosigned.message)
+        say(f"  {witness} (witness) verified checkpoint {cosigned.size} and cosigned it")
+        watched = await ac.monitor(
+            auditor,
+            dataclasses.replace(trust, min_cosignatures=1),
+            state / f"{AUDITOR_ID}.json",
+            check_entries=True,
+        )
+        if not watched.ok:
+            raise AssertionError(watched.message)
+        say(
+            f"  checkpoint {watched.size}: broker signature and {len(watched.cosigners)} witness "
+            f"cosignature verified; all {watched.entries_checked} entries hash to its root"
+        )
+        replayed = (await ac.replay(auditor, trust)).report
+    say(
+        f"  replayed {replayed.replayed} decisions under policy "
+        f"{', '.join(v[:12] for v in replayed.bundles)}: {replayed.deliveries} deliveries and "
+        f"{replayed.receipts} receipts permitted, {len(replayed.findings)} finding(s)"
+    )
+    if not replayed.ok:
+        for f in replayed.findings:
+            say(f"    {f.describe()}")
+        raise AssertionError("the replay found deliveries the policy did not permit")
+    return {
+        "checkpoint": {"size": watched.size, "root": watched.root.hex()},
+        "proofs_of_delivery": pods,
+        "replay": {"decisions": replayed.replayed, "findings": len(replayed.findings)},
+    }
 
 
 async def _wait_delivered(

@@ -13,6 +13,8 @@ reads files, and reads the clock. The layout (documented in keys/README.md)::
     <root>/agencies/<id>/signing.key      Ed25519 seed, 32 raw bytes (0600)
     <root>/agencies/<id>/encryption.key   X25519 private key, 32 raw bytes (0600)
     <root>/agencies/<id>/statement.bin    SignedKeyStatement (0644)
+    <root>/brokers/<id>/log.key       transparency-log Ed25519 seed, 32 raw bytes (0600)
+    <root>/brokers/<id>/log.pub       its C2SP verifier key string (0644): what auditors trust
     <root>/<kind>s/<id>/old/<label>/  the previous generation, kept on re-issue
 
 Directories are 0700. Every file is written atomically (temporary file,
@@ -43,6 +45,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf.message import DecodeError
 
+from broker.core.auditing import log_origin
+from broker.core.checkpoint import (
+    NoteError,
+    Signer,
+    Verifier,
+    format_verifier_key,
+    parse_verifier_key,
+)
 from broker.core.identity import (
     KEY_SIZE,
     IdentityError,
@@ -68,6 +78,8 @@ PARTY_CA_CERT: Final = "ca.pem"
 SIGNING_KEY: Final = "signing.key"
 ENCRYPTION_KEY: Final = "encryption.key"
 STATEMENT: Final = "statement.bin"
+LOG_KEY: Final = "log.key"  # brokers/<id>/: transparency-log Ed25519 seed (0600)
+LOG_PUB: Final = "log.pub"  # brokers/<id>/: its C2SP verifier key string (0644)
 OLD_DIR: Final = "old"
 
 KIND_DIRS: Final[dict[PartyKind, str]] = {
@@ -621,6 +633,8 @@ def issue_certificate(
     directory = party_directory(root, party)
     _append_issued(root, t, party, cert, 0)
     _install(directory, _tls_files(ca_cert, cert, key))
+    if party.kind == "broker":  # transparency log: a broker also gets its log key, once
+        ensure_log_key(root, party.id)
     return _party_files(directory)
 
 
@@ -903,3 +917,61 @@ def list_parties(root: Path) -> list[Party]:
                 with contextlib.suppress(InvalidArgument):
                     found.append(Party(kind, entry.name))
     return sorted(found)
+
+
+# --- the broker's transparency-log key -----------------------------------------------
+
+
+def ensure_log_key(root: Path, broker_id: str) -> Path:
+    """Create the broker's transparency-log signing key unless it exists; return log.pub.
+
+    ``brokers/<id>/log.key`` is a raw 32-byte Ed25519 seed (0600) and
+    ``log.pub`` its C2SP verifier key string ``<origin>+<key id>+<base64>``
+    (0644), the key name being the checkpoint origin
+    ``sealed-notice-broker/<id>``. An existing key is never replaced:
+    auditors trust checkpoints by it (a missing log.pub is rewritten from it).
+    """
+    party = Party("broker", validate_id(broker_id))
+    directory = party_directory(Path(root), party)
+    key_path, pub_path = directory / LOG_KEY, directory / LOG_PUB
+    if key_path.exists():
+        signer = load_log_signer(root, broker_id)
+        if not pub_path.exists():
+            _write_file(pub_path, _verifier_line(signer.verifier), PUBLIC_MODE)
+        return pub_path
+    _make_dir(directory)
+    seed = ed25519.Ed25519PrivateKey.generate().private_bytes_raw()
+    _write_file(key_path, seed, PRIVATE_MODE, exclusive=True)
+    signer = Signer(log_origin(party.id), seed)
+    _write_file(pub_path, _verifier_line(signer.verifier), PUBLIC_MODE)
+    return pub_path
+
+
+def _verifier_line(verifier: Verifier) -> bytes:
+    return (format_verifier_key(verifier.name, verifier.public_key) + "\n").encode()
+
+
+def load_log_signer(root: Path, broker_id: str) -> Signer:
+    """Load the broker's transparency-log signer (name = checkpoint origin).
+
+    Raises NotFound (no key: re-issue the broker certificate, which creates
+    one) or FailedPrecondition (group/world readable, wrong size).
+    """
+    party = Party("broker", validate_id(broker_id))
+    path = party_directory(Path(root), party) / LOG_KEY
+    hint = f"run `broker keys issue broker {party.id} --dir {root}` to create it"
+    seed = _read_raw_key(path, "transparency-log key", hint)
+    return Signer(log_origin(party.id), seed)
+
+
+def load_log_verifier(path: Path) -> Verifier:
+    """Read a C2SP verifier key string (e.g. ``brokers/<id>/log.pub``).
+
+    Raises NotFound or FailedPrecondition (not a verifier key).
+    """
+    path = Path(path)
+    data = _read_file(path, "log verifier key", "copy the broker's log.pub there")
+    try:
+        return parse_verifier_key(data.decode("utf-8").strip())
+    except (UnicodeDecodeError, NoteError) as exc:
+        raise FailedPrecondition(f"{path} is not a verifier key: {exc}") from None

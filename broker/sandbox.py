@@ -12,6 +12,7 @@ from broker.config import ServerConfig
 from broker.core.identity import Party
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+AUDITOR_ID = "dpo"  # the demo's auditor (a data-protection officer)
 ADMIN_ID = "registrar"  # the deployment's first administrator
 
 
@@ -119,6 +120,7 @@ def create_deployment(
     keys = root / "keys"
     pki.generate_ca(keys)
     pki.issue_certificate(keys, Party("broker", "broker"))
+    pki.issue_certificate(keys, Party("auditor", AUDITOR_ID))  # audits the transparency log
     pki.issue_certificate(keys, Party("admin", ADMIN_ID))
     lines = ["# Agency registry: who each agency is, as the policy sees it.", ""]
     for a in agencies:

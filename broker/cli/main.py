@@ -10,7 +10,7 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import admin, demo, keys, node, serve
+    from broker.cli import admin, audit, bench, demo, keys, node, serve
 
     parser = argparse.ArgumentParser(
         prog="broker",
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(sub)
     node.register(sub)
     admin.register(sub)
+    audit.register(sub)  # transparency log
     demo.register(sub)
+    bench.register(sub)
     return parser
 
 

@@ -12,8 +12,8 @@ agency. The checks trust nothing the broker says without verifying it against
   tlog-cosignature) with the agency's CA-bound signing key.
 * :func:`replay`: fetch every entry (checked against a checkpoint), the
   decision records and the policy bundles they name, and re-evaluate.
-* :func:`fetch_pod`: a notice's proof-of-delivery bundle (verify it with
-  :func:`broker.core.pod.verify_pod`, offline).
+* :meth:`AuditClient.pod`: a notice's proof-of-delivery bundle (verify it
+  with :func:`broker.core.pod.verify_pod`, offline).
 """
 
 from __future__ import annotations
@@ -258,12 +258,6 @@ class AuditClient:
         return int(resp.cosignatures)
 
 
-async def fetch_pod(
-    client: AuditClient, notice_id: str, version: int = 0
-) -> audit_pb2.ProofOfDelivery:
-    return await client.pod(notice_id, version)
-
-
 # ---------------------------------------------------------------------------- monitor
 
 
@@ -383,7 +377,13 @@ async def monitor(
     """One monitoring step (see the module docstring). Never raises for what it finds:
     a bad checkpoint, a fork or entries that do not match come back with ok=False."""
     state = MonitorState.load(state_path)
-    fetched = await client.checkpoint(min_cosignatures=trust.min_cosignatures)
+    try:
+        fetched = await client.checkpoint(min_cosignatures=trust.min_cosignatures)
+    except NotFound as exc:
+        if not trust.min_cosignatures:
+            raise
+        message = f"no checkpoint can be trusted yet: {exc}"
+        return MonitorResult(False, "too-few-cosignatures", message, None, 0, b"")
     try:
         new = trust.open(fetched.note)
     except auditing.CheckpointError as exc:

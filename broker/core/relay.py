@@ -8,7 +8,6 @@ registry and policy it holds, persists what they return, and encodes.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from google.protobuf.message import DecodeError
 
 from broker.core import envelope as env
 from broker.core import receipts as rcp
+from broker.core import records
 from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, RecipientDecision
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import Restrictions
@@ -86,62 +86,10 @@ class AcceptedNotice:
     recipients: tuple[AgencyProfile, ...] = ()
 
     def decision_record(self) -> str:
-        """JSON of the decision: the notice facts the policy saw, each recipient's profile,
-        and every (recipient, section) decision with its rules. Its SHA-256 goes into the
-        transparency log; an auditor re-evaluates it under the bundle it names."""
-        facts = self.facts
-        return json.dumps(
-            {
-                "policy_version": self.policy_version,
-                "notice": None if facts is None else _facts_json(facts),
-                "recipients": [_profile_json(p) for p in self.recipients],
-                "decisions": [
-                    {
-                        "recipient": d.recipient,
-                        "section": d.section,
-                        "allowed": d.allowed,
-                        "rules": list(d.rules),
-                    }
-                    for rd in self.decisions
-                    for d in rd.decisions
-                ],
-            },
-            sort_keys=True,
+        """The JSON decision record (see broker.core.records): its SHA-256 is logged."""
+        return records.decision_record(
+            self.policy_version, self.facts, self.recipients, self.decisions
         )
-
-
-def _facts_json(f: NoticeFacts) -> dict[str, object]:
-    r = f.restrictions
-    return {
-        "originator": f.originator,
-        "kind": f.kind,
-        "purpose": f.purpose,
-        "tlp": f.tlp,
-        "sections": list(f.sections),
-        "handling_codes": list(f.handling_codes),
-        "restrictions": {
-            name: sorted(getattr(r, name))
-            for name in (
-                "allow_agencies",
-                "deny_agencies",
-                "allow_countries",
-                "deny_countries",
-                "allow_groups",
-                "deny_groups",
-            )
-        },
-    }
-
-
-def _profile_json(p: AgencyProfile) -> dict[str, object]:
-    return {
-        "id": p.id,
-        "country": p.country,
-        "roles": sorted(p.roles),
-        "groups": sorted(p.groups),
-        "purposes": sorted(p.purposes),
-        "status": p.status,
-    }
 
 
 def restrictions_of(msg: notice_pb2.OriginatorRestrictions) -> Restrictions:

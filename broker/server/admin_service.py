@@ -18,9 +18,10 @@ from google.protobuf.message import Message
 from broker.core import activation as act
 from broker.core import relay
 from broker.core.identity import IdentityError, validate_id, verify_key_statement
-from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, compile_bundle
+from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import AGENCY_STATUSES
+from broker.core.records import facts_from_record
 from broker.errors import (
     AlreadyExists,
     BrokerError,
@@ -74,22 +75,6 @@ def entry_of(a: AgencyRecord) -> admin_pb2.AgencyEntry:
         purposes=list(a.purposes),
         status=a.status,
         key_serial=a.serial,
-    )
-
-
-def _facts_from_json(facts_json: dict[str, Any]) -> NoticeFacts:
-    from broker.core.policy.model import Restrictions
-
-    r = facts_json.get("restrictions", {})
-    kw: dict[str, Any] = {k: frozenset(v) if isinstance(v, list) else v for k, v in r.items()}
-    return NoticeFacts(
-        originator=facts_json["originator"],
-        kind=facts_json["kind"],
-        purpose=facts_json["purpose"],
-        tlp=facts_json["tlp"],
-        sections=tuple(facts_json["sections"]),
-        handling_codes=tuple(facts_json.get("handling_codes", ())),
-        restrictions=Restrictions(**kw),
     )
 
 
@@ -203,7 +188,7 @@ class AdminService:
             record = json.loads(row.decisions)
             if not record.get("notice"):
                 continue
-            facts = _facts_from_json(record["notice"])
+            facts = facts_from_record(record["notice"])
             for profile in profiles:
                 if profile.id == facts.originator:
                     continue

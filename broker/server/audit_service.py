@@ -129,8 +129,10 @@ class AuditService:
     async def get_checkpoint(self, data: bytes, who: Reader) -> audit_pb2.SignedCheckpoint:
         req = parse(audit_pb2.GetCheckpointRequest, data)
         size, k = req.size, req.min_cosignatures
-        cp: StoredCheckpoint | None = await self._store(lambda s: s.tlog_checkpoint(size, k))
-        if cp is None and not size and not k:
+        cp: StoredCheckpoint | None
+        if size or k:
+            cp = await self._store(lambda s: s.tlog_checkpoint(size, k))
+        else:  # the latest: signed now if the log grew since the last one
             cp = await self.app.checkpoints.issue()
         if cp is None:
             if size:

@@ -236,7 +236,7 @@ class AgencyService:
 
         def write(store: TransparencyLogMixin) -> Any:
             # + transparency log: the new notices' leaves, in the same transaction
-            return store.publish_logged(items, now)
+            return store.publish_logged(items, now_ms())
 
         outcomes = await self.app.runner.call(write)
         resp = agency_pb2.PublishResponse()
@@ -274,7 +274,7 @@ class AgencyService:
                 )
             )
         accepted: list[tuple[str, int]] = await self.app.runner.call(
-            lambda s: s.record_receipts_logged(records, now)  # + transparency log
+            lambda s: s.record_receipts_logged(records, now_ms())  # + transparency log
         )
         metrics.RECEIPTS.inc(len(accepted))
         return accepted

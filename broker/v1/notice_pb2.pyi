@@ -114,6 +114,12 @@ class OriginatorRestrictions(_message.Message):
     DENY_COUNTRIES_FIELD_NUMBER: _builtins.int
     ALLOW_GROUPS_FIELD_NUMBER: _builtins.int
     DENY_GROUPS_FIELD_NUMBER: _builtins.int
+    EMBARGO_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    embargo_until_ms: _builtins.int
+    """0: no embargo. Otherwise, until this time (unix ms) the notice reaches the
+    coordination hubs only; the broker holds other deliveries until then
+    (SIS Reg. 2018/1862 Art. 26(4); the catalogue bounds its length per kind).
+    """
     @_builtins.property
     def allow_agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -135,10 +141,11 @@ class OriginatorRestrictions(_message.Message):
         deny_countries: _abc.Iterable[_builtins.str] | None = ...,
         allow_groups: _abc.Iterable[_builtins.str] | None = ...,
         deny_groups: _abc.Iterable[_builtins.str] | None = ...,
+        embargo_until_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_agencies", b"allow_agencies", "allow_countries", b"allow_countries", "allow_groups", b"allow_groups", "deny_agencies", b"deny_agencies", "deny_countries", b"deny_countries", "deny_groups", b"deny_groups"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_agencies", b"allow_agencies", "allow_countries", b"allow_countries", "allow_groups", b"allow_groups", "deny_agencies", b"deny_agencies", "deny_countries", b"deny_countries", "deny_groups", b"deny_groups", "embargo_until_ms", b"embargo_until_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

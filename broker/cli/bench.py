@@ -1,0 +1,81 @@
+"""`broker bench`: benchmarks. `broker bench policy` times the policy engine against cedarpy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from broker.errors import InvalidArgument
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="run benchmarks (default: policy)")
+    _policy_args(p)
+    p.set_defaults(func=run_policy)
+    benches = p.add_subparsers(dest="bench", metavar="BENCH")
+    pp = benches.add_parser(
+        "policy",
+        help="decisions per second: the compiled policy engine and cedarpy, side by side",
+        description=(
+            "Time the shipped policy bundle over a generated registry and notices drawn from "
+            "the catalogue, single-threaded, and the same decisions through cedarpy."
+        ),
+    )
+    _policy_args(pp)
+    pp.set_defaults(func=run_policy)
+    tp = benches.add_parser(  # transparency log (broker/bench/tlog.py)
+        "tlog",
+        help="transparency log: append rate, and proof time at 1M leaves",
+        description="Append leaves through the store's group commit, then time inclusion and "
+        "consistency proofs at the full size.",
+    )
+    tp.add_argument("--leaves", type=int, default=1_000_000, help="log size (default 1000000)")
+    tp.add_argument("--batch", type=int, default=256, help="leaves per group commit (default 256)")
+    tp.add_argument("--samples", type=int, default=2000, help="proofs timed per kind")
+    tp.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
+    tp.add_argument("--json", action="store_true", help="print the figures as JSON")
+    tp.set_defaults(func=run_tlog)
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agencies", type=int, default=200, help="registry size (default 200)")
+    p.add_argument(
+        "--seconds", type=float, default=4.0, help="time for the engine modes (default 4)"
+    )
+    p.add_argument("--notices", type=int, default=500, help="distinct notices (default 500)")
+    p.add_argument("--policy-dir", type=Path, default=None, help="bundle (default: policies/)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def run_policy(args: argparse.Namespace) -> int:
+    from broker.bench import policy
+
+    if args.agencies < 2:
+        raise InvalidArgument("--agencies must be at least 2")
+    if args.seconds <= 0 or args.notices < 1:
+        raise InvalidArgument("--seconds must be positive and --notices at least 1")
+    directory = args.policy_dir or policy.POLICIES
+    if not directory.is_dir():
+        raise InvalidArgument(f"policy directory {directory} does not exist")
+    report = policy.run(args.agencies, args.seconds, args.notices, directory)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report.text())
+    return 0
+
+
+def run_tlog(args: argparse.Namespace) -> int:
+    import sys
+
+    from broker.bench import tlog
+
+    if args.leaves < 1 or args.batch < 1 or args.samples < 1:
+        raise InvalidArgument("--leaves, --batch and --samples must be at least 1")
+    report = tlog.run(
+        args.leaves, args.batch, args.samples, args.dir, lambda m: print(m, file=sys.stderr)
+    )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0

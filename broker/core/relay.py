@@ -72,13 +72,22 @@ class RegisteredAgency:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """One delivery to queue: who, which sections, and not before when (embargo)."""
+
+    recipient: str
+    sections: tuple[str, ...]
+    not_before_ms: int = 0
+
+
+@dataclass(frozen=True)
 class AcceptedNotice:
     """A publish that passed every check: what to store and whom to deliver to."""
 
     checked: env.CheckedEnvelope
     envelope_bytes: bytes
     envelope_digest: bytes
-    plans: tuple[tuple[str, tuple[str, ...]], ...]  # (recipient, sections)
+    plans: tuple[Plan, ...]
     decisions: tuple[RecipientDecision, ...]
     policy_version: str
 
@@ -135,6 +144,7 @@ def resolve_audience(
     caller: str,
     registry: Mapping[str, RegisteredAgency],
     policy: Bundle,
+    now_ms: int,
 ) -> list[RecipientDecision]:
     """Decide who may read which sections of a draft notice published by `caller`.
 
@@ -152,7 +162,7 @@ def resolve_audience(
         policy.check_notice(facts)
     except PolicyError as exc:
         raise InvalidArgument(str(exc)) from exc
-    return policy.audience(facts, [a.profile for a in registry.values()])
+    return policy.audience(facts, [a.profile for a in registry.values()], now_ms=now_ms)
 
 
 def _wrap_sections(envelope: notice_pb2.Envelope) -> dict[str, tuple[str, ...]]:
@@ -239,8 +249,9 @@ def accept_publish(
             raise InvalidArgument(
                 f"the key wrap for {recipient} names sections the notice lacks: {unknown}"
             )
-        decision = policy.decide(facts, agency.profile)
-        refused = [d for d in decision.decisions if d.section in wraps[recipient] and not d.allowed]
+        decision = policy.decide(facts, agency.profile, now_ms=now_ms)
+        mine = [d for d in decision.decisions if d.section in wraps[recipient]]
+        refused = [d for d in mine if not d.allowed]
         if refused:
             why = "; ".join(f"{d.section}: {d.reason} [{', '.join(d.rules)}]" for d in refused)
             raise PermissionDenied(
@@ -248,7 +259,8 @@ def accept_publish(
                 "Resolve the audience again and re-seal; nothing was stored"
             )
         decisions.append(decision)
-        plans.append((recipient, wraps[recipient]))
+        hold = max((d.deliver_after_ms for d in mine), default=0)
+        plans.append(Plan(recipient, wraps[recipient], hold if hold > now_ms else 0))
     return AcceptedNotice(
         checked=checked,
         envelope_bytes=envelope_bytes,
@@ -257,7 +269,7 @@ def accept_publish(
         decisions=tuple(decisions),
         policy_version=policy.version,
         facts=facts,
-        recipients=tuple(registry[r].profile for r, _ in plans),
+        recipients=tuple(registry[p.recipient].profile for p in plans),
     )
 
 

@@ -157,7 +157,7 @@ class AgencyService:
         req = parse(agency_pb2.ResolveAudienceRequest, data)
         registry, policy = self.app.registry, self.app.policy
         decisions = relay.resolve_audience(
-            req.draft, req.restrictions, list(req.sections), me, registry, policy
+            req.draft, req.restrictions, list(req.sections), me, registry, policy, now_ms()
         )
         resp = agency_pb2.ResolveAudienceResponse(policy_version=policy.version)
         for rd in decisions:
@@ -231,7 +231,7 @@ class AgencyService:
                 policy_version=accepted.policy_version,
                 decisions=accepted.decision_record(),
             )
-            plans = [DeliveryPlan(r, s) for r, s in accepted.plans]
+            plans = [DeliveryPlan(p.recipient, p.sections, p.not_before_ms) for p in accepted.plans]
             items.append((record, plans))
 
         def write(store: TransparencyLogMixin) -> Any:

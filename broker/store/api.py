@@ -55,6 +55,7 @@ class NoticeRecord:
 class DeliveryPlan:
     recipient: str
     sections: tuple[str, ...]
+    not_before_ms: int = 0  # held until then (an embargo); 0: at once
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ MIGRATIONS: tuple[str, ...] = (
         at_ms INTEGER NOT NULL
     );
     ALTER TABLE agencies ADD COLUMN signed_entry BLOB;
+    ALTER TABLE deliveries ADD COLUMN not_before_ms INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE admin_actions (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         actor TEXT NOT NULL,

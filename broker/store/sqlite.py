@@ -214,10 +214,17 @@ class SqliteStore(AdminStoreMixin, TransparencyLogMixin):  # + transparency log 
                 ),
             )
             self.conn.executemany(
-                "INSERT INTO deliveries (recipient, notice_id, version, sections, state) "
-                "VALUES (?,?,?,?,?)",
+                "INSERT INTO deliveries (recipient, notice_id, version, sections, state, "
+                "not_before_ms) VALUES (?,?,?,?,?,?)",
                 [
-                    (p.recipient, notice.notice_id, notice.version, _j(p.sections), PENDING)
+                    (
+                        p.recipient,
+                        notice.notice_id,
+                        notice.version,
+                        _j(p.sections),
+                        PENDING,
+                        p.not_before_ms,
+                    )
                     for p in plans
                 ],
             )
@@ -238,8 +245,8 @@ class SqliteStore(AdminStoreMixin, TransparencyLogMixin):  # + transparency log 
         rows = self.conn.execute(
             "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
-            "WHERE d.recipient=? AND d.state=? ORDER BY d.seq LIMIT ?",
-            (recipient, PENDING, limit),
+            "WHERE d.recipient=? AND d.state=? AND d.not_before_ms <= ? ORDER BY d.seq LIMIT ?",
+            (recipient, PENDING, now_ms, limit),
         ).fetchall()
         self.conn.executemany(
             "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? WHERE seq=?",

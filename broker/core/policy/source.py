@@ -627,7 +627,11 @@ def _condition(
         def check(allowed: Any, what: str, _items: tuple[str, ...] = items, _k: str = key) -> None:
             for item in _items:
                 if item not in allowed:
-                    raise src.error(f"{where}.{_k} names unknown {what} {item!r}", locate(_k, item))
+                    noun, _, hint = what.partition(" (")
+                    hint = f" ({hint}" if hint else ""
+                    raise src.error(
+                        f"{where}.{_k} names unknown {noun} {item!r}{hint}", locate(_k, item)
+                    )
 
         if key == "kinds":
             values[key] = _expand_kinds(src, at(), f"{where}.kinds", items, ctx)

@@ -23,6 +23,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS actions (
+    action_id TEXT PRIMARY KEY,
+    notice_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 """
 
 
@@ -59,9 +67,43 @@ class Inbox:
             "UPDATE inbox SET handled=1 WHERE notice_id=? AND version=?", (notice_id, version)
         )
 
+    def delete(self, notice_id: str) -> int:
+        """Erase every local copy of a notice; keep a tombstone so a late redelivery of
+        the same version is not taken in again. Returns how many copies were erased."""
+        cur = self.conn.execute(
+            "UPDATE inbox SET delivery=x'', handled=1 WHERE notice_id=? AND delivery<>x''",
+            (notice_id,),
+        )
+        return cur.rowcount
+
+    def held(self, notice_id: str) -> int:
+        """How many versions of a notice this node still holds."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM inbox WHERE notice_id=? AND delivery<>x''", (notice_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def record_action(
+        self, action_id: str, notice_id: str, kind: str, actor: str, reason: str, at_ms: int
+    ) -> bool:
+        """Remember a lifecycle action; False if it was already applied."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO actions VALUES (?,?,?,?,?,?)",
+            (action_id, notice_id, kind, actor, reason, at_ms),
+        )
+        return cur.rowcount == 1
+
+    def actions(self, notice_id: str) -> list[tuple[str, str, str]]:
+        """(kind, actor, reason) of the actions applied to a notice, oldest first."""
+        rows = self.conn.execute(
+            "SELECT kind, actor, reason FROM actions WHERE notice_id=? ORDER BY at_ms",
+            (notice_id,),
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def unhandled(self) -> list[bytes]:
         rows = self.conn.execute(
-            "SELECT delivery FROM inbox WHERE handled=0 ORDER BY received_at_ms"
+            "SELECT delivery FROM inbox WHERE handled=0 AND delivery<>x'' ORDER BY received_at_ms"
         ).fetchall()
         return [bytes(r[0]) for r in rows]
 

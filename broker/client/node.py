@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -31,8 +32,8 @@ from broker import pki
 from broker.client.inbox import Inbox
 from broker.core import activation as act
 from broker.core import envelope as env
+from broker.core import lifecycle, relay
 from broker.core import receipts as rcp
-from broker.core import relay
 from broker.core.identity import IdentityError, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import TLP_NAMES
@@ -95,7 +96,20 @@ class ReceivedNotice:
         return self.header.originator
 
 
+@dataclass(frozen=True)
+class LifecycleNotice:
+    """A lifecycle action on a notice this node holds or issued, verified."""
+
+    action: notice_pb2.LifecycleAction
+    erased: int  # local copies the node erased because of it (withdraw, cancel, expiry ...)
+
+    @property
+    def kind(self) -> str:
+        return lifecycle.NAMES.get(self.action.kind, "unknown")
+
+
 Handler = Callable[[ReceivedNotice], Awaitable[None]]
+LifecycleHandler = Callable[[LifecycleNotice], Awaitable[None]]
 EventHandler = Callable[[agency_pb2.StatusEvent], Awaitable[None]]
 
 
@@ -105,6 +119,7 @@ class ListenStats:
     duplicates: int = 0  # redeliveries of notices already taken in
     rejected: int = 0  # deliveries that did not open (never receipted)
     receipts_acked: int = 0
+    actions: int = 0  # lifecycle actions applied and acknowledged
     connects: int = 0
     acked: set[tuple[str, int]] = field(default_factory=set)
 
@@ -124,6 +139,7 @@ class AgencyNode:
         self.ca_key = ca_key
         self.ca_cert = ca_cert
         self._policies: dict[str, Bundle] = {}
+        self._sent_purposes: dict[str, str] = {}  # notice id -> purpose (for replies)
         creds = grpc.ssl_channel_credentials(
             root_certificates=files.ca_cert.read_bytes(),
             private_key=files.key.read_bytes(),
@@ -263,8 +279,11 @@ class AgencyNode:
         restrictions: notice_pb2.OriginatorRestrictions | None = None,
         recipients: Collection[str] | None = None,
         expires_in_days: int = 365,
+        expires_in_ms: int | None = None,
         notice_id: str | None = None,
         version: int = 1,
+        in_reply_to: str = "",
+        respond_by_ms: int = 0,
     ) -> PublishedNotice:
         """Seal and publish a notice to everyone the policy allows (or the named subset).
 
@@ -285,7 +304,10 @@ class AgencyNode:
             tlp=TLP_VALUES[tlp],
             handling_codes=list(handling_codes),
             created_at_ms=created,
-            expires_at_ms=created + expires_in_days * DAY_MS,
+            expires_at_ms=created
+            + (expires_in_ms if expires_in_ms is not None else expires_in_days * DAY_MS),
+            in_reply_to=in_reply_to,
+            respond_by_ms=respond_by_ms,
         )
         if evaluation is not None:
             header.evaluation.source, header.evaluation.information = evaluation
@@ -322,6 +344,7 @@ class AgencyNode:
         )
         response = await self.publish_envelopes([envelope])
         result = response.results[0]
+        self._sent_purposes[result.notice_id] = purpose
         return PublishedNotice(
             notice_id=result.notice_id,
             version=result.version,
@@ -366,6 +389,113 @@ class AgencyNode:
             self.stub.UpdateRestrictions, request
         )
         return response.withheld
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def act(
+        self,
+        kind: notice_pb2.LifecycleKind.ValueType,
+        notice_id: str,
+        *,
+        reason: str = "",
+        until_ms: int = 0,
+        target: str = "",
+        action_id: str | None = None,
+    ) -> agency_pb2.ActResponse:
+        """Sign and send a lifecycle action; safe to retry (the action id is its key)."""
+        action = notice_pb2.LifecycleAction(
+            action_id=action_id or str(uuid.uuid4()),
+            notice_id=notice_id,
+            actor=self.me,
+            kind=kind,
+            reason=reason,
+            until_ms=until_ms,
+            at_ms=now_ms(),
+            target=target,
+        ).SerializeToString(deterministic=True)
+        signed = notice_pb2.SignedLifecycleAction(
+            action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)
+        )
+        response: agency_pb2.ActResponse = await self._retry(self.stub.Act, signed)
+        return response
+
+    async def suspend(
+        self, notice_id: str, until_ms: int, reason: str = ""
+    ) -> agency_pb2.ActResponse:
+        return await self.act(
+            notice_pb2.LIFECYCLE_SUSPEND, notice_id, until_ms=until_ms, reason=reason
+        )
+
+    async def resume(self, notice_id: str, reason: str = "") -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_RESUME, notice_id, reason=reason)
+
+    async def withdraw(self, notice_id: str, reason: str) -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_WITHDRAW, notice_id, reason=reason)
+
+    async def cancel(self, notice_id: str, reason: str) -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_CANCEL, notice_id, reason=reason)
+
+    async def extend(
+        self, notice_id: str, until_ms: int, justification: str
+    ) -> agency_pb2.ActResponse:
+        return await self.act(
+            notice_pb2.LIFECYCLE_EXTEND, notice_id, until_ms=until_ms, reason=justification
+        )
+
+    async def flag(self, notice_id: str, reason: str) -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_FLAG, notice_id, reason=reason)
+
+    async def request_flag_lift(
+        self, notice_id: str, agency: str, reason: str = ""
+    ) -> agency_pb2.ActResponse:
+        return await self.act(
+            notice_pb2.LIFECYCLE_REQUEST_FLAG_LIFT, notice_id, target=agency, reason=reason
+        )
+
+    async def lift_flag(self, notice_id: str, reason: str = "") -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_LIFT_FLAG, notice_id, reason=reason)
+
+    async def reply(
+        self,
+        kind: str,
+        in_reply_to: ReceivedNotice | str,
+        sections: Mapping[str, bytes],
+        *,
+        to: str | None = None,
+        respond_within_ms: int = 0,
+        tlp: str = "AMBER",
+        purpose: str | None = None,
+    ) -> PublishedNotice:
+        """Send a hit report, a request for information (to the notice's originator) or a
+        correction (from the originator to `to`, or to everyone the policy allows)."""
+        if isinstance(in_reply_to, ReceivedNotice):
+            notice_id, purpose = in_reply_to.notice_id, in_reply_to.header.purpose
+            recipients: list[str] | None = [to or in_reply_to.originator]
+            data_subject = in_reply_to.header.data_subject
+        else:
+            notice_id, data_subject = in_reply_to, notice_pb2.DATA_SUBJECT_OTHER
+            purpose = purpose or self._purpose_of(notice_id)
+            recipients = [to] if to else None
+        return await self.publish(
+            kind=kind,
+            purpose=purpose,
+            sections=sections,
+            tlp=tlp,
+            data_subject=data_subject,
+            recipients=recipients,
+            in_reply_to=notice_id,
+            respond_by_ms=now_ms() + respond_within_ms if respond_within_ms else 0,
+        )
+
+    def _purpose_of(self, notice_id: str) -> str:
+        purpose = self._sent_purposes.get(notice_id)
+        if purpose is None:
+            raise InvalidArgument(f"this node did not publish notice {notice_id}: pass its purpose")
+        return purpose
+
+    async def replies(self, open_only: bool = False) -> agency_pb2.ListRepliesResponse:
+        request = agency_pb2.ListRepliesRequest(open_only=open_only)
+        response: agency_pb2.ListRepliesResponse = await self._retry(self.stub.ListReplies, request)
+        return response
 
     async def _retry(self, method: Any, request: Any) -> Any:
         delay = 0.1
@@ -456,6 +586,7 @@ class AgencyNode:
         *,
         stop: asyncio.Event,
         on_event: EventHandler | None = None,
+        on_lifecycle: LifecycleHandler | None = None,
     ) -> ListenStats:
         """Receive notices until `stop` is set, reconnecting as needed. Returns statistics.
 
@@ -466,7 +597,7 @@ class AgencyNode:
         delay = 0.1
         while not stop.is_set():
             try:
-                await self._stream(handler, stop, on_event)
+                await self._stream(handler, stop, on_event, on_lifecycle)
                 delay = 0.1
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in {*RETRYABLE, grpc.StatusCode.CANCELLED}:
@@ -479,7 +610,11 @@ class AgencyNode:
         return self.stats
 
     async def _stream(
-        self, handler: Handler, stop: asyncio.Event, on_event: EventHandler | None
+        self,
+        handler: Handler,
+        stop: asyncio.Event,
+        on_event: EventHandler | None,
+        on_lifecycle: LifecycleHandler | None,
     ) -> None:
         call = self.stub.Subscribe()
         self.stats.connects += 1
@@ -497,10 +632,64 @@ class AgencyNode:
                 response = reader.result()
                 if response is grpc.aio.EOF:
                     return
-                await self._handle(call, response, handler, on_event)
+                await self._handle(call, response, handler, on_event, on_lifecycle)
         finally:
             stopper.cancel()
             call.cancel()
+
+    def _actor_key(self, control: notice_pb2.ControlDelivery, actor: str) -> bytes:
+        try:
+            keys = verify_key_statement(
+                control.actor_statement, self.ca_key, now_ms(), expected_agency=actor
+            )
+        except IdentityError as exc:
+            raise InvalidArgument(f"no CA-signed key for {actor}") from exc
+        return keys.signing_key
+
+    def _verified_action(self, control: notice_pb2.ControlDelivery) -> notice_pb2.LifecycleAction:
+        """Check who took a lifecycle action; raise InvalidArgument if it is not genuine."""
+        action = lifecycle.peek_action(control.action)
+        if action.actor == lifecycle.BROKER:
+            # The broker only ever tells us to delete (expiry, supersession): unsigned.
+            if action.kind not in lifecycle.BROKER_ONLY:
+                raise InvalidArgument("the broker may only expire or supersede")
+            return action
+        lifecycle.verify_action(control.action, self._actor_key(control, action.actor))
+        if action.kind in lifecycle.BROKER_ONLY:
+            raise InvalidArgument("only the broker expires or supersedes")
+        return action
+
+    async def _take_control(
+        self, control: notice_pb2.ControlDelivery, on_lifecycle: LifecycleHandler | None
+    ) -> notice_pb2.Receipt | None:
+        """Verify and apply a lifecycle action; return its receipt (None: refused)."""
+        signed = control.action
+        try:
+            action = self._verified_action(control)
+        except InvalidArgument as exc:
+            self.stats.rejected += 1
+            log.warning("lifecycle action refused", extra={"error": str(exc)})
+            return None
+        erased = self.inbox.delete(action.notice_id) if action.kind in lifecycle.DELETING else 0
+        first = self.inbox.record_action(
+            action.action_id,
+            action.notice_id,
+            lifecycle.NAMES.get(action.kind, "unknown"),
+            action.actor,
+            action.reason,
+            now_ms(),
+        )
+        if first and on_lifecycle is not None:
+            await on_lifecycle(LifecycleNotice(action, erased))
+        self.stats.actions += 1
+        return notice_pb2.Receipt(
+            notice_id=action.notice_id,
+            version=action.version,
+            recipient=self.me,
+            header_digest=hashlib.sha256(signed.action).digest(),
+            received_at_ms=now_ms(),
+            action_id=action.action_id,
+        )
 
     async def _handle(
         self,
@@ -508,21 +697,27 @@ class AgencyNode:
         response: agency_pb2.SubscribeResponse,
         handler: Handler,
         on_event: EventHandler | None,
+        on_lifecycle: LifecycleHandler | None = None,
     ) -> None:
         receipts = []
         for delivery in response.deliveries:
             receipt = await self._take(delivery, handler)
             if receipt is not None:
                 receipts.append(receipt)
+        for control in response.controls:
+            receipt = await self._take_control(control, on_lifecycle)
+            if receipt is not None:
+                receipts.append(receipt)
         if receipts:
             batch = rcp.sign_receipts(self.me, receipts, self.credentials.signing_seed)
             await call.write(agency_pb2.SubscribeRequest(receipts=batch))
-        if response.deliveries:
-            credit = agency_pb2.Credit(credits=len(response.deliveries))
+        taken = len(response.deliveries) + len(response.controls)
+        if taken:
+            credit = agency_pb2.Credit(credits=taken)
             await call.write(agency_pb2.SubscribeRequest(credit=credit))
         for ack in response.receipt_acks:
             self.stats.receipts_acked += 1
-            self.stats.acked.add((ack.notice_id, ack.version))
+            self.stats.acked.add((ack.action_id or ack.notice_id, ack.version))
         if response.events:
             for event in response.events:
                 if on_event is not None and not self.inbox.event_seen(event.sequence):

@@ -43,8 +43,8 @@ def receipt_batch_message(root: bytes, size: int) -> bytes:
 def _check_receipt(receipt: notice_pb2.Receipt, signer: str, what: str) -> None:
     if receipt.recipient != signer:
         raise ReceiptError(f"{what}.recipient {receipt.recipient!r} is not the signer {signer!r}")
-    if not receipt.notice_id or receipt.version < 1:
-        raise ReceiptError(f"{what} needs a notice_id and a version >= 1")
+    if not receipt.notice_id or (receipt.version < 1 and not receipt.action_id):
+        raise ReceiptError(f"{what} needs a notice_id and a version >= 1 (or an action_id)")
     if len(receipt.header_digest) != es.DIGEST_SIZE:
         raise ReceiptError(f"{what}.header_digest must be 32 bytes")
 

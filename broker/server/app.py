@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from broker import pki
 from broker.config import ServerConfig
+from broker.core import lifecycle
 from broker.core.activation import bundle_files, bundle_message
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
@@ -26,7 +27,7 @@ from broker.server.admin_service import AdminService
 from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # transparency log
 from broker.server.checkpoints import Checkpointer  # transparency log
 from broker.server.service import AgencyService, now_ms
-from broker.store.api import AgencyRecord
+from broker.store.api import AgencyRecord, Event
 from broker.store.runner import StoreRunner
 from broker.store.sqlite import SqliteStore
 from broker.v1 import admin_pb2, agency_pb2, notice_pb2
@@ -270,17 +271,32 @@ class BrokerApp:
         limits = self.config.limits
         while True:
             await asyncio.sleep(self.config.expiry_interval_s)
+            review_days = {  # how long before expiry to remind: retention minus review point
+                name: max(k.retention_days - k.review_days, 0)
+                for name, k in self.policy.kinds.items()
+            }
+
+            def housekeeping(
+                store: SqliteStore, review_days: dict[str, int] = review_days
+            ) -> list[Event]:
+                now = now_ms()
+                events = store.expire_leases(now, limits.max_attempts)
+                events += store.expire_controls(now, limits.max_attempts)
+                events += store.due_reviews(now, review_days)
+                for notice_id in store.due_expiries(now):
+                    events += expire_notice(store, notice_id, now)
+                return events
+
             try:
-                events = await self.runner.call(
-                    lambda s: s.expire_leases(now_ms(), limits.max_attempts)
-                )
+                events = await self.runner.call(housekeeping)
             except Exception:
                 log.exception("lease expiry failed")
                 continue
             for ev in events:
-                metrics.DEAD_LETTERS.inc()
+                if ev.kind == "dead_lettered":
+                    metrics.DEAD_LETTERS.inc()
                 log.warning(
-                    "delivery dead-lettered",
+                    f"notice {ev.kind}",
                     extra={"notice_id": ev.notice_id, "recipient": ev.recipient},
                 )
                 self.wake(ev.agency)
@@ -300,6 +316,52 @@ class BrokerApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.runner.close()
+
+
+def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
+    """At expiry: purge the ciphertext and undelivered copies, tell every recipient that
+    holds a copy to delete it, and tell the originator (naming whom it never reached)."""
+    state = store.notice_state(notice_id)
+    if state is None or state.closed:
+        return []
+    version = store.latest_version(notice_id)
+    action_id, action = lifecycle.broker_action(
+        notice_pb2.LIFECYCLE_EXPIRED, notice_id, version, "retention period ended: delete", now
+    )
+    effect = lifecycle.Effect(
+        tell=tuple(sorted(state.received)), purge_pending=True, closed="expired"
+    )
+    store.take_action(
+        action_id=action_id,
+        notice_id=notice_id,
+        actor=lifecycle.BROKER,
+        kind="expired",
+        action=action,
+        signature=b"",
+        effect=effect,
+        now_ms=now,
+    )
+    never = sorted(state.pending)
+    detail = "expired and purged; " + (
+        f"never delivered to {', '.join(never)}" if never else "every recipient had received it"
+    )
+    cur = store.conn.execute(
+        "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (state.originator, "expired", notice_id, version, "", detail, now),
+    )
+    return [
+        Event(
+            int(cur.lastrowid or 0),
+            state.originator,
+            "expired",
+            notice_id,
+            version,
+            "",
+            detail,
+            now,
+        )
+    ]
 
 
 def monotonic() -> float:

@@ -19,8 +19,17 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from broker.core import envelope as env
-from broker.core import relay
-from broker.errors import BrokerError, InvalidArgument, ResourceExhausted
+from broker.core import lifecycle, logleaf, relay
+from broker.core.lifecycle import NoticeState
+from broker.errors import (
+    AlreadyExists,
+    BrokerError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from broker.server import metrics
 from broker.server.peer import caller, require_agency
 from broker.server.status import abort, status_of
@@ -29,6 +38,7 @@ from broker.store.api import (
     DELIVERED,
     IN_FLIGHT,
     PENDING,
+    PURGED,
     WITHHELD,
     DeliveryPlan,
     Event,
@@ -37,7 +47,7 @@ from broker.store.api import (
     ReceiptRecord,
     Store,
 )
-from broker.store.tlog import TransparencyLogMixin
+from broker.store.lifecycle import ControlReceipt, LeasedControl, ReplyRow
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -53,11 +63,16 @@ STATE = {
     DELIVERED: agency_pb2.DELIVERY_STATE_DELIVERED,
     DEAD: agency_pb2.DELIVERY_STATE_DEAD_LETTERED,
     WITHHELD: agency_pb2.DELIVERY_STATE_WITHHELD,
+    PURGED: agency_pb2.DELIVERY_STATE_PURGED,
 }
+REPLY_PREFIX = "reply."
 SUBSCRIBE_BATCH = 32
 EVENT_KINDS = {
     "dead_lettered": agency_pb2.EVENT_KIND_DEAD_LETTERED,
     "withheld": agency_pb2.EVENT_KIND_WITHHELD,
+    "review_due": agency_pb2.EVENT_KIND_REVIEW_DUE,
+    "expired": agency_pb2.EVENT_KIND_EXPIRED,
+    "purged": agency_pb2.EVENT_KIND_PURGED,
 }
 
 
@@ -81,6 +96,81 @@ def _ack_events(agency: str, up_to: int, store: Store) -> None:
 
 def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedDelivery]:
     return store.lease(agency, limit, now_ms(), lease_ms)
+
+
+def _check_version(
+    store: Any, record: NoticeRecord, header: notice_pb2.NoticeHeader, recipients: frozenset[str]
+) -> NoticeState | None:
+    """Lifecycle rules of a publish: versions go 1, 2, 3 ...; nothing is published on a
+    closed notice; a reply answers a notice its sender may answer, to whom the law says.
+    Returns the notice's state before this publish (None for a new notice)."""
+    state: NoticeState | None = store.notice_state(record.notice_id)
+    latest = store.latest_version(record.notice_id)
+    if record.version <= latest:
+        return state  # a re-publish: the store answers duplicate or ALREADY_EXISTS
+    if state is not None and state.closed:
+        raise FailedPrecondition(f"notice {record.notice_id} is {state.closed}; it cannot change")
+    if record.version != latest + 1:
+        raise InvalidArgument(
+            f"notice {record.notice_id} is at version {latest}; publish version {latest + 1}"
+        )
+    if header.kind.startswith(REPLY_PREFIX):
+        lifecycle.check_reply(header, recipients, store.notice_state(header.in_reply_to))
+    elif header.in_reply_to:
+        raise InvalidArgument("only reply.* kinds may set in_reply_to")
+    return state
+
+
+def _after_publish(
+    store: Any,
+    record: NoticeRecord,
+    header: notice_pb2.NoticeHeader,
+    before: NoticeState | None,
+    recipients: set[str],
+    now: int,
+) -> None:
+    """Track the new version; tell holders of older versions it supersedes; file replies."""
+    store.track_notice(record.notice_id, record.expires_at_ms)
+    if record.version > 1:
+        store.purge_pending(
+            record.notice_id, record.version, f"superseded by version {record.version}", now
+        )
+        dropped = sorted((before.received if before else frozenset()) - recipients)
+        if dropped:
+            action_id, action = lifecycle.broker_action(
+                notice_pb2.LIFECYCLE_SUPERSEDED,
+                record.notice_id,
+                record.version,
+                f"version {record.version} is no longer shared with you: delete earlier versions",
+                now,
+            )
+            store.take_action(
+                action_id=action_id,
+                notice_id=record.notice_id,
+                actor=lifecycle.BROKER,
+                kind="superseded",
+                action=action,
+                signature=b"",
+                effect=lifecycle.Effect(tell=tuple(dropped)),
+                now_ms=now,
+            )
+    if header.kind.startswith(REPLY_PREFIX):
+        store.record_reply(
+            ReplyRow(
+                notice_id=record.notice_id,
+                in_reply_to=header.in_reply_to,
+                kind=header.kind,
+                sender=record.originator,
+                recipient=",".join(sorted(recipients)),
+                sent_at_ms=now,
+                respond_by_ms=header.respond_by_ms,
+                answered_by="",
+            )
+        )
+
+
+def _lease_controls(agency: str, limit: int, lease_ms: int, store: Any) -> list[LeasedControl]:
+    return store.lease_controls(agency, limit, now_ms(), lease_ms)  # type: ignore[no-any-return]
 
 
 def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
@@ -142,6 +232,8 @@ class AgencyService:
                 "GetDeliveryStatus": unary("GetDeliveryStatus", self.delivery_status),
                 "GetActivePolicy": unary("GetActivePolicy", self.active_policy),
                 "UpdateRestrictions": unary("UpdateRestrictions", self.update_restrictions),
+                "Act": unary("Act", self.act),
+                "ListReplies": unary("ListReplies", self.list_replies),
                 "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
             },
         )
@@ -234,9 +326,36 @@ class AgencyService:
             plans = [DeliveryPlan(p.recipient, p.sections, p.not_before_ms) for p in accepted.plans]
             items.append((record, plans))
 
-        def write(store: TransparencyLogMixin) -> Any:
+        headers = {
+            (h.notice_id, h.version): h
+            for h in (
+                notice_pb2.NoticeHeader.FromString(e.header.header_bytes) for e in req.envelopes
+            )
+        }
+
+        def write(store: Any) -> Any:
+            before = {
+                r.notice_id: _check_version(
+                    store,
+                    r,
+                    headers[(r.notice_id, r.version)],
+                    frozenset(p.recipient for p in plans),
+                )
+                for r, plans in items
+            }
             # + transparency log: the new notices' leaves, in the same transaction
-            return store.publish_logged(items, now_ms())
+            outcomes = store.publish_logged(items, now_ms())
+            for o, (record, _plans) in zip(outcomes, items, strict=True):
+                if not o.duplicate:
+                    _after_publish(
+                        store,
+                        record,
+                        headers[(o.notice_id, o.version)],
+                        before[o.notice_id],
+                        set(o.recipients),
+                        now,
+                    )
+            return outcomes
 
         outcomes = await self.app.runner.call(write)
         resp = agency_pb2.PublishResponse()
@@ -261,23 +380,54 @@ class AgencyService:
     # -- receipts ------------------------------------------------------------------------
     async def _store_receipts(
         self, me: str, batch: notice_pb2.ReceiptBatch
-    ) -> list[tuple[str, int]]:
+    ) -> list[agency_pb2.ReceiptAck]:
         proven = relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
         now = now_ms()
         records = []
+        controls = []
         for p in proven:
             r = notice_pb2.Receipt()
             r.ParseFromString(p.receipt)
+            if r.action_id:
+                controls.append(
+                    ControlReceipt(
+                        r.action_id, r.recipient, r.header_digest, p.SerializeToString(), now
+                    )
+                )
+                continue
             records.append(
                 ReceiptRecord(
                     r.notice_id, r.version, r.recipient, r.header_digest, p.SerializeToString(), now
                 )
             )
-        accepted: list[tuple[str, int]] = await self.app.runner.call(
-            lambda s: s.record_receipts_logged(records, now_ms())  # + transparency log
-        )
-        metrics.RECEIPTS.inc(len(accepted))
-        return accepted
+
+        def write(store: Any) -> list[agency_pb2.ReceiptAck]:
+            acks = [
+                agency_pb2.ReceiptAck(notice_id=n, version=v)
+                for n, v in store.record_receipts_logged(records, now_ms())  # + transparency log
+            ]
+            done = store.record_control_receipts(controls)
+            if done:
+                store.tlog_append(
+                    [
+                        logleaf.lifecycle(
+                            kind="acknowledged",
+                            notice_id=c.action_id.split("/")[0],
+                            version=0,
+                            originator="",
+                            recipient=c.recipient,
+                            detail=c.action_id,
+                            logged_at_ms=now,
+                        )
+                        for c in controls
+                    ]
+                )
+            acks += [agency_pb2.ReceiptAck(action_id=a) for a in done]
+            return acks
+
+        acks: list[agency_pb2.ReceiptAck] = await self.app.runner.call(write)
+        metrics.RECEIPTS.inc(len(acks))
+        return acks
 
     async def submit_receipts(self, data: bytes, context: Ctx) -> agency_pb2.SubmitReceiptsResponse:
         me = self._agency(context)
@@ -286,8 +436,7 @@ class AgencyService:
             raise InvalidArgument("SubmitReceiptsRequest carries no batches")
         resp = agency_pb2.SubmitReceiptsResponse()
         for batch in req.batches:
-            for notice_id, version in await self._store_receipts(me, batch):
-                resp.accepted.add(notice_id=notice_id, version=version)
+            resp.accepted.extend(await self._store_receipts(me, batch))
         return resp
 
     # -- GetDeliveryStatus ---------------------------------------------------------------
@@ -399,6 +548,91 @@ class AgencyService:
                 withheld += 1
         return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
 
+    # -- lifecycle ---------------------------------------------------------------------
+    async def act(self, data: bytes, context: Ctx) -> agency_pb2.ActResponse:
+        me = self._agency(context)
+        signed = parse(notice_pb2.SignedLifecycleAction, data)
+        agency = self.app.registry.get(me)
+        if agency is None:
+            raise PermissionDenied(f"{me} is not in the agency registry")
+        action = lifecycle.verify_action(signed, agency.signing_key)
+        if action.actor != me:
+            raise PermissionDenied(f"you are {me}; you cannot act as {action.actor!r}")
+        if not action.action_id or not action.notice_id:
+            raise InvalidArgument("action_id and notice_id are required")
+        if action.kind in lifecycle.BROKER_ONLY:
+            raise PermissionDenied("only the broker declares a notice expired or superseded")
+        now = now_ms()
+        policy = self.app.policy
+
+        def write(store: Any) -> tuple[tuple[str, ...], int, bool]:
+            prior = store.lifecycle_action(action.action_id)
+            if prior is not None:
+                if prior[0] != action.notice_id:
+                    raise AlreadyExists(f"action id {action.action_id} is already used")
+                return prior[1], prior[2], True
+            state: NoticeState | None = store.notice_state(action.notice_id)
+            if state is None or me not in {state.originator} | state.received | state.pending:
+                raise NotFound(f"no notice {action.notice_id} that you sent or received")
+            spec = policy.kinds.get(state.kind)
+            effect = lifecycle.plan_action(
+                action, state, now_ms=now, retention_days=spec.retention_days if spec else 0
+            )
+            kind = lifecycle.NAMES[action.kind]
+            purged = store.take_action(
+                action_id=action.action_id,
+                notice_id=action.notice_id,
+                actor=me,
+                kind=kind,
+                action=signed.action,
+                signature=signed.signature,
+                effect=effect,
+                now_ms=now,
+            )
+            store.tlog_append(
+                [
+                    logleaf.lifecycle(
+                        kind=kind,
+                        notice_id=action.notice_id,
+                        version=0,
+                        originator=state.originator,
+                        recipient="" if me == state.originator else me,
+                        detail=action.reason,
+                        logged_at_ms=now,
+                    )
+                ]
+            )
+            return effect.tell, purged, False
+
+        told, purged, duplicate = await self.app.runner.call(write)
+        for agency_id in told:
+            self.app.wake(agency_id)
+        return agency_pb2.ActResponse(
+            action_id=action.action_id, told=list(told), purged=purged, duplicate=duplicate
+        )
+
+    async def list_replies(self, data: bytes, context: Ctx) -> agency_pb2.ListRepliesResponse:
+        me = self._agency(context)
+        req = parse(agency_pb2.ListRepliesRequest, data)
+        rows = await self.app.runner.call(lambda s: s.replies_for(me, req.open_only))
+        now = now_ms()
+        return agency_pb2.ListRepliesResponse(
+            replies=[
+                agency_pb2.ReplyInfo(
+                    notice_id=r.notice_id,
+                    in_reply_to=r.in_reply_to,
+                    kind=r.kind,
+                    to=r.recipient,
+                    sent_at_ms=r.sent_at_ms,
+                    respond_by_ms=r.respond_by_ms,
+                    answered_by=r.answered_by,
+                    overdue=bool(r.respond_by_ms and not r.answered_by and now > r.respond_by_ms),
+                    **{"from": r.sender},
+                )
+                for r in rows
+            ]
+        )
+
     # -- Subscribe -----------------------------------------------------------------------
     async def subscribe(
         self, requests: AsyncIterator[bytes], context: Ctx
@@ -419,10 +653,7 @@ class AgencyService:
                     session.wake.set()
                 elif which == "receipts":
                     acked = await self._store_receipts(me, req.receipts)
-                    resp = agency_pb2.SubscribeResponse()
-                    for notice_id, version in acked:
-                        resp.receipt_acks.add(notice_id=notice_id, version=version)
-                    outgoing.put_nowait(resp)
+                    outgoing.put_nowait(agency_pb2.SubscribeResponse(receipt_acks=acked))
                     session.wake.set()
                 elif which == "ack_events":
                     up_to = req.ack_events.up_to_sequence
@@ -449,6 +680,7 @@ class AgencyService:
             max_attempts = self.app.config.limits.max_attempts
             for ev in await self.app.runner.call(partial(_release, me, max_attempts)):
                 self.app.wake(ev.agency)
+            await self.app.runner.call(lambda s: s.release_controls(me))
             while not session.closed.is_set():
                 session.wake.clear()
                 while not outgoing.empty():
@@ -480,6 +712,24 @@ class AgencyService:
                         metrics.DELIVERIES.inc(len(resp.deliveries))
                         if resp.deliveries:
                             yield resp
+                        sent = True
+                if credits > 0:
+                    limit = min(credits, SUBSCRIBE_BATCH)
+                    lease_ms = self.app.config.limits.lease_ms
+                    controls = await self.app.runner.call(
+                        partial(_lease_controls, me, limit, lease_ms)
+                    )
+                    if controls:
+                        resp = agency_pb2.SubscribeResponse()
+                        for c in controls:
+                            control = resp.controls.add(sequence=c.seq, attempt=c.attempt)
+                            control.action.action = c.action
+                            control.action.signature = c.signature
+                            actor = self.app.registry.get(c.actor)
+                            if actor is not None:
+                                control.actor_statement.ParseFromString(actor.statement)
+                        credits -= len(controls)
+                        yield resp
                         sent = True
                 events = await self.app.runner.call(partial(_events, me, last_event))
                 if events:

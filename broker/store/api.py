@@ -17,6 +17,7 @@ PENDING = "pending"
 IN_FLIGHT = "in_flight"
 DELIVERED = "delivered"
 DEAD = "dead"
+PURGED = "purged"  # never delivered: withdrawn, superseded or expired first
 WITHHELD = "withheld"  # no longer allowed when due (policy, registry or restrictions changed)
 
 

@@ -150,4 +150,50 @@ MIGRATIONS: tuple[str, ...] = (
         digest BLOB NOT NULL
     );
     """,
+    # 4: lifecycle: notice state, actions, control deliveries to recipients, replies
+    """
+    CREATE TABLE notice_state (
+        notice_id TEXT PRIMARY KEY,
+        suspended_until_ms INTEGER NOT NULL DEFAULT 0,
+        closed TEXT NOT NULL DEFAULT '',
+        expires_at_ms INTEGER NOT NULL,
+        review_sent INTEGER NOT NULL DEFAULT 0,
+        flags TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX notice_state_expiry ON notice_state (closed, expires_at_ms);
+    CREATE TABLE lifecycle_actions (
+        action_id TEXT PRIMARY KEY,
+        notice_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        action BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        told TEXT NOT NULL,
+        purged INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE controls (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient TEXT NOT NULL,
+        action_id TEXT NOT NULL REFERENCES lifecycle_actions (action_id),
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        deadline_ms INTEGER,
+        delivered_at_ms INTEGER,
+        receipt BLOB,
+        UNIQUE (action_id, recipient)
+    );
+    CREATE INDEX controls_queue ON controls (recipient, state, seq);
+    CREATE TABLE replies (
+        notice_id TEXT PRIMARY KEY,
+        in_reply_to TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        respond_by_ms INTEGER NOT NULL,
+        answered_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX replies_in_reply_to ON replies (in_reply_to);
+    """,
 )

@@ -28,6 +28,7 @@ from broker.store.api import (
     PublishOutcome,
     ReceiptRecord,
 )
+from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.migrations import MIGRATIONS
 from broker.store.tlog import TransparencyLogMixin
 
@@ -40,7 +41,9 @@ def _t(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
-class SqliteStore(AdminStoreMixin, TransparencyLogMixin):  # + transparency log (tlog.py)
+class SqliteStore(
+    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin
+):  # + transparency log (tlog.py)
     """The embedded store. Construct with :meth:`open`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -245,8 +248,11 @@ class SqliteStore(AdminStoreMixin, TransparencyLogMixin):  # + transparency log 
         rows = self.conn.execute(
             "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
-            "WHERE d.recipient=? AND d.state=? AND d.not_before_ms <= ? ORDER BY d.seq LIMIT ?",
-            (recipient, PENDING, now_ms, limit),
+            "WHERE d.recipient=? AND d.state=? AND d.not_before_ms <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM notice_state s WHERE s.notice_id=d.notice_id "
+            "AND (s.closed<>'' OR s.suspended_until_ms>?)) "
+            "ORDER BY d.seq LIMIT ?",
+            (recipient, PENDING, now_ms, now_ms, limit),
         ).fetchall()
         self.conn.executemany(
             "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? WHERE seq=?",

@@ -35,6 +35,12 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     """a delivery of the caller's notice was given up"""
     EVENT_KIND_WITHHELD: _EventKind.ValueType  # 2
     """a queued delivery was withheld at forwarding time"""
+    EVENT_KIND_REVIEW_DUE: _EventKind.ValueType  # 3
+    """the notice's review period is ending: extend or let expire"""
+    EVENT_KIND_EXPIRED: _EventKind.ValueType  # 4
+    """purged at expiry; detail names recipients never reached"""
+    EVENT_KIND_PURGED: _EventKind.ValueType  # 5
+    """an undelivered copy was purged (withdrawn, superseded)"""
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper): ...
 
@@ -43,6 +49,12 @@ EVENT_KIND_DEAD_LETTERED: EventKind.ValueType  # 1
 """a delivery of the caller's notice was given up"""
 EVENT_KIND_WITHHELD: EventKind.ValueType  # 2
 """a queued delivery was withheld at forwarding time"""
+EVENT_KIND_REVIEW_DUE: EventKind.ValueType  # 3
+"""the notice's review period is ending: extend or let expire"""
+EVENT_KIND_EXPIRED: EventKind.ValueType  # 4
+"""purged at expiry; detail names recipients never reached"""
+EVENT_KIND_PURGED: EventKind.ValueType  # 5
+"""an undelivered copy was purged (withdrawn, superseded)"""
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 
 class _DeliveryState:
@@ -58,6 +70,8 @@ class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliver
     DELIVERY_STATE_DEAD_LETTERED: _DeliveryState.ValueType  # 4
     DELIVERY_STATE_WITHHELD: _DeliveryState.ValueType  # 5
     """no longer allowed when it was due to be forwarded"""
+    DELIVERY_STATE_PURGED: _DeliveryState.ValueType  # 6
+    """never delivered: withdrawn, superseded or expired first"""
 
 class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper): ...
 
@@ -68,7 +82,123 @@ DELIVERY_STATE_DELIVERED: DeliveryState.ValueType  # 3
 DELIVERY_STATE_DEAD_LETTERED: DeliveryState.ValueType  # 4
 DELIVERY_STATE_WITHHELD: DeliveryState.ValueType  # 5
 """no longer allowed when it was due to be forwarded"""
+DELIVERY_STATE_PURGED: DeliveryState.ValueType  # 6
+"""never delivered: withdrawn, superseded or expired first"""
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
+
+@_typing.final
+class ActResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    TOLD_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    action_id: _builtins.str
+    purged: _builtins.int
+    """undelivered copies removed from the broker"""
+    duplicate: _builtins.bool
+    @_builtins.property
+    def told(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """recipients the action goes to"""
+
+    def __init__(
+        self,
+        *,
+        action_id: _builtins.str = ...,
+        told: _abc.Iterable[_builtins.str] | None = ...,
+        purged: _builtins.int = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "duplicate", b"duplicate", "purged", b"purged", "told", b"told"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActResponse: _TypeAlias = ActResponse  # noqa: Y015
+
+@_typing.final
+class ListRepliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
+    open_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        open_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open_only", b"open_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRepliesRequest: _TypeAlias = ListRepliesRequest  # noqa: Y015
+
+@_typing.final
+class ReplyInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    SENT_AT_MS_FIELD_NUMBER: _builtins.int
+    RESPOND_BY_MS_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    """the reply"""
+    in_reply_to: _builtins.str
+    kind: _builtins.str
+    to: _builtins.str
+    sent_at_ms: _builtins.int
+    respond_by_ms: _builtins.int
+    answered_by: _builtins.str
+    """the reply that answered it, if any"""
+    overdue: _builtins.bool
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        in_reply_to: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        to: _builtins.str = ...,
+        sent_at_ms: _builtins.int = ...,
+        respond_by_ms: _builtins.int = ...,
+        answered_by: _builtins.str = ...,
+        overdue: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "from", b"from", "in_reply_to", b"in_reply_to", "kind", b"kind", "notice_id", b"notice_id", "overdue", b"overdue", "respond_by_ms", b"respond_by_ms", "sent_at_ms", b"sent_at_ms", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyInfo: _TypeAlias = ReplyInfo  # noqa: Y015
+
+@_typing.final
+class ListRepliesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplyInfo]: ...
+    def __init__(
+        self,
+        *,
+        replies: _abc.Iterable[Global___ReplyInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replies", b"replies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRepliesResponse: _TypeAlias = ListRepliesResponse  # noqa: Y015
 
 @_typing.final
 class GetActivePolicyRequest(_message.Message):
@@ -465,17 +595,20 @@ class ReceiptAck(_message.Message):
 
     NOTICE_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     version: _builtins.int
+    action_id: _builtins.str
     def __init__(
         self,
         *,
         notice_id: _builtins.str = ...,
         version: _builtins.int = ...,
+        action_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice_id", b"notice_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "notice_id", b"notice_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -527,22 +660,26 @@ class SubscribeResponse(_message.Message):
     DELIVERIES_FIELD_NUMBER: _builtins.int
     RECEIPT_ACKS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    CONTROLS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[_notice_pb2.Delivery]: ...
     @_builtins.property
     def receipt_acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiptAck]: ...
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusEvent]: ...
+    @_builtins.property
+    def controls(self) -> _containers.RepeatedCompositeFieldContainer[_notice_pb2.ControlDelivery]: ...
     def __init__(
         self,
         *,
         deliveries: _abc.Iterable[_notice_pb2.Delivery] | None = ...,
         receipt_acks: _abc.Iterable[Global___ReceiptAck] | None = ...,
         events: _abc.Iterable[Global___StatusEvent] | None = ...,
+        controls: _abc.Iterable[_notice_pb2.ControlDelivery] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "events", b"events", "receipt_acks", b"receipt_acks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controls", b"controls", "deliveries", b"deliveries", "events", b"events", "receipt_acks", b"receipt_acks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

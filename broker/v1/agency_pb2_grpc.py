@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from broker.v1 import agency_pb2 as broker_dot_v1_dot_agency__pb2
+from broker.v1 import notice_pb2 as broker_dot_v1_dot_notice__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -69,6 +70,16 @@ class AgencyServiceStub:
                 request_serializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsResponse.FromString,
                 _registered_method=True)
+        self.Act = channel.unary_unary(
+                '/broker.v1.AgencyService/Act',
+                request_serializer=broker_dot_v1_dot_notice__pb2.SignedLifecycleAction.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_agency__pb2.ActResponse.FromString,
+                _registered_method=True)
+        self.ListReplies = channel.unary_unary(
+                '/broker.v1.AgencyService/ListReplies',
+                request_serializer=broker_dot_v1_dot_agency__pb2.ListRepliesRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_agency__pb2.ListRepliesResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyServiceServicer:
@@ -129,6 +140,21 @@ class AgencyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Act(self, request, context):
+        """Suspend, resume, withdraw, cancel, extend (originator); flag, lift a flag (recipient);
+        ask for a flag to be lifted (originator). Reaches every recipient concerned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReplies(self, request, context):
+        """Replies the caller sent or received, with their response deadlines.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +192,16 @@ def add_AgencyServiceServicer_to_server(servicer, server):
                     servicer.UpdateRestrictions,
                     request_deserializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsRequest.FromString,
                     response_serializer=broker_dot_v1_dot_agency__pb2.UpdateRestrictionsResponse.SerializeToString,
+            ),
+            'Act': grpc.unary_unary_rpc_method_handler(
+                    servicer.Act,
+                    request_deserializer=broker_dot_v1_dot_notice__pb2.SignedLifecycleAction.FromString,
+                    response_serializer=broker_dot_v1_dot_agency__pb2.ActResponse.SerializeToString,
+            ),
+            'ListReplies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplies,
+                    request_deserializer=broker_dot_v1_dot_agency__pb2.ListRepliesRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_agency__pb2.ListRepliesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +393,60 @@ class AgencyService:
             '/broker.v1.AgencyService/UpdateRestrictions',
             broker_dot_v1_dot_agency__pb2.UpdateRestrictionsRequest.SerializeToString,
             broker_dot_v1_dot_agency__pb2.UpdateRestrictionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Act(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AgencyService/Act',
+            broker_dot_v1_dot_notice__pb2.SignedLifecycleAction.SerializeToString,
+            broker_dot_v1_dot_agency__pb2.ActResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AgencyService/ListReplies',
+            broker_dot_v1_dot_agency__pb2.ListRepliesRequest.SerializeToString,
+            broker_dot_v1_dot_agency__pb2.ListRepliesResponse.FromString,
             options,
             channel_credentials,
             insecure,

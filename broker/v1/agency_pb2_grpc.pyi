@@ -7,6 +7,7 @@ a request can claim another identity.
 """
 
 from broker.v1 import agency_pb2 as _agency_pb2
+from broker.v1 import notice_pb2 as _notice_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -59,6 +60,12 @@ class AgencyServiceStub:
     """Tighten (or loosen) a published notice's audience restrictions. Signed by the
     originator; deliveries not yet made are re-checked against the new restrictions.
     """
+    Act: _grpc.UnaryUnaryMultiCallable[_notice_pb2.SignedLifecycleAction, _agency_pb2.ActResponse]
+    """Suspend, resume, withdraw, cancel, extend (originator); flag, lift a flag (recipient);
+    ask for a flag to be lifted (originator). Reaches every recipient concerned.
+    """
+    ListReplies: _grpc.UnaryUnaryMultiCallable[_agency_pb2.ListRepliesRequest, _agency_pb2.ListRepliesResponse]
+    """Replies the caller sent or received, with their response deadlines."""
 
 @_typing.type_check_only
 class AgencyServiceAsyncStub(AgencyServiceStub):
@@ -88,6 +95,12 @@ class AgencyServiceAsyncStub(AgencyServiceStub):
     """Tighten (or loosen) a published notice's audience restrictions. Signed by the
     originator; deliveries not yet made are re-checked against the new restrictions.
     """
+    Act: _aio.UnaryUnaryMultiCallable[_notice_pb2.SignedLifecycleAction, _agency_pb2.ActResponse]  # type: ignore[assignment]
+    """Suspend, resume, withdraw, cancel, extend (originator); flag, lift a flag (recipient);
+    ask for a flag to be lifted (originator). Reaches every recipient concerned.
+    """
+    ListReplies: _aio.UnaryUnaryMultiCallable[_agency_pb2.ListRepliesRequest, _agency_pb2.ListRepliesResponse]  # type: ignore[assignment]
+    """Replies the caller sent or received, with their response deadlines."""
 
 class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -156,5 +169,23 @@ class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Tighten (or loosen) a published notice's audience restrictions. Signed by the
         originator; deliveries not yet made are re-checked against the new restrictions.
         """
+
+    @_abc_1.abstractmethod
+    def Act(
+        self,
+        request: _notice_pb2.SignedLifecycleAction,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agency_pb2.ActResponse, _abc.Awaitable[_agency_pb2.ActResponse]]:
+        """Suspend, resume, withdraw, cancel, extend (originator); flag, lift a flag (recipient);
+        ask for a flag to be lifted (originator). Reaches every recipient concerned.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReplies(
+        self,
+        request: _agency_pb2.ListRepliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agency_pb2.ListRepliesResponse, _abc.Awaitable[_agency_pb2.ListRepliesResponse]]:
+        """Replies the caller sent or received, with their response deadlines."""
 
 def add_AgencyServiceServicer_to_server(servicer: AgencyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

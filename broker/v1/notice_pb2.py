@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/notice.proto\x12\tbroker.v1\"1\n\nEvaluation\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0binformation\x18\x02 \x01(\t\"\xbd\x01\n\x16OriginatorRestrictions\x12\x16\n\x0e\x61llow_agencies\x18\x01 \x03(\t\x12\x15\n\rdeny_agencies\x18\x02 \x03(\t\x12\x17\n\x0f\x61llow_countries\x18\x03 \x03(\t\x12\x16\n\x0e\x64\x65ny_countries\x18\x04 \x03(\t\x12\x14\n\x0c\x61llow_groups\x18\x05 \x03(\t\x12\x13\n\x0b\x64\x65ny_groups\x18\x06 \x03(\t\x12\x18\n\x10\x65mbargo_until_ms\x18\x07 \x01(\x03\"\x91\x01\n\x11SectionDescriptor\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x11\x63iphertext_digest\x18\x04 \x01(\x0c\x12\x16\n\x0ekey_commitment\x18\x05 \x01(\x0c\x12\x17\n\x0f\x63iphertext_size\x18\x06 \x01(\x04\"\xb6\x03\n\x0cNoticeHeader\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x11\n\tnotice_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x12\n\noriginator\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x34\n\x0c\x64\x61ta_subject\x18\x07 \x01(\x0e\x32\x1e.broker.v1.DataSubjectCategory\x12\x1b\n\x03tlp\x18\x08 \x01(\x0e\x32\x0e.broker.v1.Tlp\x12\x16\n\x0ehandling_codes\x18\t \x03(\t\x12)\n\nevaluation\x18\n \x01(\x0b\x32\x15.broker.v1.Evaluation\x12\x1b\n\x13restrictions_digest\x18\x0b \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x0c \x01(\x03\x12\x15\n\rexpires_at_ms\x18\r \x01(\x03\x12\x15\n\rsections_root\x18\x0e \x01(\x0c\x12\x1a\n\x12sections_tree_size\x18\x0f \x01(\r\x12\x12\n\nwraps_root\x18\x10 \x01(\x0c\x12\x17\n\x0fwraps_tree_size\x18\x11 \x01(\r\"F\n\x0cSignedHeader\x12\x14\n\x0cheader_bytes\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\r\n\x05suite\x18\x03 \x01(\t\"Z\n\rSealedSection\x12\x12\n\ndescriptor\x18\x01 \x01(\x0c\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x12\n\nleaf_index\x18\x03 \x01(\r\x12\r\n\x05proof\x18\x04 \x03(\x0c\"f\n\x08WrapBody\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\trecipient\x18\x03 \x01(\t\x12#\n\x04keys\x18\x04 \x03(\x0b\x32\x15.broker.v1.SectionKey\"\'\n\nSectionKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"?\n\x08WrapLeaf\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\x12\x10\n\x08sections\x18\x03 \x03(\t\":\n\x07KeyWrap\x12\x0c\n\x04leaf\x18\x01 \x01(\x0c\x12\x12\n\nleaf_index\x18\x02 \x01(\r\x12\r\n\x05proof\x18\x03 \x03(\x0c\"/\n\x0bPaddingLeaf\x12\x0c\n\x04leaf\x18\x01 \x01(\x0c\x12\x12\n\nleaf_index\x18\x02 \x01(\r\"\x92\x02\n\x08\x45nvelope\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.broker.v1.SignedHeader\x12\x14\n\x0crestrictions\x18\x02 \x01(\x0c\x12*\n\x08sections\x18\x03 \x03(\x0b\x32\x18.broker.v1.SealedSection\x12!\n\x05wraps\x18\x04 \x03(\x0b\x32\x12.broker.v1.KeyWrap\x12/\n\x0fsection_padding\x18\x05 \x03(\x0b\x32\x16.broker.v1.PaddingLeaf\x12,\n\x0cwrap_padding\x18\x06 \x03(\x0b\x32\x16.broker.v1.PaddingLeaf\x12\x19\n\x11restrictions_salt\x18\x07 \x01(\x0c\"\xe1\x01\n\x08\x44\x65livery\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\'\n\x06header\x18\x02 \x01(\x0b\x32\x17.broker.v1.SignedHeader\x12*\n\x08sections\x18\x03 \x03(\x0b\x32\x18.broker.v1.SealedSection\x12 \n\x04wrap\x18\x04 \x01(\x0b\x32\x12.broker.v1.KeyWrap\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12;\n\x14originator_statement\x18\x06 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\"\x81\x01\n\x07Receipt\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\trecipient\x18\x03 \x01(\t\x12\x15\n\rheader_digest\x18\x04 \x01(\x0c\x12\x10\n\x08sections\x18\x05 \x03(\t\x12\x16\n\x0ereceived_at_ms\x18\x06 \x01(\x03\"C\n\x0cReceiptBatch\x12\x0e\n\x06signer\x18\x01 \x01(\t\x12\x10\n\x08receipts\x18\x02 \x03(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x8e\x01\n\rProvenReceipt\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x12\n\nleaf_index\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\r\n\x05proof\x18\x04 \x03(\x0c\x12\x12\n\nbatch_root\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x0e\n\x06signer\x18\x07 \x01(\t\"\x8b\x01\n\x0cKeyStatement\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x13\n\x0bsigning_key\x18\x02 \x01(\x0c\x12\x16\n\x0e\x65ncryption_key\x18\x03 \x01(\x0c\x12\x0e\n\x06serial\x18\x04 \x01(\x04\x12\x15\n\rnot_before_ms\x18\x05 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x06 \x01(\x03\":\n\x12SignedKeyStatement\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c*j\n\x03Tlp\x12\x13\n\x0fTLP_UNSPECIFIED\x10\x00\x12\r\n\tTLP_CLEAR\x10\x01\x12\r\n\tTLP_GREEN\x10\x02\x12\r\n\tTLP_AMBER\x10\x03\x12\x14\n\x10TLP_AMBER_STRICT\x10\x04\x12\x0b\n\x07TLP_RED\x10\x05*\xcb\x01\n\x13\x44\x61taSubjectCategory\x12\x1c\n\x18\x44\x41TA_SUBJECT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x41TA_SUBJECT_SUSPECT\x10\x01\x12\x1a\n\x16\x44\x41TA_SUBJECT_CONVICTED\x10\x02\x12\x17\n\x13\x44\x41TA_SUBJECT_VICTIM\x10\x03\x12\x18\n\x14\x44\x41TA_SUBJECT_WITNESS\x10\x04\x12\x16\n\x12\x44\x41TA_SUBJECT_OTHER\x10\x05\x12\x15\n\x11\x44\x41TA_SUBJECT_NONE\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/notice.proto\x12\tbroker.v1\"1\n\nEvaluation\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0binformation\x18\x02 \x01(\t\"\xbd\x01\n\x16OriginatorRestrictions\x12\x16\n\x0e\x61llow_agencies\x18\x01 \x03(\t\x12\x15\n\rdeny_agencies\x18\x02 \x03(\t\x12\x17\n\x0f\x61llow_countries\x18\x03 \x03(\t\x12\x16\n\x0e\x64\x65ny_countries\x18\x04 \x03(\t\x12\x14\n\x0c\x61llow_groups\x18\x05 \x03(\t\x12\x13\n\x0b\x64\x65ny_groups\x18\x06 \x03(\t\x12\x18\n\x10\x65mbargo_until_ms\x18\x07 \x01(\x03\"\x91\x01\n\x11SectionDescriptor\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x11\x63iphertext_digest\x18\x04 \x01(\x0c\x12\x16\n\x0ekey_commitment\x18\x05 \x01(\x0c\x12\x17\n\x0f\x63iphertext_size\x18\x06 \x01(\x04\"\xe2\x03\n\x0cNoticeHeader\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x11\n\tnotice_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x12\n\noriginator\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x34\n\x0c\x64\x61ta_subject\x18\x07 \x01(\x0e\x32\x1e.broker.v1.DataSubjectCategory\x12\x1b\n\x03tlp\x18\x08 \x01(\x0e\x32\x0e.broker.v1.Tlp\x12\x16\n\x0ehandling_codes\x18\t \x03(\t\x12)\n\nevaluation\x18\n \x01(\x0b\x32\x15.broker.v1.Evaluation\x12\x1b\n\x13restrictions_digest\x18\x0b \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x0c \x01(\x03\x12\x15\n\rexpires_at_ms\x18\r \x01(\x03\x12\x15\n\rsections_root\x18\x0e \x01(\x0c\x12\x1a\n\x12sections_tree_size\x18\x0f \x01(\r\x12\x12\n\nwraps_root\x18\x10 \x01(\x0c\x12\x17\n\x0fwraps_tree_size\x18\x11 \x01(\r\x12\x13\n\x0bin_reply_to\x18\x12 \x01(\t\x12\x15\n\rrespond_by_ms\x18\x13 \x01(\x03\"F\n\x0cSignedHeader\x12\x14\n\x0cheader_bytes\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\r\n\x05suite\x18\x03 \x01(\t\"Z\n\rSealedSection\x12\x12\n\ndescriptor\x18\x01 \x01(\x0c\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x12\n\nleaf_index\x18\x03 \x01(\r\x12\r\n\x05proof\x18\x04 \x03(\x0c\"f\n\x08WrapBody\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\trecipient\x18\x03 \x01(\t\x12#\n\x04keys\x18\x04 \x03(\x0b\x32\x15.broker.v1.SectionKey\"\'\n\nSectionKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"?\n\x08WrapLeaf\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\x12\x10\n\x08sections\x18\x03 \x03(\t\":\n\x07KeyWrap\x12\x0c\n\x04leaf\x18\x01 \x01(\x0c\x12\x12\n\nleaf_index\x18\x02 \x01(\r\x12\r\n\x05proof\x18\x03 \x03(\x0c\"/\n\x0bPaddingLeaf\x12\x0c\n\x04leaf\x18\x01 \x01(\x0c\x12\x12\n\nleaf_index\x18\x02 \x01(\r\"\x92\x02\n\x08\x45nvelope\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.broker.v1.SignedHeader\x12\x14\n\x0crestrictions\x18\x02 \x01(\x0c\x12*\n\x08sections\x18\x03 \x03(\x0b\x32\x18.broker.v1.SealedSection\x12!\n\x05wraps\x18\x04 \x03(\x0b\x32\x12.broker.v1.KeyWrap\x12/\n\x0fsection_padding\x18\x05 \x03(\x0b\x32\x16.broker.v1.PaddingLeaf\x12,\n\x0cwrap_padding\x18\x06 \x03(\x0b\x32\x16.broker.v1.PaddingLeaf\x12\x19\n\x11restrictions_salt\x18\x07 \x01(\x0c\"\xe1\x01\n\x08\x44\x65livery\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\'\n\x06header\x18\x02 \x01(\x0b\x32\x17.broker.v1.SignedHeader\x12*\n\x08sections\x18\x03 \x03(\x0b\x32\x18.broker.v1.SealedSection\x12 \n\x04wrap\x18\x04 \x01(\x0b\x32\x12.broker.v1.KeyWrap\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12;\n\x14originator_statement\x18\x06 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\"\x94\x01\n\x07Receipt\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\trecipient\x18\x03 \x01(\t\x12\x15\n\rheader_digest\x18\x04 \x01(\x0c\x12\x10\n\x08sections\x18\x05 \x03(\t\x12\x16\n\x0ereceived_at_ms\x18\x06 \x01(\x03\x12\x11\n\taction_id\x18\x07 \x01(\t\"\xc0\x01\n\x0fLifecycleAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x11\n\tnotice_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.broker.v1.LifecycleKind\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08until_ms\x18\x06 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x12\x0e\n\x06target\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\r\":\n\x15SignedLifecycleAction\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x9e\x01\n\x0f\x43ontrolDelivery\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32 .broker.v1.SignedLifecycleAction\x12\x36\n\x0f\x61\x63tor_statement\x18\x03 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\"C\n\x0cReceiptBatch\x12\x0e\n\x06signer\x18\x01 \x01(\t\x12\x10\n\x08receipts\x18\x02 \x03(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x8e\x01\n\rProvenReceipt\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x12\n\nleaf_index\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\r\n\x05proof\x18\x04 \x03(\x0c\x12\x12\n\nbatch_root\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x0e\n\x06signer\x18\x07 \x01(\t\"\x8b\x01\n\x0cKeyStatement\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x13\n\x0bsigning_key\x18\x02 \x01(\x0c\x12\x16\n\x0e\x65ncryption_key\x18\x03 \x01(\x0c\x12\x0e\n\x06serial\x18\x04 \x01(\x04\x12\x15\n\rnot_before_ms\x18\x05 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x06 \x01(\x03\":\n\x12SignedKeyStatement\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c*j\n\x03Tlp\x12\x13\n\x0fTLP_UNSPECIFIED\x10\x00\x12\r\n\tTLP_CLEAR\x10\x01\x12\r\n\tTLP_GREEN\x10\x02\x12\r\n\tTLP_AMBER\x10\x03\x12\x14\n\x10TLP_AMBER_STRICT\x10\x04\x12\x0b\n\x07TLP_RED\x10\x05*\xcb\x01\n\x13\x44\x61taSubjectCategory\x12\x1c\n\x18\x44\x41TA_SUBJECT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x41TA_SUBJECT_SUSPECT\x10\x01\x12\x1a\n\x16\x44\x41TA_SUBJECT_CONVICTED\x10\x02\x12\x17\n\x13\x44\x41TA_SUBJECT_VICTIM\x10\x03\x12\x18\n\x14\x44\x41TA_SUBJECT_WITNESS\x10\x04\x12\x16\n\x12\x44\x41TA_SUBJECT_OTHER\x10\x05\x12\x15\n\x11\x44\x41TA_SUBJECT_NONE\x10\x06*\x9a\x02\n\rLifecycleKind\x12\x19\n\x15LIFECYCLE_UNSPECIFIED\x10\x00\x12\x15\n\x11LIFECYCLE_SUSPEND\x10\x01\x12\x14\n\x10LIFECYCLE_RESUME\x10\x02\x12\x16\n\x12LIFECYCLE_WITHDRAW\x10\x03\x12\x14\n\x10LIFECYCLE_CANCEL\x10\x04\x12\x14\n\x10LIFECYCLE_EXTEND\x10\x05\x12\x12\n\x0eLIFECYCLE_FLAG\x10\x06\x12\x1f\n\x1bLIFECYCLE_REQUEST_FLAG_LIFT\x10\x07\x12\x17\n\x13LIFECYCLE_LIFT_FLAG\x10\x08\x12\x15\n\x11LIFECYCLE_EXPIRED\x10\t\x12\x18\n\x14LIFECYCLE_SUPERSEDED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.notice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TLP']._serialized_start=2405
-  _globals['_TLP']._serialized_end=2511
-  _globals['_DATASUBJECTCATEGORY']._serialized_start=2514
-  _globals['_DATASUBJECTCATEGORY']._serialized_end=2717
+  _globals['_TLP']._serialized_start=2884
+  _globals['_TLP']._serialized_end=2990
+  _globals['_DATASUBJECTCATEGORY']._serialized_start=2993
+  _globals['_DATASUBJECTCATEGORY']._serialized_end=3196
+  _globals['_LIFECYCLEKIND']._serialized_start=3199
+  _globals['_LIFECYCLEKIND']._serialized_end=3481
   _globals['_EVALUATION']._serialized_start=37
   _globals['_EVALUATION']._serialized_end=86
   _globals['_ORIGINATORRESTRICTIONS']._serialized_start=89
@@ -42,33 +44,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECTIONDESCRIPTOR']._serialized_start=281
   _globals['_SECTIONDESCRIPTOR']._serialized_end=426
   _globals['_NOTICEHEADER']._serialized_start=429
-  _globals['_NOTICEHEADER']._serialized_end=867
-  _globals['_SIGNEDHEADER']._serialized_start=869
-  _globals['_SIGNEDHEADER']._serialized_end=939
-  _globals['_SEALEDSECTION']._serialized_start=941
-  _globals['_SEALEDSECTION']._serialized_end=1031
-  _globals['_WRAPBODY']._serialized_start=1033
-  _globals['_WRAPBODY']._serialized_end=1135
-  _globals['_SECTIONKEY']._serialized_start=1137
-  _globals['_SECTIONKEY']._serialized_end=1176
-  _globals['_WRAPLEAF']._serialized_start=1178
-  _globals['_WRAPLEAF']._serialized_end=1241
-  _globals['_KEYWRAP']._serialized_start=1243
-  _globals['_KEYWRAP']._serialized_end=1301
-  _globals['_PADDINGLEAF']._serialized_start=1303
-  _globals['_PADDINGLEAF']._serialized_end=1350
-  _globals['_ENVELOPE']._serialized_start=1353
-  _globals['_ENVELOPE']._serialized_end=1627
-  _globals['_DELIVERY']._serialized_start=1630
-  _globals['_DELIVERY']._serialized_end=1855
-  _globals['_RECEIPT']._serialized_start=1858
-  _globals['_RECEIPT']._serialized_end=1987
-  _globals['_RECEIPTBATCH']._serialized_start=1989
-  _globals['_RECEIPTBATCH']._serialized_end=2056
-  _globals['_PROVENRECEIPT']._serialized_start=2059
-  _globals['_PROVENRECEIPT']._serialized_end=2201
-  _globals['_KEYSTATEMENT']._serialized_start=2204
-  _globals['_KEYSTATEMENT']._serialized_end=2343
-  _globals['_SIGNEDKEYSTATEMENT']._serialized_start=2345
-  _globals['_SIGNEDKEYSTATEMENT']._serialized_end=2403
+  _globals['_NOTICEHEADER']._serialized_end=911
+  _globals['_SIGNEDHEADER']._serialized_start=913
+  _globals['_SIGNEDHEADER']._serialized_end=983
+  _globals['_SEALEDSECTION']._serialized_start=985
+  _globals['_SEALEDSECTION']._serialized_end=1075
+  _globals['_WRAPBODY']._serialized_start=1077
+  _globals['_WRAPBODY']._serialized_end=1179
+  _globals['_SECTIONKEY']._serialized_start=1181
+  _globals['_SECTIONKEY']._serialized_end=1220
+  _globals['_WRAPLEAF']._serialized_start=1222
+  _globals['_WRAPLEAF']._serialized_end=1285
+  _globals['_KEYWRAP']._serialized_start=1287
+  _globals['_KEYWRAP']._serialized_end=1345
+  _globals['_PADDINGLEAF']._serialized_start=1347
+  _globals['_PADDINGLEAF']._serialized_end=1394
+  _globals['_ENVELOPE']._serialized_start=1397
+  _globals['_ENVELOPE']._serialized_end=1671
+  _globals['_DELIVERY']._serialized_start=1674
+  _globals['_DELIVERY']._serialized_end=1899
+  _globals['_RECEIPT']._serialized_start=1902
+  _globals['_RECEIPT']._serialized_end=2050
+  _globals['_LIFECYCLEACTION']._serialized_start=2053
+  _globals['_LIFECYCLEACTION']._serialized_end=2245
+  _globals['_SIGNEDLIFECYCLEACTION']._serialized_start=2247
+  _globals['_SIGNEDLIFECYCLEACTION']._serialized_end=2305
+  _globals['_CONTROLDELIVERY']._serialized_start=2308
+  _globals['_CONTROLDELIVERY']._serialized_end=2466
+  _globals['_RECEIPTBATCH']._serialized_start=2468
+  _globals['_RECEIPTBATCH']._serialized_end=2535
+  _globals['_PROVENRECEIPT']._serialized_start=2538
+  _globals['_PROVENRECEIPT']._serialized_end=2680
+  _globals['_KEYSTATEMENT']._serialized_start=2683
+  _globals['_KEYSTATEMENT']._serialized_end=2822
+  _globals['_SIGNEDKEYSTATEMENT']._serialized_start=2824
+  _globals['_SIGNEDKEYSTATEMENT']._serialized_end=2882
 # @@protoc_insertion_point(module_scope)

@@ -73,6 +73,63 @@ DATA_SUBJECT_NONE: DataSubjectCategory.ValueType  # 6
 """no person: objects, modus operandi"""
 Global___DataSubjectCategory: _TypeAlias = DataSubjectCategory  # noqa: Y015
 
+class _LifecycleKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LifecycleKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LifecycleKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIFECYCLE_UNSPECIFIED: _LifecycleKind.ValueType  # 0
+    LIFECYCLE_SUSPEND: _LifecycleKind.ValueType  # 1
+    """originator: do not act on it until until_ms"""
+    LIFECYCLE_RESUME: _LifecycleKind.ValueType  # 2
+    """originator: the suspension ends now"""
+    LIFECYCLE_WITHDRAW: _LifecycleKind.ValueType  # 3
+    """originator: delete every copy"""
+    LIFECYCLE_CANCEL: _LifecycleKind.ValueType  # 4
+    """originator: as withdraw (the purpose was met)"""
+    LIFECYCLE_EXTEND: _LifecycleKind.ValueType  # 5
+    """originator: keep until until_ms; reason is the justification"""
+    LIFECYCLE_FLAG: _LifecycleKind.ValueType  # 6
+    """a recipient: the action will not be taken on its territory"""
+    LIFECYCLE_REQUEST_FLAG_LIFT: _LifecycleKind.ValueType  # 7
+    """originator to the flagging recipient (target)"""
+    LIFECYCLE_LIFT_FLAG: _LifecycleKind.ValueType  # 8
+    """the flagging recipient lifts its flag"""
+    LIFECYCLE_EXPIRED: _LifecycleKind.ValueType  # 9
+    """broker: the retention period ended; delete every copy"""
+    LIFECYCLE_SUPERSEDED: _LifecycleKind.ValueType  # 10
+    """broker: a newer version no longer includes you; delete"""
+
+class LifecycleKind(_LifecycleKind, metaclass=_LifecycleKindEnumTypeWrapper):
+    """Lifecycle of a published notice (INTERPOL RPD Art. 81, SIS Regs. 2018/1862 Arts. 24,
+    53, 55): every action reaches every recipient concerned and is acknowledged with a
+    receipt like a notice.
+    """
+
+LIFECYCLE_UNSPECIFIED: LifecycleKind.ValueType  # 0
+LIFECYCLE_SUSPEND: LifecycleKind.ValueType  # 1
+"""originator: do not act on it until until_ms"""
+LIFECYCLE_RESUME: LifecycleKind.ValueType  # 2
+"""originator: the suspension ends now"""
+LIFECYCLE_WITHDRAW: LifecycleKind.ValueType  # 3
+"""originator: delete every copy"""
+LIFECYCLE_CANCEL: LifecycleKind.ValueType  # 4
+"""originator: as withdraw (the purpose was met)"""
+LIFECYCLE_EXTEND: LifecycleKind.ValueType  # 5
+"""originator: keep until until_ms; reason is the justification"""
+LIFECYCLE_FLAG: LifecycleKind.ValueType  # 6
+"""a recipient: the action will not be taken on its territory"""
+LIFECYCLE_REQUEST_FLAG_LIFT: LifecycleKind.ValueType  # 7
+"""originator to the flagging recipient (target)"""
+LIFECYCLE_LIFT_FLAG: LifecycleKind.ValueType  # 8
+"""the flagging recipient lifts its flag"""
+LIFECYCLE_EXPIRED: LifecycleKind.ValueType  # 9
+"""broker: the retention period ended; delete every copy"""
+LIFECYCLE_SUPERSEDED: LifecycleKind.ValueType  # 10
+"""broker: a newer version no longer includes you; delete"""
+Global___LifecycleKind: _TypeAlias = LifecycleKind  # noqa: Y015
+
 @_typing.final
 class Evaluation(_message.Message):
     """Europol 4x4 evaluation (Reg. 2016/794 Art. 29): source A/B/C/X, information 1-4."""
@@ -211,6 +268,8 @@ class NoticeHeader(_message.Message):
     SECTIONS_TREE_SIZE_FIELD_NUMBER: _builtins.int
     WRAPS_ROOT_FIELD_NUMBER: _builtins.int
     WRAPS_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    RESPOND_BY_MS_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     notice_id: _builtins.str
@@ -240,6 +299,10 @@ class NoticeHeader(_message.Message):
     """RFC 9162 Merkle root over KeyWrap leaves (padded)"""
     wraps_tree_size: _builtins.int
     """power of two, >= 4: hides the audience size"""
+    in_reply_to: _builtins.str
+    """replies (reply.* kinds): the notice answered"""
+    respond_by_ms: _builtins.int
+    """replies: when an answer is due (0: none asked)"""
     @_builtins.property
     def handling_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """H0..H3, H3 free text as "H3:<text>" """
@@ -266,10 +329,12 @@ class NoticeHeader(_message.Message):
         sections_tree_size: _builtins.int = ...,
         wraps_root: _builtins.bytes = ...,
         wraps_tree_size: _builtins.int = ...,
+        in_reply_to: _builtins.str = ...,
+        respond_by_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "kind", b"kind", "notice_id", b"notice_id", "originator", b"originator", "purpose", b"purpose", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "notice_id", b"notice_id", "originator", b"originator", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -576,12 +641,15 @@ class Receipt(_message.Message):
     HEADER_DIGEST_FIELD_NUMBER: _builtins.int
     SECTIONS_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     version: _builtins.int
     recipient: _builtins.str
     header_digest: _builtins.bytes
     """SHA-256 of header_bytes"""
     received_at_ms: _builtins.int
+    action_id: _builtins.str
+    """set when acknowledging a lifecycle action; header_digest"""
     @_builtins.property
     def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """section names received and opened"""
@@ -595,14 +663,122 @@ class Receipt(_message.Message):
         header_digest: _builtins.bytes = ...,
         sections: _abc.Iterable[_builtins.str] | None = ...,
         received_at_ms: _builtins.int = ...,
+        action_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header_digest", b"header_digest", "notice_id", b"notice_id", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "sections", b"sections", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "header_digest", b"header_digest", "notice_id", b"notice_id", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "sections", b"sections", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Receipt: _TypeAlias = Receipt  # noqa: Y015
+
+@_typing.final
+class LifecycleAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    action_id: _builtins.str
+    """UUID: the same action sent twice is one action"""
+    notice_id: _builtins.str
+    actor: _builtins.str
+    """agency id, or "broker" for EXPIRED and SUPERSEDED"""
+    kind: Global___LifecycleKind.ValueType
+    reason: _builtins.str
+    """justification, flag reason, ..."""
+    until_ms: _builtins.int
+    """SUSPEND: until; EXTEND: the new expiry"""
+    at_ms: _builtins.int
+    target: _builtins.str
+    """REQUEST_FLAG_LIFT: the flagging agency"""
+    version: _builtins.int
+    """the version concerned (SUPERSEDED, EXPIRED); 0: all"""
+    def __init__(
+        self,
+        *,
+        action_id: _builtins.str = ...,
+        notice_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        kind: Global___LifecycleKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        until_ms: _builtins.int = ...,
+        at_ms: _builtins.int = ...,
+        target: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "at_ms", b"at_ms", "kind", b"kind", "notice_id", b"notice_id", "reason", b"reason", "target", b"target", "until_ms", b"until_ms", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleAction: _TypeAlias = LifecycleAction  # noqa: Y015
+
+@_typing.final
+class SignedLifecycleAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    action: _builtins.bytes
+    """serialized LifecycleAction, exactly as signed"""
+    signature: _builtins.bytes
+    """Ed25519 over "broker.v1 lifecycle\\x00" || action (empty: broker)"""
+    def __init__(
+        self,
+        *,
+        action: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedLifecycleAction: _TypeAlias = SignedLifecycleAction  # noqa: Y015
+
+@_typing.final
+class ControlDelivery(_message.Message):
+    """A lifecycle action as one recipient receives it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ACTOR_STATEMENT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    attempt: _builtins.int
+    @_builtins.property
+    def action(self) -> Global___SignedLifecycleAction: ...
+    @_builtins.property
+    def actor_statement(self) -> Global___SignedKeyStatement:
+        """CA-signed key of the actor (absent for the broker)"""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        action: Global___SignedLifecycleAction | None = ...,
+        actor_statement: Global___SignedKeyStatement | None = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_statement", b"actor_statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_statement", b"actor_statement", "attempt", b"attempt", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlDelivery: _TypeAlias = ControlDelivery  # noqa: Y015
 
 @_typing.final
 class ReceiptBatch(_message.Message):

@@ -1,0 +1,390 @@
+"""Store operations for the lifecycle of notices: their state, the actions taken on
+them, the control deliveries that carry each action to each recipient, expiry and
+review, and replies with their deadlines. A mixin over the SQLite connection,
+run inside the StoreRunner's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from broker.core.lifecycle import Effect, NoticeState
+from broker.errors import InvalidArgument, NotFound
+from broker.store.api import DEAD, DELIVERED, IN_FLIGHT, PENDING, PURGED, Event
+
+_OPEN = (PENDING, IN_FLIGHT)
+
+
+@dataclass(frozen=True)
+class LeasedControl:
+    seq: int
+    recipient: str
+    action_id: str
+    action: bytes
+    signature: bytes
+    actor: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ControlReceipt:
+    action_id: str
+    recipient: str
+    digest: bytes  # SHA-256 of the action bytes, as the recipient signed it
+    proven: bytes
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class ReplyRow:
+    notice_id: str
+    in_reply_to: str
+    kind: str
+    sender: str
+    recipient: str
+    sent_at_ms: int
+    respond_by_ms: int
+    answered_by: str
+
+
+class LifecycleStoreMixin:
+    conn: sqlite3.Connection
+
+    # -- state -------------------------------------------------------------------------
+    def notice_state(self, notice_id: str) -> NoticeState | None:
+        head = self.conn.execute(
+            "SELECT originator, kind, MIN(created_at_ms), MAX(expires_at_ms) FROM notices "
+            "WHERE notice_id=?",
+            (notice_id,),
+        ).fetchone()
+        if head is None or head[0] is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT recipient, state FROM deliveries WHERE notice_id=?", (notice_id,)
+        ).fetchall()
+        received = frozenset(r for r, st in rows if st in (DELIVERED, IN_FLIGHT))
+        pending = frozenset(r for r, st in rows if st == PENDING) - received
+        extra = self.conn.execute(
+            "SELECT suspended_until_ms, closed, expires_at_ms, flags FROM notice_state "
+            "WHERE notice_id=?",
+            (notice_id,),
+        ).fetchone()
+        suspended, closed, expires, flags = extra if extra else (0, "", head[3], "[]")
+        return NoticeState(
+            notice_id=notice_id,
+            originator=head[0],
+            kind=head[1],
+            created_at_ms=head[2],
+            expires_at_ms=expires,
+            received=received,
+            pending=pending,
+            suspended_until_ms=suspended,
+            closed=closed,
+            flags=frozenset(json.loads(flags)),
+        )
+
+    def track_notice(self, notice_id: str, expires_at_ms: int) -> None:
+        """Start (or, for a new version, refresh) a notice's lifecycle state."""
+        self.conn.execute(
+            "INSERT INTO notice_state (notice_id, expires_at_ms) VALUES (?, ?) "
+            "ON CONFLICT(notice_id) DO UPDATE SET expires_at_ms=MAX(expires_at_ms, "
+            "excluded.expires_at_ms)",
+            (notice_id, expires_at_ms),
+        )
+
+    def latest_version(self, notice_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM notices WHERE notice_id=?", (notice_id,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- actions -----------------------------------------------------------------------
+    def lifecycle_action(self, action_id: str) -> tuple[str, tuple[str, ...], int] | None:
+        """(notice id, agencies told, copies purged) of an action already taken."""
+        row = self.conn.execute(
+            "SELECT notice_id, told, purged FROM lifecycle_actions WHERE action_id=?",
+            (action_id,),
+        ).fetchone()
+        return None if row is None else (row[0], tuple(json.loads(row[1])), int(row[2]))
+
+    def take_action(
+        self,
+        *,
+        action_id: str,
+        notice_id: str,
+        actor: str,
+        kind: str,
+        action: bytes,
+        signature: bytes,
+        effect: Effect,
+        now_ms: int,
+    ) -> int:
+        """Apply an accepted action: its effect on the notice, one control delivery per
+        agency to tell, purges. Returns how many undelivered copies were purged."""
+        state = self.notice_state(notice_id)
+        if state is None:
+            raise NotFound(f"no notice {notice_id}")
+        self.track_notice(notice_id, state.expires_at_ms)
+        sets = []
+        values: list[object] = []
+        if effect.suspended_until_ms is not None:
+            sets.append("suspended_until_ms=?")
+            values.append(effect.suspended_until_ms)
+        if effect.closed:
+            sets.append("closed=?")
+            values.append(effect.closed)
+        if effect.expires_at_ms is not None:
+            sets.append("expires_at_ms=?, review_sent=0")
+            values.append(effect.expires_at_ms)
+        if effect.flags is not None:
+            sets.append("flags=?")
+            values.append(json.dumps(sorted(effect.flags)))
+        if sets:
+            self.conn.execute(
+                f"UPDATE notice_state SET {', '.join(sets)} WHERE notice_id=?",
+                (*values, notice_id),
+            )
+        purged = self.purge_pending(notice_id, 0, kind, now_ms) if effect.purge_pending else 0
+        if effect.closed:
+            self.conn.execute(
+                "UPDATE notices SET envelope=x'' WHERE notice_id=?", (notice_id,)
+            )  # the ciphertext leaves the broker; digests, decisions and receipts stay
+        self.conn.execute(
+            "INSERT INTO lifecycle_actions VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                action_id,
+                notice_id,
+                actor,
+                kind,
+                action,
+                signature,
+                json.dumps(list(effect.tell)),
+                purged,
+                now_ms,
+            ),
+        )
+        self.conn.executemany(
+            "INSERT INTO controls (recipient, action_id, state) VALUES (?,?,?)",
+            [(r, action_id, PENDING) for r in effect.tell],
+        )
+        return purged
+
+    def purge_pending(self, notice_id: str, below_version: int, why: str, now_ms: int) -> int:
+        """Purge undelivered copies (all versions, or those below `below_version`); tell
+        the originator which recipients will never get them."""
+        rows = self.conn.execute(
+            "SELECT d.seq, d.recipient, d.version, n.originator FROM deliveries d "
+            "JOIN notices n ON n.notice_id=d.notice_id AND n.version=d.version "
+            "WHERE d.notice_id=? AND d.state=? AND (?=0 OR d.version<?)",
+            (notice_id, PENDING, below_version, below_version),
+        ).fetchall()
+        for seq, recipient, version, originator in rows:
+            self.conn.execute(
+                "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE seq=?", (PURGED, seq)
+            )
+            self.conn.execute(
+                "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    originator,
+                    "purged",
+                    notice_id,
+                    version,
+                    recipient,
+                    f"never delivered: {why}",
+                    now_ms,
+                ),
+            )
+        return len(rows)
+
+    # -- control deliveries ------------------------------------------------------------------
+    def lease_controls(
+        self, recipient: str, limit: int, now_ms: int, lease_ms: int
+    ) -> list[LeasedControl]:
+        rows = self.conn.execute(
+            "SELECT c.seq, c.action_id, a.action, a.signature, a.actor, c.attempts "
+            "FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
+            "WHERE c.recipient=? AND c.state=? ORDER BY c.seq LIMIT ?",
+            (recipient, PENDING, limit),
+        ).fetchall()
+        self.conn.executemany(
+            "UPDATE controls SET state=?, attempts=attempts+1, deadline_ms=? WHERE seq=?",
+            [(IN_FLIGHT, now_ms + lease_ms, r[0]) for r in rows],
+        )
+        return [
+            LeasedControl(r[0], recipient, r[1], bytes(r[2]), bytes(r[3]), r[4], r[5] + 1)
+            for r in rows
+        ]
+
+    def release_controls(self, recipient: str) -> None:
+        """A new stream: what the last one left in flight goes out again at once."""
+        self.conn.execute(
+            "UPDATE controls SET state=?, deadline_ms=NULL WHERE recipient=? AND state=?",
+            (PENDING, recipient, IN_FLIGHT),
+        )
+
+    def expire_controls(self, now_ms: int, max_attempts: int) -> list[Event]:
+        """Requeue control deliveries past their deadline; give up after max attempts
+        (the actor's originator is told, as for notices)."""
+        rows = self.conn.execute(
+            "SELECT c.seq, c.recipient, c.attempts, a.notice_id, a.actor, a.kind "
+            "FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
+            "WHERE c.state=? AND c.deadline_ms < ?",
+            (IN_FLIGHT, now_ms),
+        ).fetchall()
+        events = []
+        for seq, recipient, attempts, notice_id, actor, kind in rows:
+            if attempts < max_attempts:
+                self.conn.execute(
+                    "UPDATE controls SET state=?, deadline_ms=NULL WHERE seq=?", (PENDING, seq)
+                )
+                continue
+            self.conn.execute(
+                "UPDATE controls SET state=?, deadline_ms=NULL WHERE seq=?", (DEAD, seq)
+            )
+            owner = self.conn.execute(
+                "SELECT originator FROM notices WHERE notice_id=? LIMIT 1", (notice_id,)
+            ).fetchone()
+            agency = owner[0] if owner else actor
+            detail = f"{kind} not acknowledged after {attempts} attempts"
+            cur = self.conn.execute(
+                "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (agency, "dead_lettered", notice_id, 0, recipient, detail, now_ms),
+            )
+            events.append(
+                Event(
+                    int(cur.lastrowid or 0),
+                    agency,
+                    "dead_lettered",
+                    notice_id,
+                    0,
+                    recipient,
+                    detail,
+                    now_ms,
+                )
+            )
+        return events
+
+    def record_control_receipts(self, receipts: Sequence[ControlReceipt]) -> list[str]:
+        """Mark control deliveries acknowledged (idempotent); return their action ids.
+
+        Raises NotFound for an action never sent to that recipient and InvalidArgument
+        when the receipt names other action bytes than those sent."""
+        accepted = []
+        for r in receipts:
+            row = self.conn.execute(
+                "SELECT c.seq, c.state, a.action FROM controls c "
+                "JOIN lifecycle_actions a ON a.action_id=c.action_id "
+                "WHERE c.action_id=? AND c.recipient=?",
+                (r.action_id, r.recipient),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no lifecycle action {r.action_id} was sent to {r.recipient}")
+            if hashlib.sha256(bytes(row[2])).digest() != r.digest:
+                raise InvalidArgument(f"receipt for action {r.action_id} names other bytes")
+            if row[1] != DELIVERED:
+                self.conn.execute(
+                    "UPDATE controls SET state=?, deadline_ms=NULL, delivered_at_ms=?, receipt=? "
+                    "WHERE seq=?",
+                    (DELIVERED, r.at_ms, r.proven, row[0]),
+                )
+            accepted.append(r.action_id)
+        return accepted
+
+    def control_status(self, notice_id: str) -> list[tuple[str, str, str, str, int]]:
+        """(action id, kind, recipient, state, attempts) of every control for a notice."""
+        rows = self.conn.execute(
+            "SELECT a.action_id, a.kind, c.recipient, c.state, c.attempts FROM controls c "
+            "JOIN lifecycle_actions a ON a.action_id=c.action_id WHERE a.notice_id=? "
+            "ORDER BY c.seq",
+            (notice_id,),
+        ).fetchall()
+        return [(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    # -- expiry and review -------------------------------------------------------------------
+    def due_expiries(self, now_ms: int, limit: int = 100) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT notice_id FROM notice_state WHERE closed='' AND expires_at_ms<=? LIMIT ?",
+            (now_ms, limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def due_reviews(self, now_ms: int, lead_days: Mapping[str, int]) -> list[Event]:
+        """Remind originators whose notices expire within their kind's review lead (SIS:
+        four months, INTERPOL: six), once per expiry (an extension re-arms it). A notice
+        whose whole life is shorter than the lead has no review point: it just expires."""
+        rows = self.conn.execute(
+            "SELECT s.notice_id, n.originator, n.kind, s.expires_at_ms, n.created_at_ms "
+            "FROM notice_state s JOIN notices n ON n.notice_id=s.notice_id AND n.version=1 "
+            "WHERE s.closed='' AND s.review_sent=0"
+        ).fetchall()
+        events = []
+        for notice_id, originator, kind, expires, created in rows:
+            days = lead_days.get(kind)
+            lead = 0 if days is None else days * 86_400_000
+            if days is None or expires - created < lead or now_ms < expires - lead:
+                continue
+            self.conn.execute(
+                "UPDATE notice_state SET review_sent=1 WHERE notice_id=?", (notice_id,)
+            )
+            detail = (
+                f"review due: expires at {expires} ms; extend it with a justification "
+                "or let it expire"
+            )
+            cur = self.conn.execute(
+                "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (originator, "review_due", notice_id, 0, "", detail, now_ms),
+            )
+            events.append(
+                Event(
+                    int(cur.lastrowid or 0),
+                    originator,
+                    "review_due",
+                    notice_id,
+                    0,
+                    "",
+                    detail,
+                    now_ms,
+                )
+            )
+        return events
+
+    # -- replies ----------------------------------------------------------------------------
+    def record_reply(self, row: ReplyRow) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO replies VALUES (?,?,?,?,?,?,?,?)",
+            (
+                row.notice_id,
+                row.in_reply_to,
+                row.kind,
+                row.sender,
+                row.recipient,
+                row.sent_at_ms,
+                row.respond_by_ms,
+                "",
+            ),
+        )
+        # A reply to a reply answers it.
+        self.conn.execute(
+            "UPDATE replies SET answered_by=? WHERE notice_id=? AND answered_by=''",
+            (row.notice_id, row.in_reply_to),
+        )
+
+    def replies_for(self, agency: str, open_only: bool) -> list[ReplyRow]:
+        rows = self.conn.execute(
+            "SELECT notice_id, in_reply_to, kind, sender, recipient, sent_at_ms, respond_by_ms, "
+            "answered_by FROM replies WHERE (sender=? OR recipient=?) "
+            "AND (?=0 OR (answered_by='' AND respond_by_ms>0)) ORDER BY sent_at_ms",
+            (agency, agency, int(open_only)),
+        ).fetchall()
+        return [ReplyRow(*r) for r in rows]
+
+
+def recipients_json(values: Sequence[str]) -> str:
+    return json.dumps(sorted(values))

@@ -164,7 +164,8 @@ async def provision(deployment: Deployment, target: str, admin_id: str = ADMIN_I
     """As the first administrator: activate the shipped bundle with a signature and sign
     the registry entries bootstrapped from registry.toml, so that nodes can check every
     audience against them. Returns the active policy version."""
-    from broker.client.admin import AdminClient, read_bundle_dir
+    from broker.bundles import read_bundle_dir
+    from broker.client.admin import AdminClient
 
     async with AdminClient(deployment.keys_dir, admin_id, target) as admin:
         result = await admin.activate(read_bundle_dir(REPO_POLICIES), "initial signed policy")

@@ -155,7 +155,7 @@ def _human(data: Any, indent: str = "") -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from broker.client.admin import read_bundle_dir
+    from broker.bundles import read_bundle_dir
     from broker.core.policy import compile_bundle
     from broker.core.policy.bundle import PolicyError
     from broker.server.admin_service import diagnostic
@@ -196,7 +196,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from broker.client.admin import read_bundle_dir
+    from broker.bundles import read_bundle_dir
     from broker.core import activation as act
     from broker.core.relay import TLP_NAMES
 
@@ -223,7 +223,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from broker.client.admin import read_bundle_dir
+    from broker.bundles import read_bundle_dir
     from broker.core import activation as act
 
     request = admin_pb2.DiffPolicyRequest(
@@ -233,7 +233,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_activate(args: argparse.Namespace) -> int:
-    from broker.client.admin import read_bundle_dir
+    from broker.bundles import read_bundle_dir
 
     files = read_bundle_dir(args.dir)
     return _run(args, lambda c: c.activate(files, args.reason))

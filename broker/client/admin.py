@@ -22,16 +22,6 @@ from broker.errors import InvalidArgument
 from broker.v1 import admin_pb2, admin_pb2_grpc, notice_pb2
 
 
-def read_bundle_dir(directory: Path) -> dict[str, bytes]:
-    """Read a policy directory into {relative path: bytes} (TOML files only)."""
-    if not directory.is_dir():
-        raise InvalidArgument(f"policy directory {directory} does not exist")
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*.toml"))
-    }
-
-
 class AdminClient:
     """Use as `async with AdminClient(keys_dir, "alice", "127.0.0.1:7443") as admin`."""
 

@@ -24,16 +24,14 @@ from broker.core.policy.model import AGENCY_STATUSES
 from broker.core.records import facts_from_record
 from broker.errors import (
     AlreadyExists,
-    BrokerError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
-from broker.server import metrics
 from broker.server.peer import caller
 from broker.server.service import now_ms, parse
-from broker.server.status import abort, status_of
+from broker.server.status import unary_handler
 from broker.store.api import AgencyRecord
 from broker.v1 import admin_pb2, notice_pb2
 
@@ -86,19 +84,7 @@ class AdminService:
 
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(name: str, fn: Callable[[bytes, str], Awaitable[Message]]) -> Any:
-            async def run(request: bytes, context: Ctx) -> bytes:
-                try:
-                    response = await fn(request, self._admin(context))
-                except BrokerError as exc:
-                    metrics.RPCS.labels(name, status_of(exc).name).inc()
-                    await abort(context, exc)
-                except Exception as exc:
-                    metrics.RPCS.labels(name, "INTERNAL").inc()
-                    await abort(context, exc)
-                metrics.RPCS.labels(name, "OK").inc()
-                return response.SerializeToString()
-
-            return grpc.unary_unary_rpc_method_handler(run)
+            return unary_handler(name, lambda request, context: fn(request, self._admin(context)))
 
         methods = {
             "ValidatePolicy": self.validate,

@@ -7,13 +7,13 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker import pki
+from broker.bundles import read_bundle_dir
 from broker.config import ServerConfig
 from broker.core import lifecycle
 from broker.core.activation import bundle_files, bundle_message
@@ -38,16 +38,6 @@ SERVICE_NAME = "broker.v1.AgencyService"
 ADMIN_SERVICE_NAME = "broker.v1.AdminService"
 
 
-def read_policy_dir(directory: Path) -> dict[str, bytes]:
-    """Read a policy bundle directory into {relative path: bytes} (TOML files only)."""
-    if not directory.is_dir():
-        raise InvalidArgument(f"policy directory {directory} does not exist")
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*.toml"))
-    }
-
-
 @dataclass
 class Session:
     """One open Subscribe stream of an agency."""
@@ -64,7 +54,7 @@ class BrokerApp:
         self.max_window = 1024
         self.poll_interval = 1.0
         # The bootstrap bundle: used until an administrator activates one (issue 3).
-        self.bootstrap_files = read_policy_dir(config.policy_dir)
+        self.bootstrap_files = read_bundle_dir(config.policy_dir)
         self.policy: Bundle = compile_bundle(self.bootstrap_files)
         self.policy_activation: bytes | None = None  # signed activation of the active bundle
         keys = config.keys_dir

@@ -31,11 +31,10 @@ from google.protobuf.message import Message
 
 from broker.core import auditing, logleaf
 from broker.core.checkpoint import Checkpoint, format_checkpoint, verify_cosignature
-from broker.errors import BrokerError, InvalidArgument, NotFound, PermissionDenied
-from broker.server import metrics
+from broker.errors import InvalidArgument, NotFound, PermissionDenied
 from broker.server.peer import caller
 from broker.server.service import now_ms, parse
-from broker.server.status import abort, status_of
+from broker.server.status import unary_handler
 from broker.store.tlog import StoredCheckpoint, TransparencyLogMixin
 from broker.v1 import audit_pb2, notice_pb2
 
@@ -82,21 +81,10 @@ class AuditService:
         def unary(
             name: str, fn: Callable[[bytes, Reader], Awaitable[Message]]
         ) -> grpc.RpcMethodHandler:
-            label = f"AuditService.{name}"
-
-            async def run(request: bytes, context: Ctx) -> bytes:
-                try:
-                    response = await fn(request, self._reader(context))
-                except BrokerError as exc:
-                    metrics.RPCS.labels(label, status_of(exc).name).inc()
-                    await abort(context, exc)
-                except Exception as exc:
-                    metrics.RPCS.labels(label, "INTERNAL").inc()
-                    await abort(context, exc)
-                metrics.RPCS.labels(label, "OK").inc()
-                return response.SerializeToString()
-
-            return grpc.unary_unary_rpc_method_handler(run)
+            return unary_handler(
+                f"AuditService.{name}",
+                lambda request, context: fn(request, self._reader(context)),
+            )
 
         methods = {
             "GetCheckpoint": self.get_checkpoint,

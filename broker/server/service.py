@@ -32,7 +32,7 @@ from broker.errors import (
 )
 from broker.server import metrics
 from broker.server.peer import caller, require_agency
-from broker.server.status import abort, status_of
+from broker.server.status import abort, status_of, unary_handler
 from broker.store.api import (
     DEAD,
     DELIVERED,
@@ -196,19 +196,7 @@ class AgencyService:
         def unary(
             name: str, fn: Callable[[bytes, Ctx], Awaitable[Message]]
         ) -> grpc.RpcMethodHandler:
-            async def run(request: bytes, context: Ctx) -> bytes:
-                try:
-                    response = await fn(request, context)
-                except BrokerError as exc:
-                    metrics.RPCS.labels(name, status_of(exc).name).inc()
-                    await abort(context, exc)
-                except Exception as exc:
-                    metrics.RPCS.labels(name, "INTERNAL").inc()
-                    await abort(context, exc)
-                metrics.RPCS.labels(name, "OK").inc()
-                return response.SerializeToString()
-
-            return grpc.unary_unary_rpc_method_handler(run)
+            return unary_handler(name, fn)
 
         async def subscribe(requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[bytes]:
             try:

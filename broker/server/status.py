@@ -8,9 +8,11 @@ never leak.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import Message
 
 from broker import errors
 
@@ -44,3 +46,26 @@ async def abort(context: Any, exc: BaseException) -> NoReturn:
     log.error("unexpected error in RPC", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_TEXT)
     raise AssertionError("context.abort returned")  # it always raises
+
+
+def unary_handler(
+    label: str, call: Callable[[bytes, Any], Awaitable[Message]]
+) -> grpc.RpcMethodHandler:
+    """A unary handler over raw request bytes: `call(request, context)` answers; every
+    error goes through `abort` (the one status table); each outcome is counted."""
+    from broker.server import metrics
+
+    async def run(request: bytes, context: Any) -> bytes:
+        try:
+            response = await call(request, context)
+        except errors.BrokerError as exc:
+            metrics.RPCS.labels(label, status_of(exc).name).inc()
+            await abort(context, exc)
+        except Exception as exc:
+            metrics.RPCS.labels(label, "INTERNAL").inc()
+            await abort(context, exc)
+        metrics.RPCS.labels(label, "OK").inc()
+        data: bytes = response.SerializeToString()
+        return data
+
+    return grpc.unary_unary_rpc_method_handler(run)

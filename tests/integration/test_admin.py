@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from broker import pki
-from broker.client.admin import AdminClient, read_bundle_dir
+from broker.bundles import read_bundle_dir
+from broker.client.admin import AdminClient
 from broker.core import activation as act
 from broker.core.identity import Party
 from broker.sandbox import REPO_POLICIES

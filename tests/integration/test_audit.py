@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from broker import pki
+from broker.bundles import read_bundle_dir as read_policy_dir
 from broker.cli.main import main
 from broker.client import audit as ac
 from broker.core import auditing, logleaf, merkle
@@ -30,7 +31,7 @@ from broker.core.policy import AgencyProfile, compile_bundle
 from broker.core.relay import facts_of
 from broker.errors import InvalidArgument, NotFound, PermissionDenied
 from broker.sandbox import AUDITOR_ID, REPO_POLICIES, provision
-from broker.server.app import BrokerApp, read_policy_dir
+from broker.server.app import BrokerApp
 from broker.store.tlog import node_id
 from broker.v1 import agency_pb2, audit_pb2, audit_pb2_grpc, notice_pb2
 

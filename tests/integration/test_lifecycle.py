@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from broker.client.admin import AdminClient, read_bundle_dir
+from broker.bundles import read_bundle_dir
+from broker.client.admin import AdminClient
 from broker.client.node import AgencyNode, LifecycleNotice, ReceivedNotice
 from broker.sandbox import ADMIN_ID, REPO_POLICIES
 from broker.v1 import agency_pb2

@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from broker.client.admin import AdminClient, read_bundle_dir
+from broker.bundles import read_bundle_dir
+from broker.client.admin import AdminClient
 from broker.core.identity import Party
 from broker.sandbox import ADMIN_ID, REPO_POLICIES
 from broker.v1 import agency_pb2, notice_pb2

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from broker.bundles import read_bundle_dir as read_policy_dir
 from broker.core import logleaf
 from broker.core import replay as rp
 from broker.core.policy import AgencyProfile, NoticeFacts, compile_bundle
 from broker.core.relay import AcceptedNotice
 from broker.sandbox import DEMO_AGENCIES, REPO_POLICIES
-from broker.server.app import read_policy_dir
 from broker.v1 import audit_pb2, notice_pb2
 
 FILES = read_policy_dir(REPO_POLICIES)

@@ -5,7 +5,10 @@ Europol-like hub. Three notices (an INTERPOL Red notice, a Yellow notice and an
 SIS Art. 36 discreet check) go out with different sections released to
 different recipients; the demo shows who received which sections, the
 sections withheld and the recipient refused (each with the policy's reason),
-and verifies every signed receipt offline against the CA-bound keys.
+and verifies every signed receipt offline against the CA-bound keys. Then the
+notices live on: an update that drops a recipient, a hit report with a
+response deadline, a flag and a withdrawal, each acknowledged by every
+recipient concerned; and an auditor checks the transparency log.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import dataclasses
 import json
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from broker import pki
 from broker.client.node import (
     AgencyNode,
+    LifecycleNotice,
     NodeConfig,
     PublishedNotice,
     ReceivedNotice,
@@ -33,6 +38,8 @@ from broker.server.app import BrokerApp
 from broker.v1 import agency_pb2, notice_pb2
 
 Say = Callable[[str], None]
+HOUR_MS = 3_600_000
+WAIT_S = 10.0  # bound on every wait for a delivery or an acknowledgement
 
 NOTICES: list[dict[str, object]] = [
     {
@@ -103,17 +110,27 @@ async def run_demo(
     }
     received: dict[tuple[str, str], dict[str, bytes]] = {}
     got: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
+    inboxes = Inboxes()
     stop = asyncio.Event()
 
-    def handler_for(agency: str) -> Callable[[ReceivedNotice], object]:
+    def handler_for(agency: str) -> Callable[[ReceivedNotice], Awaitable[None]]:
         async def handle(notice: ReceivedNotice) -> None:
             received[(notice.notice_id, agency)] = dict(notice.sections)
+            inboxes.notices[(notice.notice_id, notice.version, agency)] = notice
             got[(notice.notice_id, agency)].set()
 
         return handle
 
+    def lifecycle_for(agency: str) -> Callable[[LifecycleNotice], Awaitable[None]]:
+        async def on_lifecycle(notice: LifecycleNotice) -> None:
+            inboxes.actions[agency].append(notice)
+
+        return on_lifecycle
+
     listeners = [
-        asyncio.create_task(node.listen(handler_for(agency), stop=stop))  # type: ignore[arg-type]
+        asyncio.create_task(
+            node.listen(handler_for(agency), stop=stop, on_lifecycle=lifecycle_for(agency))
+        )
         for agency, node in nodes.items()
     ]
     summary: dict[str, object] = {"notices": []}
@@ -182,6 +199,7 @@ async def run_demo(
                 }
             )
         summary["notices"] = notices_out
+        summary["lifecycle"] = await _lifecycle(nodes, published, inboxes, say)
         summary["audit"] = await _audit(deployment, f"127.0.0.1:{port}", published, say)
         if as_json:
             say(json.dumps(summary, indent=2))
@@ -194,6 +212,170 @@ async def run_demo(
         for node in nodes.values():
             await node.close()
         await app.stop(grace=1.0)
+
+
+@dataclasses.dataclass
+class Inboxes:
+    """What the demo's listeners were handed: notices by (id, version, agency), and the
+    lifecycle actions each agency applied."""
+
+    notices: dict[tuple[str, int, str], ReceivedNotice] = dataclasses.field(default_factory=dict)
+    actions: defaultdict[str, list[LifecycleNotice]] = dataclasses.field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def action(self, agency: str, kind: str, notice_id: str) -> LifecycleNotice | None:
+        return next(
+            (a for a in self.actions[agency] if a.kind == kind and a.action.notice_id == notice_id),
+            None,
+        )
+
+
+async def _until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _acknowledged(
+    nodes: dict[str, AgencyNode], inboxes: Inboxes, agency: str, kind: str, notice_id: str
+) -> LifecycleNotice:
+    """Wait until `agency` applied a `kind` action on the notice and the broker accepted
+    its signed receipt for it; return the action as the agency saw it."""
+    await _until(
+        lambda: inboxes.action(agency, kind, notice_id) is not None,
+        f"{agency} to receive the {kind} action",
+    )
+    notice = inboxes.action(agency, kind, notice_id)
+    assert notice is not None
+    key = (notice.action.action_id, 0)
+    await _until(
+        lambda: key in nodes[agency].stats.acked, f"the broker to accept {agency}'s receipt"
+    )
+    return notice
+
+
+async def _opened(inboxes: Inboxes, notice_id: str, version: int, agency: str) -> ReceivedNotice:
+    """Wait until `agency` opened that version of the notice; return it."""
+    key = (notice_id, version, agency)
+    await _until(lambda: key in inboxes.notices, f"{agency} to open {notice_id} v{version}")
+    return inboxes.notices[key]
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _erased(n: int) -> str:
+    return f"erased {n} local cop{'y' if n == 1 else 'ies'}"
+
+
+async def _lifecycle(
+    nodes: dict[str, AgencyNode],
+    published: list[tuple[dict[str, object], PublishedNotice]],
+    inboxes: Inboxes,
+    say: Say,
+) -> dict[str, object]:
+    """Update, hit report, flag and withdrawal; every action is signed by its actor and
+    acknowledged by a signed receipt from every agency it reaches."""
+    (red_spec, red), (yellow_spec, yellow), (art36_spec, art36) = published
+    say("")
+    say("lifecycle (signed actions; every agency told acknowledges with a signed receipt):")
+
+    # An update: version 2 corrects the case facts and leaves IT-BORDER out.
+    fr, dropped = nodes["FR-NCB"], "IT-BORDER"
+    sections = {k: v.encode() for k, v in red_spec["sections"].items()}  # type: ignore[attr-defined]
+    sections["case_facts"] = b"Armed robbery, Paris 8e, 2026-02-12 (date corrected)"
+    v2 = await fr.publish(
+        kind=str(red_spec["kind"]),
+        purpose=str(red_spec["purpose"]),
+        sections=sections,
+        tlp=str(red_spec["tlp"]),
+        handling_codes=red_spec.get("handling_codes", ()),  # type: ignore[arg-type]
+        evaluation=red_spec.get("evaluation"),  # type: ignore[arg-type]
+        restrictions=notice_pb2.OriginatorRestrictions(deny_agencies=[dropped]),
+        notice_id=red.notice_id,
+        version=red.version + 1,
+    )
+    say(
+        f"  FR-NCB published {red_spec['kind']} v{v2.version}: case facts corrected, "
+        f"{dropped} left out"
+    )
+    for agency in sorted(v2.audience):
+        notice = await _opened(inboxes, red.notice_id, v2.version, agency)
+        facts = notice.sections["case_facts"].decode()
+        say(f'    {agency:<10} opened v{v2.version}: case_facts "{facts}"')
+    gone = await _acknowledged(nodes, inboxes, dropped, "superseded", red.notice_id)
+    held = nodes[dropped].inbox.held(red.notice_id)
+    if held:
+        raise AssertionError(f"{dropped} still holds a superseded copy")
+    say(
+        f"    {dropped:<10} superseded (not in v{gone.action.version}): "
+        f"{_erased(gone.erased)}, holds {held}; acknowledged"
+    )
+
+    # A hit report on the Red notice, to its originator only, with a 12-hour deadline.
+    de = nodes["DE-BKA"]
+    hit = await de.reply(
+        "reply.hit_report",
+        await _opened(inboxes, red.notice_id, v2.version, "DE-BKA"),
+        {"hit": b"DUPONT, Jean found at Frankfurt airport 2026-11-28 09:40; detained"},
+        respond_within_ms=12 * HOUR_MS,
+    )
+    report = await _opened(inboxes, hit.notice_id, hit.version, "FR-NCB")
+    (row,) = [r for r in (await fr.replies(open_only=True)).replies if r.notice_id == hit.notice_id]
+    say(
+        f"  DE-BKA reported a hit on the {red_spec['kind']} notice to "
+        f"{', '.join(sorted(hit.audience))} (its originator only):"
+    )
+    say(f'    FR-NCB     opened it: "{report.sections["hit"].decode()}"')
+    say(
+        f"    FR-NCB     open replies: {row.kind} from {getattr(row, 'from')}, "
+        f"answer due by {_clock(row.respond_by_ms)} (12 h)"
+    )
+
+    # A flag: the Art. 36 alert's action will not be taken on French territory.
+    reason = "discreet checks are not carried out on French territory"
+    flag = await fr.flag(art36.notice_id, reason)
+    say(f'  FR-NCB flagged the {art36_spec["kind"]} notice: "{reason}"')
+    for agency in flag.told:
+        await _acknowledged(nodes, inboxes, agency, "flag", art36.notice_id)
+        role = "originator" if agency == art36_spec["by"] else "recipient"
+        say(f"    {agency:<10} told ({role}); acknowledged")
+
+    # A withdrawal reaching every recipient: each erases its copy and acknowledges.
+    origin = str(yellow_spec["by"])
+    why = "the missing person was found safe"
+    withdrawn = await nodes[origin].withdraw(yellow.notice_id, why)
+    if sorted(withdrawn.told) != sorted(yellow.audience):
+        raise AssertionError("the withdrawal did not reach every recipient")
+    say(f'  {origin} withdrew the {yellow_spec["kind"]} notice: "{why}"')
+    erased = {}
+    for agency in sorted(yellow.audience):
+        got = await _acknowledged(nodes, inboxes, agency, "withdraw", yellow.notice_id)
+        held = nodes[agency].inbox.held(yellow.notice_id)
+        if held:
+            raise AssertionError(f"{agency} still holds a withdrawn notice")
+        erased[agency] = got.erased
+        say(f"    {agency:<10} {_erased(got.erased)}, holds {held}; acknowledged")
+    return {
+        "update": {
+            "notice_id": v2.notice_id,
+            "version": v2.version,
+            "audience": sorted(v2.audience),
+            "superseded": {dropped: gone.erased},
+        },
+        "hit_report": {
+            "notice_id": hit.notice_id,
+            "in_reply_to": red.notice_id,
+            "to": sorted(hit.audience),
+            "respond_by_ms": row.respond_by_ms,
+        },
+        "flag": {"notice_id": art36.notice_id, "by": "FR-NCB", "told": sorted(flag.told)},
+        "withdraw": {"notice_id": yellow.notice_id, "by": origin, "erased": erased},
+    }
 
 
 async def _audit(

@@ -1,4 +1,9 @@
-"""`broker node publish|listen|status`: an agency node on the command line."""
+"""`broker node ...`: an agency node on the command line.
+
+publish, update, listen, status and restrict; the lifecycle actions (suspend,
+resume, withdraw, cancel, extend, flag, lift-flag, request-lift); replies
+(report, ask, correct) and the replies list.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,19 @@ import base64
 import json
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from broker.errors import InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
+
+if TYPE_CHECKING:
+    from broker.client.node import AgencyNode, LifecycleNotice
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -31,32 +42,28 @@ def register(sub: Any) -> None:
 
     pub = nsub.add_parser("publish", help="seal and publish a notice")
     _common(pub)
-    pub.add_argument("--kind", required=True, help="catalogue kind, e.g. interpol.red")
-    pub.add_argument("--purpose", required=True, help="e.g. locate_arrest")
-    pub.add_argument("--tlp", default="AMBER", help="CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
-    pub.add_argument(
-        "--section",
-        action="append",
-        default=[],
-        metavar="NAME=TEXT|NAME=@FILE",
-        help="a section's content (repeat per section)",
-    )
-    pub.add_argument("--handling", action="append", default=[], help="handling code, e.g. H2")
-    pub.add_argument("--to", action="append", help="only these recipients (default: all allowed)")
-    pub.add_argument("--allow-agency", action="append", default=[])
-    pub.add_argument("--deny-agency", action="append", default=[])
-    pub.add_argument("--allow-country", action="append", default=[])
-    pub.add_argument("--deny-country", action="append", default=[])
-    pub.add_argument("--allow-group", action="append", default=[])
-    pub.add_argument("--deny-group", action="append", default=[])
-    pub.add_argument("--expires-in-days", type=int, default=365)
+    _notice_flags(pub)
     pub.set_defaults(func=run_publish)
 
-    lis = nsub.add_parser("listen", help="receive notices (prints one line per notice)")
+    up = nsub.add_parser(
+        "update", help="publish the next version of a notice you published (same flags)"
+    )
+    _common(up)
+    up.add_argument("notice_id")
+    up.add_argument(
+        "--version", type=_positive_int, required=True, help="the new version: last version + 1"
+    )
+    _notice_flags(up)
+    up.set_defaults(func=run_publish)
+
+    lis = nsub.add_parser("listen", help="receive notices and lifecycle actions (one line each)")
     _common(lis)
     lis.add_argument("--count", type=int, help="exit after this many new notices")
     lis.add_argument("--timeout", type=float, help="exit after this many seconds")
     lis.set_defaults(func=run_listen)
+
+    _register_lifecycle(nsub)
+    _register_replies(nsub)
 
     rs = nsub.add_parser("restrict", help="change a published notice's audience restrictions")
     _common(rs)
@@ -78,6 +85,130 @@ def register(sub: Any) -> None:
     st.add_argument("notice_id")
     st.add_argument("--version", type=int, default=0)
     st.set_defaults(func=run_status)
+
+
+def _notice_flags(p: argparse.ArgumentParser) -> None:
+    """The content flags of `publish` and `update`."""
+    p.add_argument("--kind", required=True, help="catalogue kind, e.g. interpol.red")
+    p.add_argument("--purpose", required=True, help="e.g. locate_arrest")
+    p.add_argument("--tlp", default="AMBER", help="CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
+    _section_flag(p)
+    p.add_argument("--handling", action="append", default=[], help="handling code, e.g. H2")
+    p.add_argument("--to", action="append", help="only these recipients (default: all allowed)")
+    p.add_argument("--allow-agency", action="append", default=[])
+    p.add_argument("--deny-agency", action="append", default=[])
+    p.add_argument("--allow-country", action="append", default=[])
+    p.add_argument("--deny-country", action="append", default=[])
+    p.add_argument("--allow-group", action="append", default=[])
+    p.add_argument("--deny-group", action="append", default=[])
+    p.add_argument("--expires-in-days", type=int, default=365)
+
+
+def _section_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--section",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT|NAME=@FILE",
+        help="a section's content (repeat per section)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _register_lifecycle(nsub: Any) -> None:
+    def action(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = nsub.add_parser(name, help=help)
+        _common(p)
+        p.add_argument("notice_id")
+        p.set_defaults(func=func)
+        return p
+
+    p = action("suspend", "originator: suspend a notice for a while", run_suspend)
+    p.add_argument(
+        "--until-hours", type=_positive_float, required=True, help="hours from now (max 6 months)"
+    )
+    p.add_argument("--reason", default="")
+    p = action("resume", "originator: end a notice's suspension now", run_resume)
+    p.add_argument("--reason", default="")
+    p = action("withdraw", "originator: withdraw a notice; every copy is deleted", run_withdraw)
+    p.add_argument("--reason", required=True)
+    p = action("cancel", "originator: cancel a notice (its purpose was met)", run_cancel)
+    p.add_argument("--reason", required=True)
+    p = action("extend", "originator: keep a notice longer, with a justification", run_extend)
+    p.add_argument(
+        "--days", type=_positive_int, required=True, help="new expiry: this many days from now"
+    )
+    p.add_argument("--justification", required=True)
+    p = action("flag", "recipient: the action will not be taken on your territory", run_flag)
+    p.add_argument("--reason", required=True)
+    p = action("lift-flag", "recipient: lift the flag you set on a notice", run_lift_flag)
+    p.add_argument("--reason", default="")
+    p = action(
+        "request-lift", "originator: ask a flagging recipient to lift its flag", run_request_lift
+    )
+    p.add_argument(
+        "--target",
+        required=True,
+        metavar="AGENCY",
+        help="the flagging agency (--agency is this node's own id)",
+    )
+    p.add_argument("--reason", default="")
+
+
+def _register_replies(nsub: Any) -> None:
+    def reply(name: str, help: str, kind: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = nsub.add_parser(name, help=help)
+        _common(p)
+        p.add_argument("notice_id", help="the notice answered")
+        _section_flag(p)
+        p.add_argument("--tlp", default="AMBER", help="CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
+        p.set_defaults(func=run_reply, reply_kind=kind)
+        return p
+
+    for name, kind, help in (
+        ("report", "reply.hit_report", "recipient: report a hit to the notice's originator"),
+        ("ask", "reply.info_request", "recipient: ask the notice's originator for information"),
+    ):
+        p = reply(name, help, kind)
+        p.add_argument(
+            "--to", help="the notice's originator (default: from the notice in your inbox)"
+        )
+        p.add_argument(
+            "--purpose", help="the notice's purpose (default: from the notice in your inbox)"
+        )
+        p.add_argument(
+            "--respond-within-hours",
+            type=_positive_float,
+            help="ask for an answer within this many hours (a deadline)",
+        )
+    p = reply("correct", "originator: send a correction to a recipient", "reply.correction")
+    p.add_argument("--to", required=True, help="the recipient corrected")
+    p.add_argument("--purpose", required=True, help="the notice's purpose")
+    p.set_defaults(respond_within_hours=None)
+
+    rp = nsub.add_parser("replies", help="hit reports, requests and corrections you sent or got")
+    _common(rp)
+    rp.add_argument("--open", action="store_true", help="only those still awaiting an answer")
+    rp.set_defaults(func=run_replies)
 
 
 def _node(args: argparse.Namespace) -> Any:
@@ -132,6 +263,8 @@ def run_publish(args: argparse.Namespace) -> int:
                     restrictions=restrictions,
                     recipients=args.to,
                     expires_in_days=args.expires_in_days,
+                    notice_id=getattr(args, "notice_id", None),
+                    version=getattr(args, "version", 1),
                 )
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
@@ -152,7 +285,9 @@ def run_publish(args: argparse.Namespace) -> int:
                 )
             )
         else:
-            print(f"published {result.notice_id} v{result.version}")
+            verb = "updated" if result.version > 1 else "published"
+            dup = " (already published: nothing changed)" if result.duplicate else ""
+            print(f"{verb} {result.notice_id} v{result.version}{dup}")
             for recipient, secs in sorted(result.audience.items()):
                 print(f"  {recipient:<12} {', '.join(secs)}")
             for w in result.withheld:
@@ -201,15 +336,49 @@ def run_listen(args: argparse.Namespace) -> int:
                 stop.set()
 
         async def on_event(event: agency_pb2.StatusEvent) -> None:
-            print(
-                f"event: {agency_pb2.EventKind.Name(event.kind)} notice {event.notice_id} "
-                f"to {event.recipient}: {event.detail}",
-                flush=True,
-            )
+            kind = agency_pb2.EventKind.Name(event.kind)
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "event": kind.removeprefix("EVENT_KIND_").lower(),
+                            "notice_id": event.notice_id,
+                            "version": event.version,
+                            "recipient": event.recipient,
+                            "detail": event.detail,
+                        }
+                    ),
+                    flush=True,
+                )
+            else:
+                print(
+                    f"event: {kind} notice {event.notice_id} to {event.recipient}: {event.detail}",
+                    flush=True,
+                )
+
+        async def on_lifecycle(notice: LifecycleNotice) -> None:
+            a = notice.action
+            if args.json:
+                row: dict[str, object] = {
+                    "lifecycle": notice.kind,
+                    "notice_id": a.notice_id,
+                    "actor": a.actor,
+                    "reason": a.reason,
+                    "erased": notice.erased,
+                }
+                if a.version:
+                    row["version"] = a.version
+                if a.until_ms:
+                    row["until_ms"] = a.until_ms
+                if a.target:
+                    row["target"] = a.target
+                print(json.dumps(row), flush=True)
+            else:
+                print(f"lifecycle: {_describe_action(notice)}", flush=True)
 
         async with _node(args) as node:
             try:
-                await node.listen(handle, stop=stop, on_event=on_event)
+                await node.listen(handle, stop=stop, on_event=on_event, on_lifecycle=on_lifecycle)
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
         return 0
@@ -281,6 +450,247 @@ def run_status(args: argparse.Namespace) -> int:
                     f"{row['recipient']:<12} v{row['version']} {row['state']:<13} "
                     f"attempts={row['attempts']} receipt={'yes' if row['receipt'] else 'no'}"
                 )
+        return 0
+
+    return asyncio.run(go())
+
+
+# -- lifecycle --------------------------------------------------------------------------
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _copies(n: int) -> str:
+    return f"{n} local cop{'y' if n == 1 else 'ies'}"
+
+
+def _describe_action(notice: LifecycleNotice) -> str:
+    """One line for a LifecycleNotice, e.g. 'withdraw N by FR-NCB: arrested; erased ...'."""
+    a = notice.action
+    text = f"{notice.kind} {a.notice_id}"
+    if a.version:
+        text += f" v{a.version}"
+    text += f" by {a.actor}"
+    if a.target:
+        text += f" to {a.target}"
+    if a.until_ms:
+        text += f" until {_when(a.until_ms)}"
+    if a.reason:
+        text += f": {a.reason}"
+    if notice.erased:
+        text += f"; erased {_copies(notice.erased)}"
+    return text
+
+
+ActCall = Callable[["AgencyNode"], Awaitable[agency_pb2.ActResponse]]
+
+
+def _act(args: argparse.Namespace, kind: str, call: ActCall, until_ms: int = 0) -> int:
+    """Send one lifecycle action and print what the broker did with it."""
+
+    async def go() -> int:
+        async with _node(args) as node:
+            try:
+                result = await call(node)
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(exc)
+        if args.json:
+            row: dict[str, object] = {
+                "action": kind,
+                "notice_id": args.notice_id,
+                "action_id": result.action_id,
+                "told": list(result.told),
+                "purged": result.purged,
+                "duplicate": result.duplicate,
+            }
+            if until_ms:
+                row["until_ms"] = until_ms
+            print(json.dumps(row))
+        else:
+            until = f" until {_when(until_ms)}" if until_ms else ""
+            told = ", ".join(result.told) or "nobody (no recipient holds a copy)"
+            line = f"{kind} {args.notice_id}{until}: told {told}"
+            if result.purged:
+                n = result.purged
+                line += f"; {n} undelivered cop{'y' if n == 1 else 'ies'} purged from the broker"
+            if result.duplicate:
+                line += " (already recorded: nothing changed)"
+            print(line)
+        return 0
+
+    return asyncio.run(go())
+
+
+def run_suspend(args: argparse.Namespace) -> int:
+    until = _now_ms() + int(args.until_hours * HOUR_MS)
+    return _act(
+        args, "suspend", lambda n: n.suspend(args.notice_id, until, args.reason), until_ms=until
+    )
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    return _act(args, "resume", lambda n: n.resume(args.notice_id, args.reason))
+
+
+def run_withdraw(args: argparse.Namespace) -> int:
+    return _act(args, "withdraw", lambda n: n.withdraw(args.notice_id, args.reason))
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    return _act(args, "cancel", lambda n: n.cancel(args.notice_id, args.reason))
+
+
+def run_extend(args: argparse.Namespace) -> int:
+    until = _now_ms() + args.days * DAY_MS
+    return _act(
+        args,
+        "extend",
+        lambda n: n.extend(args.notice_id, until, args.justification),
+        until_ms=until,
+    )
+
+
+def run_flag(args: argparse.Namespace) -> int:
+    return _act(args, "flag", lambda n: n.flag(args.notice_id, args.reason))
+
+
+def run_lift_flag(args: argparse.Namespace) -> int:
+    return _act(args, "lift_flag", lambda n: n.lift_flag(args.notice_id, args.reason))
+
+
+def run_request_lift(args: argparse.Namespace) -> int:
+    return _act(
+        args,
+        "request_flag_lift",
+        lambda n: n.request_flag_lift(args.notice_id, args.target, args.reason),
+    )
+
+
+# -- replies ----------------------------------------------------------------------------
+def _held_header(node: AgencyNode, notice_id: str) -> notice_pb2.NoticeHeader | None:
+    """The header of the latest version of a notice this node holds (verified), if any."""
+    from broker.core.envelope import OpenError
+
+    row = node.inbox.conn.execute(
+        "SELECT delivery FROM inbox WHERE notice_id=? AND delivery<>x'' "
+        "ORDER BY version DESC LIMIT 1",
+        (notice_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    try:
+        header = node.open(notice_pb2.Delivery.FromString(bytes(row[0]))).header
+    except OpenError:
+        return None
+    return header
+
+
+def run_reply(args: argparse.Namespace) -> int:
+    sections = _sections(args.section)
+    within_ms = int(args.respond_within_hours * HOUR_MS) if args.respond_within_hours else 0
+
+    async def go() -> int:
+        async with _node(args) as node:
+            purpose, to = args.purpose, args.to
+            if purpose is None or to is None:
+                header = _held_header(node, args.notice_id)
+                if header is None:
+                    raise InvalidArgument(
+                        f"notice {args.notice_id} is not in {args.agency}'s inbox: "
+                        "give --to (its originator) and --purpose"
+                    )
+                purpose, to = purpose or header.purpose, to or header.originator
+            try:
+                result = await node.reply(
+                    args.reply_kind,
+                    args.notice_id,
+                    sections,
+                    to=to,
+                    purpose=purpose,
+                    respond_within_ms=within_ms,
+                    tlp=args.tlp,
+                )
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(exc)
+        recipients = sorted(result.audience)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "notice_id": result.notice_id,
+                        "version": result.version,
+                        "kind": args.reply_kind,
+                        "in_reply_to": args.notice_id,
+                        "to": recipients,
+                        "respond_within_ms": within_ms,
+                        "duplicate": result.duplicate,
+                    }
+                )
+            )
+        else:
+            line = (
+                f"sent {args.reply_kind} {result.notice_id} to {', '.join(recipients)} "
+                f"in reply to {args.notice_id}"
+            )
+            if within_ms:
+                line += f"; answer requested within {args.respond_within_hours:g} h"
+            print(line)
+        return 0
+
+    return asyncio.run(go())
+
+
+def _reply_state(r: agency_pb2.ReplyInfo) -> str:
+    if r.answered_by:
+        return "answered"
+    if r.overdue:
+        return "overdue"
+    return "open" if r.respond_by_ms else "no answer requested"
+
+
+def run_replies(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _node(args) as node:
+            try:
+                response = await node.replies(open_only=args.open)
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(exc)
+        if args.json:
+            rows = [
+                {
+                    "notice_id": r.notice_id,
+                    "kind": r.kind,
+                    "in_reply_to": r.in_reply_to,
+                    "from": getattr(r, "from"),
+                    "to": r.to,
+                    "sent_at_ms": r.sent_at_ms,
+                    "respond_by_ms": r.respond_by_ms,
+                    "answered_by": r.answered_by,
+                    "overdue": r.overdue,
+                    "state": _reply_state(r),
+                }
+                for r in response.replies
+            ]
+            print(json.dumps(rows))
+            return 0
+        if not response.replies:
+            print("no open replies" if args.open else "no replies")
+        for r in response.replies:
+            deadline = f", respond by {_when(r.respond_by_ms)}" if r.respond_by_ms else ""
+            answered = f" by {r.answered_by}" if r.answered_by else ""
+            print(
+                f"{r.kind:<18} {r.notice_id} {getattr(r, 'from')} -> {r.to} "
+                f"(re {r.in_reply_to}), sent {_when(r.sent_at_ms)}{deadline}: "
+                f"{_reply_state(r)}{answered}"
+            )
         return 0
 
     return asyncio.run(go())

@@ -128,8 +128,9 @@ def _after_publish(
     before: NoticeState | None,
     recipients: set[str],
     now: int,
-) -> None:
-    """Track the new version; tell holders of older versions it supersedes; file replies."""
+) -> list[str]:
+    """Track the new version; tell holders of older versions it supersedes; file replies.
+    Returns the agencies told to delete an older version."""
     store.track_notice(record.notice_id, record.expires_at_ms)
     if record.version > 1:
         store.purge_pending(
@@ -154,6 +155,8 @@ def _after_publish(
                 effect=lifecycle.Effect(tell=tuple(dropped)),
                 now_ms=now,
             )
+    else:
+        dropped = []
     if header.kind.startswith(REPLY_PREFIX):
         store.record_reply(
             ReplyRow(
@@ -167,6 +170,7 @@ def _after_publish(
                 answered_by="",
             )
         )
+    return dropped
 
 
 def _lease_controls(agency: str, limit: int, lease_ms: int, store: Any) -> list[LeasedControl]:
@@ -321,7 +325,10 @@ class AgencyService:
             )
         }
 
+        told: list[str] = []  # holders of older versions told they were dropped
+
         def write(store: Any) -> Any:
+            told.clear()
             before = {
                 r.notice_id: _check_version(
                     store,
@@ -346,6 +353,8 @@ class AgencyService:
             return outcomes
 
         outcomes = await self.app.runner.call(write)
+        for agency_id in told:
+            self.app.wake(agency_id)
         resp = agency_pb2.PublishResponse()
         for o in outcomes:
             resp.results.add(
@@ -396,21 +405,22 @@ class AgencyService:
             ]
             done = store.record_control_receipts(controls)
             if done:
+                by_action = {c.action_id: c for c in controls}
                 store.tlog_append(
                     [
                         logleaf.lifecycle(
                             kind="acknowledged",
-                            notice_id=c.action_id.split("/")[0],
+                            notice_id=notice_id,
                             version=0,
                             originator="",
-                            recipient=c.recipient,
-                            detail=c.action_id,
+                            recipient=by_action[action_id].recipient,
+                            detail=action_id,
                             logged_at_ms=now,
                         )
-                        for c in controls
+                        for action_id, notice_id in done
                     ]
                 )
-            acks += [agency_pb2.ReceiptAck(action_id=a) for a in done]
+            acks += [agency_pb2.ReceiptAck(action_id=a, notice_id=n) for a, n in done]
             return acks
 
         acks: list[agency_pb2.ReceiptAck] = await self.app.runner.call(write)

@@ -270,15 +270,15 @@ class LifecycleStoreMixin:
             )
         return events
 
-    def record_control_receipts(self, receipts: Sequence[ControlReceipt]) -> list[str]:
-        """Mark control deliveries acknowledged (idempotent); return their action ids.
+    def record_control_receipts(self, receipts: Sequence[ControlReceipt]) -> list[tuple[str, str]]:
+        """Mark control deliveries acknowledged (idempotent); return (action id, notice id).
 
         Raises NotFound for an action never sent to that recipient and InvalidArgument
         when the receipt names other action bytes than those sent."""
         accepted = []
         for r in receipts:
             row = self.conn.execute(
-                "SELECT c.seq, c.state, a.action FROM controls c "
+                "SELECT c.seq, c.state, a.action, a.notice_id FROM controls c "
                 "JOIN lifecycle_actions a ON a.action_id=c.action_id "
                 "WHERE c.action_id=? AND c.recipient=?",
                 (r.action_id, r.recipient),
@@ -293,7 +293,7 @@ class LifecycleStoreMixin:
                     "WHERE seq=?",
                     (DELIVERED, r.at_ms, r.proven, row[0]),
                 )
-            accepted.append(r.action_id)
+            accepted.append((r.action_id, str(row[3])))
         return accepted
 
     def control_status(self, notice_id: str) -> list[tuple[str, str, str, str, int]]:

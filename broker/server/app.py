@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from broker import pki
 from broker.bundles import read_bundle_dir
 from broker.config import ServerConfig
-from broker.core import lifecycle
+from broker.core import lifecycle, logleaf
 from broker.core.activation import bundle_files, bundle_message
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
@@ -330,6 +330,19 @@ def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
         signature=b"",
         effect=effect,
         now_ms=now,
+    )
+    store.tlog_append(
+        [
+            logleaf.lifecycle(
+                kind="expired",
+                notice_id=notice_id,
+                version=version,
+                originator=state.originator,
+                recipient="",
+                detail="retention period ended; ciphertext purged",
+                logged_at_ms=now,
+            )
+        ]
     )
     never = sorted(state.pending)
     detail = "expired and purged; " + (

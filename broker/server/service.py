@@ -155,6 +155,20 @@ def _after_publish(
                 effect=lifecycle.Effect(tell=tuple(dropped)),
                 now_ms=now,
             )
+            store.tlog_append(
+                [
+                    logleaf.lifecycle(
+                        kind="superseded",
+                        notice_id=record.notice_id,
+                        version=record.version,
+                        originator=record.originator,
+                        recipient=r,
+                        detail=f"not in version {record.version}",
+                        logged_at_ms=now,
+                    )
+                    for r in dropped
+                ]
+            )
     else:
         dropped = []
     if header.kind.startswith(REPLY_PREFIX):

@@ -284,7 +284,7 @@ async def test_expiry_purges_a_notice_never_delivered(broker: Running) -> None:
 
 async def test_expiry_tells_holders_to_delete(broker: Running) -> None:
     async with agencies(broker, "FR-NCB", "DE-BKA") as a:
-        notice_id = await publish(a["FR-NCB"].node, ["DE-BKA"], expires_in_ms=2500)
+        notice_id = await publish(a["FR-NCB"].node, ["DE-BKA"], expires_in_ms=4000)
         await until(lambda: len(a["DE-BKA"].notices) == 1)
         await until(lambda: kinds(a["DE-BKA"]) == ["expired"])
         assert a["DE-BKA"].node.inbox.held(notice_id) == 0

@@ -322,6 +322,16 @@ def run_listen(args: argparse.Namespace) -> int:
                             "originator": notice.originator,
                             "kind": notice.header.kind,
                             "sections": sections,
+                            "obligations": [
+                                {
+                                    "section": o.section,
+                                    "kind": o.kind,
+                                    "text": o.text,
+                                    "rule": o.rule,
+                                    "days": o.days,
+                                }
+                                for o in notice.obligations
+                            ],
                         }
                     ),
                     flush=True,
@@ -332,6 +342,9 @@ def run_listen(args: argparse.Namespace) -> int:
                     f"v{notice.version}: {', '.join(sections)}",
                     flush=True,
                 )
+                for o in notice.obligations:
+                    if o.kind != "max_retention_days":
+                        print(f"  caveat ({o.section}, {o.kind}): {o.text}", flush=True)
             if args.count and count >= args.count:
                 stop.set()
 

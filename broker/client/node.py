@@ -82,6 +82,9 @@ class ReceivedNotice:
     header_digest: bytes
     sections: Mapping[str, bytes]
     attempt: int
+    # What the policy asks of this recipient: show the caveats to those who handle the
+    # notice, do not pass it on where so marked, delete it within max_retention_days.
+    obligations: tuple[notice_pb2.Obligation, ...] = ()
 
     @property
     def notice_id(self) -> str:
@@ -536,7 +539,11 @@ class AgencyNode:
             self._originator_key(delivery),
         )
         return ReceivedNotice(
-            opened.header, opened.header_digest, dict(opened.sections), delivery.attempt
+            opened.header,
+            opened.header_digest,
+            dict(opened.sections),
+            delivery.attempt,
+            tuple(delivery.obligations),
         )
 
     def _receipt(self, notice: ReceivedNotice) -> notice_pb2.Receipt:
@@ -547,6 +554,7 @@ class AgencyNode:
             header_digest=notice.header_digest,
             sections=sorted(notice.sections),
             received_at_ms=now_ms(),
+            obligations=sorted(f"{o.section}:{o.kind}:{o.rule}" for o in notice.obligations),
         )
 
     async def _redispatch(self, handler: Handler) -> None:

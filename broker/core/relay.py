@@ -354,19 +354,25 @@ def recheck(
     sections: Sequence[str],
     policy: Bundle,
     now_ms: int,
-) -> str | None:
-    """Re-run the policy when a queued delivery is due; return why to withhold it, or None.
+) -> tuple[str | None, list[notice_pb2.Obligation]]:
+    """Re-run the policy when a queued delivery is due.
 
+    Returns (why to withhold it, or None; the obligations to carry to the recipient).
     A delivery is all or nothing (the recipient's wrap holds exactly its sections), so
     one section no longer allowed withholds the whole delivery.
     """
     if recipient is None:
-        return "the recipient is no longer in the registry"
+        return "the recipient is no longer in the registry", []
     decision = policy.decide(facts, recipient, now_ms=now_ms)
-    refused = [d for d in decision.decisions if d.section in sections and not d.allowed]
-    if not refused:
-        return None
-    return "; ".join(
-        f"{d.section}: {d.reason} [{', '.join(d.rules)}] under policy {policy.version[:12]}"
-        for d in refused
-    )
+    mine = [d for d in decision.decisions if d.section in sections]
+    refused = [d for d in mine if not d.allowed]
+    if refused:
+        return "; ".join(
+            f"{d.section}: {d.reason} [{', '.join(d.rules)}] under policy {policy.version[:12]}"
+            for d in refused
+        ), []
+    return None, [
+        notice_pb2.Obligation(section=d.section, kind=o.kind, text=o.text, rule=o.rule, days=o.days)
+        for d in mine
+        for o in d.obligations
+    ]

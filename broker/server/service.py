@@ -490,7 +490,7 @@ class AgencyService:
 
     def _recheck(
         self, recipient: str, sections: tuple[str, ...], envelope: notice_pb2.Envelope
-    ) -> str | None:
+    ) -> tuple[str | None, list[notice_pb2.Obligation]]:
         header = notice_pb2.NoticeHeader.FromString(envelope.header.header_bytes)
         restrictions = notice_pb2.OriginatorRestrictions.FromString(
             self._restrictions(header.notice_id, envelope)
@@ -513,15 +513,16 @@ class AgencyService:
         self.app.wake(event.agency)
         return True
 
-    async def _withheld_at_forwarding(
+    async def _forward_check(
         self, recipient: str, d: LeasedDelivery, envelope: notice_pb2.Envelope
-    ) -> bool:
-        """Re-check a leased delivery against the policy, registry and restrictions of now."""
-        reason = self._recheck(recipient, d.sections, envelope)
-        if reason is None:
-            return False
-        await self._withhold(d.seq, reason)
-        return True
+    ) -> list[notice_pb2.Obligation] | None:
+        """Re-check a leased delivery against the policy, registry and restrictions of now:
+        None if it was withheld, else the obligations to carry with it."""
+        reason, obligations = self._recheck(recipient, d.sections, envelope)
+        if reason is not None:
+            await self._withhold(d.seq, reason)
+            return None
+        return obligations
 
     async def update_restrictions(
         self, data: bytes, context: Ctx
@@ -555,7 +556,7 @@ class AgencyService:
         withheld = 0
         for seq, recipient, _version, sections, envelope_bytes in queued:
             envelope = notice_pb2.Envelope.FromString(envelope_bytes)
-            reason = self._recheck(recipient, sections, envelope)
+            reason, _ = self._recheck(recipient, sections, envelope)
             if reason is not None and await self._withhold(seq, reason):
                 withheld += 1
         return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
@@ -711,9 +712,11 @@ class AgencyService:
                         for d in leased:
                             envelope = notice_pb2.Envelope()
                             envelope.ParseFromString(d.envelope)
-                            if await self._withheld_at_forwarding(me, d, envelope):
+                            obligations = await self._forward_check(me, d, envelope)
+                            if obligations is None:
                                 continue
                             delivery = env.delivery_for(envelope, me, d.sections)
+                            delivery.obligations.extend(obligations)
                             delivery.sequence = d.seq
                             delivery.attempt = d.attempt
                             originator = self.app.registry.get(env.peek_originator(envelope.header))

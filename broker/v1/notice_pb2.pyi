@@ -598,6 +598,7 @@ class Delivery(_message.Message):
     WRAP_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ORIGINATOR_STATEMENT_FIELD_NUMBER: _builtins.int
+    OBLIGATIONS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """per-recipient, strictly increasing"""
     attempt: _builtins.int
@@ -611,6 +612,10 @@ class Delivery(_message.Message):
     def originator_statement(self) -> Global___SignedKeyStatement:
         """CA-signed: the key to verify the header with"""
 
+    @_builtins.property
+    def obligations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Obligation]:
+        """what the policy asks of this recipient (see policies/)"""
+
     def __init__(
         self,
         *,
@@ -620,14 +625,54 @@ class Delivery(_message.Message):
         wrap: Global___KeyWrap | None = ...,
         attempt: _builtins.int = ...,
         originator_statement: Global___SignedKeyStatement | None = ...,
+        obligations: _abc.Iterable[Global___Obligation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "originator_statement", b"originator_statement", "wrap", b"wrap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "header", b"header", "originator_statement", b"originator_statement", "sections", b"sections", "sequence", b"sequence", "wrap", b"wrap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "header", b"header", "obligations", b"obligations", "originator_statement", b"originator_statement", "sections", b"sections", "sequence", b"sequence", "wrap", b"wrap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
+
+@_typing.final
+class Obligation(_message.Message):
+    """A condition the recipient must honour for a section it receives: handling caveats to show
+    and acknowledge, no onward transmission, a maximum retention, ...
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECTION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    section: _builtins.str
+    kind: _builtins.str
+    """acknowledge, no_onward_transmission, max_retention_days, ..."""
+    text: _builtins.str
+    """what to show the people who handle the notice"""
+    rule: _builtins.str
+    """the rule that attached it"""
+    days: _builtins.int
+    """max_retention_days: the limit"""
+    def __init__(
+        self,
+        *,
+        section: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        text: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "kind", b"kind", "rule", b"rule", "section", b"section", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Obligation: _TypeAlias = Obligation  # noqa: Y015
 
 @_typing.final
 class Receipt(_message.Message):
@@ -642,6 +687,7 @@ class Receipt(_message.Message):
     SECTIONS_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
     ACTION_ID_FIELD_NUMBER: _builtins.int
+    OBLIGATIONS_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     version: _builtins.int
     recipient: _builtins.str
@@ -654,6 +700,12 @@ class Receipt(_message.Message):
     def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """section names received and opened"""
 
+    @_builtins.property
+    def obligations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """is then the SHA-256 of the signed action bytes
+        "section:kind:rule" of each obligation acknowledged
+        """
+
     def __init__(
         self,
         *,
@@ -664,10 +716,11 @@ class Receipt(_message.Message):
         sections: _abc.Iterable[_builtins.str] | None = ...,
         received_at_ms: _builtins.int = ...,
         action_id: _builtins.str = ...,
+        obligations: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "header_digest", b"header_digest", "notice_id", b"notice_id", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "sections", b"sections", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "header_digest", b"header_digest", "notice_id", b"notice_id", "obligations", b"obligations", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "sections", b"sections", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

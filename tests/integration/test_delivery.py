@@ -196,3 +196,27 @@ async def test_delivery_status_only_for_own_notices(broker: Running) -> None:
             agency_pb2.DeliveryStatusRequest(notice_id=notice_id), timeout=5
         )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_obligations_reach_the_recipient_and_its_receipt(broker: Running) -> None:
+    # H2 (Europol handling code): no onward transmission, carried as an obligation.
+    async with broker.node("FR-NCB") as fr, broker.node("DE-BKA") as de:
+        await fr.publish(
+            kind="interpol.red",
+            purpose="locate_arrest",
+            sections={k: v for k, v in RED_SECTIONS.items() if k != "biometrics"},
+            handling_codes=["H2"],
+            recipients=["DE-BKA"],
+        )
+        got: list[ReceivedNotice] = []
+        stop = asyncio.Event()
+
+        async def handle(notice: ReceivedNotice) -> None:
+            got.append(notice)
+            stop.set()
+
+        await asyncio.wait_for(de.listen(handle, stop=stop), 10)
+    kinds = {o.kind for o in got[0].obligations}
+    assert "no_onward_transmission" in kinds
+    assert "max_retention_days" in kinds
+    assert all(o.rule for o in got[0].obligations)

@@ -63,10 +63,14 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
     bad = sorted(set(limits) - known_limits)
     if bad:
         raise InvalidArgument(f"{path}: unknown key(s) in [limits]: {bad}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    # Paths in the file are relative to the file; paths given on the command line to the
+    # current directory.
     for key in _PATHS & set(values):
         p = Path(values[key])
         values[key] = p if p.is_absolute() else base / p
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if not isinstance(values.get("listen", ""), str):
+        raise InvalidArgument(f'{path}: [server] listen must be a "host:port" string')
     try:
         return ServerConfig(**values, limits=Limits(**limits))
     except TypeError as exc:

@@ -339,8 +339,11 @@ async def _lifecycle(
     # A flag: the Art. 36 alert's action will not be taken on French territory.
     reason = "discreet checks are not carried out on French territory"
     flag = await fr.flag(art36.notice_id, reason)
+    assert not flag.told  # a recipient is not told who else holds the notice
     say(f'  FR-NCB flagged the {art36_spec["kind"]} notice: "{reason}"')
-    for agency in flag.told:
+    # The broker tells the originator and the other recipients (SIS Art. 24).
+    to_tell = sorted(({str(art36_spec["by"])} | set(art36.audience)) - {"FR-NCB"})
+    for agency in to_tell:
         await _acknowledged(nodes, inboxes, agency, "flag", art36.notice_id)
         role = "originator" if agency == art36_spec["by"] else "recipient"
         say(f"    {agency:<10} told ({role}); acknowledged")
@@ -373,7 +376,7 @@ async def _lifecycle(
             "to": sorted(hit.audience),
             "respond_by_ms": row.respond_by_ms,
         },
-        "flag": {"notice_id": art36.notice_id, "by": "FR-NCB", "told": sorted(flag.told)},
+        "flag": {"notice_id": art36.notice_id, "by": "FR-NCB", "told": to_tell},
         "withdraw": {"notice_id": yellow.notice_id, "by": origin, "erased": erased},
     }
 

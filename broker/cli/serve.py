@@ -43,16 +43,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(config: ServerConfig, port_file: Path | None = None) -> int:
+    from broker.errors import FailedPrecondition
     from broker.server.app import BrokerApp
 
-    app = BrokerApp(config)
-    port = await app.start()
     if config.metrics_listen:
+        # Bind the metrics port first: a port in use is a clear error, not a half-started broker.
         from prometheus_client import start_http_server
 
         host, _, mport = config.metrics_listen.rpartition(":")
-        start_http_server(int(mport), addr=host or "127.0.0.1")
+        try:
+            start_http_server(int(mport), addr=host or "127.0.0.1")
+        except (OSError, ValueError) as exc:
+            raise FailedPrecondition(
+                f"cannot serve metrics on {config.metrics_listen} ({exc}); "
+                "set metrics_listen to a free host:port, or '' to disable"
+            ) from exc
         log.info("metrics serving", extra={"listen": config.metrics_listen})
+    app = BrokerApp(config)
+    port = await app.start()
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(str(port))

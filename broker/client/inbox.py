@@ -42,16 +42,11 @@ class Inbox:
         self.conn = sqlite3.connect(str(path), isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA secure_delete=ON")  # erased means erased
         self.conn.executescript(_SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
-
-    def seen(self, notice_id: str, version: int) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM inbox WHERE notice_id=? AND version=?", (notice_id, version)
-        ).fetchone()
-        return row is not None
 
     def take_in(self, notice_id: str, version: int, delivery: bytes, now_ms: int) -> bool:
         """Record a verified delivery durably; False if it was already there."""
@@ -93,13 +88,9 @@ class Inbox:
         )
         return cur.rowcount == 1
 
-    def actions(self, notice_id: str) -> list[tuple[str, str, str]]:
-        """(kind, actor, reason) of the actions applied to a notice, oldest first."""
-        rows = self.conn.execute(
-            "SELECT kind, actor, reason FROM actions WHERE notice_id=? ORDER BY at_ms",
-            (notice_id,),
-        ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+    def mark_handled_bytes(self, delivery: bytes) -> None:
+        """Mark a stored delivery handled by its bytes (when it can no longer be opened)."""
+        self.conn.execute("UPDATE inbox SET handled=1 WHERE delivery=?", (delivery,))
 
     def unhandled(self) -> list[bytes]:
         rows = self.conn.execute(

@@ -562,7 +562,14 @@ class AgencyNode:
         for data in self.inbox.unhandled():
             delivery = notice_pb2.Delivery()
             delivery.ParseFromString(data)
-            notice = self.open(delivery)
+            try:
+                notice = self.open(delivery)
+            except env.OpenError:
+                # No longer opens (e.g. the originator's key statement has expired since):
+                # keep it out of the way rather than stop the node at every start.
+                log.warning("a stored delivery no longer opens; skipped")
+                self.inbox.mark_handled_bytes(data)
+                continue
             await handler(notice)
             self.inbox.mark_handled(notice.notice_id, notice.version)
             self.stats.received += 1

@@ -89,6 +89,24 @@ def inclusion_proof(index: int, hashes: Sequence[bytes]) -> list[bytes]:
     return path
 
 
+def all_inclusion_proofs(hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """Return the audit path of every leaf, in O(n log n) hashing (RFC 9162 2.1.3.1).
+
+    The same paths as calling inclusion_proof for each index, which costs O(n) each.
+    """
+    n = len(hashes)
+    if n == 0:
+        return []
+    if n == 1:
+        return [[]]
+    k = _split(n)
+    left, right = hashes[:k], hashes[k:]
+    left_root, right_root = root_from_hashes(left), root_from_hashes(right)
+    return [[*p, right_root] for p in all_inclusion_proofs(left)] + [
+        [*p, left_root] for p in all_inclusion_proofs(right)
+    ]
+
+
 def consistency_proof(old_size: int, hashes: Sequence[bytes]) -> list[bytes]:
     """Return PROOF(m, D[n]) over leaf hashes (RFC 9162 2.1.4.1).
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 
 from broker.core import envelope_suite as es
-from broker.core.merkle import ProofError, inclusion_proof, leaf_hash, root_from_hashes
+from broker.core.merkle import ProofError, all_inclusion_proofs, leaf_hash, root_from_hashes
 from broker.core.merkle import verify_inclusion as _verify_inclusion
 from broker.errors import InvalidArgument
 from broker.v1 import notice_pb2
@@ -106,12 +106,13 @@ def verify_receipt_batch(
         raise ReceiptError(f"batch.signature does not verify with the key of {batch.signer!r}")
     for i, leaf in enumerate(batch.receipts):
         _parse_receipt(leaf, batch.signer, f"receipts[{i}]")
+    proofs = all_inclusion_proofs(hashes)
     return [
         notice_pb2.ProvenReceipt(
             receipt=leaf,
             leaf_index=i,
             batch_size=len(hashes),
-            proof=inclusion_proof(i, hashes),
+            proof=proofs[i],
             batch_root=root,
             signature=batch.signature,
             signer=batch.signer,

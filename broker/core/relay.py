@@ -152,6 +152,11 @@ def resolve_audience(
     """
     if draft.originator and draft.originator != caller:
         raise PermissionDenied(f"you are {caller}; you cannot draft notices as {draft.originator}")
+    me = registry.get(caller)
+    if me is None:
+        raise PermissionDenied(f"{caller} is not in the agency registry")
+    if me.profile.status != "active":
+        raise FailedPrecondition(f"{caller} is {me.profile.status} and may not publish")
     if len(set(sections)) != len(sections):
         raise InvalidArgument("section names must be unique")
     header = notice_pb2.NoticeHeader()

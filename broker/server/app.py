@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,7 +22,7 @@ from broker.core.activation import bundle_files, bundle_message
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import RegisteredAgency
-from broker.errors import InvalidArgument
+from broker.errors import FailedPrecondition, InvalidArgument
 from broker.registry import join_statements, parse_registry
 from broker.server import metrics
 from broker.server.admin_service import AdminService
@@ -64,6 +66,7 @@ class BrokerApp:
         self.revoked = pki.revoked_parties(keys)
         self.registry: dict[str, RegisteredAgency] = {}
         self.restriction_overrides: dict[str, bytes] = {}  # notice id -> restrictions bytes
+        self._lock = _lock_data_dir(config.data_dir)
         self.runner = StoreRunner(SqliteStore.open(config.database))
         self.checkpoints = Checkpointer(self.runner, log_signer)  # signed log checkpoints
         self.sessions: dict[str, Session] = {}
@@ -216,6 +219,8 @@ class BrokerApp:
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Never share the port with another process (gRPC sets SO_REUSEPORT by default).
+                ("grpc.so_reuseport", 0),
             ]
         )
         server.add_generic_rpc_handlers(
@@ -274,7 +279,16 @@ class BrokerApp:
                 events += store.expire_controls(now, limits.max_attempts)
                 events += store.due_reviews(now, review_days)
                 for notice_id in store.due_expiries(now):
-                    events += expire_notice(store, notice_id, now)
+                    # Each expiry on its own: one that fails must not hold back the others,
+                    # nor the lease expiry above.
+                    store.savepoint()
+                    try:
+                        events += expire_notice(store, notice_id, now)
+                    except Exception:
+                        store.rollback_savepoint()
+                        log.exception("expiry failed", extra={"notice_id": notice_id})
+                    else:
+                        store.release_savepoint()
                 return events
 
             try:
@@ -306,6 +320,7 @@ class BrokerApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.runner.close()
+        self._lock.close()
 
 
 def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
@@ -367,5 +382,16 @@ def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
     ]
 
 
-def monotonic() -> float:
-    return time.monotonic()
+def _lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on the data directory for the process's life: two brokers
+    on one SQLite file would each believe they own the delivery state."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "broker.lock").open("wb")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise FailedPrecondition(
+            f"another broker is running on {data_dir}; stop it or use another data_dir"
+        ) from exc
+    return handle

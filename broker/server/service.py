@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -67,6 +68,8 @@ STATE = {
 }
 REPLY_PREFIX = "reply."
 SUBSCRIBE_BATCH = 32
+SUBSCRIBE_BYTES = 6 * 1024 * 1024  # below the 8 MiB message limit, whatever the batch holds
+MAX_RECEIPT_BATCHES = 16
 EVENT_KINDS = {
     "dead_lettered": agency_pb2.EVENT_KIND_DEAD_LETTERED,
     "withheld": agency_pb2.EVENT_KIND_WITHHELD,
@@ -105,6 +108,10 @@ def _check_version(
     closed notice; a reply answers a notice its sender may answer, to whom the law says.
     Returns the notice's state before this publish (None for a new notice)."""
     state: NoticeState | None = store.notice_state(record.notice_id)
+    if state is not None and state.originator != record.originator:
+        raise PermissionDenied(
+            f"notice id {record.notice_id} belongs to another originator; use a new notice id"
+        )
     latest = store.latest_version(record.notice_id)
     if record.version <= latest:
         return state  # a re-publish: the store answers duplicate or ALREADY_EXISTS
@@ -178,13 +185,22 @@ def _after_publish(
                 in_reply_to=header.in_reply_to,
                 kind=header.kind,
                 sender=record.originator,
-                recipient=",".join(sorted(recipients)),
+                recipient="",
                 sent_at_ms=now,
                 respond_by_ms=header.respond_by_ms,
                 answered_by="",
-            )
+            ),
+            sorted(recipients),
         )
     return dropped
+
+
+def _is_uuid(value: str) -> bool:
+    """Client action ids are UUIDs; the broker's own ids (with '/') can never collide."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def _lease_controls(agency: str, limit: int, lease_ms: int, store: Any) -> list[LeasedControl]:
@@ -356,13 +372,15 @@ class AgencyService:
             outcomes = store.publish_logged(items, now_ms())
             for o, (record, _plans) in zip(outcomes, items, strict=True):
                 if not o.duplicate:
-                    _after_publish(
-                        store,
-                        record,
-                        headers[(o.notice_id, o.version)],
-                        before[o.notice_id],
-                        set(o.recipients),
-                        now,
+                    told.extend(
+                        _after_publish(
+                            store,
+                            record,
+                            headers[(o.notice_id, o.version)],
+                            before[o.notice_id],
+                            set(o.recipients),
+                            now,
+                        )
                     )
             return outcomes
 
@@ -390,9 +408,14 @@ class AgencyService:
 
     # -- receipts ------------------------------------------------------------------------
     async def _store_receipts(
-        self, me: str, batch: notice_pb2.ReceiptBatch
+        self, me: str, batches: Sequence[notice_pb2.ReceiptBatch]
     ) -> list[agency_pb2.ReceiptAck]:
-        proven = relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
+        """Verify every batch, then store all of them in one transaction (all or nothing)."""
+        proven = [
+            p
+            for batch in batches
+            for p in relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
+        ]
         now = now_ms()
         records = []
         controls = []
@@ -418,8 +441,8 @@ class AgencyService:
                 for n, v in store.record_receipts_logged(records, now_ms())  # + transparency log
             ]
             done = store.record_control_receipts(controls)
-            if done:
-                by_action = {c.action_id: c for c in controls}
+            first = [(a, n) for a, n, new in done if new]  # a resent receipt is not logged again
+            if first:
                 store.tlog_append(
                     [
                         logleaf.lifecycle(
@@ -427,14 +450,14 @@ class AgencyService:
                             notice_id=notice_id,
                             version=0,
                             originator="",
-                            recipient=by_action[action_id].recipient,
+                            recipient=me,
                             detail=action_id,
                             logged_at_ms=now,
                         )
-                        for action_id, notice_id in done
+                        for action_id, notice_id in first
                     ]
                 )
-            acks += [agency_pb2.ReceiptAck(action_id=a, notice_id=n) for a, n in done]
+            acks += [agency_pb2.ReceiptAck(action_id=a, notice_id=n) for a, n, _ in done]
             return acks
 
         acks: list[agency_pb2.ReceiptAck] = await self.app.runner.call(write)
@@ -446,10 +469,11 @@ class AgencyService:
         req = parse(agency_pb2.SubmitReceiptsRequest, data)
         if not req.batches:
             raise InvalidArgument("SubmitReceiptsRequest carries no batches")
-        resp = agency_pb2.SubmitReceiptsResponse()
-        for batch in req.batches:
-            resp.accepted.extend(await self._store_receipts(me, batch))
-        return resp
+        if len(req.batches) > MAX_RECEIPT_BATCHES:
+            raise ResourceExhausted(f"at most {MAX_RECEIPT_BATCHES} receipt batches per request")
+        return agency_pb2.SubmitReceiptsResponse(
+            accepted=await self._store_receipts(me, list(req.batches))
+        )
 
     # -- GetDeliveryStatus ---------------------------------------------------------------
     async def delivery_status(self, data: bytes, context: Ctx) -> agency_pb2.DeliveryStatusResponse:
@@ -571,19 +595,21 @@ class AgencyService:
         action = lifecycle.verify_action(signed, agency.signing_key)
         if action.actor != me:
             raise PermissionDenied(f"you are {me}; you cannot act as {action.actor!r}")
-        if not action.action_id or not action.notice_id:
-            raise InvalidArgument("action_id and notice_id are required")
+        if not action.notice_id or not _is_uuid(action.action_id):
+            raise InvalidArgument("notice_id is required and action_id must be a lower-case UUID")
         if action.kind in lifecycle.BROKER_ONLY:
             raise PermissionDenied("only the broker declares a notice expired or superseded")
         now = now_ms()
         policy = self.app.policy
 
-        def write(store: Any) -> tuple[tuple[str, ...], int, bool]:
+        def write(store: Any) -> tuple[tuple[str, ...], int, bool, bool]:
             prior = store.lifecycle_action(action.action_id)
             if prior is not None:
-                if prior[0] != action.notice_id:
+                notice_id, actor, action_bytes, told, purged = prior
+                if actor != me or action_bytes != signed.action:
                     raise AlreadyExists(f"action id {action.action_id} is already used")
-                return prior[1], prior[2], True
+                owner = store.notice_owner(notice_id)
+                return told, purged, True, owner == me
             state: NoticeState | None = store.notice_state(action.notice_id)
             if state is None or me not in {state.originator} | state.received | state.pending:
                 raise NotFound(f"no notice {action.notice_id} that you sent or received")
@@ -615,13 +641,17 @@ class AgencyService:
                     )
                 ]
             )
-            return effect.tell, purged, False
+            return effect.tell, purged, False, state.originator == me
 
-        told, purged, duplicate = await self.app.runner.call(write)
+        told, purged, duplicate, is_originator = await self.app.runner.call(write)
         for agency_id in told:
             self.app.wake(agency_id)
+        # Only the originator learns who was told: a recipient must not learn the others.
         return agency_pb2.ActResponse(
-            action_id=action.action_id, told=list(told), purged=purged, duplicate=duplicate
+            action_id=action.action_id,
+            told=list(told) if is_originator else [],
+            purged=purged,
+            duplicate=duplicate,
         )
 
     async def list_replies(self, data: bytes, context: Ctx) -> agency_pb2.ListRepliesResponse:
@@ -652,7 +682,9 @@ class AgencyService:
     ) -> AsyncIterator[agency_pb2.SubscribeResponse]:
         me = self._agency(context)
         session = self.app.open_session(me)
-        outgoing: asyncio.Queue[agency_pb2.SubscribeResponse] = asyncio.Queue()
+        # Bounded: a client that stops reading stops the reader too, and gRPC flow control
+        # pushes back on its writes; the broker never buffers without bound.
+        outgoing: asyncio.Queue[agency_pb2.SubscribeResponse] = asyncio.Queue(maxsize=16)
         credits = 0
         failure: list[BaseException] = []
 
@@ -665,8 +697,8 @@ class AgencyService:
                     credits = min(credits + req.credit.credits, self.app.max_window)
                     session.wake.set()
                 elif which == "receipts":
-                    acked = await self._store_receipts(me, req.receipts)
-                    outgoing.put_nowait(agency_pb2.SubscribeResponse(receipt_acks=acked))
+                    acked = await self._store_receipts(me, [req.receipts])
+                    await outgoing.put(agency_pb2.SubscribeResponse(receipt_acks=acked))
                     session.wake.set()
                 elif which == "ack_events":
                     up_to = req.ack_events.up_to_sequence
@@ -717,6 +749,15 @@ class AgencyService:
                                 continue
                             delivery = env.delivery_for(envelope, me, d.sections)
                             delivery.obligations.extend(obligations)
+                            if (
+                                resp.deliveries
+                                and resp.ByteSize() + delivery.ByteSize() > SUBSCRIBE_BYTES
+                            ):
+                                # Keep each message under the transport's limit.
+                                credits -= len(resp.deliveries)
+                                metrics.DELIVERIES.inc(len(resp.deliveries))
+                                yield resp
+                                resp = agency_pb2.SubscribeResponse()
                             delivery.sequence = d.seq
                             delivery.attempt = d.attempt
                             originator = self.app.registry.get(env.peek_originator(envelope.header))

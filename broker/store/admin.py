@@ -149,11 +149,6 @@ class AdminStoreMixin:
             (notice_id, sequence, restrictions, signed, at_ms),
         )
 
-    def restrictions_override(self, notice_id: str) -> bytes | None:
-        row = self.conn.execute(
-            "SELECT restrictions FROM notice_restrictions WHERE notice_id=?", (notice_id,)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
 
     def all_restriction_overrides(self) -> dict[str, bytes]:
         rows = self.conn.execute("SELECT notice_id, restrictions FROM notice_restrictions")

@@ -64,10 +64,14 @@ class LifecycleStoreMixin:
         if head is None or head[0] is None:
             return None
         rows = self.conn.execute(
-            "SELECT recipient, state FROM deliveries WHERE notice_id=?", (notice_id,)
+            "SELECT recipient, state, version FROM deliveries WHERE notice_id=?", (notice_id,)
         ).fetchall()
-        received = frozenset(r for r, st in rows if st in (DELIVERED, IN_FLIGHT))
-        pending = frozenset(r for r, st in rows if st == PENDING) - received
+        latest = max((v for _r, _st, v in rows), default=0)
+        # Who holds a copy of any version and is still in the audience of the latest one
+        # (those a newer version left out were told to delete theirs).
+        current = frozenset(r for r, _st, v in rows if v == latest)
+        received = current & frozenset(r for r, st, _v in rows if st in (DELIVERED, IN_FLIGHT))
+        pending = frozenset(r for r, st, v in rows if st == PENDING and v == latest) - received
         extra = self.conn.execute(
             "SELECT suspended_until_ms, closed, expires_at_ms, flags FROM notice_state "
             "WHERE notice_id=?",
@@ -88,11 +92,10 @@ class LifecycleStoreMixin:
         )
 
     def track_notice(self, notice_id: str, expires_at_ms: int) -> None:
-        """Start (or, for a new version, refresh) a notice's lifecycle state."""
+        """Start a notice's lifecycle state; a new version's signed expiry replaces the old."""
         self.conn.execute(
             "INSERT INTO notice_state (notice_id, expires_at_ms) VALUES (?, ?) "
-            "ON CONFLICT(notice_id) DO UPDATE SET expires_at_ms=MAX(expires_at_ms, "
-            "excluded.expires_at_ms)",
+            "ON CONFLICT(notice_id) DO UPDATE SET expires_at_ms=excluded.expires_at_ms",
             (notice_id, expires_at_ms),
         )
 
@@ -103,13 +106,18 @@ class LifecycleStoreMixin:
         return int(row[0])
 
     # -- actions -----------------------------------------------------------------------
-    def lifecycle_action(self, action_id: str) -> tuple[str, tuple[str, ...], int] | None:
-        """(notice id, agencies told, copies purged) of an action already taken."""
+    def lifecycle_action(
+        self, action_id: str
+    ) -> tuple[str, str, bytes, tuple[str, ...], int] | None:
+        """(notice id, actor, action bytes, agencies told, copies purged) of an action taken."""
         row = self.conn.execute(
-            "SELECT notice_id, told, purged FROM lifecycle_actions WHERE action_id=?",
+            "SELECT notice_id, actor, action, told, purged FROM lifecycle_actions "
+            "WHERE action_id=?",
             (action_id,),
         ).fetchone()
-        return None if row is None else (row[0], tuple(json.loads(row[1])), int(row[2]))
+        if row is None:
+            return None
+        return row[0], row[1], bytes(row[2]), tuple(json.loads(row[3])), int(row[4])
 
     def take_action(
         self,
@@ -150,9 +158,13 @@ class LifecycleStoreMixin:
             )
         purged = self.purge_pending(notice_id, 0, kind, now_ms) if effect.purge_pending else 0
         if effect.closed:
+            # The ciphertext leaves the broker; digests, decisions and receipts stay. Copies
+            # in flight are already being told to delete: they are not sent again.
+            self.conn.execute("UPDATE notices SET envelope=x'' WHERE notice_id=?", (notice_id,))
             self.conn.execute(
-                "UPDATE notices SET envelope=x'' WHERE notice_id=?", (notice_id,)
-            )  # the ciphertext leaves the broker; digests, decisions and receipts stay
+                "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE notice_id=? AND state=?",
+                (PURGED, notice_id, IN_FLIGHT),
+            )
         self.conn.execute(
             "INSERT INTO lifecycle_actions VALUES (?,?,?,?,?,?,?,?,?)",
             (
@@ -270,8 +282,11 @@ class LifecycleStoreMixin:
             )
         return events
 
-    def record_control_receipts(self, receipts: Sequence[ControlReceipt]) -> list[tuple[str, str]]:
-        """Mark control deliveries acknowledged (idempotent); return (action id, notice id).
+    def record_control_receipts(
+        self, receipts: Sequence[ControlReceipt]
+    ) -> list[tuple[str, str, bool]]:
+        """Mark control deliveries acknowledged (idempotent); return (action id, notice id,
+        whether this is the first acknowledgement).
 
         Raises NotFound for an action never sent to that recipient and InvalidArgument
         when the receipt names other action bytes than those sent."""
@@ -287,13 +302,14 @@ class LifecycleStoreMixin:
                 raise NotFound(f"no lifecycle action {r.action_id} was sent to {r.recipient}")
             if hashlib.sha256(bytes(row[2])).digest() != r.digest:
                 raise InvalidArgument(f"receipt for action {r.action_id} names other bytes")
-            if row[1] != DELIVERED:
+            first = row[1] != DELIVERED
+            if first:
                 self.conn.execute(
                     "UPDATE controls SET state=?, deadline_ms=NULL, delivered_at_ms=?, receipt=? "
                     "WHERE seq=?",
                     (DELIVERED, r.at_ms, r.proven, row[0]),
                 )
-            accepted.append((r.action_id, str(row[3])))
+            accepted.append((r.action_id, str(row[3]), first))
         return accepted
 
     def control_status(self, notice_id: str) -> list[tuple[str, str, str, str, int]]:
@@ -356,21 +372,24 @@ class LifecycleStoreMixin:
         return events
 
     # -- replies ----------------------------------------------------------------------------
-    def record_reply(self, row: ReplyRow) -> None:
-        self.conn.execute(
+    def record_reply(self, row: ReplyRow, recipients: Sequence[str]) -> None:
+        """File a reply once per recipient; a reply to a reply answers it."""
+        self.conn.executemany(
             "INSERT OR IGNORE INTO replies VALUES (?,?,?,?,?,?,?,?)",
-            (
-                row.notice_id,
-                row.in_reply_to,
-                row.kind,
-                row.sender,
-                row.recipient,
-                row.sent_at_ms,
-                row.respond_by_ms,
-                "",
-            ),
+            [
+                (
+                    row.notice_id,
+                    row.in_reply_to,
+                    row.kind,
+                    row.sender,
+                    recipient,
+                    row.sent_at_ms,
+                    row.respond_by_ms,
+                    "",
+                )
+                for recipient in sorted(recipients)
+            ],
         )
-        # A reply to a reply answers it.
         self.conn.execute(
             "UPDATE replies SET answered_by=? WHERE notice_id=? AND answered_by=''",
             (row.notice_id, row.in_reply_to),
@@ -384,7 +403,3 @@ class LifecycleStoreMixin:
             (agency, agency, int(open_only)),
         ).fetchall()
         return [ReplyRow(*r) for r in rows]
-
-
-def recipients_json(values: Sequence[str]) -> str:
-    return json.dumps(sorted(values))

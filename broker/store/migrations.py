@@ -185,14 +185,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX controls_queue ON controls (recipient, state, seq);
     CREATE TABLE replies (
-        notice_id TEXT PRIMARY KEY,
+        notice_id TEXT NOT NULL,
         in_reply_to TEXT NOT NULL,
         kind TEXT NOT NULL,
         sender TEXT NOT NULL,
         recipient TEXT NOT NULL,
         sent_at_ms INTEGER NOT NULL,
         respond_by_ms INTEGER NOT NULL,
-        answered_by TEXT NOT NULL DEFAULT ''
+        answered_by TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (notice_id, recipient)
     );
     CREATE INDEX replies_in_reply_to ON replies (in_reply_to);
     """,

@@ -374,3 +374,12 @@ def test_consistency_fails_for_other_old_size(sizes: tuple[int, int], other: int
     proof = merkle.consistency_proof(m, leaves()[:n])
     with pytest.raises(ProofError):
         merkle.verify_consistency(other, n, tree_root(other), tree_root(n), proof)
+
+
+def test_all_inclusion_proofs_equal_one_by_one() -> None:
+    for n in range(1, 41):
+        hashes = [merkle.leaf_hash(bytes([i])) for i in range(n)]
+        assert merkle.all_inclusion_proofs(hashes) == [
+            merkle.inclusion_proof(i, hashes) for i in range(n)
+        ]
+    assert merkle.all_inclusion_proofs([]) == []

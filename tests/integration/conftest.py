@@ -71,7 +71,9 @@ class Running:
                 private_key=files.key.read_bytes(),
                 certificate_chain=files.cert.read_bytes(),
             )
-        return grpc.aio.secure_channel(self.target, creds)
+        return grpc.aio.secure_channel(
+            self.target, creds, options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+        )
 
     def stub(self, party: Party | None) -> agency_pb2_grpc.AgencyServiceStub:
         return agency_pb2_grpc.AgencyServiceStub(self.channel(party))

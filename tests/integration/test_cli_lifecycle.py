@@ -150,7 +150,7 @@ def test_lifecycle_and_reply_commands(deployment: Deployment, tmp_path: Path) ->
 
         # The recipient flags it; the listening originator prints the action.
         flagged = ok(as_("DE-BKA", "flag", notice_id, "--reason", "no extradition", "--json"))
-        assert flagged["action"] == "flag" and flagged["told"] == ["FR-NCB"]
+        assert flagged["action"] == "flag" and flagged["told"] == []  # hidden from recipients
         line = fr.wait_for(lambda s: s.startswith("lifecycle: flag"))
         assert line == f"lifecycle: flag {notice_id} by DE-BKA: no extradition"
         out = ok(as_("FR-NCB", "request-lift", notice_id, "--target", "DE-BKA", "--reason", "ok"))

@@ -155,6 +155,9 @@ async def test_sigkill_loses_nothing_acknowledged(deployment: Deployment, tmp_pa
             assert not duplicates, f"the application saw notices twice: {duplicates}"
         finally:
             stop.set()
-            await asyncio.wait_for(listener, 10)
-            restarted.send_signal(signal.SIGTERM)  # graceful shutdown exits 0
-            assert await asyncio.to_thread(restarted.wait, 30) == 0, log.read_text()[-2000:]
+            try:
+                await asyncio.wait_for(listener, 10)
+            finally:
+                restarted.send_signal(signal.SIGTERM)  # graceful shutdown exits 0
+                code = await asyncio.to_thread(restarted.wait, 30)
+            assert code == 0, log.read_text()[-2000:]

@@ -220,3 +220,25 @@ async def test_obligations_reach_the_recipient_and_its_receipt(broker: Running) 
     assert "no_onward_transmission" in kinds
     assert "max_retention_days" in kinds
     assert all(o.rule for o in got[0].obligations)
+
+
+async def test_large_deliveries_are_split_across_messages(broker: Running) -> None:
+    # Three notices of ~3 MB each: together above the 8 MiB message limit.
+    big = {**RED_SECTIONS, "case_facts": b"x" * 3_000_000}
+    stub = broker.stub(Party("agency", "FR-NCB"))
+    for _ in range(3):
+        envelope = seal(broker.deployment.keys_dir, red_header(), {"DE-BKA": POLICE}, big)
+        await stub.Publish(agency_pb2.PublishRequest(envelopes=[envelope]), timeout=30)
+    call = broker.stub(Party("agency", "DE-BKA")).Subscribe()
+    await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=10)))
+    got = await read_deliveries(call, 3, timeout=30)
+    assert len(got) == 3
+    call.cancel()
+
+
+async def test_a_second_broker_on_the_same_data_is_refused(broker: Running) -> None:
+    from broker.errors import FailedPrecondition
+    from broker.server.app import BrokerApp
+
+    with pytest.raises(FailedPrecondition, match="another broker"):
+        BrokerApp(broker.app.config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 from broker.bundles import read_bundle_dir
 from broker.client.admin import AdminClient
 from broker.client.node import AgencyNode, LifecycleNotice, ReceivedNotice
+from broker.core import lifecycle
 from broker.sandbox import ADMIN_ID, REPO_POLICIES
-from broker.v1 import agency_pb2
+from broker.v1 import agency_pb2, notice_pb2
 
 from .conftest import Running
 from .helpers import RED_SECTIONS, now_ms
@@ -194,7 +196,7 @@ async def test_flags_reach_originator_and_other_recipients(broker: Running) -> N
         notice_id = await publish(fr, ["DE-BKA", "IT-BORDER"])
         await until(lambda: len(a["DE-BKA"].notices) == 1 and len(a["IT-BORDER"].notices) == 1)
         result = await de.flag(notice_id, "extradition barred by our constitution")
-        assert sorted(result.told) == ["FR-NCB", "IT-BORDER"]
+        assert list(result.told) == []  # a recipient does not learn the other recipients
         await until(lambda: kinds(a["FR-NCB"]) == ["flag"] and kinds(a["IT-BORDER"]) == ["flag"])
         assert a["FR-NCB"].actions[0].action.actor == "DE-BKA"
         await fr.request_flag_lift(notice_id, "DE-BKA", "new assurances given")
@@ -328,3 +330,46 @@ async def test_review_reminder_and_extension(broker: Running, tmp_path: Path) ->
             ).fetchall()
         )
         assert rows == [("extend", "FR-NCB")]
+
+
+async def test_action_ids_are_uuids_and_cannot_hijack_the_brokers(broker: Running) -> None:
+    # The broker's own action ids ("<notice>/v1/expired") can never be taken by an agency,
+    # so nobody can block an expiry or a supersession by using one first.
+    async with agencies(broker, "FR-NCB") as a:
+        fr = a["FR-NCB"].node
+        notice_id = await publish(fr, ["DE-BKA"])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await fr.act(
+                notice_pb2.LIFECYCLE_SUSPEND,
+                notice_id,
+                until_ms=now_ms() + 60_000,
+                action_id=f"{notice_id}/v1/expired",
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Sending the very same signed action twice is one action.
+        action = notice_pb2.LifecycleAction(
+            action_id=str(uuid.uuid4()),
+            notice_id=notice_id,
+            actor="FR-NCB",
+            kind=notice_pb2.LIFECYCLE_SUSPEND,
+            until_ms=now_ms() + 60_000,
+            at_ms=now_ms(),
+        ).SerializeToString()
+        signed = notice_pb2.SignedLifecycleAction(
+            action=action, signature=lifecycle.sign_action(action, fr.credentials.signing_seed)
+        )
+        first = await fr.stub.Act(signed, timeout=5)
+        again = await fr.stub.Act(signed, timeout=5)
+        assert (first.duplicate, again.duplicate) == (False, True)
+        assert broker.count("lifecycle_actions") == 1
+        # Other bytes under a used id are refused, whoever sends them.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await fr.act(notice_pb2.LIFECYCLE_RESUME, notice_id, action_id=first.action_id)
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    async with broker.node("DE-BKA") as de:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await de.act(
+                notice_pb2.LIFECYCLE_FLAG, notice_id, reason="x", action_id=first.action_id
+            )
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert broker.count("lifecycle_actions") == 1

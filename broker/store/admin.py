@@ -149,7 +149,6 @@ class AdminStoreMixin:
             (notice_id, sequence, restrictions, signed, at_ms),
         )
 
-
     def all_restriction_overrides(self) -> dict[str, bytes]:
         rows = self.conn.execute("SELECT notice_id, restrictions FROM notice_restrictions")
         return {r[0]: bytes(r[1]) for r in rows}

@@ -204,7 +204,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         print(f"{party.uri()} was already revoked ({path})")
     else:
         print(f"revoked {party.uri()}: recorded in {path}")
-        print("  distribute revoked.txt to the broker; it refuses this party from then on")
+        print("  copy revoked.txt to the broker and restart it: it reads the list at start")
     return 0
 
 

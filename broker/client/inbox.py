@@ -62,12 +62,14 @@ class Inbox:
             "UPDATE inbox SET handled=1 WHERE notice_id=? AND version=?", (notice_id, version)
         )
 
-    def delete(self, notice_id: str) -> int:
-        """Erase every local copy of a notice; keep a tombstone so a late redelivery of
-        the same version is not taken in again. Returns how many copies were erased."""
+    def delete(self, notice_id: str, below_version: int = 0) -> int:
+        """Erase local copies of a notice (every version, or those below `below_version`);
+        keep a tombstone so a late redelivery is not taken in again. Returns how many
+        copies were erased."""
         cur = self.conn.execute(
-            "UPDATE inbox SET delivery=x'', handled=1 WHERE notice_id=? AND delivery<>x''",
-            (notice_id,),
+            "UPDATE inbox SET delivery=x'', handled=1 WHERE notice_id=? AND delivery<>x'' "
+            "AND (?=0 OR version<?)",
+            (notice_id, below_version, below_version),
         )
         return cur.rowcount
 

@@ -685,7 +685,12 @@ class AgencyNode:
             self.stats.rejected += 1
             log.warning("lifecycle action refused", extra={"error": str(exc)})
             return None
-        erased = self.inbox.delete(action.notice_id) if action.kind in lifecycle.DELETING else 0
+        erased = 0
+        if action.kind == notice_pb2.LIFECYCLE_SUPERSEDED:
+            # Only the versions the new one supersedes (the broker cannot reach further).
+            erased = self.inbox.delete(action.notice_id, below_version=max(action.version, 1))
+        elif action.kind in lifecycle.DELETING:
+            erased = self.inbox.delete(action.notice_id)
         first = self.inbox.record_action(
             action.action_id,
             action.notice_id,

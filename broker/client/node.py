@@ -34,7 +34,7 @@ from broker.core import activation as act
 from broker.core import envelope as env
 from broker.core import lifecycle, relay
 from broker.core import receipts as rcp
-from broker.core.identity import IdentityError, verify_key_statement
+from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import TLP_NAMES
 from broker.errors import InvalidArgument, PermissionDenied, Unavailable
@@ -142,6 +142,8 @@ class AgencyNode:
         self.ca_key = ca_key
         self.ca_cert = ca_cert
         self._policies: dict[str, Bundle] = {}
+        self._serials: dict[str, int] = {}  # newest key statement serial seen per agency
+        self.revoked = pki.revoked_parties(config.keys_dir)
         self._sent_purposes: dict[str, str] = {}  # notice id -> purpose (for replies)
         creds = grpc.ssl_channel_credentials(
             root_certificates=files.ca_cert.read_bytes(),
@@ -267,7 +269,21 @@ class AgencyNode:
                 f"the broker offered a key for {member.agency_id} that the deployment CA "
                 f"did not sign ({exc}); refusing to seal"
             ) from exc
+        self._check_fresh(keys.agency_id, keys.serial)
         return keys.encryption_key
+
+    def _check_fresh(self, agency: str, serial: int) -> None:
+        """Refuse a revoked agency, or a key statement older than one this node has seen
+        (a broker replaying a rotated-out key)."""
+        if Party("agency", agency).uri() in self.revoked:
+            raise PermissionDenied(f"{agency} is revoked (revoked.txt); refusing to seal for it")
+        newest = self._serials.get(agency, 0)
+        if serial < newest:
+            raise PermissionDenied(
+                f"the broker offered key serial {serial} for {agency}, but this node has seen "
+                f"serial {newest}: refusing a rotated-out key"
+            )
+        self._serials[agency] = serial
 
     async def publish(
         self,

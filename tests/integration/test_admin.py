@@ -271,3 +271,13 @@ async def test_active_policy_is_served_to_agencies(broker: Running) -> None:
         expected_version=active.version,
     )
     assert verified.admin.id == "registrar"
+
+
+async def test_node_refuses_to_seal_for_a_revoked_agency(broker: Running) -> None:
+    # The broker reads revoked.txt at start only; a node reads it when it starts, and
+    # refuses to wrap keys for a revoked agency the broker still offers.
+    pki.revoke(broker.deployment.keys_dir, Party("agency", "IT-BORDER"))
+    async with broker.node("FR-NCB") as fr:
+        with pytest.raises(Exception, match="IT-BORDER is revoked"):
+            await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
+    assert broker.count("notices") == 0

@@ -30,8 +30,8 @@ from broker.errors import (
     PermissionDenied,
 )
 from broker.server.peer import caller
-from broker.server.service import now_ms, parse
 from broker.server.status import unary_handler
+from broker.server.wire import now_ms, parse
 from broker.store.api import AgencyRecord
 from broker.v1 import admin_pb2, notice_pb2
 

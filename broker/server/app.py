@@ -28,7 +28,8 @@ from broker.server import metrics
 from broker.server.admin_service import AdminService
 from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # transparency log
 from broker.server.checkpoints import Checkpointer  # transparency log
-from broker.server.service import AgencyService, now_ms
+from broker.server.service import AgencyService
+from broker.server.wire import now_ms
 from broker.store.api import AgencyRecord, Event
 from broker.store.runner import StoreRunner
 from broker.store.sqlite import SqliteStore

@@ -33,8 +33,8 @@ from broker.core import auditing, logleaf
 from broker.core.checkpoint import Checkpoint, format_checkpoint, verify_cosignature
 from broker.errors import InvalidArgument, NotFound, PermissionDenied
 from broker.server.peer import caller
-from broker.server.service import now_ms, parse
 from broker.server.status import unary_handler
+from broker.server.wire import now_ms, parse
 from broker.store.tlog import StoredCheckpoint, TransparencyLogMixin
 from broker.v1 import audit_pb2, notice_pb2
 

@@ -11,29 +11,25 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from broker.core import envelope as env
-from broker.core import lifecycle, logleaf, relay
-from broker.core.lifecycle import NoticeState
+from broker.core import logleaf, relay
 from broker.errors import (
-    AlreadyExists,
     BrokerError,
-    FailedPrecondition,
     InvalidArgument,
-    NotFound,
-    PermissionDenied,
     ResourceExhausted,
 )
 from broker.server import metrics
+from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency
 from broker.server.status import abort, status_of, unary_handler
+from broker.server.wire import now_ms, parse
 from broker.store.api import (
     DEAD,
     DELIVERED,
@@ -48,14 +44,13 @@ from broker.store.api import (
     ReceiptRecord,
     Store,
 )
-from broker.store.lifecycle import ControlReceipt, LeasedControl, ReplyRow
+from broker.store.lifecycle import ControlReceipt, LeasedControl
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
     from broker.server.app import BrokerApp
 
 log = logging.getLogger("broker.server")
-M = TypeVar("M", bound=Message)
 Ctx: TypeAlias = Any  # grpc.aio.ServicerContext (grpc ships no type information)
 
 STATE = {
@@ -66,7 +61,6 @@ STATE = {
     WITHHELD: agency_pb2.DELIVERY_STATE_WITHHELD,
     PURGED: agency_pb2.DELIVERY_STATE_PURGED,
 }
-REPLY_PREFIX = "reply."
 SUBSCRIBE_BATCH = 32
 SUBSCRIBE_BYTES = 6 * 1024 * 1024  # below the 8 MiB message limit, whatever the batch holds
 MAX_RECEIPT_BATCHES = 16
@@ -79,128 +73,12 @@ EVENT_KINDS = {
 }
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def parse(cls: type[M], data: bytes) -> M:
-    """Parse request bytes; raise InvalidArgument naming the expected message."""
-    msg = cls()
-    try:
-        msg.ParseFromString(data)
-    except DecodeError as exc:
-        raise InvalidArgument(f"request is not a valid {cls.DESCRIPTOR.full_name}") from exc
-    return msg
-
-
 def _ack_events(agency: str, up_to: int, store: Store) -> None:
     store.ack_events(agency, up_to)
 
 
 def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedDelivery]:
     return store.lease(agency, limit, now_ms(), lease_ms)
-
-
-def _check_version(
-    store: Any, record: NoticeRecord, header: notice_pb2.NoticeHeader, recipients: frozenset[str]
-) -> NoticeState | None:
-    """Lifecycle rules of a publish: versions go 1, 2, 3 ...; nothing is published on a
-    closed notice; a reply answers a notice its sender may answer, to whom the law says.
-    Returns the notice's state before this publish (None for a new notice)."""
-    state: NoticeState | None = store.notice_state(record.notice_id)
-    if state is not None and state.originator != record.originator:
-        raise PermissionDenied(
-            f"notice id {record.notice_id} belongs to another originator; use a new notice id"
-        )
-    latest = store.latest_version(record.notice_id)
-    if record.version <= latest:
-        return state  # a re-publish: the store answers duplicate or ALREADY_EXISTS
-    if state is not None and state.closed:
-        raise FailedPrecondition(f"notice {record.notice_id} is {state.closed}; it cannot change")
-    if record.version != latest + 1:
-        raise InvalidArgument(
-            f"notice {record.notice_id} is at version {latest}; publish version {latest + 1}"
-        )
-    if header.kind.startswith(REPLY_PREFIX):
-        lifecycle.check_reply(header, recipients, store.notice_state(header.in_reply_to))
-    elif header.in_reply_to:
-        raise InvalidArgument("only reply.* kinds may set in_reply_to")
-    return state
-
-
-def _after_publish(
-    store: Any,
-    record: NoticeRecord,
-    header: notice_pb2.NoticeHeader,
-    before: NoticeState | None,
-    recipients: set[str],
-    now: int,
-) -> list[str]:
-    """Track the new version; tell holders of older versions it supersedes; file replies.
-    Returns the agencies told to delete an older version."""
-    store.track_notice(record.notice_id, record.expires_at_ms)
-    if record.version > 1:
-        store.purge_pending(
-            record.notice_id, record.version, f"superseded by version {record.version}", now
-        )
-        dropped = sorted((before.received if before else frozenset()) - recipients)
-        if dropped:
-            action_id, action = lifecycle.broker_action(
-                notice_pb2.LIFECYCLE_SUPERSEDED,
-                record.notice_id,
-                record.version,
-                f"version {record.version} is no longer shared with you: delete earlier versions",
-                now,
-            )
-            store.take_action(
-                action_id=action_id,
-                notice_id=record.notice_id,
-                actor=lifecycle.BROKER,
-                kind="superseded",
-                action=action,
-                signature=b"",
-                effect=lifecycle.Effect(tell=tuple(dropped)),
-                now_ms=now,
-            )
-            store.tlog_append(
-                [
-                    logleaf.lifecycle(
-                        kind="superseded",
-                        notice_id=record.notice_id,
-                        version=record.version,
-                        originator=record.originator,
-                        recipient=r,
-                        detail=f"not in version {record.version}",
-                        logged_at_ms=now,
-                    )
-                    for r in dropped
-                ]
-            )
-    else:
-        dropped = []
-    if header.kind.startswith(REPLY_PREFIX):
-        store.record_reply(
-            ReplyRow(
-                notice_id=record.notice_id,
-                in_reply_to=header.in_reply_to,
-                kind=header.kind,
-                sender=record.originator,
-                recipient="",
-                sent_at_ms=now,
-                respond_by_ms=header.respond_by_ms,
-                answered_by="",
-            ),
-            sorted(recipients),
-        )
-    return dropped
-
-
-def _is_uuid(value: str) -> bool:
-    """Client action ids are UUIDs; the broker's own ids (with '/') can never collide."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 def _lease_controls(agency: str, limit: int, lease_ms: int, store: Any) -> list[LeasedControl]:
@@ -219,7 +97,7 @@ def _events(agency: str, after: int, store: Store) -> list[Event]:
     return store.events(agency, after, 64)
 
 
-class AgencyService:
+class AgencyService(LifecycleHandlers):
     """Implements broker.v1.AgencyService on a BrokerApp."""
 
     def __init__(self, app: BrokerApp) -> None:
@@ -360,7 +238,7 @@ class AgencyService:
         def write(store: Any) -> Any:
             told.clear()
             before = {
-                r.notice_id: _check_version(
+                r.notice_id: check_version(
                     store,
                     r,
                     headers[(r.notice_id, r.version)],
@@ -373,7 +251,7 @@ class AgencyService:
             for o, (record, _plans) in zip(outcomes, items, strict=True):
                 if not o.duplicate:
                     told.extend(
-                        _after_publish(
+                        after_publish(
                             store,
                             record,
                             headers[(o.notice_id, o.version)],
@@ -584,97 +462,6 @@ class AgencyService:
             if reason is not None and await self._withhold(seq, reason):
                 withheld += 1
         return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
-
-    # -- lifecycle ---------------------------------------------------------------------
-    async def act(self, data: bytes, context: Ctx) -> agency_pb2.ActResponse:
-        me = self._agency(context)
-        signed = parse(notice_pb2.SignedLifecycleAction, data)
-        agency = self.app.registry.get(me)
-        if agency is None:
-            raise PermissionDenied(f"{me} is not in the agency registry")
-        action = lifecycle.verify_action(signed, agency.signing_key)
-        if action.actor != me:
-            raise PermissionDenied(f"you are {me}; you cannot act as {action.actor!r}")
-        if not action.notice_id or not _is_uuid(action.action_id):
-            raise InvalidArgument("notice_id is required and action_id must be a lower-case UUID")
-        if action.kind in lifecycle.BROKER_ONLY:
-            raise PermissionDenied("only the broker declares a notice expired or superseded")
-        now = now_ms()
-        policy = self.app.policy
-
-        def write(store: Any) -> tuple[tuple[str, ...], int, bool, bool]:
-            prior = store.lifecycle_action(action.action_id)
-            if prior is not None:
-                notice_id, actor, action_bytes, told, purged = prior
-                if actor != me or action_bytes != signed.action:
-                    raise AlreadyExists(f"action id {action.action_id} is already used")
-                owner = store.notice_owner(notice_id)
-                return told, purged, True, owner == me
-            state: NoticeState | None = store.notice_state(action.notice_id)
-            if state is None or me not in {state.originator} | state.received | state.pending:
-                raise NotFound(f"no notice {action.notice_id} that you sent or received")
-            spec = policy.kinds.get(state.kind)
-            effect = lifecycle.plan_action(
-                action, state, now_ms=now, retention_days=spec.retention_days if spec else 0
-            )
-            kind = lifecycle.NAMES[action.kind]
-            purged = store.take_action(
-                action_id=action.action_id,
-                notice_id=action.notice_id,
-                actor=me,
-                kind=kind,
-                action=signed.action,
-                signature=signed.signature,
-                effect=effect,
-                now_ms=now,
-            )
-            store.tlog_append(
-                [
-                    logleaf.lifecycle(
-                        kind=kind,
-                        notice_id=action.notice_id,
-                        version=0,
-                        originator=state.originator,
-                        recipient="" if me == state.originator else me,
-                        detail=action.reason,
-                        logged_at_ms=now,
-                    )
-                ]
-            )
-            return effect.tell, purged, False, state.originator == me
-
-        told, purged, duplicate, is_originator = await self.app.runner.call(write)
-        for agency_id in told:
-            self.app.wake(agency_id)
-        # Only the originator learns who was told: a recipient must not learn the others.
-        return agency_pb2.ActResponse(
-            action_id=action.action_id,
-            told=list(told) if is_originator else [],
-            purged=purged,
-            duplicate=duplicate,
-        )
-
-    async def list_replies(self, data: bytes, context: Ctx) -> agency_pb2.ListRepliesResponse:
-        me = self._agency(context)
-        req = parse(agency_pb2.ListRepliesRequest, data)
-        rows = await self.app.runner.call(lambda s: s.replies_for(me, req.open_only))
-        now = now_ms()
-        return agency_pb2.ListRepliesResponse(
-            replies=[
-                agency_pb2.ReplyInfo(
-                    notice_id=r.notice_id,
-                    in_reply_to=r.in_reply_to,
-                    kind=r.kind,
-                    to=r.recipient,
-                    sent_at_ms=r.sent_at_ms,
-                    respond_by_ms=r.respond_by_ms,
-                    answered_by=r.answered_by,
-                    overdue=bool(r.respond_by_ms and not r.answered_by and now > r.respond_by_ms),
-                    **{"from": r.sender},
-                )
-                for r in rows
-            ]
-        )
 
     # -- Subscribe -----------------------------------------------------------------------
     async def subscribe(

@@ -141,7 +141,8 @@ class AgencyNode:
             raise InvalidArgument("the deployment CA must use an EC P-256 key")
         self.ca_key = ca_key
         self.ca_cert = ca_cert
-        self._policies: dict[str, Bundle] = {}
+        self._policies: dict[str, tuple[Bundle, int]] = {}  # version -> (bundle, activation)
+        self._policy_sequence = 0  # the newest activation this node has seen
         self._serials: dict[str, int] = {}  # newest key statement serial seen per agency
         self.revoked = pki.revoked_parties(config.keys_dir)
         self._sent_purposes: dict[str, str] = {}  # notice id -> purpose (for replies)
@@ -195,10 +196,14 @@ class AgencyNode:
         return response
 
     async def signed_policy(self, version: str) -> Bundle:
-        """The active bundle, verified against its administrator-signed activation."""
+        """The active bundle, verified against its administrator-signed activation.
+
+        The node remembers the highest activation sequence it has seen and refuses an
+        older activation: a broker cannot roll it back to a once-valid, laxer bundle.
+        """
         cached = self._policies.get(version)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[1] == self._policy_sequence:
+            return cached[0]
         active = await self._retry(self.stub.GetActivePolicy, agency_pb2.GetActivePolicyRequest())
         if active.version != version:
             raise Unavailable("the broker's policy changed while resolving the audience; retry")
@@ -207,11 +212,20 @@ class AgencyNode:
                 "the broker runs an unsigned bootstrap policy: an administrator must activate a "
                 "signed bundle (broker admin policy activate) before audiences can be checked"
             )
-        act.verify_activation(active.activation, self.ca_cert, now_ms(), expected_version=version)
-        bundle = compile_bundle(act.bundle_files(active.bundle))
+        verified = act.verify_activation(
+            active.activation, self.ca_cert, now_ms(), expected_version=version
+        )
+        sequence = verified.activation.sequence
+        if sequence < self._policy_sequence:
+            raise PermissionDenied(
+                f"the broker served policy activation {sequence}, older than activation "
+                f"{self._policy_sequence} this node has seen; refusing to seal"
+            )
+        bundle = cached[0] if cached else compile_bundle(act.bundle_files(active.bundle))
         if bundle.version != version:
             raise PermissionDenied("the broker served a bundle that is not the activated version")
-        self._policies[version] = bundle
+        self._policy_sequence = sequence
+        self._policies[version] = (bundle, sequence)
         return bundle
 
     async def check_audience(

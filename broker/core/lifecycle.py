@@ -14,6 +14,7 @@ shell applies the effect in one transaction.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -26,6 +27,7 @@ LIFECYCLE_CONTEXT = b"broker.v1 lifecycle\x00"
 DAY_MS = 86_400_000
 MAX_SUSPEND_MS = 183 * DAY_MS  # INTERPOL: a notice may be suspended for up to six months
 BROKER = "broker"
+MAX_REASON_BYTES = 1024  # reasons and justifications are short free text
 
 K = notice_pb2.LifecycleKind
 NAMES = {
@@ -60,6 +62,12 @@ DELETING = frozenset(
         notice_pb2.LIFECYCLE_SUPERSEDED,
     }
 )
+
+
+def reason_digest(reason: str) -> str:
+    """What the transparency log keeps of a free-text reason: its SHA-256, never the text
+    (it may name people)."""
+    return "sha256:" + hashlib.sha256(reason.encode()).hexdigest() if reason else ""
 
 
 def sign_action(action: bytes, signing_seed: bytes) -> bytes:
@@ -188,9 +196,14 @@ def check_reply(
     """
     if not header.in_reply_to:
         raise InvalidArgument(f"a {header.kind} must name the notice it answers (in_reply_to)")
-    if referenced is None:
-        raise NotFound(f"no notice {header.in_reply_to} to reply to")
     sender = header.originator
+    if referenced is None or sender not in (
+        {referenced.originator} | referenced.received | referenced.pending
+    ):
+        # The same answer whether the notice exists or not: outsiders learn nothing.
+        raise NotFound(f"no notice {header.in_reply_to} that you sent or received")
+    if referenced.closed:
+        raise FailedPrecondition(f"notice {referenced.notice_id} is {referenced.closed}")
     if header.kind == "reply.correction":
         if sender != referenced.originator:
             raise PermissionDenied("only the originator of a notice may send corrections of it")

@@ -149,7 +149,11 @@ class LifecycleHandlers:
         agency = self.app.registry.get(me)
         if agency is None:
             raise PermissionDenied(f"{me} is not in the agency registry")
+        if agency.profile.status != "active":
+            raise FailedPrecondition(f"{me} is {agency.profile.status} and may not act on notices")
         action = lifecycle.verify_action(signed, agency.signing_key)
+        if len(action.reason.encode()) > lifecycle.MAX_REASON_BYTES:
+            raise InvalidArgument(f"reason is limited to {lifecycle.MAX_REASON_BYTES} bytes")
         if action.actor != me:
             raise PermissionDenied(f"you are {me}; you cannot act as {action.actor!r}")
         if not action.notice_id or not _is_uuid(action.action_id):
@@ -193,7 +197,7 @@ class LifecycleHandlers:
                         version=0,
                         originator=state.originator,
                         recipient="" if me == state.originator else me,
-                        detail=action.reason,
+                        detail=lifecycle.reason_digest(action.reason),
                         logged_at_ms=now,
                     )
                 ]

@@ -22,6 +22,7 @@ from broker.core import envelope as env
 from broker.core import logleaf, relay
 from broker.errors import (
     BrokerError,
+    FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
 )
@@ -327,7 +328,7 @@ class AgencyService(LifecycleHandlers):
                             kind="acknowledged",
                             notice_id=notice_id,
                             version=0,
-                            originator="",
+                            originator=store.notice_owner(notice_id) or "",
                             recipient=me,
                             detail=action_id,
                             logged_at_ms=now,
@@ -440,6 +441,8 @@ class AgencyService(LifecycleHandlers):
         agency = self.app.registry.get(me)
         if agency is None:
             raise InvalidArgument(f"{me} is not in the agency registry")
+        if agency.profile.status != "active":
+            raise FailedPrecondition(f"{me} is {agency.profile.status} and may not act on notices")
         update = relay.accept_restriction_update(
             req.update, req.signature, me, owner, agency.signing_key
         )
@@ -512,7 +515,10 @@ class AgencyService(LifecycleHandlers):
             max_attempts = self.app.config.limits.max_attempts
             for ev in await self.app.runner.call(partial(_release, me, max_attempts)):
                 self.app.wake(ev.agency)
-            await self.app.runner.call(lambda s: s.release_controls(me))
+            for ev in await self.app.runner.call(
+                lambda s: s.release_controls(me, now_ms(), max_attempts)
+            ):
+                self.app.wake(ev.agency)
             while not session.closed.is_set():
                 session.wake.clear()
                 while not outgoing.empty():

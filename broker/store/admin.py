@@ -13,6 +13,7 @@ from broker.errors import FailedPrecondition, NotFound
 from broker.store.api import (
     DEAD,
     DELIVERED,
+    PENDING,
     WITHHELD,
     ActionRow,
     ActivePolicyRow,
@@ -156,12 +157,13 @@ class AdminStoreMixin:
     def queued_with_envelopes(
         self, notice_id: str
     ) -> list[tuple[int, str, int, tuple[str, ...], bytes]]:
-        """(seq, recipient, version, sections, envelope) of deliveries not yet made."""
+        """(seq, recipient, version, sections, envelope) of deliveries still queued (copies in
+        flight have already left the broker; purged ones are gone)."""
         rows = self.conn.execute(
             "SELECT d.seq, d.recipient, d.version, d.sections, n.envelope FROM deliveries d "
             "JOIN notices n ON n.notice_id=d.notice_id AND n.version=d.version "
-            "WHERE d.notice_id=? AND d.state NOT IN (?,?,?)",
-            (notice_id, DELIVERED, DEAD, WITHHELD),
+            "WHERE d.notice_id=? AND d.state=? AND length(n.envelope) > 0",
+            (notice_id, PENDING),
         ).fetchall()
         return [(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4])) for r in rows]
 

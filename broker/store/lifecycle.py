@@ -232,24 +232,28 @@ class LifecycleStoreMixin:
             for r in rows
         ]
 
-    def release_controls(self, recipient: str) -> None:
-        """A new stream: what the last one left in flight goes out again at once."""
+    def release_controls(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:
+        """A new stream: what the last one left in flight goes out again at once, or is
+        given up once it has used its attempts (as for notices)."""
         self.conn.execute(
-            "UPDATE controls SET state=?, deadline_ms=NULL WHERE recipient=? AND state=?",
-            (PENDING, recipient, IN_FLIGHT),
+            "UPDATE controls SET deadline_ms=? WHERE recipient=? AND state=?",
+            (now_ms - 1, recipient, IN_FLIGHT),
         )
+        return self.expire_controls(now_ms, max_attempts, recipient=recipient)
 
-    def expire_controls(self, now_ms: int, max_attempts: int) -> list[Event]:
+    def expire_controls(
+        self, now_ms: int, max_attempts: int, recipient: str | None = None
+    ) -> list[Event]:
         """Requeue control deliveries past their deadline; give up after max attempts
         (the actor's originator is told, as for notices)."""
         rows = self.conn.execute(
             "SELECT c.seq, c.recipient, c.attempts, a.notice_id, a.actor, a.kind "
             "FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
-            "WHERE c.state=? AND c.deadline_ms < ?",
-            (IN_FLIGHT, now_ms),
+            "WHERE c.state=? AND c.deadline_ms < ? AND (? IS NULL OR c.recipient=?)",
+            (IN_FLIGHT, now_ms, recipient, recipient),
         ).fetchall()
         events = []
-        for seq, recipient, attempts, notice_id, actor, kind in rows:
+        for seq, to, attempts, notice_id, actor, kind in rows:
             if attempts < max_attempts:
                 self.conn.execute(
                     "UPDATE controls SET state=?, deadline_ms=NULL WHERE seq=?", (PENDING, seq)
@@ -266,7 +270,7 @@ class LifecycleStoreMixin:
             cur = self.conn.execute(
                 "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
                 "VALUES (?,?,?,?,?,?,?)",
-                (agency, "dead_lettered", notice_id, 0, recipient, detail, now_ms),
+                (agency, "dead_lettered", notice_id, 0, to, detail, now_ms),
             )
             events.append(
                 Event(
@@ -275,7 +279,7 @@ class LifecycleStoreMixin:
                     "dead_lettered",
                     notice_id,
                     0,
-                    recipient,
+                    to,
                     detail,
                     now_ms,
                 )
@@ -390,9 +394,10 @@ class LifecycleStoreMixin:
                 for recipient in sorted(recipients)
             ],
         )
+        # Only the sender's own copy of what it answers counts as answered.
         self.conn.execute(
-            "UPDATE replies SET answered_by=? WHERE notice_id=? AND answered_by=''",
-            (row.notice_id, row.in_reply_to),
+            "UPDATE replies SET answered_by=? WHERE notice_id=? AND recipient=? AND answered_by=''",
+            (row.notice_id, row.in_reply_to, row.sender),
         )
 
     def replies_for(self, agency: str, open_only: bool) -> list[ReplyRow]:

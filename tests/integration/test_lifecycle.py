@@ -247,7 +247,7 @@ async def test_hit_report_goes_to_the_originator_only_with_a_deadline(broker: Ru
                     to="FR-NCB",
                     purpose="locate_arrest",
                 )
-            assert rpc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert rpc.value.code() == grpc.StatusCode.NOT_FOUND  # outsiders learn nothing
 
 
 async def test_correction_from_the_originator_only(broker: Running) -> None:
@@ -373,3 +373,32 @@ async def test_action_ids_are_uuids_and_cannot_hijack_the_brokers(broker: Runnin
             )
         assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert broker.count("lifecycle_actions") == 1
+
+
+async def test_reasons_are_bounded_and_logged_by_digest(broker: Running) -> None:
+    async with agencies(broker, "FR-NCB", "DE-BKA") as a:
+        notice_id = await publish(a["FR-NCB"].node, ["DE-BKA"])
+        await until(lambda: len(a["DE-BKA"].notices) == 1)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await a["DE-BKA"].node.flag(notice_id, "x" * 5000)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        await a["DE-BKA"].node.flag(notice_id, "Mr DOE is protected here")
+    import sqlite3
+
+    conn = sqlite3.connect(broker.app.config.database)
+    try:
+        leaves = b"".join(bytes(r[0]) for r in conn.execute("SELECT leaf FROM tlog_leaves"))
+    finally:
+        conn.close()
+    assert b"Mr DOE" not in leaves  # free text never enters the append-only log
+
+
+async def test_a_suspended_agency_cannot_act(broker: Running) -> None:
+    async with agencies(broker, "FR-NCB", "DE-BKA") as a:
+        notice_id = await publish(a["FR-NCB"].node, ["DE-BKA"])
+        await until(lambda: len(a["DE-BKA"].notices) == 1)
+        async with AdminClient(broker.deployment.keys_dir, ADMIN_ID, broker.target) as admin:
+            await admin.set_status("DE-BKA", "suspended", "review")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await a["DE-BKA"].node.flag(notice_id, "not here")
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION

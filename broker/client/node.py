@@ -18,11 +18,8 @@ import contextlib
 import hashlib
 import logging
 import os
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import grpc
@@ -30,6 +27,18 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
 from broker.client.inbox import Inbox
+from broker.client.lifecycle import NodeLifecycle
+from broker.client.types import (
+    EventHandler,
+    Handler,
+    LifecycleHandler,
+    LifecycleNotice,
+    ListenStats,
+    NodeConfig,
+    PublishedNotice,
+    ReceivedNotice,
+    now_ms,
+)
 from broker.core import activation as act
 from broker.core import envelope as env
 from broker.core import lifecycle, relay
@@ -40,94 +49,22 @@ from broker.core.relay import TLP_NAMES
 from broker.errors import InvalidArgument, PermissionDenied, Unavailable
 from broker.v1 import agency_pb2, agency_pb2_grpc, notice_pb2
 
+__all__ = [  # the node and the values it takes and gives (broker.client.types)
+    "AgencyNode",
+    "LifecycleNotice",
+    "ListenStats",
+    "NodeConfig",
+    "PublishedNotice",
+    "ReceivedNotice",
+    "now_ms",
+]
 log = logging.getLogger("broker.client")
 TLP_VALUES = {name: value for value, name in TLP_NAMES.items()}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DAY_MS = 86_400_000
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    agency_id: str
-    broker: str  # host:port of the broker
-    keys_dir: Path  # where this agency's credentials and the CA certificate are
-    state_dir: Path  # the node's inbox
-    rpc_timeout_s: float = 10.0
-    window: int = 64  # credit window: deliveries in flight at most
-    publish_attempts: int = 8
-    reconnect_max_s: float = 5.0
-    # Check every audience the broker resolves against the administrator-signed policy
-    # and registry entries before wrapping any key (a broker cannot widen an audience).
-    verify_audience: bool = True
-
-
-@dataclass(frozen=True)
-class PublishedNotice:
-    notice_id: str
-    version: int
-    header_digest: bytes
-    duplicate: bool
-    policy_version: str
-    audience: Mapping[str, tuple[str, ...]]  # recipient -> sections sealed for it
-    withheld: tuple[agency_pb2.Withholding, ...] = ()
-
-
-@dataclass(frozen=True)
-class ReceivedNotice:
-    header: notice_pb2.NoticeHeader
-    header_digest: bytes
-    sections: Mapping[str, bytes]
-    attempt: int
-    # What the policy asks of this recipient: show the caveats to those who handle the
-    # notice, do not pass it on where so marked, delete it within max_retention_days.
-    obligations: tuple[notice_pb2.Obligation, ...] = ()
-
-    @property
-    def notice_id(self) -> str:
-        return self.header.notice_id
-
-    @property
-    def version(self) -> int:
-        return self.header.version
-
-    @property
-    def originator(self) -> str:
-        return self.header.originator
-
-
-@dataclass(frozen=True)
-class LifecycleNotice:
-    """A lifecycle action on a notice this node holds or issued, verified."""
-
-    action: notice_pb2.LifecycleAction
-    erased: int  # local copies the node erased because of it (withdraw, cancel, expiry ...)
-
-    @property
-    def kind(self) -> str:
-        return lifecycle.NAMES.get(self.action.kind, "unknown")
-
-
-Handler = Callable[[ReceivedNotice], Awaitable[None]]
-LifecycleHandler = Callable[[LifecycleNotice], Awaitable[None]]
-EventHandler = Callable[[agency_pb2.StatusEvent], Awaitable[None]]
-
-
-@dataclass
-class ListenStats:
-    received: int = 0  # handed to the application
-    duplicates: int = 0  # redeliveries of notices already taken in
-    rejected: int = 0  # deliveries that did not open (never receipted)
-    receipts_acked: int = 0
-    actions: int = 0  # lifecycle actions applied and acknowledged
-    connects: int = 0
-    acked: set[tuple[str, int]] = field(default_factory=set)
-
-
-class AgencyNode:
+class AgencyNode(NodeLifecycle):
     """An agency's connection to the broker. Use `async with AgencyNode(config) as node`."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -422,113 +359,6 @@ class AgencyNode:
             self.stub.UpdateRestrictions, request
         )
         return response.withheld
-
-    # -- lifecycle ------------------------------------------------------------------------
-    async def act(
-        self,
-        kind: notice_pb2.LifecycleKind.ValueType,
-        notice_id: str,
-        *,
-        reason: str = "",
-        until_ms: int = 0,
-        target: str = "",
-        action_id: str | None = None,
-    ) -> agency_pb2.ActResponse:
-        """Sign and send a lifecycle action; safe to retry (the action id is its key)."""
-        action = notice_pb2.LifecycleAction(
-            action_id=action_id or str(uuid.uuid4()),
-            notice_id=notice_id,
-            actor=self.me,
-            kind=kind,
-            reason=reason,
-            until_ms=until_ms,
-            at_ms=now_ms(),
-            target=target,
-        ).SerializeToString(deterministic=True)
-        signed = notice_pb2.SignedLifecycleAction(
-            action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)
-        )
-        response: agency_pb2.ActResponse = await self._retry(self.stub.Act, signed)
-        return response
-
-    async def suspend(
-        self, notice_id: str, until_ms: int, reason: str = ""
-    ) -> agency_pb2.ActResponse:
-        return await self.act(
-            notice_pb2.LIFECYCLE_SUSPEND, notice_id, until_ms=until_ms, reason=reason
-        )
-
-    async def resume(self, notice_id: str, reason: str = "") -> agency_pb2.ActResponse:
-        return await self.act(notice_pb2.LIFECYCLE_RESUME, notice_id, reason=reason)
-
-    async def withdraw(self, notice_id: str, reason: str) -> agency_pb2.ActResponse:
-        return await self.act(notice_pb2.LIFECYCLE_WITHDRAW, notice_id, reason=reason)
-
-    async def cancel(self, notice_id: str, reason: str) -> agency_pb2.ActResponse:
-        return await self.act(notice_pb2.LIFECYCLE_CANCEL, notice_id, reason=reason)
-
-    async def extend(
-        self, notice_id: str, until_ms: int, justification: str
-    ) -> agency_pb2.ActResponse:
-        return await self.act(
-            notice_pb2.LIFECYCLE_EXTEND, notice_id, until_ms=until_ms, reason=justification
-        )
-
-    async def flag(self, notice_id: str, reason: str) -> agency_pb2.ActResponse:
-        return await self.act(notice_pb2.LIFECYCLE_FLAG, notice_id, reason=reason)
-
-    async def request_flag_lift(
-        self, notice_id: str, agency: str, reason: str = ""
-    ) -> agency_pb2.ActResponse:
-        return await self.act(
-            notice_pb2.LIFECYCLE_REQUEST_FLAG_LIFT, notice_id, target=agency, reason=reason
-        )
-
-    async def lift_flag(self, notice_id: str, reason: str = "") -> agency_pb2.ActResponse:
-        return await self.act(notice_pb2.LIFECYCLE_LIFT_FLAG, notice_id, reason=reason)
-
-    async def reply(
-        self,
-        kind: str,
-        in_reply_to: ReceivedNotice | str,
-        sections: Mapping[str, bytes],
-        *,
-        to: str | None = None,
-        respond_within_ms: int = 0,
-        tlp: str = "AMBER",
-        purpose: str | None = None,
-    ) -> PublishedNotice:
-        """Send a hit report, a request for information (to the notice's originator) or a
-        correction (from the originator to `to`, or to everyone the policy allows)."""
-        if isinstance(in_reply_to, ReceivedNotice):
-            notice_id, purpose = in_reply_to.notice_id, in_reply_to.header.purpose
-            recipients: list[str] | None = [to or in_reply_to.originator]
-            data_subject = in_reply_to.header.data_subject
-        else:
-            notice_id, data_subject = in_reply_to, notice_pb2.DATA_SUBJECT_OTHER
-            purpose = purpose or self._purpose_of(notice_id)
-            recipients = [to] if to else None
-        return await self.publish(
-            kind=kind,
-            purpose=purpose,
-            sections=sections,
-            tlp=tlp,
-            data_subject=data_subject,
-            recipients=recipients,
-            in_reply_to=notice_id,
-            respond_by_ms=now_ms() + respond_within_ms if respond_within_ms else 0,
-        )
-
-    def _purpose_of(self, notice_id: str) -> str:
-        purpose = self._sent_purposes.get(notice_id)
-        if purpose is None:
-            raise InvalidArgument(f"this node did not publish notice {notice_id}: pass its purpose")
-        return purpose
-
-    async def replies(self, open_only: bool = False) -> agency_pb2.ListRepliesResponse:
-        request = agency_pb2.ListRepliesRequest(open_only=open_only)
-        response: agency_pb2.ListRepliesResponse = await self._retry(self.stub.ListReplies, request)
-        return response
 
     async def _retry(self, method: Any, request: Any) -> Any:
         delay = 0.1

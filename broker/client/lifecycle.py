@@ -1,0 +1,147 @@
+"""Lifecycle actions an agency node takes: suspend, resume, withdraw, cancel, extend,
+flag, ask for a flag to be lifted, lift it; and replies (hit reports, requests for
+information, corrections). Mixed into AgencyNode."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from broker import pki
+from broker.client.types import PublishedNotice, ReceivedNotice, now_ms
+from broker.core import lifecycle
+from broker.errors import InvalidArgument
+from broker.v1 import agency_pb2, notice_pb2
+
+
+class _Node(Protocol):
+    """What the lifecycle methods use of the node (AgencyNode provides it)."""
+
+    me: str
+    credentials: pki.AgencyCredentials
+    stub: Any
+    _sent_purposes: dict[str, str]
+
+    @property
+    def _retry(self) -> Callable[..., Awaitable[Any]]: ...
+
+    @property
+    def act(self) -> Callable[..., Awaitable[agency_pb2.ActResponse]]: ...
+
+    @property
+    def publish(self) -> Callable[..., Awaitable[PublishedNotice]]: ...
+
+    @property
+    def _purpose_of(self) -> Callable[[str], str]: ...
+
+
+class NodeLifecycle:
+    """Lifecycle actions and replies of an AgencyNode."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def act(
+        self: _Node,
+        kind: notice_pb2.LifecycleKind.ValueType,
+        notice_id: str,
+        *,
+        reason: str = "",
+        until_ms: int = 0,
+        target: str = "",
+        action_id: str | None = None,
+    ) -> agency_pb2.ActResponse:
+        """Sign and send a lifecycle action; safe to retry (the action id is its key)."""
+        action = notice_pb2.LifecycleAction(
+            action_id=action_id or str(uuid.uuid4()),
+            notice_id=notice_id,
+            actor=self.me,
+            kind=kind,
+            reason=reason,
+            until_ms=until_ms,
+            at_ms=now_ms(),
+            target=target,
+        ).SerializeToString(deterministic=True)
+        signed = notice_pb2.SignedLifecycleAction(
+            action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)
+        )
+        response: agency_pb2.ActResponse = await self._retry(self.stub.Act, signed)
+        return response
+
+    async def suspend(
+        self: _Node, notice_id: str, until_ms: int, reason: str = ""
+    ) -> agency_pb2.ActResponse:
+        return await self.act(
+            notice_pb2.LIFECYCLE_SUSPEND, notice_id, until_ms=until_ms, reason=reason
+        )
+
+    async def resume(self: _Node, notice_id: str, reason: str = "") -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_RESUME, notice_id, reason=reason)
+
+    async def withdraw(self: _Node, notice_id: str, reason: str) -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_WITHDRAW, notice_id, reason=reason)
+
+    async def cancel(self: _Node, notice_id: str, reason: str) -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_CANCEL, notice_id, reason=reason)
+
+    async def extend(
+        self: _Node, notice_id: str, until_ms: int, justification: str
+    ) -> agency_pb2.ActResponse:
+        return await self.act(
+            notice_pb2.LIFECYCLE_EXTEND, notice_id, until_ms=until_ms, reason=justification
+        )
+
+    async def flag(self: _Node, notice_id: str, reason: str) -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_FLAG, notice_id, reason=reason)
+
+    async def request_flag_lift(
+        self: _Node, notice_id: str, agency: str, reason: str = ""
+    ) -> agency_pb2.ActResponse:
+        return await self.act(
+            notice_pb2.LIFECYCLE_REQUEST_FLAG_LIFT, notice_id, target=agency, reason=reason
+        )
+
+    async def lift_flag(self: _Node, notice_id: str, reason: str = "") -> agency_pb2.ActResponse:
+        return await self.act(notice_pb2.LIFECYCLE_LIFT_FLAG, notice_id, reason=reason)
+
+    async def reply(
+        self: _Node,
+        kind: str,
+        in_reply_to: ReceivedNotice | str,
+        sections: Mapping[str, bytes],
+        *,
+        to: str | None = None,
+        respond_within_ms: int = 0,
+        tlp: str = "AMBER",
+        purpose: str | None = None,
+    ) -> PublishedNotice:
+        """Send a hit report, a request for information (to the notice's originator) or a
+        correction (from the originator to `to`, or to everyone the policy allows)."""
+        if isinstance(in_reply_to, ReceivedNotice):
+            notice_id, purpose = in_reply_to.notice_id, in_reply_to.header.purpose
+            recipients: list[str] | None = [to or in_reply_to.originator]
+            data_subject = in_reply_to.header.data_subject
+        else:
+            notice_id, data_subject = in_reply_to, notice_pb2.DATA_SUBJECT_OTHER
+            purpose = purpose or self._purpose_of(notice_id)
+            recipients = [to] if to else None
+        return await self.publish(
+            kind=kind,
+            purpose=purpose,
+            sections=sections,
+            tlp=tlp,
+            data_subject=data_subject,
+            recipients=recipients,
+            in_reply_to=notice_id,
+            respond_by_ms=now_ms() + respond_within_ms if respond_within_ms else 0,
+        )
+
+    def _purpose_of(self: _Node, notice_id: str) -> str:
+        purpose = self._sent_purposes.get(notice_id)
+        if purpose is None:
+            raise InvalidArgument(f"this node did not publish notice {notice_id}: pass its purpose")
+        return purpose
+
+    async def replies(self: _Node, open_only: bool = False) -> agency_pb2.ListRepliesResponse:
+        request = agency_pb2.ListRepliesRequest(open_only=open_only)
+        response: agency_pb2.ListRepliesResponse = await self._retry(self.stub.ListReplies, request)
+        return response

@@ -1,0 +1,105 @@
+"""The values an agency node takes and gives: its configuration, what it published and
+received, the lifecycle actions it applied, and its listening statistics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.core import lifecycle
+from broker.v1 import agency_pb2, notice_pb2
+
+__all__ = [
+    "EventHandler",
+    "Handler",
+    "LifecycleHandler",
+    "LifecycleNotice",
+    "ListenStats",
+    "NodeConfig",
+    "PublishedNotice",
+    "ReceivedNotice",
+    "now_ms",
+]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    agency_id: str
+    broker: str  # host:port of the broker
+    keys_dir: Path  # where this agency's credentials and the CA certificate are
+    state_dir: Path  # the node's inbox
+    rpc_timeout_s: float = 10.0
+    window: int = 64  # credit window: deliveries in flight at most
+    publish_attempts: int = 8
+    reconnect_max_s: float = 5.0
+    # Check every audience the broker resolves against the administrator-signed policy
+    # and registry entries before wrapping any key (a broker cannot widen an audience).
+    verify_audience: bool = True
+
+
+@dataclass(frozen=True)
+class PublishedNotice:
+    notice_id: str
+    version: int
+    header_digest: bytes
+    duplicate: bool
+    policy_version: str
+    audience: Mapping[str, tuple[str, ...]]  # recipient -> sections sealed for it
+    withheld: tuple[agency_pb2.Withholding, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReceivedNotice:
+    header: notice_pb2.NoticeHeader
+    header_digest: bytes
+    sections: Mapping[str, bytes]
+    attempt: int
+    # What the policy asks of this recipient: show the caveats to those who handle the
+    # notice, do not pass it on where so marked, delete it within max_retention_days.
+    obligations: tuple[notice_pb2.Obligation, ...] = ()
+
+    @property
+    def notice_id(self) -> str:
+        return self.header.notice_id
+
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+    @property
+    def originator(self) -> str:
+        return self.header.originator
+
+
+@dataclass(frozen=True)
+class LifecycleNotice:
+    """A lifecycle action on a notice this node holds or issued, verified."""
+
+    action: notice_pb2.LifecycleAction
+    erased: int  # local copies the node erased because of it (withdraw, cancel, expiry ...)
+
+    @property
+    def kind(self) -> str:
+        return lifecycle.NAMES.get(self.action.kind, "unknown")
+
+
+Handler = Callable[[ReceivedNotice], Awaitable[None]]
+LifecycleHandler = Callable[[LifecycleNotice], Awaitable[None]]
+EventHandler = Callable[[agency_pb2.StatusEvent], Awaitable[None]]
+
+
+@dataclass
+class ListenStats:
+    received: int = 0  # handed to the application
+    duplicates: int = 0  # redeliveries of notices already taken in
+    rejected: int = 0  # deliveries that did not open (never receipted)
+    receipts_acked: int = 0
+    actions: int = 0  # lifecycle actions applied and acknowledged
+    connects: int = 0
+    acked: set[tuple[str, int]] = field(default_factory=set)

@@ -48,6 +48,10 @@ def check_version(
         return state  # a re-publish: the store answers duplicate or ALREADY_EXISTS
     if state is not None and state.closed:
         raise FailedPrecondition(f"notice {record.notice_id} is {state.closed}; it cannot change")
+    if state is not None and record.kind != state.kind:
+        raise InvalidArgument(
+            f"notice {record.notice_id} is a {state.kind}; a new version cannot change its kind"
+        )
     if record.version != latest + 1:
         raise InvalidArgument(
             f"notice {record.notice_id} is at version {latest}; publish version {latest + 1}"

@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadlines: the suite asserts behaviour, never speed (a busy CI machine must
+# not fail a property). On CI the examples are derandomized, so a run is reproducible and
+# a property cannot turn red by the luck of the draw; locally they stay random to explore.
+settings.register_profile("default", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 VECTORS_ENV = "BROKER_VECTORS_DIR"
 

@@ -306,7 +306,40 @@ def run_sign_registry(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    return _run(args, lambda c: c.call("ListAgencies", admin_pb2.ListAgenciesRequest()))
+    async def go() -> int:
+        async with _client(args) as client:
+            try:
+                resp = await client.call("ListAgencies", admin_pb2.ListAgenciesRequest())
+            except grpc.aio.AioRpcError as exc:
+                print(f"broker: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                return 1
+        rows = [
+            {
+                "id": e.id,
+                "country": e.country,
+                "roles": list(e.roles),
+                "groups": list(e.groups),
+                "purposes": list(e.purposes),
+                "status": e.status,
+                "key_serial": e.key_serial,
+                "revision": e.revision,
+                "signed": bool(signed.entry),
+            }
+            for e, signed in zip(resp.agencies, resp.signed, strict=True)
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for r in rows:
+            signed = "signed" if r["signed"] else "UNSIGNED (bootstrap: run sign-registry)"
+            print(
+                f"{r['id']:<12} {r['country']:<3} {r['status']:<10} "
+                f"roles={','.join(r['roles']) or '-':<16} key={r['key_serial']} "
+                f"rev={r['revision']} {signed}"
+            )
+        return 0
+
+    return asyncio.run(go())
 
 
 def run_actions(args: argparse.Namespace) -> int:

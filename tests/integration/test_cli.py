@@ -53,6 +53,12 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
         assert r.returncode == 0, r.stderr
         r = broker("admin", "agency", "sign-registry", *admin, "--json")
         assert r.returncode == 0 and json.loads(r.stdout) == {"signed": 4}, r.stderr
+        r = broker("admin", "agency", "list", *admin, "--json")
+        listed = json.loads(r.stdout)
+        assert {a["id"] for a in listed} == {"FR-NCB", "DE-BKA", "IT-BORDER", "EU-HUB"}
+        assert all(a["signed"] and a["revision"] == 1 for a in listed)
+        r = broker("admin", "agency", "list", *admin)
+        assert "IT-BORDER" in r.stdout and "signed" in r.stdout and "BEGIN" not in r.stdout
         listener = subprocess.Popen(
             [
                 sys.executable,

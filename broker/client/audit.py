@@ -35,6 +35,7 @@ from broker import pki
 from broker.core import auditing, logleaf
 from broker.core import replay as rp
 from broker.core import tlog as tree
+from broker.core.activation import bundle_files
 from broker.core.checkpoint import Verifier, parse_verifier_key
 from broker.core.checkpoint import cosign as cosign_note
 from broker.core.identity import IdentityError, Party, verify_key_statement
@@ -48,7 +49,7 @@ from broker.errors import (
     Unauthenticated,
     Unavailable,
 )
-from broker.v1 import audit_pb2, audit_pb2_grpc
+from broker.v1 import admin_pb2, audit_pb2, audit_pb2_grpc
 
 PAGE = 1000
 RECORDS_PAGE = 256
@@ -249,8 +250,7 @@ class AuditClient:
             )
         except NotFound:
             return None
-        stored = audit_pb2.StoredBundle.FromString(resp.bundle)
-        return {f.path: bytes(f.content) for f in stored.files}
+        return bundle_files(admin_pb2.PolicyBundle.FromString(resp.bundle))
 
     async def add_cosignature(self, size: int, line: str) -> int:
         req = audit_pb2.AddCosignatureRequest(size=size, signature_line=line)

@@ -260,5 +260,5 @@ class AuditService:
         req = parse(audit_pb2.GetAuditBundleRequest, data)
         if not who.is_auditor:
             raise PermissionDenied(f"{who.uri} is not an auditor; policy bundles are for auditors")
-        bundle = await self._store(lambda s: s.tlog_bundle(req.version))
+        bundle = await self.app.runner.call(lambda s: s.get_bundle(req.version))
         return audit_pb2.AuditBundle(version=req.version, bundle=bundle)

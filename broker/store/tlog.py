@@ -555,12 +555,3 @@ class TransparencyLogMixin:
             ).fetchone()
             out.append(DecisionRow(notice_id, version, originator, str(row[0]), str(row[1])))
         return out
-
-    def tlog_bundle(self, version: str) -> bytes:
-        """A policy bundle (serialized StoredBundle) by version; NotFound if unknown."""
-        row = self.conn.execute(
-            "SELECT bundle FROM policy_bundles WHERE version=?", (version,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"the broker has no policy bundle {version}")
-        return bytes(row[0])

@@ -969,7 +969,7 @@ class AuditBundle(_message.Message):
     BUNDLE_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     bundle: _builtins.bytes
-    """serialized StoredBundle, exactly as stored"""
+    """serialized broker.v1.PolicyBundle (admin.proto), exactly as stored"""
     def __init__(
         self,
         *,
@@ -983,49 +983,3 @@ class AuditBundle(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditBundle: _TypeAlias = AuditBundle  # noqa: Y015
-
-@_typing.final
-class StoredBundle(_message.Message):
-    """The policy_bundles.bundle column: a bundle's files sorted by path.
-    Wire-identical to admin.proto's PolicyBundle (field 1: path = 1, content = 2).
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    FILES_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredBundleFile]: ...
-    def __init__(
-        self,
-        *,
-        files: _abc.Iterable[Global___StoredBundleFile] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StoredBundle: _TypeAlias = StoredBundle  # noqa: Y015
-
-@_typing.final
-class StoredBundleFile(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PATH_FIELD_NUMBER: _builtins.int
-    CONTENT_FIELD_NUMBER: _builtins.int
-    path: _builtins.str
-    content: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        path: _builtins.str = ...,
-        content: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "path", b"path"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StoredBundleFile: _TypeAlias = StoredBundleFile  # noqa: Y015

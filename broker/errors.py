@@ -16,6 +16,9 @@ is an internal error answered with fixed text.
 
 from __future__ import annotations
 
+# What the broker answers (status INTERNAL) for anything unexpected; details stay in its log.
+INTERNAL_TEXT = "internal error; the broker logged it"
+
 
 class BrokerError(Exception):
     """Base of every expected error; str(exc) is safe to show the caller."""

@@ -46,7 +46,7 @@ from broker.core import receipts as rcp
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import TLP_NAMES
-from broker.errors import InvalidArgument, PermissionDenied, Unavailable
+from broker.errors import INTERNAL_TEXT, InvalidArgument, PermissionDenied, Unavailable
 from broker.v1 import agency_pb2, agency_pb2_grpc, notice_pb2
 
 __all__ = [  # the node and the values it takes and gives (broker.client.types)
@@ -61,6 +61,26 @@ __all__ = [  # the node and the values it takes and gives (broker.client.types)
 log = logging.getLogger("broker.client")
 TLP_VALUES = {name: value for value, name in TLP_NAMES.items()}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def _transient(exc: grpc.aio.AioRpcError) -> bool:
+    """Worth retrying: the broker is unreachable, slow, or the connection broke under the
+    call (gRPC reports a write on a dropped connection as INTERNAL from its core; the
+    broker's own INTERNAL answers carry its fixed text and are not retried)."""
+    if exc.code() in RETRYABLE:
+        return True
+    return exc.code() == grpc.StatusCode.INTERNAL and (exc.details() or "") != INTERNAL_TEXT
+
+
+# Refusals a reconnect cannot fix: the listener stops and says why.
+FATAL = {
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
 DAY_MS = 86_400_000
 
 
@@ -366,7 +386,7 @@ class AgencyNode(NodeLifecycle):
             try:
                 return await method(request, timeout=self.config.rpc_timeout_s)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE or attempt == self.config.publish_attempts:
+                if not _transient(exc) or attempt == self.config.publish_attempts:
                     raise
                 log.info("broker unavailable, retrying", extra={"attempt": attempt})
                 await asyncio.sleep(delay)
@@ -475,9 +495,13 @@ class AgencyNode(NodeLifecycle):
                 await self._stream(handler, stop, on_event, on_lifecycle)
                 delay = 0.1
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in {*RETRYABLE, grpc.StatusCode.CANCELLED}:
+                # A broken connection shows up as UNAVAILABLE, CANCELLED or even INTERNAL
+                # (a write on a stream the broker dropped); only refusals end the listener.
+                if exc.code() in FATAL:
                     raise
                 log.info("subscribe stream ended; reconnecting", extra={"code": exc.code().name})
+            except asyncio.InvalidStateError:
+                log.info("subscribe stream finished under us; reconnecting")
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)

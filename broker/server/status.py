@@ -28,7 +28,7 @@ STATUS: dict[type[errors.BrokerError], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
-INTERNAL_TEXT = "internal error; the broker logged it"
+INTERNAL_TEXT = errors.INTERNAL_TEXT
 
 
 def status_of(exc: errors.BrokerError) -> grpc.StatusCode:

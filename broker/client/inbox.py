@@ -100,9 +100,6 @@ class Inbox:
         ).fetchall()
         return [bytes(r[0]) for r in rows]
 
-    def count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
-
     def event_seen(self, seq: int) -> bool:
         cur = self.conn.execute("INSERT OR IGNORE INTO events (seq) VALUES (?)", (seq,))
         return cur.rowcount == 0

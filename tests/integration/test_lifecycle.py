@@ -131,6 +131,9 @@ async def test_withdrawal_reaches_every_recipient_including_one_offline(broker: 
         await until(lambda: kinds(it) == ["withdraw"])
         assert it.actions[0].action.reason == "arrested in Lyon"
         assert it.node.inbox.held(notice_id) == 0
+        # Wait for the broker to confirm both acknowledgements before going offline again.
+        for node in (it.node, a["DE-BKA"].node):
+            await until(lambda n=node: any(x[0] == result.action_id for x in n.stats.acked))
         await it.halt()
         await it.node.close()
         status = await fr.delivery_status(notice_id)
@@ -138,7 +141,6 @@ async def test_withdrawal_reaches_every_recipient_including_one_offline(broker: 
         assert states["EU-HUB"] == agency_pb2.DELIVERY_STATE_PURGED
         # Every control delivery is acknowledged by a signed receipt.
         rows = await broker.app.runner.call(lambda s: s.control_status(notice_id))
-        await until(lambda: True)
         assert {(r[2], r[3]) for r in rows} == {("DE-BKA", "delivered"), ("IT-BORDER", "delivered")}
         # Withdrawn is final: no update, no second withdrawal.
         with pytest.raises(grpc.aio.AioRpcError) as info:

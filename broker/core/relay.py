@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from broker.core import decisions as dc
 from broker.core import envelope as env
 from broker.core import receipts as rcp
 from broker.core import records
@@ -73,11 +74,13 @@ class RegisteredAgency:
 
 @dataclass(frozen=True)
 class Plan:
-    """One delivery to queue: who, which sections, and not before when (embargo)."""
+    """One delivery to queue: who, which sections, and not before when (embargo), with the
+    obligations the policy attaches to those sections."""
 
     recipient: str
     sections: tuple[str, ...]
     not_before_ms: int = 0
+    obligations: tuple[notice_pb2.Obligation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,14 @@ class AcceptedNotice:
 
     facts: NoticeFacts | None = None
     recipients: tuple[AgencyProfile, ...] = ()
+    shape: dc.ShapeOutcome | None = None  # the cached outcome the decisions came from
 
     def decision_record(self) -> str:
         """The JSON decision record (see broker.core.records): its SHA-256 is logged."""
+        if self.shape is not None and self.facts is not None:
+            return dc.decision_record(
+                self.policy_version, self.facts, self.shape, [p.recipient for p in self.plans]
+            )
         return records.decision_record(
             self.policy_version, self.facts, self.recipients, self.decisions
         )
@@ -194,8 +202,18 @@ def accept_publish(
     policy: Bundle,
     now_ms: int,
     limits: Limits,
+    *,
+    cache: dc.DecisionCache | None = None,
+    registry_key: str = "",
+    envelope: notice_pb2.Envelope | None = None,
 ) -> AcceptedNotice:
     """Check one published envelope completely; return what to store.
+
+    The policy is decided by the compiled masks, once per notice shape (`cache`, keyed
+    by the bundle, `registry_key` and the shape; pass the same cache and a key that
+    changes with the registry); rules and reasons are explained only for what is
+    refused, and obligations once per shape and recipient. `envelope` may carry the
+    already parsed `envelope_bytes`.
 
     Raises (each with a message saying what to fix): ResourceExhausted (too
     large or too many), InvalidArgument (malformed, bad signature, unknown kind
@@ -207,11 +225,12 @@ def accept_publish(
         raise ResourceExhausted(
             f"envelope is {len(envelope_bytes)} bytes; the limit is {limits.max_envelope_bytes}"
         )
-    envelope = notice_pb2.Envelope()
-    try:
-        envelope.ParseFromString(envelope_bytes)
-    except DecodeError as exc:
-        raise InvalidArgument("envelope is not a valid broker.v1.Envelope") from exc
+    if envelope is None:
+        envelope = notice_pb2.Envelope()
+        try:
+            envelope.ParseFromString(envelope_bytes)
+        except DecodeError as exc:
+            raise InvalidArgument("envelope is not a valid broker.v1.Envelope") from exc
     if len(envelope.sections) > limits.max_sections:
         raise ResourceExhausted(f"at most {limits.max_sections} sections per notice")
     if len(envelope.wraps) > limits.max_recipients:
@@ -241,11 +260,8 @@ def accept_publish(
         raise InvalidArgument(str(exc)) from exc
 
     wraps = _wrap_sections(envelope)
-    decisions = []
-    plans = []
-    for recipient in sorted(wraps):
-        agency = registry.get(recipient)
-        if agency is None:
+    for recipient in wraps:
+        if recipient not in registry:
             raise InvalidArgument(f"recipient {recipient!r} is not in the agency registry")
         if recipient == caller:
             raise InvalidArgument("a notice cannot be addressed to its own originator")
@@ -254,27 +270,42 @@ def accept_publish(
             raise InvalidArgument(
                 f"the key wrap for {recipient} names sections the notice lacks: {unknown}"
             )
-        decision = policy.decide(facts, agency.profile, now_ms=now_ms)
-        mine = [d for d in decision.decisions if d.section in wraps[recipient]]
-        refused = [d for d in mine if not d.allowed]
-        if refused:
+    shape = (cache or dc.DecisionCache(1)).outcome(
+        policy, registry_key, [a.profile for a in registry.values()], facts, now_ms
+    )
+    plans = []
+    for recipient in sorted(wraps):
+        mine = wraps[recipient]
+        if not set(mine) <= shape.allowed(recipient):
+            refused = [
+                d
+                for d in shape.decision(recipient).decisions
+                if d.section in mine and not d.allowed
+            ]
             why = "; ".join(f"{d.section}: {d.reason} [{', '.join(d.rules)}]" for d in refused)
             raise PermissionDenied(
                 f"policy {policy.version[:12]} does not allow {recipient} to read: {why}. "
                 "Resolve the audience again and re-seal; nothing was stored"
             )
-        decisions.append(decision)
-        hold = max((d.deliver_after_ms for d in mine), default=0)
-        plans.append(Plan(recipient, wraps[recipient], hold if hold > now_ms else 0))
+        hold = shape.deliver_after_ms(recipient, mine)
+        plans.append(
+            Plan(
+                recipient,
+                mine,
+                hold if hold > now_ms else 0,
+                shape.obligations(recipient, mine),
+            )
+        )
     return AcceptedNotice(
         checked=checked,
         envelope_bytes=envelope_bytes,
         envelope_digest=hashlib.sha256(envelope_bytes).digest(),
         plans=tuple(plans),
-        decisions=tuple(decisions),
+        decisions=tuple(shape.decision(p.recipient) for p in plans),
         policy_version=policy.version,
         facts=facts,
         recipients=tuple(registry[p.recipient].profile for p in plans),
+        shape=shape,
     )
 
 

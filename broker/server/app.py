@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -19,6 +21,7 @@ from broker.bundles import read_bundle_dir
 from broker.config import ServerConfig
 from broker.core import lifecycle, logleaf
 from broker.core.activation import bundle_files, bundle_message
+from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import RegisteredAgency
@@ -66,6 +69,8 @@ class BrokerApp:
         log_signer = pki.load_log_signer(keys, config.broker_id)  # transparency-log key
         self.revoked = pki.revoked_parties(keys)
         self.registry: dict[str, RegisteredAgency] = {}
+        self.registry_key = ""  # digest of every profile: changes with the registry
+        self.decisions = DecisionCache()  # policy outcomes per notice shape (hot path)
         self.restriction_overrides: dict[str, bytes] = {}  # notice id -> restrictions bytes
         self._lock = _lock_data_dir(config.data_dir)
         self.runner = StoreRunner(SqliteStore.open(config.database))
@@ -147,6 +152,12 @@ class BrokerApp:
                 profile, keys.signing_key, keys.encryption_key, r.statement, r.signed_entry
             )
         self.registry = registry
+        self.registry_key = registry_key(registry.values())
+
+    def restrictions_key(self, notice_id: str) -> str:
+        """A digest of the restrictions that replaced a notice's own ("" when none did)."""
+        override = self.restriction_overrides.get(notice_id)
+        return "" if override is None else hashlib.sha256(override).hexdigest()[:32]
 
     async def _load_policy(self) -> None:
         """Use the active bundle from the store, or activate the bootstrap directory's bundle
@@ -381,6 +392,21 @@ def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
             now,
         )
     ]
+
+
+def registry_key(agencies: Iterable[RegisteredAgency]) -> str:
+    """A digest of every profile the policy reads: decisions cached under one key are never
+    reused once any agency's profile changed."""
+    h = hashlib.sha256()
+    for a in sorted(agencies, key=lambda a: a.profile.id):
+        p = a.profile
+        h.update(
+            repr(
+                (p.id, p.country, sorted(p.roles), sorted(p.groups), sorted(p.purposes), p.status)
+            ).encode()
+        )
+        h.update(p.organisation.encode() + b"\x00")
+    return h.hexdigest()[:32]
 
 
 def _lock_data_dir(data_dir: Path) -> IO[bytes]:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from broker.core import delivery, logleaf, relay
 from broker.core import envelope as env
-from broker.core import logleaf, relay
+from broker.core.decisions import decided_under, still_decided
 from broker.errors import (
     BrokerError,
     FailedPrecondition,
@@ -78,14 +79,6 @@ def _ack_events(agency: str, up_to: int, store: Store) -> None:
     store.ack_events(agency, up_to)
 
 
-def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedDelivery]:
-    return store.lease(agency, limit, now_ms(), lease_ms)
-
-
-def _lease_controls(agency: str, limit: int, lease_ms: int, store: Any) -> list[LeasedControl]:
-    return store.lease_controls(agency, limit, now_ms(), lease_ms)  # type: ignore[no-any-return]
-
-
 def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
     return store.release(agency, now_ms(), max_attempts)
 
@@ -94,8 +87,19 @@ def _withhold(seq: int, reason: str, store: Store) -> Event | None:
     return store.withhold(seq, reason, now_ms())
 
 
-def _events(agency: str, after: int, store: Store) -> list[Event]:
-    return store.events(agency, after, 64)
+def _poll(
+    agency: str, limit: int, lease_ms: int, after_event: int, store: Any
+) -> tuple[list[LeasedDelivery], list[LeasedControl], list[Event]]:
+    """Lease up to `limit` deliveries, then lifecycle actions for what is left of it, and
+    read the agency's new events: one store round trip per Subscribe turn."""
+    now = now_ms()
+    leased: list[LeasedDelivery] = store.lease(agency, limit, now, lease_ms) if limit > 0 else []
+    left = limit - len(leased)
+    controls: list[LeasedControl] = (
+        store.lease_controls(agency, left, now, lease_ms) if left > 0 else []
+    )
+    events: list[Event] = store.events(agency, after_event, 64)
+    return leased, controls, events
 
 
 class AgencyService(LifecycleHandlers):
@@ -114,7 +118,7 @@ class AgencyService(LifecycleHandlers):
         async def subscribe(requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[bytes]:
             try:
                 async for response in self.subscribe(requests, context):
-                    yield response.SerializeToString()
+                    yield response
             except BrokerError as exc:
                 metrics.RPCS.labels("Subscribe", status_of(exc).name).inc()
                 await abort(context, exc)
@@ -194,18 +198,36 @@ class AgencyService(LifecycleHandlers):
         if len(req.envelopes) > limits.max_publish_batch:
             raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
         now = now_ms()
-        registry, policy = self.app.registry, self.app.policy
+        app = self.app
+        registry, policy, registry_key = app.registry, app.policy, app.registry_key
         items = []
+        parsed: list[notice_pb2.NoticeHeader] = []
         seen: set[tuple[str, int]] = set()
+        originator = registry.get(me)
+        statement = originator.statement if originator is not None else b""
         for i, e in enumerate(req.envelopes):
             try:
                 accepted = relay.accept_publish(
-                    e.SerializeToString(deterministic=True), me, registry, policy, now, limits
+                    e.SerializeToString(deterministic=True),
+                    me,
+                    registry,
+                    policy,
+                    now,
+                    limits,
+                    cache=app.decisions,
+                    registry_key=registry_key,
+                    envelope=e,
+                )
+                header = accepted.checked.header
+                cut = delivery.cut_notice(
+                    e,
+                    accepted.checked,
+                    statement,
+                    [(p.recipient, p.sections, p.obligations) for p in accepted.plans],
                 )
             except BrokerError as exc:
                 prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
                 raise type(exc)(f"{prefix}{exc}") from exc
-            header = accepted.checked.header
             key = (header.notice_id, header.version)
             if key in seen:
                 raise InvalidArgument(f"envelope {i}: notice {key[0]} v{key[1]} appears twice")
@@ -217,22 +239,33 @@ class AgencyService(LifecycleHandlers):
                 kind=header.kind,
                 header_digest=accepted.checked.header_digest,
                 envelope_digest=accepted.envelope_digest,
-                envelope=accepted.envelope_bytes,
+                envelope=cut.stripped_envelope,
                 created_at_ms=header.created_at_ms,
                 expires_at_ms=header.expires_at_ms,
                 accepted_at_ms=now,
                 policy_version=accepted.policy_version,
                 decisions=accepted.decision_record(),
+                head=cut.head,
+                ciphertexts=cut.ciphertexts,
             )
-            plans = [DeliveryPlan(p.recipient, p.sections, p.not_before_ms) for p in accepted.plans]
+            embargo = accepted.checked.restrictions.embargo_until_ms
+            token = decided_under(policy.version, registry_key, "", embargo if embargo > now else 0)
+            plans = [
+                DeliveryPlan(
+                    p.recipient,
+                    p.sections,
+                    p.not_before_ms,
+                    cut=c.sections,
+                    wrap=c.wrap,
+                    obligations=c.obligations,
+                    decided_under=token,
+                )
+                for p, c in zip(accepted.plans, cut.deliveries, strict=True)
+            ]
             items.append((record, plans))
+            parsed.append(header)
 
-        headers = {
-            (h.notice_id, h.version): h
-            for h in (
-                notice_pb2.NoticeHeader.FromString(e.header.header_bytes) for e in req.envelopes
-            )
-        }
+        headers = {(r.notice_id, r.version): h for (r, _p), h in zip(items, parsed, strict=True)}
 
         told: list[str] = []  # holders of older versions told they were dropped
 
@@ -467,9 +500,79 @@ class AgencyService(LifecycleHandlers):
         return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
 
     # -- Subscribe -----------------------------------------------------------------------
-    async def subscribe(
-        self, requests: AsyncIterator[bytes], context: Ctx
-    ) -> AsyncIterator[agency_pb2.SubscribeResponse]:
+    async def _forward(self, me: str, leased: Sequence[LeasedDelivery]) -> list[bytes]:
+        """The bytes of every leased delivery still allowed (the others are withheld).
+
+        A delivery was cut and decided at publish; while the policy, the registry and the
+        notice's restrictions are those it was decided under (and no embargo ended since),
+        it is streamed as stored, without parsing. Otherwise it is re-checked first and
+        carries the obligations of now.
+        """
+        app = self.app
+        now = now_ms()
+        out = []
+        for d in leased:
+            obligations = d.obligations
+            if not (
+                d.cut
+                and still_decided(
+                    d.decided_under,
+                    app.policy.version,
+                    app.registry_key,
+                    app.restrictions_key(d.notice_id),
+                    now,
+                )
+            ):
+                envelope = notice_pb2.Envelope.FromString(d.envelope)
+                checked = await self._forward_check(me, d, envelope)
+                if checked is None:
+                    continue
+                if not d.cut:  # stored before deliveries were cut at publish (migration 5)
+                    out.append(self._legacy_delivery(me, d, envelope, checked))
+                    continue
+                obligations = delivery.encode_obligations(checked)
+            out.append(
+                delivery.assemble(
+                    sequence=d.seq,
+                    attempt=d.attempt,
+                    head=d.head,
+                    sections=d.cut,
+                    ciphertexts=dict(d.ciphertexts),
+                    wrap=d.wrap,
+                    obligations=obligations,
+                )
+            )
+        return out
+
+    def _legacy_delivery(
+        self,
+        me: str,
+        d: LeasedDelivery,
+        envelope: notice_pb2.Envelope,
+        obligations: list[notice_pb2.Obligation],
+    ) -> bytes:
+        message = env.delivery_for(envelope, me, d.sections)
+        message.obligations.extend(obligations)
+        message.sequence = d.seq
+        message.attempt = d.attempt
+        originator = self.app.registry.get(env.peek_originator(envelope.header))
+        if originator is not None:
+            message.originator_statement.ParseFromString(originator.statement)
+        return message.SerializeToString()
+
+    def _controls(self, controls: Sequence[LeasedControl]) -> agency_pb2.SubscribeResponse:
+        resp = agency_pb2.SubscribeResponse()
+        for c in controls:
+            control = resp.controls.add(sequence=c.seq, attempt=c.attempt)
+            control.action.action = c.action
+            control.action.signature = c.signature
+            actor = self.app.registry.get(c.actor)
+            if actor is not None:
+                control.actor_statement.ParseFromString(actor.statement)
+        return resp
+
+    async def subscribe(self, requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[bytes]:
+        """Serialized SubscribeResponses for the caller's stream."""
         me = self._agency(context)
         session = self.app.open_session(me)
         # Bounded: a client that stops reading stops the reader too, and gRPC flow control
@@ -509,78 +612,49 @@ class AgencyService(LifecycleHandlers):
         metrics.SUBSCRIBERS.inc()
         reader_task = asyncio.create_task(reader())
         last_event = 0
+        limits = self.app.config.limits
         try:
             # A new stream takes over: whatever a previous stream left in flight is
             # redelivered now (or dead-lettered if out of attempts).
-            max_attempts = self.app.config.limits.max_attempts
-            for ev in await self.app.runner.call(partial(_release, me, max_attempts)):
+            for ev in await self.app.runner.call(partial(_release, me, limits.max_attempts)):
                 self.app.wake(ev.agency)
             for ev in await self.app.runner.call(
-                lambda s: s.release_controls(me, now_ms(), max_attempts)
+                lambda s: s.release_controls(me, now_ms(), limits.max_attempts)
             ):
                 self.app.wake(ev.agency)
             while not session.closed.is_set():
                 session.wake.clear()
                 while not outgoing.empty():
-                    yield outgoing.get_nowait()
+                    yield outgoing.get_nowait().SerializeToString()
                 if failure:
                     raise failure[0]
                 if reader_task.done():
                     return  # the client half-closed
+                # One store round trip per turn: deliveries, lifecycle actions and events.
+                leased, controls, events = await self.app.runner.call(
+                    partial(_poll, me, min(credits, SUBSCRIBE_BATCH), limits.lease_ms, last_event)
+                )
                 sent = False
-                if credits > 0:
-                    limit = min(credits, SUBSCRIBE_BATCH)
-                    lease_ms = self.app.config.limits.lease_ms
-                    leased = await self.app.runner.call(partial(_lease, me, limit, lease_ms))
-                    if leased:
-                        resp = agency_pb2.SubscribeResponse()
-                        for d in leased:
-                            envelope = notice_pb2.Envelope()
-                            envelope.ParseFromString(d.envelope)
-                            obligations = await self._forward_check(me, d, envelope)
-                            if obligations is None:
-                                continue
-                            delivery = env.delivery_for(envelope, me, d.sections)
-                            delivery.obligations.extend(obligations)
-                            if (
-                                resp.deliveries
-                                and resp.ByteSize() + delivery.ByteSize() > SUBSCRIBE_BYTES
-                            ):
-                                # Keep each message under the transport's limit.
-                                credits -= len(resp.deliveries)
-                                metrics.DELIVERIES.inc(len(resp.deliveries))
-                                yield resp
-                                resp = agency_pb2.SubscribeResponse()
-                            delivery.sequence = d.seq
-                            delivery.attempt = d.attempt
-                            originator = self.app.registry.get(env.peek_originator(envelope.header))
-                            if originator is not None:
-                                delivery.originator_statement.ParseFromString(originator.statement)
-                            resp.deliveries.append(delivery)
-                        credits -= len(resp.deliveries)
-                        metrics.DELIVERIES.inc(len(resp.deliveries))
-                        if resp.deliveries:
-                            yield resp
-                        sent = True
-                if credits > 0:
-                    limit = min(credits, SUBSCRIBE_BATCH)
-                    lease_ms = self.app.config.limits.lease_ms
-                    controls = await self.app.runner.call(
-                        partial(_lease_controls, me, limit, lease_ms)
-                    )
-                    if controls:
-                        resp = agency_pb2.SubscribeResponse()
-                        for c in controls:
-                            control = resp.controls.add(sequence=c.seq, attempt=c.attempt)
-                            control.action.action = c.action
-                            control.action.signature = c.signature
-                            actor = self.app.registry.get(c.actor)
-                            if actor is not None:
-                                control.actor_statement.ParseFromString(actor.statement)
-                        credits -= len(controls)
-                        yield resp
-                        sent = True
-                events = await self.app.runner.call(partial(_events, me, last_event))
+                if leased:
+                    forwarded = await self._forward(me, leased)  # withheld ones cost no credit
+                    credits -= len(forwarded)
+                    metrics.DELIVERIES.inc(len(forwarded))
+                    batch: list[bytes] = []
+                    size = 0
+                    for data in forwarded:
+                        if batch and size + len(data) > SUBSCRIBE_BYTES:
+                            # Keep each message under the transport's limit.
+                            yield delivery.subscribe_response(batch)
+                            batch, size = [], 0
+                        batch.append(data)
+                        size += len(data) + 8
+                    if batch:
+                        yield delivery.subscribe_response(batch)
+                    sent = True
+                if controls:
+                    credits -= len(controls)
+                    yield self._controls(controls).SerializeToString()
+                    sent = True
                 if events:
                     resp = agency_pb2.SubscribeResponse()
                     for ev in events:
@@ -594,7 +668,7 @@ class AgencyService(LifecycleHandlers):
                             at_ms=ev.at_ms,
                         )
                     last_event = events[-1].seq
-                    yield resp
+                    yield resp.SerializeToString()
                     sent = True
                 if sent:
                     continue

@@ -50,6 +50,11 @@ class NoticeRecord:
     accepted_at_ms: int
     policy_version: str
     decisions: str  # JSON: per (recipient, section) decisions with rule ids
+    # Cut at publish (broker.core.delivery): Delivery fields 2 and 6, and the section
+    # ciphertexts by position (stored once; `envelope` then holds the envelope without
+    # them). Empty for notices stored before migration 5.
+    head: bytes = b""
+    ciphertexts: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,13 @@ class DeliveryPlan:
     recipient: str
     sections: tuple[str, ...]
     not_before_ms: int = 0  # held until then (an embargo); 0: at once
+    # The recipient's share, cut at publish (broker.core.delivery), and the policy,
+    # registry and restrictions it was decided under (the forwarding-time re-check is
+    # skipped while they are unchanged).
+    cut: bytes = b""
+    wrap: bytes = b""
+    obligations: bytes = b""
+    decided_under: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,12 @@ class LeasedDelivery:
     sections: tuple[str, ...]
     attempt: int
     envelope: bytes
+    head: bytes = b""
+    cut: bytes = b""
+    wrap: bytes = b""
+    obligations: bytes = b""
+    decided_under: str = ""
+    ciphertexts: tuple[tuple[int, bytes], ...] = ()  # (position, ciphertext) the cut names
 
 
 @dataclass(frozen=True)

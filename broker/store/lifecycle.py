@@ -160,7 +160,14 @@ class LifecycleStoreMixin:
         if effect.closed:
             # The ciphertext leaves the broker; digests, decisions and receipts stay. Copies
             # in flight are already being told to delete: they are not sent again.
-            self.conn.execute("UPDATE notices SET envelope=x'' WHERE notice_id=?", (notice_id,))
+            self.conn.execute(
+                "UPDATE notices SET envelope=x'', head=x'' WHERE notice_id=?", (notice_id,)
+            )
+            self.conn.execute("DELETE FROM notice_sections WHERE notice_id=?", (notice_id,))
+            self.conn.execute(
+                "UPDATE deliveries SET cut=x'', wrap=x'', obligations=x'' WHERE notice_id=?",
+                (notice_id,),
+            )
             self.conn.execute(
                 "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE notice_id=? AND state=?",
                 (PURGED, notice_id, IN_FLIGHT),

@@ -201,7 +201,9 @@ class SqliteStore(
                 )
                 continue
             self.conn.execute(
-                "INSERT INTO notices VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO notices (notice_id, version, originator, kind, header_digest, "
+                "envelope_digest, envelope, created_at_ms, expires_at_ms, accepted_at_ms, "
+                "policy_version, decisions, head) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     notice.notice_id,
                     notice.version,
@@ -215,11 +217,22 @@ class SqliteStore(
                     notice.accepted_at_ms,
                     notice.policy_version,
                     notice.decisions,
+                    notice.head,
                 ),
             )
+            if notice.ciphertexts:
+                self.conn.executemany(
+                    "INSERT INTO notice_sections (notice_id, version, position, ciphertext) "
+                    "VALUES (?,?,?,?)",
+                    [
+                        (notice.notice_id, notice.version, i, ct)
+                        for i, ct in enumerate(notice.ciphertexts)
+                    ],
+                )
             self.conn.executemany(
                 "INSERT INTO deliveries (recipient, notice_id, version, sections, state, "
-                "not_before_ms) VALUES (?,?,?,?,?,?)",
+                "not_before_ms, cut, wrap, obligations, decided_under) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         p.recipient,
@@ -228,6 +241,10 @@ class SqliteStore(
                         _j(p.sections),
                         PENDING,
                         p.not_before_ms,
+                        p.cut,
+                        p.wrap,
+                        p.obligations,
+                        p.decided_under,
                     )
                     for p in plans
                 ],
@@ -247,7 +264,8 @@ class SqliteStore(
     # -- delivery ----------------------------------------------------------------
     def lease(self, recipient: str, limit: int, now_ms: int, lease_ms: int) -> list[LeasedDelivery]:
         rows = self.conn.execute(
-            "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope "
+            "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope, n.head, "
+            "d.cut, d.wrap, d.obligations, d.decided_under "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
             "WHERE d.recipient=? AND d.state=? AND d.not_before_ms <= ? "
             "AND NOT EXISTS (SELECT 1 FROM notice_state s WHERE s.notice_id=d.notice_id "
@@ -255,14 +273,49 @@ class SqliteStore(
             "ORDER BY d.seq LIMIT ?",
             (recipient, PENDING, now_ms, now_ms, limit),
         ).fetchall()
+        if not rows:
+            return []
         self.conn.executemany(
             "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? WHERE seq=?",
             [(IN_FLIGHT, now_ms + lease_ms, r[0]) for r in rows],
         )
+        texts = self._ciphertexts({(r[1], r[2]) for r in rows if r[7]})
         return [
-            LeasedDelivery(r[0], recipient, r[1], r[2], _t(r[3]), r[4] + 1, bytes(r[5]))
+            LeasedDelivery(
+                r[0],
+                recipient,
+                r[1],
+                r[2],
+                _t(r[3]),
+                r[4] + 1,
+                bytes(r[5]),
+                bytes(r[6]),
+                bytes(r[7]),
+                bytes(r[8]),
+                bytes(r[9]),
+                r[10],
+                texts.get((r[1], r[2]), ()),
+            )
             for r in rows
         ]
+
+    def _ciphertexts(
+        self, notices: set[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[tuple[int, bytes], ...]]:
+        """The stored section ciphertexts of these notice versions, by position."""
+        out: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
+        ids = sorted({n for n, _v in notices})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for nid, version, position, ct in self.conn.execute(
+                "SELECT notice_id, version, position, ciphertext FROM notice_sections "
+                f"WHERE notice_id IN ({marks}) ORDER BY notice_id, version, position",
+                chunk,
+            ):
+                if (nid, version) in notices:
+                    out.setdefault((nid, version), []).append((position, bytes(ct)))
+        return {k: tuple(v) for k, v in out.items()}
 
     def release(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:
         rows = self.conn.execute(

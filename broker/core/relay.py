@@ -17,7 +17,7 @@ from broker.core import decisions as dc
 from broker.core import envelope as env
 from broker.core import receipts as rcp
 from broker.core import records
-from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, RecipientDecision
+from broker.core.policy import AgencyProfile, Bundle, Decision, NoticeFacts, RecipientDecision
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import Restrictions
 from broker.errors import (
@@ -176,6 +176,24 @@ def resolve_audience(
     except PolicyError as exc:
         raise InvalidArgument(str(exc)) from exc
     return policy.audience(facts, [a.profile for a in registry.values()], now_ms=now_ms)
+
+
+def withholdings(decisions: Sequence[Decision]) -> list[agency_pb2.Withholding]:
+    """What one recipient is refused, as ResolveAudience and a publishing node report it:
+    the whole notice at once when every section is refused for the same rules, else one
+    entry per refused section."""
+    refused = [d for d in decisions if not d.allowed]
+    if not refused:
+        return []
+    if len(refused) == len(decisions) and len({d.rules for d in refused}) == 1:
+        d = refused[0]
+        return [agency_pb2.Withholding(agency_id=d.recipient, reason=d.reason, rules=d.rules)]
+    return [
+        agency_pb2.Withholding(
+            agency_id=d.recipient, section=d.section, reason=d.reason, rules=d.rules
+        )
+        for d in refused
+    ]
 
 
 def _wrap_sections(envelope: notice_pb2.Envelope) -> dict[str, tuple[str, ...]]:

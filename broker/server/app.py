@@ -395,17 +395,27 @@ def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
 
 
 def registry_key(agencies: Iterable[RegisteredAgency]) -> str:
-    """A digest of every profile the policy reads: decisions cached under one key are never
-    reused once any agency's profile changed."""
+    """A digest of the registry: every profile the policy reads, key statement and signed
+    entry. Decisions cached under one key are never reused once any of them changed, and
+    nodes holding the directory of another key fetch it again (GetDirectory)."""
     h = hashlib.sha256()
     for a in sorted(agencies, key=lambda a: a.profile.id):
         p = a.profile
         h.update(
             repr(
-                (p.id, p.country, sorted(p.roles), sorted(p.groups), sorted(p.purposes), p.status)
+                (
+                    p.id,
+                    p.country,
+                    sorted(p.roles),
+                    sorted(p.groups),
+                    sorted(p.purposes),
+                    p.status,
+                    p.organisation,
+                )
             ).encode()
         )
-        h.update(p.organisation.encode() + b"\x00")
+        h.update(hashlib.sha256(a.statement).digest())
+        h.update(hashlib.sha256(a.signed_entry or b"").digest())
     return h.hexdigest()[:32]
 
 

@@ -139,6 +139,7 @@ class AgencyService(LifecycleHandlers):
                 "UpdateRestrictions": unary("UpdateRestrictions", self.update_restrictions),
                 "Act": unary("Act", self.act),
                 "ListReplies": unary("ListReplies", self.list_replies),
+                "GetDirectory": unary("GetDirectory", self.get_directory),
                 "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
             },
         )
@@ -169,22 +170,25 @@ class AgencyService(LifecycleHandlers):
                 signed_entry = registry[rd.recipient].signed_entry
                 if signed_entry is not None:
                     member.entry.ParseFromString(signed_entry)
-            withheld = [d for d in rd.decisions if not d.allowed]
-            if (
-                withheld
-                and len(withheld) == len(rd.decisions)
-                and len(set(d.rules for d in withheld)) == 1
-            ):
-                d = withheld[0]
-                resp.withheld.add(agency_id=rd.recipient, reason=d.reason, rules=list(d.rules))
-            else:
-                for d in withheld:
-                    resp.withheld.add(
-                        agency_id=rd.recipient,
-                        section=d.section,
-                        reason=d.reason,
-                        rules=list(d.rules),
-                    )
+            resp.withheld.extend(relay.withholdings(rd.decisions))
+        return resp
+
+    # -- GetDirectory ----------------------------------------------------------------------
+    async def get_directory(self, data: bytes, context: Ctx) -> agency_pb2.Directory:
+        self._agency(context)
+        req = parse(agency_pb2.GetDirectoryRequest, data)
+        app = self.app
+        resp = agency_pb2.Directory(digest=app.registry_key, policy_version=app.policy.version)
+        if req.known_digest and req.known_digest == app.registry_key:
+            resp.unchanged = True
+            return resp
+        for agency_id in sorted(app.registry):
+            agency = app.registry[agency_id]
+            if agency.signed_entry is None:
+                continue  # nodes accept only administrator-signed entries
+            entry = resp.agencies.add()
+            entry.entry.ParseFromString(agency.signed_entry)
+            entry.key_statement.ParseFromString(agency.statement)
         return resp
 
     # -- Publish -------------------------------------------------------------------------
@@ -299,7 +303,7 @@ class AgencyService(LifecycleHandlers):
         outcomes = await self.app.runner.call(write)
         for agency_id in told:
             self.app.wake(agency_id)
-        resp = agency_pb2.PublishResponse()
+        resp = agency_pb2.PublishResponse(directory_digest=registry_key)
         for o in outcomes:
             resp.results.add(
                 notice_id=o.notice_id,

@@ -288,7 +288,7 @@ def accept_publish(
             raise InvalidArgument(
                 f"the key wrap for {recipient} names sections the notice lacks: {unknown}"
             )
-    shape = (cache or dc.DecisionCache(1)).outcome(
+    shape = (cache if cache is not None else dc.DecisionCache(1)).outcome(
         policy, registry_key, [a.profile for a in registry.values()], facts, now_ms
     )
     plans = []

@@ -361,6 +361,13 @@ class AgencyNode(NodePublisher, NodeLifecycle):
         for ack in response.receipt_acks:
             self.stats.receipts_acked += 1
             self.stats.acked.add((ack.action_id or ack.notice_id, ack.version))
+        for refusal in response.receipt_refusals:
+            # Not counted (e.g. its lease ran out first): the broker delivers it again.
+            self.stats.receipts_refused += 1
+            log.warning(
+                "receipt refused by the broker",
+                extra={"notice_id": refusal.notice_id, "code": refusal.code},
+            )
         if response.events:
             up_to = response.events[-1].sequence
             await call.write(

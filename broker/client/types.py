@@ -121,6 +121,7 @@ class ListenStats:
     duplicates: int = 0  # redeliveries of notices already taken in
     rejected: int = 0  # deliveries that did not open (never receipted)
     receipts_acked: int = 0
+    receipts_refused: int = 0  # receipts the broker did not count (see ReceiptRefusal)
     actions: int = 0  # lifecycle actions applied and acknowledged
     connects: int = 0
     acked: set[tuple[str, int]] = field(default_factory=set)

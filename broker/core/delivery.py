@@ -27,10 +27,9 @@ import struct
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from broker.core import envelope_suite as es
 from broker.core.envelope_check import CheckedEnvelope
 from broker.core.envelope_suite import EnvelopeError
-from broker.core.merkle import inclusion_proof, leaf_hash
+from broker.core.merkle import all_inclusion_proofs
 from broker.v1 import notice_pb2
 
 __all__ = [
@@ -112,59 +111,38 @@ def cut_notice(
     """Cut every recipient's share of a checked envelope.
 
     `shares` are (recipient, section names, obligations) for each recipient to deliver
-    to; each recipient must have a wrap and the sections must exist. Inclusion proofs
-    are computed over all leaves, padding included, once per tree.
-    Raises EnvelopeError naming the recipient or section otherwise.
+    to; each recipient must have a wrap and the sections must exist. Every inclusion
+    proof of both trees is computed once (O(n log n)), from the leaf hashes the check
+    already made. Raises EnvelopeError naming the recipient or section otherwise.
     """
-    size_s = checked.header.sections_tree_size
-    size_w = checked.header.wraps_tree_size
-    section_hashes: list[bytes] = [b""] * size_s
-    positions: dict[str, int] = {}
-    for section in envelope.sections:
-        section_hashes[section.leaf_index] = leaf_hash(section.descriptor)
-    for pad in envelope.section_padding:
-        section_hashes[pad.leaf_index] = leaf_hash(pad.leaf)
-    for i, section in enumerate(envelope.sections):
-        positions[es.parse(notice_pb2.SectionDescriptor, section.descriptor).name] = i
-    wrap_hashes: list[bytes] = [b""] * size_w
-    for wrap in envelope.wraps:
-        wrap_hashes[wrap.leaf_index] = leaf_hash(wrap.leaf)
-    for pad in envelope.wrap_padding:
-        wrap_hashes[pad.leaf_index] = leaf_hash(pad.leaf)
-
-    section_proofs: dict[int, bytes] = {}  # position -> SealedSection meta
+    positions = checked.section_positions
+    section_proofs = all_inclusion_proofs(checked.section_hashes)
+    wrap_proofs = all_inclusion_proofs(checked.wrap_hashes)
+    framed: dict[str, bytes] = {}  # section name -> (position, SealedSection meta), framed
+    leaf_of: dict[str, int] = {}
+    for name, pos in positions.items():
+        s = envelope.sections[pos]
+        meta = notice_pb2.SealedSection(
+            descriptor=s.descriptor, leaf_index=s.leaf_index, proof=section_proofs[s.leaf_index]
+        ).SerializeToString(deterministic=True)
+        framed[name] = _POSITION.pack(pos, len(meta)) + meta
+        leaf_of[name] = s.leaf_index
     cuts = []
     for recipient, names, obligations in shares:
-        wanted = set(names)
-        unknown = sorted(wanted - positions.keys())
+        unknown = sorted(set(names) - positions.keys())
         if unknown:
             raise EnvelopeError(f"envelope has no sections named {unknown}")
         index = checked.wrap_index.get(recipient)
         if index is None:
             raise EnvelopeError(f"envelope has no key wrap for recipient {recipient!r}")
-        framed = bytearray()
-        order = sorted(
-            (positions[n] for n in wanted), key=lambda p: envelope.sections[p].leaf_index
-        )
-        for pos in order:
-            meta = section_proofs.get(pos)
-            if meta is None:
-                s = envelope.sections[pos]
-                meta = notice_pb2.SealedSection(
-                    descriptor=s.descriptor,
-                    leaf_index=s.leaf_index,
-                    proof=inclusion_proof(s.leaf_index, section_hashes),
-                ).SerializeToString(deterministic=True)
-                section_proofs[pos] = meta
-            framed += _POSITION.pack(pos, len(meta)) + meta
         w = envelope.wraps[index]
         wrap = notice_pb2.KeyWrap(
-            leaf=w.leaf, leaf_index=w.leaf_index, proof=inclusion_proof(w.leaf_index, wrap_hashes)
+            leaf=w.leaf, leaf_index=w.leaf_index, proof=wrap_proofs[w.leaf_index]
         )
         cuts.append(
             CutDelivery(
                 recipient=recipient,
-                sections=bytes(framed),
+                sections=b"".join(framed[n] for n in sorted(set(names), key=leaf_of.__getitem__)),
                 wrap=field_bytes(4, wrap.SerializeToString(deterministic=True)),
                 obligations=encode_obligations(obligations),
             )

@@ -98,6 +98,28 @@ class AcceptedNotice:
     recipients: tuple[AgencyProfile, ...] = ()
     shape: dc.ShapeOutcome | None = None  # the cached outcome the decisions came from
 
+    def refused(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """(recipient, section, rules) of every section the policy refused an addressed
+        recipient (for the log's withholding leaves)."""
+        if self.facts is None:
+            return ()
+        out = []
+        for p in self.plans:
+            missing = set(self.facts.sections) - set(p.sections)
+            if not missing:
+                continue
+            decisions = (
+                self.shape.decision(p.recipient).decisions
+                if self.shape is not None
+                else next(d.decisions for d in self.decisions if d.recipient == p.recipient)
+            )
+            out += [
+                (p.recipient, d.section, d.rules)
+                for d in decisions
+                if d.section in missing and not d.allowed
+            ]
+        return tuple(out)
+
     def decision_record(self) -> str:
         """The JSON decision record (see broker.core.records): its SHA-256 is logged."""
         if self.shape is not None and self.facts is not None:
@@ -196,23 +218,6 @@ def withholdings(decisions: Sequence[Decision]) -> list[agency_pb2.Withholding]:
     ]
 
 
-def _wrap_sections(envelope: notice_pb2.Envelope) -> dict[str, tuple[str, ...]]:
-    out = {}
-    for w in envelope.wraps:
-        leaf = notice_pb2.WrapLeaf()
-        try:
-            leaf.ParseFromString(w.leaf)
-        except DecodeError as exc:
-            raise InvalidArgument("a key wrap leaf is not a valid WrapLeaf") from exc
-        names = tuple(leaf.sections)
-        if not names:
-            raise InvalidArgument(f"the key wrap for {leaf.recipient} names no sections")
-        if list(names) != sorted(set(names)):
-            raise InvalidArgument(f"the key wrap for {leaf.recipient} must list sections sorted")
-        out[leaf.recipient] = names
-    return out
-
-
 def accept_publish(
     envelope_bytes: bytes,
     caller: str,
@@ -277,8 +282,10 @@ def accept_publish(
     except PolicyError as exc:
         raise InvalidArgument(str(exc)) from exc
 
-    wraps = _wrap_sections(envelope)
+    wraps = checked.wrap_sections
     for recipient in wraps:
+        if not wraps[recipient]:
+            raise InvalidArgument(f"the key wrap for {recipient} names no sections")
         if recipient not in registry:
             raise InvalidArgument(f"recipient {recipient!r} is not in the agency registry")
         if recipient == caller:
@@ -352,11 +359,13 @@ def accept_receipts(
     caller: str,
     registry: Mapping[str, RegisteredAgency],
     limits: Limits,
-) -> list[notice_pb2.ProvenReceipt]:
-    """Verify a receipt batch signed by `caller`; return one proven receipt per entry.
+) -> list[tuple[notice_pb2.ProvenReceipt, notice_pb2.Receipt]]:
+    """Verify a receipt batch signed by `caller`: one (proven receipt, receipt) per entry.
 
-    Raises PermissionDenied when the batch is signed as another agency,
-    InvalidArgument when it does not verify, ResourceExhausted when too large.
+    Raises PermissionDenied when the batch is signed as another agency or the caller is
+    not (or no longer) registered, FailedPrecondition when a suspended or revoked agency
+    receipts a notice (it may still acknowledge lifecycle actions, such as an order to
+    erase), InvalidArgument when it does not verify, ResourceExhausted when too large.
     """
     if batch.signer != caller:
         raise PermissionDenied(f"you are {caller}; you cannot submit receipts as {batch.signer!r}")
@@ -365,7 +374,12 @@ def accept_receipts(
     me = registry.get(caller)
     if me is None:
         raise PermissionDenied(f"{caller} is not in the agency registry")
-    return rcp.verify_receipt_batch(batch, me.signing_key)
+    verified = rcp.verify_receipts(batch, me.signing_key)
+    if me.profile.status != "active" and any(not r.action_id for _p, r in verified):
+        raise FailedPrecondition(
+            f"{caller} is {me.profile.status}: its receipts of notices do not count"
+        )
+    return verified
 
 
 RESTRICTION_UPDATE_CONTEXT = b"broker.v1 restriction update\x00"

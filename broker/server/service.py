@@ -251,6 +251,8 @@ class AgencyService(LifecycleHandlers):
                 decisions=accepted.decision_record(),
                 head=cut.head,
                 ciphertexts=cut.ciphertexts,
+                sections=accepted.facts.sections if accepted.facts else (),
+                refused=accepted.refused(),
             )
             embargo = accepted.checked.restrictions.embargo_until_ms
             token = decided_under(policy.version, registry_key, "", embargo if embargo > now else 0)
@@ -324,20 +326,24 @@ class AgencyService(LifecycleHandlers):
 
     # -- receipts ------------------------------------------------------------------------
     async def _store_receipts(
-        self, me: str, batches: Sequence[notice_pb2.ReceiptBatch]
-    ) -> list[agency_pb2.ReceiptAck]:
-        """Verify every batch, then store all of them in one transaction (all or nothing)."""
-        proven = [
-            p
+        self, me: str, batches: Sequence[notice_pb2.ReceiptBatch], *, partial: bool = False
+    ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
+        """Verify every batch, then store them in one transaction: (acknowledged, refused).
+
+        A receipt counts only for what was streamed to the caller (see
+        Store.record_receipts). With `partial` (a Subscribe stream) receipts that do not
+        count are refused one by one and the others stored; otherwise the first refusal
+        is raised and nothing is stored.
+        """
+        verified = [
+            pair
             for batch in batches
-            for p in relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
+            for pair in relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
         ]
         now = now_ms()
         records = []
         controls = []
-        for p in proven:
-            r = notice_pb2.Receipt()
-            r.ParseFromString(p.receipt)
+        for p, r in verified:
             if r.action_id:
                 controls.append(
                     ControlReceipt(
@@ -347,16 +353,53 @@ class AgencyService(LifecycleHandlers):
                 continue
             records.append(
                 ReceiptRecord(
-                    r.notice_id, r.version, r.recipient, r.header_digest, p.SerializeToString(), now
+                    r.notice_id,
+                    r.version,
+                    r.recipient,
+                    r.header_digest,
+                    p.SerializeToString(),
+                    now,
+                    sections=tuple(r.sections),
+                    claimed_at_ms=r.received_at_ms,
+                    receipt_digest=logleaf.receipt_digest(p.receipt),
+                    batch_root=p.batch_root,
                 )
             )
 
-        def write(store: Any) -> list[agency_pb2.ReceiptAck]:
-            acks = [
-                agency_pb2.ReceiptAck(notice_id=n, version=v)
-                for n, v in store.record_receipts_logged(records, now_ms())  # + transparency log
-            ]
-            done = store.record_control_receipts(controls)
+        def write(
+            store: Any,
+        ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
+            acks = []
+            refused = []
+            for o in store.receive_receipts_logged(records, now):  # + transparency log
+                if o.error is None:
+                    acks.append(agency_pb2.ReceiptAck(notice_id=o.notice_id, version=o.version))
+                elif partial:
+                    refused.append(
+                        agency_pb2.ReceiptRefusal(
+                            notice_id=o.notice_id,
+                            version=o.version,
+                            code=status_of(o.error).name,
+                            reason=str(o.error),
+                        )
+                    )
+                else:
+                    raise o.error
+            done = []
+            for action_id, notice_id, new, error in store.receive_control_receipts(controls):
+                if error is None:
+                    done.append((action_id, notice_id, new))
+                elif partial:
+                    refused.append(
+                        agency_pb2.ReceiptRefusal(
+                            notice_id=notice_id,
+                            action_id=action_id,
+                            code=status_of(error).name,
+                            reason=str(error),
+                        )
+                    )
+                else:
+                    raise error
             first = [(a, n) for a, n, new in done if new]  # a resent receipt is not logged again
             if first:
                 store.tlog_append(
@@ -374,11 +417,16 @@ class AgencyService(LifecycleHandlers):
                     ]
                 )
             acks += [agency_pb2.ReceiptAck(action_id=a, notice_id=n) for a, n, _ in done]
-            return acks
+            return acks, refused
 
-        acks: list[agency_pb2.ReceiptAck] = await self.app.runner.call(write)
+        acks, refused = await self.app.runner.call(write)
         metrics.RECEIPTS.inc(len(acks))
-        return acks
+        for refusal in refused:
+            log.warning(
+                "receipt refused",
+                extra={"notice_id": refusal.notice_id, "recipient": me, "code": refusal.code},
+            )
+        return acks, refused
 
     async def submit_receipts(self, data: bytes, context: Ctx) -> agency_pb2.SubmitReceiptsResponse:
         me = self._agency(context)
@@ -387,9 +435,8 @@ class AgencyService(LifecycleHandlers):
             raise InvalidArgument("SubmitReceiptsRequest carries no batches")
         if len(req.batches) > MAX_RECEIPT_BATCHES:
             raise ResourceExhausted(f"at most {MAX_RECEIPT_BATCHES} receipt batches per request")
-        return agency_pb2.SubmitReceiptsResponse(
-            accepted=await self._store_receipts(me, list(req.batches))
-        )
+        acks, _refused = await self._store_receipts(me, list(req.batches))
+        return agency_pb2.SubmitReceiptsResponse(accepted=acks)
 
     # -- GetDeliveryStatus ---------------------------------------------------------------
     async def delivery_status(self, data: bytes, context: Ctx) -> agency_pb2.DeliveryStatusResponse:
@@ -594,8 +641,10 @@ class AgencyService(LifecycleHandlers):
                     credits = min(credits + req.credit.credits, self.app.max_window)
                     session.wake.set()
                 elif which == "receipts":
-                    acked = await self._store_receipts(me, [req.receipts])
-                    await outgoing.put(agency_pb2.SubscribeResponse(receipt_acks=acked))
+                    acked, refused = await self._store_receipts(me, [req.receipts], partial=True)
+                    await outgoing.put(
+                        agency_pb2.SubscribeResponse(receipt_acks=acked, receipt_refusals=refused)
+                    )
                     session.wake.set()
                 elif which == "ack_events":
                     up_to = req.ack_events.up_to_sequence

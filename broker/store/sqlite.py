@@ -12,13 +12,22 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from broker.errors import (
+    AlreadyExists,
+    BrokerError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from broker.store.admin import AdminStoreMixin
 from broker.store.api import (
     DEAD,
     DELIVERED,
     IN_FLIGHT,
     PENDING,
+    PURGED,
+    WITHHELD,
     AgencyRecord,
     DeliveryPlan,
     DeliveryStatus,
@@ -26,6 +35,7 @@ from broker.store.api import (
     LeasedDelivery,
     NoticeRecord,
     PublishOutcome,
+    ReceiptOutcome,
     ReceiptRecord,
 )
 from broker.store.lifecycle import LifecycleStoreMixin
@@ -39,6 +49,36 @@ def _j(values: Sequence[str]) -> str:
 
 def _t(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
+
+
+_REFUSED_STATES = {
+    PENDING: "was never streamed to you (or its lease ran out): receipt it when it arrives",
+    WITHHELD: "was withheld, not delivered",
+    PURGED: "was purged before it reached you",
+    DEAD: "was given up (dead-lettered) before your receipt came",
+}
+
+
+def _receipt_refusal(
+    r: ReceiptRecord, row: tuple[int, str, bytes, str, str] | None
+) -> BrokerError | None:
+    """Why a receipt does not count for the delivery it names (None: it counts)."""
+    what = f"notice {r.notice_id} version {r.version}"
+    if row is None:
+        return NotFound(f"no delivery of {what} to {r.recipient}")
+    _seq, state, digest, _originator, sections = row
+    if digest != r.header_digest:
+        return InvalidArgument(
+            f"receipt for {what} names another header digest than the one delivered"
+        )
+    if state not in (IN_FLIGHT, DELIVERED):
+        return FailedPrecondition(f"the delivery of {what} {_REFUSED_STATES.get(state, state)}")
+    if tuple(sorted(r.sections)) != tuple(sorted(_t(sections))):
+        return InvalidArgument(
+            f"receipt for {what} names sections {', '.join(sorted(r.sections)) or 'none'}; "
+            f"{', '.join(sorted(_t(sections)))} were delivered"
+        )
+    return None
 
 
 class SqliteStore(
@@ -327,26 +367,56 @@ class SqliteStore(
         return self._requeue(rows, now_ms, max_attempts)
 
     def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]:
-        accepted = []
+        outcomes = self.receive_receipts(receipts)
+        for o in outcomes:
+            if o.error is not None:
+                raise o.error  # the caller's savepoint undoes the others
+        return [(o.notice_id, o.version) for o in outcomes]
+
+    def receive_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[ReceiptOutcome]:
+        if not receipts:
+            return []
+        found: dict[tuple[str, int, str], tuple[int, str, bytes, str, str]] = {}
+        by_recipient: dict[str, set[str]] = {}
         for r in receipts:
-            row = self.conn.execute(
-                "SELECT d.state, n.header_digest FROM deliveries d "
-                "JOIN notices n USING (notice_id, version) "
-                "WHERE d.notice_id=? AND d.version=? AND d.recipient=?",
-                (r.notice_id, r.version, r.recipient),
-            ).fetchone()
-            if row is None:
-                raise NotFound(
-                    f"no delivery of notice {r.notice_id} version {r.version} to {r.recipient}"
-                )
-            if bytes(row[1]) != r.header_digest:
-                raise InvalidArgument(
-                    f"receipt for notice {r.notice_id} version {r.version} names another "
-                    "header digest than the one delivered"
-                )
-            if row[0] != DELIVERED:
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?)",
+            by_recipient.setdefault(r.recipient, set()).add(r.notice_id)
+        for recipient, ids in by_recipient.items():
+            ordered = sorted(ids)
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for seq, nid, version, state, digest, originator, sections in self.conn.execute(
+                    "SELECT d.seq, d.notice_id, d.version, d.state, n.header_digest, "
+                    "n.originator, d.sections FROM deliveries d "
+                    "JOIN notices n USING (notice_id, version) "
+                    f"WHERE d.recipient=? AND d.notice_id IN ({marks})",
+                    (recipient, *chunk),
+                ):
+                    found[(nid, version, recipient)] = (
+                        seq,
+                        state,
+                        bytes(digest),
+                        originator,
+                        sections,
+                    )
+        outcomes: list[ReceiptOutcome] = []
+        delivered: dict[int, ReceiptRecord] = {}  # seq -> the receipt that delivers it now
+        for r in receipts:
+            row = found.get((r.notice_id, r.version, r.recipient))
+            error = _receipt_refusal(r, row)
+            if error is not None:
+                outcomes.append(ReceiptOutcome(r.notice_id, r.version, r.recipient, error=error))
+                continue
+            assert row is not None
+            seq, state, _digest, originator, _sections = row
+            first = state == IN_FLIGHT and seq not in delivered
+            if first:
+                delivered[seq] = r
+            outcomes.append(ReceiptOutcome(r.notice_id, r.version, r.recipient, first, originator))
+        if delivered:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?)",
+                [
                     (
                         r.notice_id,
                         r.version,
@@ -354,15 +424,15 @@ class SqliteStore(
                         r.header_digest,
                         r.proven,
                         r.received_at_ms,
-                    ),
-                )
-                self.conn.execute(
-                    "UPDATE deliveries SET state=?, deadline_ms=NULL, delivered_at_ms=? "
-                    "WHERE notice_id=? AND version=? AND recipient=?",
-                    (DELIVERED, r.received_at_ms, r.notice_id, r.version, r.recipient),
-                )
-            accepted.append((r.notice_id, r.version))
-        return accepted
+                    )
+                    for r in delivered.values()
+                ],
+            )
+            self.conn.executemany(
+                "UPDATE deliveries SET state=?, deadline_ms=NULL, delivered_at_ms=? WHERE seq=?",
+                [(DELIVERED, r.received_at_ms, seq) for seq, r in delivered.items()],
+            )
+        return outcomes
 
     def expire_leases(self, now_ms: int, max_attempts: int) -> list[Event]:
         rows = self.conn.execute(

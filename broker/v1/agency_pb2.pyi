@@ -697,6 +697,42 @@ class ReceiptAck(_message.Message):
 Global___ReceiptAck: _TypeAlias = ReceiptAck  # noqa: Y015
 
 @_typing.final
+class ReceiptRefusal(_message.Message):
+    """A receipt sent on a Subscribe stream that the broker did not count, and why (the
+    others of its batch count; SubmitReceipts instead refuses the whole call).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    version: _builtins.int
+    action_id: _builtins.str
+    code: _builtins.str
+    """the gRPC status name it would have had"""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        action_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "code", b"code", "notice_id", b"notice_id", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptRefusal: _TypeAlias = ReceiptRefusal  # noqa: Y015
+
+@_typing.final
 class StatusEvent(_message.Message):
     """A report to an originator about one of its notices."""
 
@@ -743,6 +779,7 @@ class SubscribeResponse(_message.Message):
     RECEIPT_ACKS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     CONTROLS_FIELD_NUMBER: _builtins.int
+    RECEIPT_REFUSALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[_notice_pb2.Delivery]: ...
     @_builtins.property
@@ -751,6 +788,8 @@ class SubscribeResponse(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusEvent]: ...
     @_builtins.property
     def controls(self) -> _containers.RepeatedCompositeFieldContainer[_notice_pb2.ControlDelivery]: ...
+    @_builtins.property
+    def receipt_refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiptRefusal]: ...
     def __init__(
         self,
         *,
@@ -758,10 +797,11 @@ class SubscribeResponse(_message.Message):
         receipt_acks: _abc.Iterable[Global___ReceiptAck] | None = ...,
         events: _abc.Iterable[Global___StatusEvent] | None = ...,
         controls: _abc.Iterable[_notice_pb2.ControlDelivery] | None = ...,
+        receipt_refusals: _abc.Iterable[Global___ReceiptRefusal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controls", b"controls", "deliveries", b"deliveries", "events", b"events", "receipt_acks", b"receipt_acks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controls", b"controls", "deliveries", b"deliveries", "events", b"events", "receipt_acks", b"receipt_acks", "receipt_refusals", b"receipt_refusals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

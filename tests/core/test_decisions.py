@@ -95,3 +95,38 @@ def test_decided_under_changes_with_anything_the_decision_read() -> None:
     assert not dc.still_decided(held, "p1", "r1", "", NOW + 10)  # the embargo ended
     for bad in ("", "p1|r1|", "p1|r1||x", "a|b|c|d|e"):
         assert not dc.still_decided(bad, "p1", "r1", "", NOW)
+
+
+def test_withholding_leaves_from_the_shape_equal_those_read_from_the_record() -> None:
+    from broker.core import logleaf
+
+    bundle = shipped()
+    facts = red(created_at_ms=NOW)
+    shape = dc.DecisionCache().outcome(bundle, "r", REGISTRY, facts, NOW)
+    planned = [
+        ("IT-BORDER", tuple(sorted(shape.allowed("IT-BORDER")))),
+        ("DE-BKA", ("identity",)),  # sealed less than allowed: not sealed, not denied
+    ]
+    record = dc.decision_record(bundle.version, facts, shape, [r for r, _s in planned])
+    refused = tuple(
+        (r, d.section, d.rules)
+        for r, sealed in planned
+        for d in shape.decision(r).decisions
+        if d.section not in sealed and not d.allowed
+    )
+    common = dict(
+        notice_id="n",
+        version=1,
+        originator="FR-NCB",
+        policy_version=bundle.version,
+        decision_record=record,
+        planned=planned,
+        logged_at_ms=NOW,
+    )
+    fast = logleaf.withholdings(**common, sections=facts.sections, refused=refused)  # type: ignore[arg-type]
+    slow = logleaf.withholdings(**common)  # type: ignore[arg-type]
+    assert fast == slow
+    assert {(leaf.withheld.recipient, leaf.withheld.reason) for leaf in fast} == {
+        ("IT-BORDER", logleaf.DENIED_BY_POLICY),
+        ("DE-BKA", logleaf.NOT_SEALED),
+    }

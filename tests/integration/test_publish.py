@@ -249,8 +249,7 @@ async def test_publish_many_decides_each_shape_once(broker: Running) -> None:
     from broker.client.types import Draft
 
     drafts = [
-        Draft(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
-        for _ in range(5)
+        Draft(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS) for _ in range(5)
     ]
     async with broker.node("FR-NCB") as node:
         sent = await node.publish_many(drafts)

@@ -36,7 +36,7 @@ class NodeConfig:
     keys_dir: Path  # where this agency's credentials and the CA certificate are
     state_dir: Path  # the node's inbox
     rpc_timeout_s: float = 10.0
-    window: int = 64  # credit window: deliveries in flight at most
+    window: int = 128  # credit window: deliveries in flight at most
     publish_attempts: int = 8
     reconnect_max_s: float = 5.0
 

@@ -63,7 +63,7 @@ STATE = {
     WITHHELD: agency_pb2.DELIVERY_STATE_WITHHELD,
     PURGED: agency_pb2.DELIVERY_STATE_PURGED,
 }
-SUBSCRIBE_BATCH = 32
+SUBSCRIBE_BATCH = 64
 SUBSCRIBE_BYTES = 6 * 1024 * 1024  # below the 8 MiB message limit, whatever the batch holds
 MAX_RECEIPT_BATCHES = 16
 EVENT_KINDS = {

@@ -212,6 +212,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN cut BLOB NOT NULL DEFAULT x'';
     ALTER TABLE deliveries ADD COLUMN wrap BLOB NOT NULL DEFAULT x'';
     ALTER TABLE deliveries ADD COLUMN obligations BLOB NOT NULL DEFAULT x'';
-    ALTER TABLE deliveries ADD COLUMN decided_under TEXT NOT NULL DEFAULT ''
+    ALTER TABLE deliveries ADD COLUMN decided_under TEXT NOT NULL DEFAULT '';
+    DROP INDEX deliveries_deadline;
+    CREATE INDEX deliveries_in_flight ON deliveries (deadline_ms) WHERE state = 'in_flight'
     """,
 )

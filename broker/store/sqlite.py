@@ -315,9 +315,11 @@ class SqliteStore(
         ).fetchall()
         if not rows:
             return []
-        self.conn.executemany(
-            "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? WHERE seq=?",
-            [(IN_FLIGHT, now_ms + lease_ms, r[0]) for r in rows],
+        marks = ",".join("?" * len(rows))
+        self.conn.execute(
+            "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? "
+            f"WHERE seq IN ({marks})",
+            (IN_FLIGHT, now_ms + lease_ms, *(r[0] for r in rows)),
         )
         texts = self._ciphertexts({(r[1], r[2]) for r in rows if r[7]})
         return [
@@ -414,7 +416,7 @@ class SqliteStore(
                 delivered[seq] = r
             outcomes.append(ReceiptOutcome(r.notice_id, r.version, r.recipient, first, originator))
         if delivered:
-            self.conn.executemany(
+            self.conn.executemany(  # receipts first: a failure leaves the states unchanged
                 "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?)",
                 [
                     (
@@ -438,8 +440,8 @@ class SqliteStore(
         rows = self.conn.execute(
             "SELECT d.seq, d.recipient, d.notice_id, d.version, d.attempts, n.originator "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
-            "WHERE d.state=? AND d.deadline_ms < ?",
-            (IN_FLIGHT, now_ms),
+            "WHERE d.state='in_flight' AND d.deadline_ms < ?",  # the partial index
+            (now_ms,),
         ).fetchall()
         return self._requeue(rows, now_ms, max_attempts)
 

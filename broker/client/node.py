@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import grpc
+import nacl.bindings
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
@@ -109,6 +110,10 @@ class AgencyNode(NodePublisher, NodeLifecycle):
         self.inbox = Inbox(config.state_dir / f"{config.agency_id}.inbox.sqlite3")
         self.stats = ListenStats()
         self._init_publisher()
+        # Our own X25519 public key, once: opening a wrap then costs one scalar multiplication.
+        self._encryption_public_key = bytes(
+            nacl.bindings.crypto_scalarmult_base(self.credentials.encryption_private_key)
+        )
 
     async def __aenter__(self) -> AgencyNode:
         return self
@@ -136,6 +141,7 @@ class AgencyNode(NodePublisher, NodeLifecycle):
             self.me,
             self.credentials.encryption_private_key,
             self._originator_key(delivery),
+            self._encryption_public_key,
         )
         return ReceivedNotice(
             opened.header,

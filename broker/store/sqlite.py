@@ -28,6 +28,7 @@ from broker.store.api import (
     PublishOutcome,
     ReceiptRecord,
 )
+from broker.store.console_reads import ConsoleReadsMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.migrations import MIGRATIONS
 from broker.store.tlog import TransparencyLogMixin
@@ -42,8 +43,8 @@ def _t(text: str) -> tuple[str, ...]:
 
 
 class SqliteStore(
-    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin
-):  # + transparency log (tlog.py)
+    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin, ConsoleReadsMixin
+):  # + transparency log (tlog.py), console views (console_reads.py)
     """The embedded store. Construct with :meth:`open`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

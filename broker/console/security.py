@@ -12,7 +12,7 @@
   header naming the console itself.
 * **Headers.** A strict Content-Security-Policy (no script at all, styles and
   images only from the console, forms only to the console, no framing), no
-  referrer, no caching, no MIME sniffing.
+  referrer to other sites, no caching, no MIME sniffing.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CSP = (
 HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-store"),
     (b"cross-origin-opener-policy", b"same-origin"),

@@ -214,9 +214,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Sc
     port_file = work / "broker.port"
     serve_log = (logs / "serve.log").open("wb")
     console_log = (logs / "console.log").open("w")
+    flags = ["--listen", "127.0.0.1:0", "--port-file", str(port_file)]
     serve = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli.main", *serve_args, "--listen", "127.0.0.1:0"]
-        + ["--port-file", str(port_file)],
+        [sys.executable, "-m", "broker.cli.main", *serve_args, *flags],
         cwd=work,
         stdout=subprocess.DEVNULL,
         stderr=serve_log,

@@ -88,8 +88,10 @@ def timeline(
     )
     path = " ".join(f"{'M' if i == 0 else 'L'} {p.x} {p.y}" for i, p in enumerate(points))
     n = 4
+    day = 86_400_000
+    cut = slice(11, 19) if t1 - t0 < day else slice(5, 16)  # HH:MM:SS, or MM-DD HH:MM
     x_ticks = tuple(
-        Tick(x(t0 + span * i // n), bottom + 18, clock(t0 + span * i // n)[11:19])
+        Tick(x(t0 + span * i // n), bottom + 18, clock(t0 + span * i // n)[cut])
         for i in range(n + 1)
     )
     y_ticks = tuple(Tick(left - 6, y(s1 * i // n), str(s1 * i // n)) for i in range(n + 1))

@@ -298,4 +298,13 @@ def page(browser: Any, scene: Scene) -> Iterator[Any]:
     context.close()
 
 
-__all__ = ["ADMIN_ID", "AUDITOR_ID", "Scene"]
+def shot(page: Any, name: str, *, full: bool = True) -> None:
+    """Keep a screenshot of what the test sees, when BROKER_CONSOLE_SCREENSHOTS names a
+    directory (docs/console/ holds a set taken this way)."""
+    where = os.environ.get("BROKER_CONSOLE_SCREENSHOTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=full)
+
+
+__all__ = ["ADMIN_ID", "AUDITOR_ID", "Scene", "shot"]

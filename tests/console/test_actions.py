@@ -17,7 +17,7 @@ from broker.core.policy import compile_bundle
 from broker.sandbox import ADMIN_ID
 from broker.v1 import admin_pb2
 
-from .conftest import Scene, in_thread
+from .conftest import Scene, in_thread, shot
 from .test_pages import hub_yellow_only, text
 
 pytestmark = pytest.mark.integration
@@ -63,6 +63,7 @@ def test_an_activation_changes_nothing_until_confirmed(
         "hub: yellow notices only",
     )
     assert "lost against the active bundle" in text(page, "#impact-notes")
+    shot(page, "confirm-activation")
     # ... and, not confirmed, leaves the broker as it was.
     page.goto(scene.base + "/policy")
     assert broker_state(scene)[0] == before
@@ -130,6 +131,7 @@ def test_suspending_an_agency_is_signed_and_confirmed(scene: Scene, page: Any) -
     row.locator("button").click()
     fields = text(page, "#to-sign")
     assert "active → suspended" in fields and "1 → 2" in fields
+    shot(page, "confirm-suspension")
     assert broker_state(scene)[1]["IT-BORDER"].status == "active"  # not yet
     page.click("#confirm")
     assert "IT-BORDER is now suspended (revision 2)" in text(page, "#done")

@@ -12,7 +12,7 @@ import pytest
 
 from broker.v1 import audit_pb2
 
-from .conftest import Scene
+from .conftest import Scene, shot
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,7 @@ def test_the_demo_ends_with_the_console_commands_that_open_it(scene: Scene, page
     assert page.url == scene.base + "/"
     assert "urn:broker:auditor:dpo" in text(page, "main")
     assert "urn:broker:admin:registrar" in text(page, "main")
+    shot(page, "overview")
 
 
 def test_nobody_without_the_token_drives_it(scene: Scene, page: Any) -> None:
@@ -70,6 +71,7 @@ def test_log_health_shows_verified_checkpoints_and_the_witness(scene: Scene, pag
     assert "✔ urn:broker:agency:EU-HUB" in text(page, "#checkpoint-table")
     page.click("text=Replay every logged decision")
     assert "every one replays the same" in text(page, "#replay-verdict")
+    shot(page, "log-health")
 
 
 def test_flows_draw_received_withheld_awaiting_and_dead_lettered(scene: Scene, page: Any) -> None:
@@ -93,6 +95,7 @@ def test_flows_draw_received_withheld_awaiting_and_dead_lettered(scene: Scene, p
     assert band("interpol.yellow", "IT-BORDER", "withheld").count() == 1
     rows = text(page, "#flow-table")
     assert "withheld by the policy" in rows and "dead-lettered" in rows
+    shot(page, "flows")
     # A period before any traffic shows nothing.
     page.fill("input[name=from]", "2001-01-01")
     page.fill("input[name=to]", "2001-01-31")
@@ -103,6 +106,7 @@ def test_flows_draw_received_withheld_awaiting_and_dead_lettered(scene: Scene, p
 
 def test_a_notices_journey_is_verified_in_the_console(scene: Scene, page: Any) -> None:
     page.goto(scene.base + "/notices")
+    shot(page, "notices")
     page.click(f"a[href^='/notices/{scene.red_id}']")
     assert text(page, "#pod-verdict").startswith("✔ proof of delivery verified here")
     deliveries = page.locator("#delivery-table tr[data-recipient='DE-BKA']")
@@ -110,6 +114,7 @@ def test_a_notices_journey_is_verified_in_the_console(scene: Scene, page: Any) -
     assert "replays the same" in text(page, "#decision-verdict")
     steps = text(page, "#step-table")
     assert "superseded" in steps  # v2 left IT-BORDER out; the broker told it to delete
+    shot(page, "journey")
     # Version 1: IT-BORDER's withheld sections, with the rule and its reason.
     page.click("a:has-text('v1')")
     decisions = text(page, "#decision-table")
@@ -127,6 +132,7 @@ def test_queues_show_pending_dead_letters_and_overdue_replies(scene: Scene, page
     assert scene.dead_id[:8] in text(page, "#dead-table")
     overdue = text(page, "#overdue-table")
     assert "reply.info_request" in overdue and "DE-BKA" in overdue and "FR-NCB" in overdue
+    shot(page, "queues")
 
 
 def _download_pod(page: Any, scene: Scene, tmp_path: Path) -> bytes:
@@ -148,6 +154,7 @@ def test_an_uploaded_proof_of_delivery_verifies_and_a_tampered_one_fails(
     verdict = text(page, "#pod-result")
     assert verdict.startswith("✔ verified") and scene.red_id in verdict
     assert "✔ signed receipt" in text(page, "#pod-receipts tr[data-recipient='DE-BKA']")
+    shot(page, "pod-verified")
 
     # One bit of one receipt's signature flipped: the file still parses, and fails.
     pod = audit_pb2.ProofOfDelivery.FromString(data)
@@ -161,6 +168,7 @@ def test_an_uploaded_proof_of_delivery_verifies_and_a_tampered_one_fails(
     verdict = text(page, "#pod-result")
     assert verdict.startswith("✘ proof of delivery does not verify")
     assert "receipt 0" in verdict
+    shot(page, "pod-tampered")
 
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\xff" * 40)
@@ -175,6 +183,7 @@ def test_registry_shows_status_serials_and_expiry_verified(scene: Scene, page: A
     assert "active" in row and "✔ signed by registrar" in row
     assert "✔ serial 1, valid until" in row and "expires" in row
     assert page.locator("#registry-table tr[data-agency]").count() == 4
+    shot(page, "registry")
 
 
 def test_policy_shows_the_active_bundle_and_a_diff_with_its_impact(
@@ -183,6 +192,7 @@ def test_policy_shows_the_active_bundle_and_a_diff_with_its_impact(
     page.goto(scene.base + "/policy")
     assert "compiled here: the files hash to this version" in text(page, "#bundle-verdict")
     active = text(page, "#active-version")
+    shot(page, "policy")
     assert page.locator("#history-table tr[data-version]").count() == 2  # bootstrap + signed
     # A draft in which the hub gets Yellow notices only: the diff shows the changed line,
     # and the impact lists what the hub would lose of the recent Red notices.
@@ -196,6 +206,7 @@ def test_policy_shows_the_active_bundle_and_a_diff_with_its_impact(
     assert "0 (recipient, section) pair(s) would be gained" in summary
     lost = [r for r in page.locator("#impact-table tr").all_inner_texts() if "lost" in r]
     assert lost and all("EU-HUB" in r and "interpol.red" in r for r in lost)
+    shot(page, "policy-diff", full=False)
 
 
 def hub_yellow_only(tmp_path: Path) -> Path:

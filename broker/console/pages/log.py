@@ -82,6 +82,7 @@ async def log_health(request: Request) -> Response:
         kinds=sorted(kinds.items()),
         witnesses=[w.name for w in trust.witnesses],
         replay=replay,
+        state_path=sources.state_path,
     )
 
 

@@ -52,8 +52,10 @@ RED_SECTIONS = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium under Playwright's sync API, for one module: while it runs, Playwright holds
+    this thread's event loop, so it must stop before the suite's asyncio tests run."""
     if not CHROMIUM.exists():
         pytest.skip(
             "the console's browser tests need Debian's chromium at /usr/bin/chromium "

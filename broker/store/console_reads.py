@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.store.api import DEAD, DELIVERED, IN_FLIGHT, PENDING, PURGED, WITHHELD
+from broker.store.lifecycle import ReplyRow
 from broker.store.tlog import StoredCheckpoint
 
 _STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD, WITHHELD, PURGED)
@@ -40,22 +41,11 @@ class QueuedRow:
 
 
 @dataclass(frozen=True)
-class OverdueRow:
-    notice_id: str
-    in_reply_to: str
-    kind: str
-    sender: str
-    recipient: str
-    sent_at_ms: int
-    respond_by_ms: int
-
-
-@dataclass(frozen=True)
 class QueueSnapshot:
     recipients: list[RecipientCounts]
     waiting: list[QueuedRow]
     dead: list[QueuedRow]
-    overdue: list[OverdueRow]
+    overdue: list[ReplyRow]  # unanswered past their deadline
 
 
 class ConsoleReadsMixin:
@@ -150,8 +140,8 @@ class ConsoleReadsMixin:
             (DEAD, DEAD, limit),
         ).fetchall()
         overdue = self.conn.execute(
-            "SELECT notice_id, in_reply_to, kind, sender, recipient, sent_at_ms, respond_by_ms "
-            "FROM replies WHERE answered_by='' AND respond_by_ms>0 AND respond_by_ms<? "
+            "SELECT notice_id, in_reply_to, kind, sender, recipient, sent_at_ms, respond_by_ms, "
+            "answered_by FROM replies WHERE answered_by='' AND respond_by_ms>0 AND respond_by_ms<? "
             "ORDER BY respond_by_ms, notice_id, recipient LIMIT ?",
             (now_ms, limit),
         ).fetchall()
@@ -159,7 +149,7 @@ class ConsoleReadsMixin:
             recipients=[counts[r] for r in sorted(counts)],
             waiting=[_queued(r) for r in waiting],
             dead=[_queued(r) for r in dead],
-            overdue=[OverdueRow(*r) for r in overdue],
+            overdue=[ReplyRow(*r) for r in overdue],
         )
 
 

@@ -38,6 +38,7 @@ from broker.store.api import (
     ReceiptOutcome,
     ReceiptRecord,
 )
+from broker.store.console_reads import ConsoleReadsMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.migrations import MIGRATIONS
 from broker.store.tlog import TransparencyLogMixin
@@ -82,8 +83,8 @@ def _receipt_refusal(
 
 
 class SqliteStore(
-    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin
-):  # + transparency log (tlog.py)
+    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin, ConsoleReadsMixin
+):  # + transparency log (tlog.py), console views (console_reads.py)
     """The embedded store. Construct with :meth:`open`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -34,6 +34,7 @@ EMPTY_REQUESTS = {
     "RotateAgencyKeys": admin_pb2.RotateAgencyKeysRequest(),
     "ListAgencies": admin_pb2.ListAgenciesRequest(),
     "ListAdminActions": admin_pb2.ListAdminActionsRequest(),
+    "ListKeyStatements": admin_pb2.ListKeyStatementsRequest(),
 }
 
 

@@ -31,9 +31,17 @@ from broker.client.node import (
     ReceivedNotice,
     now_ms,
 )
+from broker.client.witness import run_witness
 from broker.core import receipts as rcp
 from broker.core.identity import verify_key_statement
-from broker.sandbox import ADMIN_ID, DEMO_AGENCIES, Deployment, create_deployment, provision
+from broker.sandbox import (
+    ADMIN_ID,
+    DEMO_AGENCIES,
+    WITNESS_ID,
+    Deployment,
+    create_deployment,
+    provision,
+)
 from broker.server.app import BrokerApp
 from broker.v1 import agency_pb2, notice_pb2
 
@@ -96,6 +104,21 @@ async def run_demo(
     say(
         f"administrator {ADMIN_ID} signed and activated policy {version[:16]} and signed the "
         "registry; nodes check every audience against both before sealing"
+    )
+    witness_stop = asyncio.Event()
+    witness = asyncio.create_task(
+        run_witness(
+            deployment.keys_dir,
+            WITNESS_ID,
+            f"127.0.0.1:{port}",
+            deployment.root / "nodes" / f"{WITNESS_ID}.witness.json",
+            stop=witness_stop,
+            interval_s=0.2,
+        )
+    )
+    say(
+        f"{WITNESS_ID} witnesses the log: it cosigns each checkpoint consistent with the last; "
+        "nodes rely only on cosigned checkpoints (trust.toml)"
     )
     nodes = {
         a.id: AgencyNode(
@@ -208,7 +231,8 @@ async def run_demo(
         return summary
     finally:
         stop.set()
-        await asyncio.gather(*listeners, return_exceptions=True)
+        witness_stop.set()
+        await asyncio.gather(*listeners, witness, return_exceptions=True)
         for node in nodes.values():
             await node.close()
         await app.stop(grace=1.0)

@@ -732,6 +732,9 @@ def _previous_serial(root: Path, party: Party, directory: Path) -> int:
     return serial
 
 
+DEFAULT_STATEMENT_DAYS = 90  # key statements are short-lived: renew (broker keys renew)
+
+
 def issue_agency(
     root: Path,
     agency_id: str,
@@ -739,6 +742,7 @@ def issue_agency(
     dns_names: Sequence[str] = (),
     ip_addresses: Sequence[str] = (),
     days: int = 825,
+    statement_days: int = DEFAULT_STATEMENT_DAYS,
     now: datetime | None = None,
 ) -> AgencyFiles:
     """Issue (or rotate) an agency's credentials into ``root/agencies/<id>/``.
@@ -748,9 +752,10 @@ def issue_agency(
     key (``encryption.key``, 32 raw bytes usable as a libsodium crypto_box
     secret key, 0600) and ``statement.bin``: a CA-signed KeyStatement binding
     both public keys to the agency, with serial = previous serial + 1 (1 at
-    first) and the certificate's validity window. ``dns_names`` and
-    ``ip_addresses`` add SANs for an agency that also serves TLS. The previous generation is
-    copied to ``old/statement-<serial>/``.
+    first), valid from the certificate's start for `statement_days` (at most the
+    certificate's validity): short-lived, so a rotated-out key cannot stay usable long.
+    ``dns_names`` and ``ip_addresses`` add SANs for an agency that also serves TLS. The
+    previous generation is copied to ``old/statement-<serial>/``.
     """
     root = Path(root)
     party = Party("agency", validate_id(agency_id))
@@ -765,13 +770,17 @@ def issue_agency(
     cert, tls_key = _build_certificate(ca_cert, ca_key, party, names=names, days=days, t=t)
     signing = ed25519.Ed25519PrivateKey.generate()
     encryption = x25519.X25519PrivateKey.generate()
+    _check_days(statement_days)
+    not_before = _to_ms(cert.not_valid_before_utc)
     statement = notice_pb2.KeyStatement(
         agency_id=party.id,
         signing_key=signing.public_key().public_bytes_raw(),
         encryption_key=encryption.public_key().public_bytes_raw(),
         serial=serial,
-        not_before_ms=_to_ms(cert.not_valid_before_utc),
-        not_after_ms=_to_ms(cert.not_valid_after_utc),
+        not_before_ms=not_before,
+        not_after_ms=min(
+            _to_ms(cert.not_valid_after_utc), not_before + statement_days * 86_400_000
+        ),
     )
     signed = sign_key_statement(ca_key, statement)
 
@@ -781,6 +790,49 @@ def issue_agency(
     files[STATEMENT] = (signed.SerializeToString(), PUBLIC_MODE)
     _append_issued(root, t, party, cert, serial)
     _install(directory, files)
+    return _agency_files(directory)
+
+
+def renew_statement(
+    root: Path,
+    agency_id: str,
+    *,
+    statement_days: int = DEFAULT_STATEMENT_DAYS,
+    now: datetime | None = None,
+) -> AgencyFiles:
+    """Re-sign an agency's current keys in a new key statement (serial + 1) valid from now
+    for `statement_days` (at most until its certificate expires): the renewal schedule of
+    short-lived statements (keys/README.md). The keys do not change; an administrator then
+    registers the new statement (broker admin agency rotate-keys)."""
+    root = Path(root)
+    party = Party("agency", validate_id(agency_id))
+    _check_days(statement_days)
+    _refuse_revoked(root, party)
+    t = _utc_now(now)
+    _ca_cert, ca_key = load_ca(root)
+    directory = party_directory(root, party)
+    files = _agency_files(directory)
+    hint = _issue_hint(root, party)
+    cert = load_certificate(files.cert)
+    serial = _previous_serial(root, party, directory) + 1
+    signing = ed25519.Ed25519PrivateKey.from_private_bytes(
+        _read_raw_key(files.signing_key, "signing key", hint)
+    )
+    encryption = x25519.X25519PrivateKey.from_private_bytes(
+        _read_raw_key(files.encryption_key, "encryption key", hint)
+    )
+    start = _to_ms(t)
+    statement = notice_pb2.KeyStatement(
+        agency_id=party.id,
+        signing_key=signing.public_key().public_bytes_raw(),
+        encryption_key=encryption.public_key().public_bytes_raw(),
+        serial=serial,
+        not_before_ms=start,
+        not_after_ms=min(_to_ms(cert.not_valid_after_utc), start + statement_days * 86_400_000),
+    )
+    signed = sign_key_statement(ca_key, statement)
+    _append_issued(root, t, party, cert, serial)
+    _install(directory, {STATEMENT: (signed.SerializeToString(), PUBLIC_MODE)})
     return _agency_files(directory)
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from broker import pki
 from broker.config import ServerConfig
 from broker.core.identity import Party
+from broker.trustconfig import TRUST_FILE
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 AUDITOR_ID = "dpo"  # the demo's auditor (a data-protection officer)
+WITNESS_ID = "EU-HUB"  # the demo's witness: cosigns the log's checkpoints
 ADMIN_ID = "registrar"  # the deployment's first administrator
 
 
@@ -137,6 +139,7 @@ def create_deployment(
         ]
     registry = root / "registry.toml"
     registry.write_text("\n".join(lines), encoding="utf-8")
+    write_trust(keys, [a.id for a in agencies if a.id == WITNESS_ID])
     config_file = root / "broker.toml"
     config_file.write_text(
         "\n".join(
@@ -158,6 +161,23 @@ def create_deployment(
         encoding="utf-8",
     )
     return Deployment(root, keys, registry, config_file, agencies)
+
+
+def write_trust(keys: Path, witnesses: list[str], broker_id: str = "broker") -> Path:
+    """The deployment's trust.toml (broker/trustconfig.py): nodes and auditors rely only
+    on checkpoints that every listed witness cosigned (one required per witness here)."""
+    path = keys / TRUST_FILE
+    listed = ", ".join(f'"{w}"' for w in witnesses)
+    path.write_text(
+        "# What every party trusts about the transparency log (broker/trustconfig.py).\n"
+        "[log]\n"
+        f'broker = "{broker_id}"\n'
+        f"witnesses = [{listed}]\n"
+        f"min_cosignatures = {len(witnesses)}\n"
+        "max_lag_s = 600\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 async def provision(deployment: Deployment, target: str, admin_id: str = ADMIN_ID) -> str:

@@ -103,6 +103,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_names(p)
     p.set_defaults(func=_cmd_rotate)
 
+    p = add(
+        "renew",
+        "re-sign an agency's current keys in a new short-lived statement (serial+1); "
+        "then register it: broker admin agency rotate-keys",
+    )
+    p.add_argument("id", help="agency id, e.g. FR-NCB")
+    p.add_argument(
+        "--statement-days",
+        type=_positive_int,
+        default=pki.DEFAULT_STATEMENT_DAYS,
+        help=f"statement validity in days (default {pki.DEFAULT_STATEMENT_DAYS})",
+    )
+    p.set_defaults(func=_cmd_renew)
+
     p = add("revoke", "record a party as revoked: the broker refuses it from then on")
     add_party(p)
     p.set_defaults(func=_cmd_revoke)
@@ -192,6 +206,16 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
     files = _issue(args, party)
     print(f"rotated {party.uri()} (previous files kept in {directory / pki.OLD_DIR})")
     _print_files(files)
+    return 0
+
+
+def _cmd_renew(args: argparse.Namespace) -> int:
+    files = pki.renew_statement(args.dir, args.id, statement_days=args.statement_days)
+    serial = pki.unverified_statement_serial(pki.read_statement(files.statement))
+    print(
+        f"renewed the key statement of agency {args.id}: serial {serial}, valid "
+        f"{args.statement_days} days; register it with `broker admin agency rotate-keys {args.id}`"
+    )
     return 0
 
 

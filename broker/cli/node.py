@@ -62,6 +62,20 @@ def register(sub: Any) -> None:
     lis.add_argument("--timeout", type=float, help="exit after this many seconds")
     lis.set_defaults(func=run_listen)
 
+    wit = nsub.add_parser(
+        "witness",
+        help="cosign the broker's checkpoints as this agency (trust.toml names the witnesses)",
+        description=(
+            "Each turn: fetch the latest checkpoint, check it against the one this witness "
+            "cosigned last (same tree or a proven extension), then cosign it. A rollback or "
+            "a fork is never cosigned. Runs until SIGTERM or --timeout."
+        ),
+    )
+    _common(wit)
+    wit.add_argument("--interval", type=float, default=1.0, help="seconds between turns")
+    wit.add_argument("--timeout", type=float, help="exit after this many seconds")
+    wit.set_defaults(func=run_witness)
+
     _register_lifecycle(nsub)
     _register_replies(nsub)
 
@@ -292,6 +306,29 @@ def run_publish(args: argparse.Namespace) -> int:
                 print(f"  {recipient:<12} {', '.join(secs)}")
             for w in result.withheld:
                 print(f"  withheld {w.agency_id} {w.section or '(all)'}: {w.reason}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def run_witness(args: argparse.Namespace) -> int:
+    from broker.client.witness import run_witness as witness
+
+    if not 0.05 <= args.interval <= 3600:
+        raise InvalidArgument("--interval must be between 0.05 and 3600 seconds")
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if args.timeout:
+            loop.call_later(args.timeout, stop.set)
+        state = args.state_dir / f"{args.agency}.witness.json"
+        turns = await witness(
+            args.keys_dir, args.agency, args.broker, state, stop=stop, interval_s=args.interval
+        )
+        print(json.dumps({"cosigned": turns}) if args.json else f"cosigned {turns} time(s)")
         return 0
 
     return asyncio.run(go())

@@ -21,11 +21,34 @@ from broker.core.identity import Party
 from broker.errors import InvalidArgument
 from broker.v1 import admin_pb2, admin_pb2_grpc, notice_pb2
 
+DEFAULT_ENTRY_VALIDITY_DAYS = 30
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _copy(entry: admin_pb2.AgencyEntry) -> admin_pb2.AgencyEntry:
+    out = admin_pb2.AgencyEntry()
+    out.CopyFrom(entry)
+    return out
+
 
 class AdminClient:
     """Use as `async with AdminClient(keys_dir, "alice", "127.0.0.1:7443") as admin`."""
 
-    def __init__(self, keys_dir: Path, admin_id: str, broker: str, timeout_s: float = 30) -> None:
+    def __init__(
+        self,
+        keys_dir: Path,
+        admin_id: str,
+        broker: str,
+        timeout_s: float = 30,
+        *,
+        entry_validity_days: int = DEFAULT_ENTRY_VALIDITY_DAYS,
+    ) -> None:
+        if not 1 <= entry_validity_days <= 366:
+            raise InvalidArgument("entry validity must be 1 to 366 days")
+        self.entry_validity_days = entry_validity_days
         self.admin_id = admin_id
         self.files = pki.load_party(keys_dir, Party("admin", admin_id))
         self.timeout = timeout_s
@@ -71,7 +94,12 @@ class AdminClient:
         return key.sign(message, ec.ECDSA(hashes.SHA256()))
 
     def sign_entry(self, entry: admin_pb2.AgencyEntry) -> admin_pb2.SignedAgencyEntry:
-        """Sign a complete registry entry with this administrator's CA-certified key."""
+        """Sign a complete registry entry with this administrator's CA-certified key, valid
+        for `entry_validity_days` from now (registry entries are short-lived: renew them
+        with sign_registry(renew=True) on a schedule)."""
+        if not entry.not_after_ms:
+            entry = _copy(entry)
+            entry.not_after_ms = _now_ms() + self.entry_validity_days * 86_400_000
         raw = entry.SerializeToString(deterministic=True)
         return admin_pb2.SignedAgencyEntry(
             entry=raw,
@@ -88,9 +116,9 @@ class AdminClient:
         current = (await self.registry()).get(agency_id)
         if current is None:
             raise InvalidArgument(f"agency {agency_id!r} is not in the registry")
-        entry = admin_pb2.AgencyEntry()
-        entry.CopyFrom(current)
+        entry = _copy(current)
         entry.revision += 1
+        entry.not_after_ms = 0  # signed anew: valid entry_validity_days from now
         return entry
 
     async def register(
@@ -162,12 +190,13 @@ class AdminClient:
         response: admin_pb2.AgencyResponse = await self.call("RotateAgencyKeys", request)
         return response
 
-    async def sign_registry(self) -> int:
-        """Sign every entry still carrying only bootstrap values (from registry.toml)."""
+    async def sign_registry(self, *, renew: bool = False) -> int:
+        """Sign every entry still carrying only bootstrap values (from registry.toml); with
+        `renew`, every entry, as a new revision valid `entry_validity_days` from now."""
         resp = await self.call("ListAgencies", admin_pb2.ListAgenciesRequest())
         signed = 0
         for entry, sig in zip(resp.agencies, resp.signed, strict=True):
-            if not sig.entry:
+            if renew or not sig.entry:
                 await self.update(entry.id)
                 signed += 1
         return signed

@@ -13,39 +13,18 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox (
-    notice_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    delivery BLOB NOT NULL,
-    received_at_ms INTEGER NOT NULL,
-    handled INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (notice_id, version)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY
-);
-CREATE TABLE IF NOT EXISTS actions (
-    action_id TEXT PRIMARY KEY,
-    notice_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-"""
+from broker.client.statedb import open_state, transaction
 
 
 class Inbox:
-    """SQLite file under the node's state directory (WAL, synchronous=FULL)."""
+    """The inbox tables of the node's state database (broker/client/statedb.py)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA secure_delete=ON")  # erased means erased
-        self.conn.executescript(_SCHEMA)
+    def __init__(self, path_or_conn: Path | sqlite3.Connection) -> None:
+        self.conn = (
+            path_or_conn
+            if isinstance(path_or_conn, sqlite3.Connection)
+            else open_state(path_or_conn)
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -54,16 +33,8 @@ class Inbox:
     def batch(self) -> Iterator[None]:
         """Run the writes inside as one transaction: one durable commit (fsync) for all of
         them; none of them if the block raises."""
-        if self.conn.in_transaction:  # nested: the outer batch commits
+        with transaction(self.conn):
             yield
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
 
     def take_in(
         self, notice_id: str, version: int, delivery: bytes, now_ms: int, *, handled: bool = False

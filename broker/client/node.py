@@ -26,9 +26,14 @@ import nacl.bindings
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
+from broker.client.audit import load_trust
 from broker.client.inbox import Inbox
 from broker.client.lifecycle import NodeLifecycle
+from broker.client.logview import LogView
+from broker.client.memory import TrustMemory
 from broker.client.publisher import NodePublisher
+from broker.client.sent import SentLog
+from broker.client.statedb import open_state
 from broker.client.types import (
     Draft,
     EventHandler,
@@ -46,7 +51,8 @@ from broker.core import lifecycle
 from broker.core import receipts as rcp
 from broker.core.identity import IdentityError
 from broker.errors import InvalidArgument
-from broker.v1 import agency_pb2, agency_pb2_grpc, notice_pb2
+from broker.trustconfig import TRUST_FILE, load_trust_config
+from broker.v1 import agency_pb2, agency_pb2_grpc, audit_pb2_grpc, notice_pb2
 
 __all__ = [  # the node and the values it takes and gives (broker.client.types)
     "AgencyNode",
@@ -107,7 +113,23 @@ class AgencyNode(NodePublisher, NodeLifecycle):
             ],
         )
         self.stub = agency_pb2_grpc.AgencyServiceStub(self.channel)
-        self.inbox = Inbox(config.state_dir / f"{config.agency_id}.inbox.sqlite3")
+        self.audit_stub = audit_pb2_grpc.AuditServiceStub(self.channel)
+        # One state database: inbox, what this node verified, what it sealed.
+        state = open_state(config.state_dir / f"{config.agency_id}.inbox.sqlite3")
+        self.inbox = Inbox(state)
+        self.memory = TrustMemory(state)
+        self.sent = SentLog(state)
+        self.trust_config = load_trust_config(config.trust_file or config.keys_dir / TRUST_FILE)
+        self.log_view = LogView(
+            load_trust(
+                config.keys_dir,
+                self.trust_config.broker_id,
+                witnesses=self.trust_config.witnesses,
+                min_cosignatures=self.trust_config.min_cosignatures,
+            ),
+            self.trust_config,
+            self.memory,
+        )
         self.stats = ListenStats()
         self._init_publisher()
         # Our own X25519 public key, once: opening a wrap then costs one scalar multiplication.

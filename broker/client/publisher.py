@@ -25,19 +25,24 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from google.protobuf.message import DecodeError
 
 from broker import pki
 from broker.client.directory import Member, Verified, View, profile_of
+from broker.client.logview import LogView
+from broker.client.memory import KEY_SERIAL, POLICY, REVISION, TrustMemory
+from broker.client.statedb import transaction
 from broker.client.types import Draft, NodeConfig, PublishedNotice, now_ms
 from broker.core import activation as act
 from broker.core import envelope as env
-from broker.core import relay
+from broker.core import keymap, relay
 from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party
 from broker.core.policy import AgencyProfile, Bundle, PolicyError, compile_bundle
 from broker.core.relay import TLP_NAMES
 from broker.errors import INTERNAL_TEXT, InvalidArgument, PermissionDenied, Unavailable
-from broker.v1 import agency_pb2, notice_pb2
+from broker.trustconfig import TrustConfig
+from broker.v1 import admin_pb2, agency_pb2, notice_pb2
 
 log = logging.getLogger("broker.client")
 TLP_VALUES = {name: value for value, name in TLP_NAMES.items()}
@@ -76,11 +81,14 @@ class NodePublisher:
     stub: Any
     _sent_purposes: dict[str, str]
 
+    memory: TrustMemory
+    log_view: LogView
+    trust_config: TrustConfig
+    audit_stub: Any
+
     def _init_publisher(self) -> None:
         self.verified = Verified(self.ca_cert, self.ca_key)
         self._policies: dict[str, tuple[Bundle, int]] = {}  # version -> (bundle, activation)
-        self._policy_sequence = 0  # the newest activation this node has seen
-        self._serials: dict[str, int] = {}  # newest key statement serial seen per agency
         self._view: View | None = None
         self._view_stale = True
         self._view_lock = asyncio.Lock()
@@ -107,7 +115,7 @@ class NodePublisher:
         older activation: a broker cannot roll it back to a once-valid, laxer bundle.
         """
         cached = self._policies.get(version)
-        if cached is not None and cached[1] == self._policy_sequence:
+        if cached is not None and cached[1] == self.memory.newest(POLICY):
             return cached[0]
         active = await self._retry(self.stub.GetActivePolicy, agency_pb2.GetActivePolicyRequest())
         if active.version != version:
@@ -121,83 +129,113 @@ class NodePublisher:
             active.activation, self.ca_cert, now_ms(), expected_version=version
         )
         sequence = verified.activation.sequence
-        if sequence < self._policy_sequence:
-            raise PermissionDenied(
-                f"the broker served policy activation {sequence}, older than activation "
-                f"{self._policy_sequence} this node has seen; refusing to seal"
-            )
+        self.memory.check(POLICY, "", sequence)  # durable: no rollback across restarts either
         bundle = cached[0] if cached else compile_bundle(act.bundle_files(active.bundle))
         if bundle.version != version:
             raise PermissionDenied("the broker served a bundle that is not the activated version")
-        self._policy_sequence = sequence
+        self.memory.accept(POLICY, "", sequence)
         self._policies[version] = (bundle, sequence)
         return bundle
 
     async def directory(self, *, refresh: bool = False) -> View:
-        """The verified directory and the signed policy it is decided under; fetched again
-        when the broker reported another one (or `refresh`)."""
+        """The verified key directory and the signed policy it is decided under; fetched
+        again when the broker reported another one (or `refresh`).
+
+        Every entry must come with a proof that it is the agency's current value in the
+        key directory whose root a checkpoint commits to, that checkpoint verified by
+        the node's LogView (log key, k witness cosignatures, consistent with the last one
+        the node verified). Revisions and key serials never go back (durable memory).
+        """
         async with self._view_lock:
             view = self._view
             if view is not None and not (refresh or self._view_stale):
                 return view
             known = view.digest if view is not None else ""
             got: agency_pb2.Directory = await self._retry(
-                self.stub.GetDirectory, agency_pb2.GetDirectoryRequest(known_digest=known)
+                self.stub.GetDirectory,
+                agency_pb2.GetDirectoryRequest(
+                    known_digest=known,
+                    known_size=self.log_view.head[0],
+                    min_cosignatures=self.trust_config.min_cosignatures,
+                ),
             )
             policy = await self.signed_policy(got.policy_version)
             if got.unchanged and view is not None:
                 view = View(view.digest, policy, view.members, view.profiles, view.excluded)
             else:
-                view = self._verify_directory(got, policy)
+                with transaction(self.memory.conn):  # what it accepts, remembered at once
+                    view = self._verify_directory(got, policy)
             self._view = view
             self._view_stale = False
             return view
 
     def _verify_directory(self, directory: agency_pb2.Directory, policy: Bundle) -> View:
+        checkpoint = self.log_view.accept(directory.checkpoint.note, directory.consistency)
+        root = keymap.root_from_extensions(checkpoint.checkpoint.extensions)
+        if root is None:
+            raise PermissionDenied(
+                f"checkpoint {checkpoint.checkpoint.size} commits to no key directory: "
+                "refusing every key the broker serves"
+            )
         now = now_ms()
         members: dict[str, Member] = {}
         excluded: dict[str, str] = {}
         for item in directory.agencies:
-            try:
-                entry = self.verified.entry(item.entry, now).entry
-            except act.ActivationError as exc:
-                log.warning("directory entry refused", extra={"error": str(exc)})
-                continue  # not signed by an administrator: as if the broker never sent it
-            try:
-                keys = self.verified.statement(item.key_statement, now, entry.id)
-            except IdentityError as exc:
-                excluded[entry.id] = f"no usable CA-signed key ({exc})"
-                continue
-            if entry.key_serial != keys.serial:
-                excluded[entry.id] = (
-                    f"the broker's registry entry for {entry.id} names key serial "
-                    f"{entry.key_serial}, its key statement serial {keys.serial}"
-                )
-                continue
-            if Party("agency", entry.id).uri() in self.revoked:
-                excluded[entry.id] = f"{entry.id} is revoked (revoked.txt)"
-                continue
-            try:
-                self._check_fresh(entry.id, keys.serial)
-            except PermissionDenied as exc:
-                excluded[entry.id] = str(exc)
-                continue
-            members[entry.id] = Member(
-                profile_of(entry), keys, entry, item.key_statement, item.entry
-            )
+            member, why = self._verify_member(item, root, now)
+            if member is not None:
+                members[member.entry.id] = member
+            elif why is not None:
+                excluded[why[0]] = why[1]
         profiles = tuple(m.profile for _id, m in sorted(members.items()))
         return View(directory.digest, policy, members, profiles, excluded)
 
-    def _check_fresh(self, agency: str, serial: int) -> None:
-        """Refuse a key statement older than one this node has seen (a broker replaying a
-        rotated-out key)."""
-        newest = self._serials.get(agency, 0)
-        if serial < newest:
-            raise PermissionDenied(
-                f"the broker offered key serial {serial} for {agency}, but this node has seen "
-                f"serial {newest}: refusing a rotated-out key"
+    def _verify_member(
+        self, item: agency_pb2.DirectoryEntry, root: bytes, now: int
+    ) -> tuple[Member | None, tuple[str, str] | None]:
+        """(member, None), or (None, (agency, why this node leaves it out)), or (None, None)
+        for an entry no administrator signed (as if the broker never sent it)."""
+        try:
+            signed = admin_pb2.SignedAgencyEntry.FromString(item.signed_entry)
+            statement = notice_pb2.SignedKeyStatement.FromString(item.key_statement)
+            entry = self.verified.entry(signed, now).entry
+        except (act.ActivationError, DecodeError) as exc:
+            log.warning("directory entry refused", extra={"error": str(exc)})
+            return None, None
+        agency = entry.id
+        try:
+            keymap.verify(
+                agency,
+                keymap.map_value(item.signed_entry, item.key_statement),
+                item.map_proof,
+                root,
             )
-        self._serials[agency] = serial
+        except keymap.MapProofError as exc:
+            return None, (agency, str(exc))
+        if not entry.not_after_ms or now > entry.not_after_ms:
+            return None, (
+                agency,
+                f"{agency}'s signed registry entry has expired (or was signed to never "
+                "expire): an administrator must renew it (broker admin agency sign-registry "
+                "--renew)",
+            )
+        try:
+            keys = self.verified.statement(statement, now, agency)
+        except IdentityError as exc:
+            return None, (agency, f"no usable CA-signed key ({exc})")
+        if entry.key_serial != keys.serial:
+            return None, (
+                agency,
+                f"the broker's registry entry for {agency} names key serial "
+                f"{entry.key_serial}, its key statement serial {keys.serial}",
+            )
+        if Party("agency", agency).uri() in self.revoked:
+            return None, (agency, f"{agency} is revoked (revoked.txt)")
+        try:
+            self.memory.accept(REVISION, agency, entry.revision)
+            self.memory.accept(KEY_SERIAL, agency, keys.serial)
+        except PermissionDenied as exc:
+            return None, (agency, str(exc))
+        return Member(profile_of(entry), keys, entry, statement, signed), None
 
     # -- publishing ------------------------------------------------------------------------
     async def publish(

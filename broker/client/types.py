@@ -39,6 +39,7 @@ class NodeConfig:
     window: int = 128  # credit window: deliveries in flight at most
     publish_attempts: int = 8
     reconnect_max_s: float = 5.0
+    trust_file: Path | None = None  # the deployment's trust.toml (default: in keys_dir)
 
 
 @dataclass(frozen=True)

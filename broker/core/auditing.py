@@ -64,6 +64,7 @@ class VerifiedCheckpoint:
     checkpoint: Checkpoint
     note: str  # the whole signed note as received
     cosigners: tuple[str, ...]  # names of trusted witnesses whose cosignatures verified
+    cosigned_at: int = 0  # unix seconds of the newest trusted cosignature (0: none)
 
     @property
     def text(self) -> str:
@@ -108,7 +109,15 @@ def open_log_checkpoint(
             f"checkpoint {cp.size} has {len(cosigners)} trusted cosignature(s); "
             f"{min_cosignatures} required"
         )
-    return VerifiedCheckpoint(cp, note, cosigners)
+    cosigned_at = max(
+        (
+            s.timestamp or 0
+            for s in opened.signatures
+            if (s.name, s.key_id) in witness_ids and s.timestamp is not None
+        ),
+        default=0,
+    )
+    return VerifiedCheckpoint(cp, note, cosigners, cosigned_at)
 
 
 def consistency_sizes(kept_size: int, new_size: int) -> tuple[int, int] | None:

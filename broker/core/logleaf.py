@@ -419,6 +419,8 @@ def registry_change(
     statement: bytes,
     actor: str,
     logged_at_ms: int,
+    signed_entry: bytes = b"",
+    directory_value: bytes = b"",
 ) -> audit_pb2.LogLeaf:
     return _leaf(
         logged_at_ms,
@@ -433,6 +435,8 @@ def registry_change(
             statement_digest=hashlib.sha256(statement).digest() if statement else b"",
             statement_serial=statement_serial(statement) if statement else 0,
             actor=actor,
+            signed_entry=signed_entry,
+            directory_value=directory_value,
         ),
     )
 

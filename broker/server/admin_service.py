@@ -77,6 +77,9 @@ def entry_of(a: AgencyRecord) -> admin_pb2.AgencyEntry:
     )
 
 
+MAX_ENTRY_VALIDITY_MS = 366 * 86_400_000
+
+
 class AdminService:
     """Implements broker.v1.AdminService on a BrokerApp."""
 
@@ -265,6 +268,12 @@ class AdminService:
         unknown = sorted(set(entry.groups) - set(self.app.policy.groups))
         if unknown:
             raise InvalidArgument(f"unknown group(s) {unknown}: define them in groups.toml first")
+        now = now_ms()
+        if not now < entry.not_after_ms <= now + MAX_ENTRY_VALIDITY_MS:
+            raise InvalidArgument(
+                "not_after_ms must be in the future and at most 366 days ahead: registry "
+                "entries are short-lived (renew them: broker admin agency sign-registry --renew)"
+            )
 
     def _verify_statement(self, statement: notice_pb2.SignedKeyStatement, agency: str) -> Any:
         from broker import pki

@@ -30,7 +30,7 @@ import grpc
 from google.protobuf.message import Message
 
 from broker.core import auditing, logleaf
-from broker.core.checkpoint import Checkpoint, format_checkpoint, verify_cosignature
+from broker.core.checkpoint import format_checkpoint, open_checkpoint, verify_cosignature
 from broker.errors import InvalidArgument, NotFound, PermissionDenied
 from broker.server import console_reads
 from broker.server.peer import caller
@@ -141,7 +141,9 @@ class AuditService:
         cp: StoredCheckpoint | None = await self._store(lambda s: s.tlog_checkpoint(req.size))
         if cp is None or req.size == 0:
             raise NotFound(f"the broker signed no checkpoint of size {req.size}")
-        text = format_checkpoint(Checkpoint(self.app.checkpoints.origin, cp.size, cp.root))
+        # The text the broker signed, extension lines (the key directory's root) included.
+        signed, _ = open_checkpoint(cp.note, [self.app.checkpoints.verifier])
+        text = format_checkpoint(signed)
         verifier = auditing.witness_verifier(who.agency, agency.signing_key)
         signed_at = verify_cosignature(text, req.signature_line, verifier)
         if signed_at > time.time() + MAX_COSIGNATURE_SKEW_S:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from broker.core import delivery, logleaf, relay
+from broker.core import delivery, keymap, logleaf, relay
 from broker.core import envelope as env
 from broker.core.decisions import decided_under, still_decided
 from broker.errors import (
@@ -26,8 +26,10 @@ from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
+    Unavailable,
 )
 from broker.server import metrics
+from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency
 from broker.server.status import abort, status_of, unary_handler
@@ -175,6 +177,10 @@ class AgencyService(LifecycleHandlers):
 
     # -- GetDirectory ----------------------------------------------------------------------
     async def get_directory(self, data: bytes, context: Ctx) -> agency_pb2.Directory:
+        """The key directory with the checkpoint that commits to it: every logged agency's
+        signed entry and key statement with its map proof, and the consistency proof from
+        the checkpoint the node knows. Read in one store operation, after the log caught
+        up with the registry, so the proofs and the checkpoint describe the same state."""
         self._agency(context)
         req = parse(agency_pb2.GetDirectoryRequest, data)
         app = self.app
@@ -182,13 +188,32 @@ class AgencyService(LifecycleHandlers):
         if req.known_digest and req.known_digest == app.registry_key:
             resp.unchanged = True
             return resp
-        for agency_id in sorted(app.registry):
-            agency = app.registry[agency_id]
-            if agency.signed_entry is None:
-                continue  # nodes accept only administrator-signed entries
-            entry = resp.agencies.add()
-            entry.entry.ParseFromString(agency.signed_entry)
-            entry.key_statement.ParseFromString(agency.statement)
+        signer = app.checkpoints.signer
+        known, k = req.known_size, req.min_cosignatures
+
+        def read(store: Any) -> Any:
+            store.tlog_issue_checkpoint(signer, now_ms())  # the log catches up with the registry
+            cp = store.tlog_directory_checkpoint(k)
+            if cp is None:
+                return None
+            consistency = store.tlog_consistency(known, cp.size) if 0 < known <= cp.size else []
+            rows = store.directory_entries()
+            return cp, rows, {"": consistency, **keymap.proofs(store.tlog_directory())}
+
+        got = await app.runner.call(read)
+        if got is None:
+            raise Unavailable(
+                f"no checkpoint of the current key directory carries {k} witness "
+                "cosignature(s) yet; retry in a moment"
+            )
+        cp, rows, proofs = got
+        resp.checkpoint.CopyFrom(checkpoint_message(cp))
+        resp.consistency.extend(proofs.pop(""))
+        for agency_id, signed_entry, statement in rows:
+            proof = proofs.get(agency_id)
+            if proof is None or not signed_entry:
+                continue  # not (yet) in the logged directory, or never signed: nodes refuse it
+            resp.agencies.add(signed_entry=signed_entry, key_statement=statement, map_proof=proof)
         return resp
 
     # -- Publish -------------------------------------------------------------------------

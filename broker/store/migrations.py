@@ -216,4 +216,16 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX deliveries_deadline;
     CREATE INDEX deliveries_in_flight ON deliveries (deadline_ms) WHERE state = 'in_flight'
     """,
+    # 6: the key directory (broker/core/keymap.py): the value each logged agency holds,
+    # revocations logged once, and the directory root each checkpoint signs
+    """
+    ALTER TABLE tlog_registry ADD COLUMN value BLOB NOT NULL DEFAULT x'';
+    UPDATE tlog_registry SET digest = x'';
+    CREATE TABLE tlog_revocations (
+        party TEXT PRIMARY KEY,
+        digest BLOB NOT NULL,
+        revocation BLOB NOT NULL
+    );
+    ALTER TABLE tlog_checkpoints ADD COLUMN directory_root BLOB NOT NULL DEFAULT x''
+    """,
 )

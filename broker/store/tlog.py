@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broker.core import logleaf
+from broker.core import keymap, logleaf
 from broker.core import tlog as tree
 from broker.core.checkpoint import Checkpoint, Signer, format_checkpoint, sign_note
 from broker.core.merkle import leaf_hash
@@ -388,8 +388,8 @@ class TransparencyLogMixin:
 
     def _sync_registry(self, at_ms: int) -> int:
         rows = self.conn.execute(
-            "SELECT id, country, roles, groups_, purposes, status, statement FROM agencies "
-            "ORDER BY id"
+            "SELECT id, country, roles, groups_, purposes, status, statement, signed_entry "
+            "FROM agencies ORDER BY id"
         ).fetchall()
         logged = {
             r[0]: bytes(r[1])
@@ -397,16 +397,27 @@ class TransparencyLogMixin:
         }
         leaves = []
         current: set[str] = set()
-        for agency_id, country, roles, groups, purposes, status, statement in rows:
+        for agency_id, country, roles, groups, purposes, status, statement, entry in rows:
             current.add(agency_id)
+            signed_entry = b"" if entry is None else bytes(entry)
             digest = hashlib.sha256(
                 json.dumps(
-                    [agency_id, country, roles, groups, purposes, status, bytes(statement).hex()]
+                    [
+                        agency_id,
+                        country,
+                        roles,
+                        groups,
+                        purposes,
+                        status,
+                        bytes(statement).hex(),
+                        signed_entry.hex(),
+                    ]
                 ).encode()
             ).digest()
             before = logged.get(agency_id)
             if before == digest:
                 continue
+            value = keymap.map_value(signed_entry, bytes(statement))
             leaves.append(
                 logleaf.registry_change(
                     agency_id=agency_id,
@@ -419,12 +430,15 @@ class TransparencyLogMixin:
                     statement=bytes(statement),
                     actor=self._registry_actor(agency_id),
                     logged_at_ms=at_ms,
+                    signed_entry=signed_entry,
+                    directory_value=value,
                 )
             )
             self.conn.execute(
-                "INSERT INTO tlog_registry VALUES (?, ?) ON CONFLICT(agency_id) DO UPDATE "
-                "SET digest=excluded.digest",
-                (agency_id, digest),
+                "INSERT INTO tlog_registry (agency_id, digest, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(agency_id) DO UPDATE SET digest=excluded.digest, "
+                "value=excluded.value",
+                (agency_id, digest, value),
             )
         for agency_id in sorted(set(logged) - current):
             leaves.append(
@@ -444,6 +458,24 @@ class TransparencyLogMixin:
             self.conn.execute("DELETE FROM tlog_registry WHERE agency_id=?", (agency_id,))
         self.tlog_append(leaves)
         return len(leaves)
+
+    def directory_entries(self) -> list[tuple[str, bytes, bytes]]:
+        """(agency id, signed entry or b"", key statement) of every registered agency."""
+        return [
+            (str(r[0]), b"" if r[1] is None else bytes(r[1]), bytes(r[2]))
+            for r in self.conn.execute(
+                "SELECT id, signed_entry, statement FROM agencies ORDER BY id"
+            )
+        ]
+
+    def tlog_directory(self) -> dict[str, bytes]:
+        """The key directory as logged: agency id -> value (broker/core/keymap.py)."""
+        return {
+            str(r[0]): bytes(r[1])
+            for r in self.conn.execute(
+                "SELECT agency_id, value FROM tlog_registry WHERE length(value) > 0"
+            )
+        }
 
     def _registry_actor(self, agency_id: str) -> str:
         row = self.conn.execute(
@@ -466,13 +498,29 @@ class TransparencyLogMixin:
         if latest is not None and latest.size == size:
             return latest
         root = self.tlog_root(size)
-        note = sign_note(
-            format_checkpoint(Checkpoint(signer.name, size, root)), signer.name, signer.seed
+        directory = keymap.root(self.tlog_directory())
+        text = format_checkpoint(
+            Checkpoint(signer.name, size, root, (keymap.extension(directory),))
         )
+        note = sign_note(text, signer.name, signer.seed)
         self.conn.execute(
-            "INSERT OR IGNORE INTO tlog_checkpoints VALUES (?,?,?,?)", (size, root, note, at_ms)
+            "INSERT OR IGNORE INTO tlog_checkpoints (size, root, note, issued_at_ms, "
+            "directory_root) VALUES (?,?,?,?,?)",
+            (size, root, note, at_ms, directory),
         )
         return StoredCheckpoint(size, root, note, at_ms)
+
+    def tlog_directory_checkpoint(self, min_cosignatures: int) -> StoredCheckpoint | None:
+        """The newest checkpoint that commits to the current key directory and carries at
+        least `min_cosignatures` cosignatures (None: the witnesses have not cosigned one)."""
+        directory = keymap.root(self.tlog_directory())
+        row = self.conn.execute(
+            "SELECT c.size FROM tlog_checkpoints c WHERE c.directory_root=? AND "
+            "(SELECT COUNT(*) FROM tlog_cosignatures s WHERE s.size=c.size) >= ? "
+            "ORDER BY c.size DESC LIMIT 1",
+            (directory, min_cosignatures),
+        ).fetchone()
+        return None if row is None else self.tlog_checkpoint(int(row[0]))
 
     def tlog_checkpoint(self, size: int = 0, min_cosignatures: int = 0) -> StoredCheckpoint | None:
         """The checkpoint of `size` (0: the latest), or the latest with enough cosignatures."""

@@ -552,6 +552,7 @@ class AgencyEntry(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     KEY_SERIAL_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     country: _builtins.str
     status: _builtins.str
@@ -560,6 +561,11 @@ class AgencyEntry(_message.Message):
     """serial of the CA-signed key statement bound to the agency"""
     revision: _builtins.int
     """strictly increasing per agency: each change is a new revision"""
+    not_after_ms: _builtins.int
+    """Until when nodes accept this signed entry (short-lived: administrators renew entries
+    on a schedule, `broker admin agency sign-registry --renew`); 0: never signed to expire,
+    which nodes refuse.
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -577,10 +583,11 @@ class AgencyEntry(_message.Message):
         status: _builtins.str = ...,
         key_serial: _builtins.int = ...,
         revision: _builtins.int = ...,
+        not_after_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "groups", b"groups", "id", b"id", "key_serial", b"key_serial", "purposes", b"purposes", "revision", b"revision", "roles", b"roles", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "groups", b"groups", "id", b"id", "key_serial", b"key_serial", "not_after_ms", b"not_after_ms", "purposes", b"purposes", "revision", b"revision", "roles", b"roles", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

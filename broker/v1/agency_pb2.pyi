@@ -7,6 +7,7 @@ a request can claim another identity.
 """
 
 from broker.v1 import admin_pb2 as _admin_pb2
+from broker.v1 import audit_pb2 as _audit_pb2
 from broker.v1 import notice_pb2 as _notice_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -91,16 +92,24 @@ class GetDirectoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KNOWN_DIGEST_FIELD_NUMBER: _builtins.int
+    KNOWN_SIZE_FIELD_NUMBER: _builtins.int
+    MIN_COSIGNATURES_FIELD_NUMBER: _builtins.int
     known_digest: _builtins.str
     """the directory the node holds: answered unchanged if current"""
+    known_size: _builtins.int
+    """the newest checkpoint the node verified: prove consistency"""
+    min_cosignatures: _builtins.int
+    """serve a checkpoint of the current directory with this many"""
     def __init__(
         self,
         *,
         known_digest: _builtins.str = ...,
+        known_size: _builtins.int = ...,
+        min_cosignatures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_digest", b"known_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_digest", b"known_digest", "known_size", b"known_size", "min_cosignatures", b"min_cosignatures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -110,21 +119,29 @@ Global___GetDirectoryRequest: _TypeAlias = GetDirectoryRequest  # noqa: Y015
 class DirectoryEntry(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ENTRY_FIELD_NUMBER: _builtins.int
+    SIGNED_ENTRY_FIELD_NUMBER: _builtins.int
     KEY_STATEMENT_FIELD_NUMBER: _builtins.int
+    MAP_PROOF_FIELD_NUMBER: _builtins.int
+    signed_entry: _builtins.bytes
+    """serialized SignedAgencyEntry, exactly as stored"""
+    key_statement: _builtins.bytes
+    """serialized SignedKeyStatement, exactly as stored"""
     @_builtins.property
-    def entry(self) -> _admin_pb2.SignedAgencyEntry: ...
-    @_builtins.property
-    def key_statement(self) -> _notice_pb2.SignedKeyStatement: ...
+    def map_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Proof that (entry, key statement) is this agency's current value in the key directory
+        whose root the checkpoint signs (broker/core/keymap.py): sibling hashes, root first.
+        """
+
     def __init__(
         self,
         *,
-        entry: _admin_pb2.SignedAgencyEntry | None = ...,
-        key_statement: _notice_pb2.SignedKeyStatement | None = ...,
+        signed_entry: _builtins.bytes = ...,
+        key_statement: _builtins.bytes = ...,
+        map_proof: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_statement", b"key_statement", "map_proof", b"map_proof", "signed_entry", b"signed_entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,6 +155,8 @@ class Directory(_message.Message):
     UNCHANGED_FIELD_NUMBER: _builtins.int
     AGENCIES_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     digest: _builtins.str
     """of the registry the broker decides with"""
     unchanged: _builtins.bool
@@ -148,6 +167,14 @@ class Directory(_message.Message):
     def agencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___DirectoryEntry]:
         """agencies with a signed entry, by id"""
 
+    @_builtins.property
+    def checkpoint(self) -> _audit_pb2.SignedCheckpoint:
+        """commits to the log and to the key directory's root"""
+
+    @_builtins.property
+    def consistency(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """from known_size to the checkpoint's size (RFC 9162)"""
+
     def __init__(
         self,
         *,
@@ -155,10 +182,12 @@ class Directory(_message.Message):
         unchanged: _builtins.bool = ...,
         agencies: _abc.Iterable[Global___DirectoryEntry] | None = ...,
         policy_version: _builtins.str = ...,
+        checkpoint: _audit_pb2.SignedCheckpoint | None = ...,
+        consistency: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "digest", b"digest", "policy_version", b"policy_version", "unchanged", b"unchanged"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "checkpoint", b"checkpoint", "consistency", b"consistency", "digest", b"digest", "policy_version", b"policy_version", "unchanged", b"unchanged"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -552,12 +581,15 @@ class PublishResult(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     version: _builtins.int
     header_digest: _builtins.bytes
     duplicate: _builtins.bool
     """same bytes published before: nothing new stored"""
     policy_version: _builtins.str
+    log_index: _builtins.int
+    """the NoticePublished leaf of this version in the log"""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -569,10 +601,11 @@ class PublishResult(_message.Message):
         duplicate: _builtins.bool = ...,
         recipients: _abc.Iterable[_builtins.str] | None = ...,
         policy_version: _builtins.str = ...,
+        log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "header_digest", b"header_digest", "notice_id", b"notice_id", "policy_version", b"policy_version", "recipients", b"recipients", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "header_digest", b"header_digest", "log_index", b"log_index", "notice_id", b"notice_id", "policy_version", b"policy_version", "recipients", b"recipients", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -880,6 +913,7 @@ class RecipientStatus(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     SECTIONS_FIELD_NUMBER: _builtins.int
+    KEY_STATEMENT_FIELD_NUMBER: _builtins.int
     recipient: _builtins.str
     version: _builtins.int
     state: Global___DeliveryState.ValueType
@@ -888,6 +922,10 @@ class RecipientStatus(_message.Message):
     def receipt(self) -> _notice_pb2.ProvenReceipt: ...
     @_builtins.property
     def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def key_statement(self) -> _notice_pb2.SignedKeyStatement:
+        """CA-signed: the key that must verify the receipt"""
+
     def __init__(
         self,
         *,
@@ -897,10 +935,11 @@ class RecipientStatus(_message.Message):
         attempts: _builtins.int = ...,
         receipt: _notice_pb2.ProvenReceipt | None = ...,
         sections: _abc.Iterable[_builtins.str] | None = ...,
+        key_statement: _notice_pb2.SignedKeyStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_statement", b"key_statement", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "receipt", b"receipt", "recipient", b"recipient", "sections", b"sections", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "key_statement", b"key_statement", "receipt", b"receipt", "recipient", b"recipient", "sections", b"sections", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

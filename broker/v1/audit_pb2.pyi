@@ -45,6 +45,9 @@ class LogLeaf(_message.Message):
     POLICY_ACTIVATED_FIELD_NUMBER: _builtins.int
     REGISTRY_CHANGE_FIELD_NUMBER: _builtins.int
     LIFECYCLE_FIELD_NUMBER: _builtins.int
+    FORWARDED_FIELD_NUMBER: _builtins.int
+    RESTRICTIONS_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     logged_at_ms: _builtins.int
@@ -63,6 +66,12 @@ class LogLeaf(_message.Message):
     def registry_change(self) -> Global___RegistryChange: ...
     @_builtins.property
     def lifecycle(self) -> Global___LifecycleEvent: ...
+    @_builtins.property
+    def forwarded(self) -> Global___ForwardingDecision: ...
+    @_builtins.property
+    def restrictions(self) -> Global___RestrictionsUpdated: ...
+    @_builtins.property
+    def revoked(self) -> Global___PartyRevoked: ...
     def __init__(
         self,
         *,
@@ -75,12 +84,15 @@ class LogLeaf(_message.Message):
         policy_activated: Global___PolicyActivated | None = ...,
         registry_change: Global___RegistryChange | None = ...,
         lifecycle: Global___LifecycleEvent | None = ...,
+        forwarded: Global___ForwardingDecision | None = ...,
+        restrictions: Global___RestrictionsUpdated | None = ...,
+        revoked: Global___PartyRevoked | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "lifecycle", b"lifecycle", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "withheld", b"withheld"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "format", b"format", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "withheld", b"withheld"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "format", b"format", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle"]  # noqa: Y015
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle", "forwarded", "restrictions", "revoked"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
 
@@ -349,6 +361,8 @@ class RegistryChange(_message.Message):
     STATEMENT_DIGEST_FIELD_NUMBER: _builtins.int
     STATEMENT_SERIAL_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    SIGNED_ENTRY_FIELD_NUMBER: _builtins.int
+    DIRECTORY_VALUE_FIELD_NUMBER: _builtins.int
     agency_id: _builtins.str
     change: _builtins.str
     """added | updated | removed | status"""
@@ -359,6 +373,10 @@ class RegistryChange(_message.Message):
     statement_serial: _builtins.int
     actor: _builtins.str
     """who made the change (administrator id, "bootstrap" or "broker")"""
+    signed_entry: _builtins.bytes
+    """the administrator-signed entry (SignedAgencyEntry), if any"""
+    directory_value: _builtins.bytes
+    """the value the key directory holds for the agency now"""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -378,14 +396,150 @@ class RegistryChange(_message.Message):
         statement_digest: _builtins.bytes = ...,
         statement_serial: _builtins.int = ...,
         actor: _builtins.str = ...,
+        signed_entry: _builtins.bytes = ...,
+        directory_value: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "agency_id", b"agency_id", "change", b"change", "country", b"country", "groups", b"groups", "purposes", b"purposes", "roles", b"roles", "statement_digest", b"statement_digest", "statement_serial", b"statement_serial", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "agency_id", b"agency_id", "change", b"change", "country", b"country", "directory_value", b"directory_value", "groups", b"groups", "purposes", b"purposes", "roles", b"roles", "signed_entry", b"signed_entry", "statement_digest", b"statement_digest", "statement_serial", b"statement_serial", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegistryChange: _TypeAlias = RegistryChange  # noqa: Y015
+
+@_typing.final
+class ForwardingDecision(_message.Message):
+    """The policy re-checked at forwarding time: a queued delivery was sent (allowed, with
+    the inputs it was decided under), withheld or held. Replay re-evaluates it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ORIGINATOR_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    SECTIONS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    REGISTRY_KEY_FIELD_NUMBER: _builtins.int
+    RESTRICTIONS_DIGEST_FIELD_NUMBER: _builtins.int
+    RECHECKED_FIELD_NUMBER: _builtins.int
+    RECORD_DIGEST_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    version: _builtins.int
+    originator: _builtins.str
+    recipient: _builtins.str
+    outcome: _builtins.str
+    """allowed | withheld"""
+    policy_version: _builtins.str
+    registry_key: _builtins.str
+    """the broker's digest of the registry it decided with"""
+    restrictions_digest: _builtins.bytes
+    """SHA-256 of the restrictions in force (empty: the notice's)"""
+    rechecked: _builtins.bool
+    """false: decided at publish, nothing changed since"""
+    record_digest: _builtins.bytes
+    """SHA-256 of the forwarding decision record (facts, profile)"""
+    @_builtins.property
+    def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        originator: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        sections: _abc.Iterable[_builtins.str] | None = ...,
+        outcome: _builtins.str = ...,
+        policy_version: _builtins.str = ...,
+        registry_key: _builtins.str = ...,
+        restrictions_digest: _builtins.bytes = ...,
+        rechecked: _builtins.bool = ...,
+        record_digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice_id", b"notice_id", "originator", b"originator", "outcome", b"outcome", "policy_version", b"policy_version", "rechecked", b"rechecked", "recipient", b"recipient", "record_digest", b"record_digest", "registry_key", b"registry_key", "restrictions_digest", b"restrictions_digest", "sections", b"sections", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardingDecision: _TypeAlias = ForwardingDecision  # noqa: Y015
+
+@_typing.final
+class RestrictionsUpdated(_message.Message):
+    """The originator changed a published notice's restrictions (signed; the update's digest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    ORIGINATOR_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    UPDATE_DIGEST_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    originator: _builtins.str
+    sequence: _builtins.int
+    update_digest: _builtins.bytes
+    """SHA-256 of the signed RestrictionUpdate bytes"""
+    withheld: _builtins.int
+    """queued deliveries withheld because of it"""
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """holders the update excludes, told to erase their copies"""
+
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        originator: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        update_digest: _builtins.bytes = ...,
+        excluded: _abc.Iterable[_builtins.str] | None = ...,
+        withheld: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded", b"excluded", "notice_id", b"notice_id", "originator", b"originator", "sequence", b"sequence", "update_digest", b"update_digest", "withheld", b"withheld"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestrictionsUpdated: _TypeAlias = RestrictionsUpdated  # noqa: Y015
+
+@_typing.final
+class PartyRevoked(_message.Message):
+    """A party's identity was revoked: it may no longer call, publish, receipt or receive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    SIGNED_DIGEST_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    """URI: urn:broker:agency:<id>, ..."""
+    by: _builtins.str
+    """the administrator, or "ca" (the deployment's revocation list)"""
+    signed_digest: _builtins.bytes
+    """SHA-256 of the administrator's signed revocation, if any"""
+    withheld: _builtins.int
+    """pending deliveries withheld"""
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        by: _builtins.str = ...,
+        signed_digest: _builtins.bytes = ...,
+        withheld: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "party", b"party", "signed_digest", b"signed_digest", "withheld", b"withheld"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartyRevoked: _TypeAlias = PartyRevoked  # noqa: Y015
 
 @_typing.final
 class LifecycleEvent(_message.Message):

@@ -100,6 +100,8 @@ class _LifecycleKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lifecyc
     """broker: the retention period ended; delete every copy"""
     LIFECYCLE_SUPERSEDED: _LifecycleKind.ValueType  # 10
     """broker: a newer version no longer includes you; delete"""
+    LIFECYCLE_RESTRICTED: _LifecycleKind.ValueType  # 11
+    """originator: its new restrictions exclude you; delete"""
 
 class LifecycleKind(_LifecycleKind, metaclass=_LifecycleKindEnumTypeWrapper):
     """Lifecycle of a published notice (INTERPOL RPD Art. 81, SIS Regs. 2018/1862 Arts. 24,
@@ -128,6 +130,8 @@ LIFECYCLE_EXPIRED: LifecycleKind.ValueType  # 9
 """broker: the retention period ended; delete every copy"""
 LIFECYCLE_SUPERSEDED: LifecycleKind.ValueType  # 10
 """broker: a newer version no longer includes you; delete"""
+LIFECYCLE_RESTRICTED: LifecycleKind.ValueType  # 11
+"""originator: its new restrictions exclude you; delete"""
 Global___LifecycleKind: _TypeAlias = LifecycleKind  # noqa: Y015
 
 @_typing.final
@@ -270,6 +274,9 @@ class NoticeHeader(_message.Message):
     WRAPS_TREE_SIZE_FIELD_NUMBER: _builtins.int
     IN_REPLY_TO_FIELD_NUMBER: _builtins.int
     RESPOND_BY_MS_FIELD_NUMBER: _builtins.int
+    EMBARGO_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ROOT_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     notice_id: _builtins.str
@@ -303,6 +310,15 @@ class NoticeHeader(_message.Message):
     """replies (reply.* kinds): the notice answered"""
     respond_by_ms: _builtins.int
     """replies: when an answer is due (0: none asked)"""
+    embargo_until_ms: _builtins.int
+    """0: no embargo. Otherwise the originator's embargo (equal to the restrictions' one):
+    signed, so a recipient's SDK holds the notice until then where the policy holds it.
+    """
+    checkpoint_size: _builtins.int
+    """The newest cosigned log checkpoint the originator's node holds: signed views that
+    auditors and other agencies compare, so a split view of the log shows (0: none yet).
+    """
+    checkpoint_root: _builtins.bytes
     @_builtins.property
     def handling_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """H0..H3, H3 free text as "H3:<text>" """
@@ -331,10 +347,13 @@ class NoticeHeader(_message.Message):
         wraps_tree_size: _builtins.int = ...,
         in_reply_to: _builtins.str = ...,
         respond_by_ms: _builtins.int = ...,
+        embargo_until_ms: _builtins.int = ...,
+        checkpoint_size: _builtins.int = ...,
+        checkpoint_root: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "notice_id", b"notice_id", "originator", b"originator", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "embargo_until_ms", b"embargo_until_ms", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "notice_id", b"notice_id", "originator", b"originator", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -688,6 +707,8 @@ class Receipt(_message.Message):
     RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
     ACTION_ID_FIELD_NUMBER: _builtins.int
     OBLIGATIONS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ROOT_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     version: _builtins.int
     recipient: _builtins.str
@@ -696,6 +717,9 @@ class Receipt(_message.Message):
     received_at_ms: _builtins.int
     action_id: _builtins.str
     """set when acknowledging a lifecycle action; header_digest"""
+    checkpoint_size: _builtins.int
+    """the recipient's newest cosigned checkpoint (see NoticeHeader)"""
+    checkpoint_root: _builtins.bytes
     @_builtins.property
     def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """section names received and opened"""
@@ -717,10 +741,12 @@ class Receipt(_message.Message):
         received_at_ms: _builtins.int = ...,
         action_id: _builtins.str = ...,
         obligations: _abc.Iterable[_builtins.str] | None = ...,
+        checkpoint_size: _builtins.int = ...,
+        checkpoint_root: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "header_digest", b"header_digest", "notice_id", b"notice_id", "obligations", b"obligations", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "sections", b"sections", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "header_digest", b"header_digest", "notice_id", b"notice_id", "obligations", b"obligations", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "sections", b"sections", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -739,6 +765,9 @@ class LifecycleAction(_message.Message):
     AT_MS_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ROOT_FIELD_NUMBER: _builtins.int
+    SEALED_REASON_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     """UUID: the same action sent twice is one action"""
     notice_id: _builtins.str
@@ -754,6 +783,15 @@ class LifecycleAction(_message.Message):
     """REQUEST_FLAG_LIFT: the flagging agency"""
     version: _builtins.int
     """the version concerned (SUPERSEDED, EXPIRED); 0: all"""
+    checkpoint_size: _builtins.int
+    """the actor's newest cosigned checkpoint (see NoticeHeader)"""
+    checkpoint_root: _builtins.bytes
+    @_builtins.property
+    def sealed_reason(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedReason]:
+        """The reason sealed to the agencies told (the broker keeps only its SHA-256 in `reason`,
+        as "sha256:<hex>"): libsodium sealed boxes, one per agency told, by agency id.
+        """
+
     def __init__(
         self,
         *,
@@ -766,14 +804,40 @@ class LifecycleAction(_message.Message):
         at_ms: _builtins.int = ...,
         target: _builtins.str = ...,
         version: _builtins.int = ...,
+        checkpoint_size: _builtins.int = ...,
+        checkpoint_root: _builtins.bytes = ...,
+        sealed_reason: _abc.Iterable[Global___SealedReason] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "at_ms", b"at_ms", "kind", b"kind", "notice_id", b"notice_id", "reason", b"reason", "target", b"target", "until_ms", b"until_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "at_ms", b"at_ms", "checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "kind", b"kind", "notice_id", b"notice_id", "reason", b"reason", "sealed_reason", b"sealed_reason", "target", b"target", "until_ms", b"until_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LifecycleAction: _TypeAlias = LifecycleAction  # noqa: Y015
+
+@_typing.final
+class SealedReason(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_ID_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    agency_id: _builtins.str
+    sealed: _builtins.bytes
+    """crypto_box_seal of the reason's UTF-8 bytes"""
+    def __init__(
+        self,
+        *,
+        agency_id: _builtins.str = ...,
+        sealed: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "sealed", b"sealed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealedReason: _TypeAlias = SealedReason  # noqa: Y015
 
 @_typing.final
 class SignedLifecycleAction(_message.Message):
@@ -809,14 +873,31 @@ class ControlDelivery(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     ACTOR_STATEMENT_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    SUPERSEDING_FIELD_NUMBER: _builtins.int
+    ORIGINATOR_STATEMENT_FIELD_NUMBER: _builtins.int
+    RESTRICTION_UPDATE_FIELD_NUMBER: _builtins.int
+    RESTRICTION_SIGNATURE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     attempt: _builtins.int
+    restriction_update: _builtins.bytes
+    """RESTRICTED: the originator's signed restriction update (action is then empty).
+    serialized RestrictionUpdate, exactly as signed
+    """
+    restriction_signature: _builtins.bytes
     @_builtins.property
     def action(self) -> Global___SignedLifecycleAction: ...
     @_builtins.property
     def actor_statement(self) -> Global___SignedKeyStatement:
         """CA-signed key of the actor (absent for the broker)"""
 
+    @_builtins.property
+    def superseding(self) -> Global___SignedHeader:
+        """SUPERSEDED: the newer version's signed header and the originator's key statement, so
+        the node erases older versions only when it holds proof that a newer one exists.
+        """
+
+    @_builtins.property
+    def originator_statement(self) -> Global___SignedKeyStatement: ...
     def __init__(
         self,
         *,
@@ -824,10 +905,14 @@ class ControlDelivery(_message.Message):
         action: Global___SignedLifecycleAction | None = ...,
         actor_statement: Global___SignedKeyStatement | None = ...,
         attempt: _builtins.int = ...,
+        superseding: Global___SignedHeader | None = ...,
+        originator_statement: Global___SignedKeyStatement | None = ...,
+        restriction_update: _builtins.bytes = ...,
+        restriction_signature: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_statement", b"actor_statement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_statement", b"actor_statement", "originator_statement", b"originator_statement", "superseding", b"superseding"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_statement", b"actor_statement", "attempt", b"attempt", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_statement", b"actor_statement", "attempt", b"attempt", "originator_statement", b"originator_statement", "restriction_signature", b"restriction_signature", "restriction_update", b"restriction_update", "sequence", b"sequence", "superseding", b"superseding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -13,9 +14,16 @@ import pytest
 
 from broker import pki
 from broker.client.node import AgencyNode, NodeConfig
+from broker.client.witness import run_witness
 from broker.core.identity import Party
 from broker.core.relay import Limits
-from broker.sandbox import DEMO_AGENCIES, Deployment, create_deployment, provision
+from broker.sandbox import (
+    DEMO_AGENCIES,
+    WITNESS_ID,
+    Deployment,
+    create_deployment,
+    provision,
+)
 from broker.server.app import BrokerApp
 from broker.v1 import agency_pb2_grpc
 
@@ -93,8 +101,10 @@ StartBroker = Callable[..., Any]
 @pytest.fixture
 async def start_broker(deployment: Deployment) -> AsyncIterator[StartBroker]:
     apps: list[BrokerApp] = []
+    witnesses: list[asyncio.Task[int]] = []
+    stop = asyncio.Event()
 
-    async def start(provisioned: bool = True, **limits: Any) -> Running:
+    async def start(provisioned: bool = True, witness: bool = True, **limits: Any) -> Running:
         config = deployment.server_config(limits=Limits(**limits), expiry_interval_s=0.1)
         app = BrokerApp(config)
         app.poll_interval = 0.1
@@ -103,9 +113,27 @@ async def start_broker(deployment: Deployment) -> AsyncIterator[StartBroker]:
         running = Running(app, deployment, f"127.0.0.1:{port}")
         if provisioned:
             await provision(deployment, running.target)
+        if witness and WITNESS_ID in {a.id for a in deployment.agencies}:
+            # The deployment's witness (trust.toml) cosigns checkpoints as they come.
+            state = deployment.root / f"witness-{len(apps)}.json"
+            witnesses.append(
+                asyncio.create_task(
+                    run_witness(
+                        deployment.keys_dir,
+                        WITNESS_ID,
+                        running.target,
+                        state,
+                        stop=stop,
+                        interval_s=0.1,
+                    )
+                )
+            )
         return running
 
     yield start
+    stop.set()
+    for task in witnesses:
+        await task
     for app in apps:
         await app.stop(grace=0.5)
 

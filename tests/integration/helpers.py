@@ -99,3 +99,30 @@ async def streamed(
     finally:
         call.cancel()
     return got
+
+
+def witness_process(node_args: list[str], agency: str = "EU-HUB") -> object:
+    """A `broker node witness` subprocess (the deployment's witness, trust.toml) cosigning
+    checkpoints every 0.2 s; terminate() it when done. `node_args` are the --broker,
+    --keys-dir and --state-dir flags of the test's nodes."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broker.cli.main",
+            "node",
+            "witness",
+            "--agency",
+            agency,
+            "--interval",
+            "0.2",
+            "--timeout",
+            "300",
+            *node_args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

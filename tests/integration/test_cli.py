@@ -13,6 +13,7 @@ import pytest
 
 from broker.sandbox import ADMIN_ID, REPO_POLICIES, Deployment
 
+from .helpers import witness_process
 from .test_crash import free_port, start_serve
 
 pytestmark = pytest.mark.integration
@@ -59,6 +60,8 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
         assert all(a["signed"] and a["revision"] == 1 for a in listed)
         r = broker("admin", "agency", "list", *admin)
         assert "IT-BORDER" in r.stdout and "signed" in r.stdout and "BEGIN" not in r.stdout
+        # The deployment's witness (trust.toml) cosigns checkpoints while we work.
+        witness = witness_process(node)
         listener = subprocess.Popen(
             [
                 sys.executable,
@@ -141,5 +144,8 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
         r = broker("admin", "agency", "list", "--admin", "FR-NCB", *common)
         assert r.returncode != 0
     finally:
+        if "witness" in locals():
+            witness.terminate()  # type: ignore[attr-defined]
+            witness.wait(timeout=30)  # type: ignore[attr-defined]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -19,6 +19,7 @@ import pytest
 
 from broker.sandbox import ADMIN_ID, REPO_POLICIES, Deployment
 
+from .helpers import witness_process
 from .test_cli import broker
 from .test_crash import free_port, start_serve
 
@@ -97,6 +98,7 @@ def test_lifecycle_and_reply_commands(deployment: Deployment, tmp_path: Path) ->
     try:
         ok(broker("admin", "policy", "activate", str(REPO_POLICIES), "--reason", "go", *admin))
         ok(broker("admin", "agency", "sign-registry", *admin))
+        witness = witness_process(node)  # the deployment's witness (trust.toml)
         de = Listener("DE-BKA", node, as_json=True)
         fr = Listener("FR-NCB", node, as_json=False)
         listeners += [de, fr]
@@ -212,6 +214,9 @@ def test_lifecycle_and_reply_commands(deployment: Deployment, tmp_path: Path) ->
             code, err = listener.stop()
             assert code == 0, err
     finally:
+        if "witness" in locals():
+            witness.terminate()  # type: ignore[attr-defined]
+            witness.wait(timeout=30)  # type: ignore[attr-defined]
         for listener in listeners:
             if listener.proc.poll() is None:
                 listener.proc.kill()

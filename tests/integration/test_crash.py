@@ -23,6 +23,7 @@ import grpc
 import pytest
 
 from broker.client.node import AgencyNode, NodeConfig, ReceivedNotice
+from broker.client.witness import run_witness
 from broker.sandbox import Deployment, provision
 from broker.v1 import agency_pb2
 
@@ -93,6 +94,17 @@ async def test_sigkill_loses_nothing_acknowledged(deployment: Deployment, tmp_pa
     log = tmp_path / "broker.log"
     proc = start_serve(deployment, port, log)
     await provision(deployment, f"127.0.0.1:{port}")
+    witness_stop = asyncio.Event()  # the deployment's witness, across the broker's restarts
+    witness = asyncio.create_task(
+        run_witness(
+            deployment.keys_dir,
+            "EU-HUB",
+            f"127.0.0.1:{port}",
+            deployment.root / "witness.json",
+            stop=witness_stop,
+            interval_s=0.1,
+        )
+    )
     seen: collections.Counter[str] = collections.Counter()
     acked: list[str] = []
     failed = 0
@@ -155,8 +167,10 @@ async def test_sigkill_loses_nothing_acknowledged(deployment: Deployment, tmp_pa
             assert not duplicates, f"the application saw notices twice: {duplicates}"
         finally:
             stop.set()
+            witness_stop.set()
             try:
                 await asyncio.wait_for(listener, 10)
+                await asyncio.wait_for(witness, 10)
             finally:
                 restarted.send_signal(signal.SIGTERM)  # graceful shutdown exits 0
                 code = await asyncio.to_thread(restarted.wait, 30)

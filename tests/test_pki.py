@@ -329,7 +329,9 @@ def test_issue_agency(ca_root: Path, ca_cert: x509.Certificate) -> None:
     assert keys.serial == 1
     cert = load_cert(files.cert)
     assert keys.not_before_ms == int(cert.not_valid_before_utc.timestamp() * 1000)
-    assert keys.not_after_ms == int(cert.not_valid_after_utc.timestamp() * 1000)
+    # Short-lived: DEFAULT_STATEMENT_DAYS from the certificate's start, within its validity.
+    assert keys.not_after_ms == keys.not_before_ms + pki.DEFAULT_STATEMENT_DAYS * 86_400_000
+    assert keys.not_after_ms < int(cert.not_valid_after_utc.timestamp() * 1000)
 
     # The raw keys are what libsodium expects: a signing seed and a crypto_box secret key.
     signing = SigningKey(creds.signing_seed)
@@ -534,3 +536,18 @@ def test_atomic_writes_leave_no_temporaries(ca_root: Path) -> None:
     pki.issue_agency(ca_root, "FR-NCB")
     pki.issue_agency(ca_root, "FR-NCB")
     pki.revoke(ca_root, Party("admin", "x"))
+
+
+def test_renew_statement_keeps_the_keys_with_a_higher_serial(ca_root: Path) -> None:
+    pki.issue_agency(ca_root, "FR-NCB")
+    first = pki.load_agency(ca_root, "FR-NCB")
+    renewed = pki.renew_statement(ca_root, "FR-NCB", statement_days=7)
+    again = pki.load_agency(ca_root, "FR-NCB")
+    assert again.files == renewed
+    assert again.signing_seed == first.signing_seed
+    assert again.encryption_private_key == first.encryption_private_key
+    old = pki.unverified_statement_serial(first.statement)
+    new = pki.unverified_statement_serial(again.statement)
+    assert new == old + 1
+    window = notice_pb2.KeyStatement.FromString(again.statement.statement)
+    assert window.not_after_ms - window.not_before_ms == 7 * 86_400_000

@@ -116,6 +116,8 @@ class Outstanding:
 
     deliveries: frozenset[tuple[str, str, int]]
     controls: frozenset[tuple[str, str]]
+    # Copies handed to an application whose receipt the broker must end up holding.
+    receipts: frozenset[tuple[str, str, int]] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.deliveries or self.controls)
@@ -253,7 +255,8 @@ def _why_unauthorised(ix: _Index, t: int, who: str, d: Delivered) -> str:
     if beyond:
         return f"with section(s) {', '.join(beyond)} not sealed for it"
     opened = ix.stream_opened(who, d.stream)
-    after = NEVER if opened is None else opened  # the broker leased it no earlier than this
+    # The broker leased it no earlier than this (a stream never recorded: no claim).
+    after = -1 if opened is None else opened
     mine = {c.action_id for ct, w, c in ix.controls if w == who and c.applied and ct < t}
     return (
         _after_action(ix, t, d, after, mine)
@@ -343,12 +346,15 @@ def _outstanding(ix: _Index) -> Outstanding:
     for (who, aid), _t in _expected_controls(ix).items():
         if (who, aid) not in ix.applied:
             controls.add((who, aid))
-    return Outstanding(frozenset(owed - handed), frozenset(controls))
+    receipts = {(w, n, v) for w, n, v in handed if not _excused(ix, n, v, w)}
+    return Outstanding(frozenset(owed - handed), frozenset(controls), frozenset(receipts))
 
 
 def _holders(ix: _Index, notice_id: str, before: int) -> set[str]:
     """Recipients whose application was handed a version of the notice before `before`
-    and that no newer version attempted before then left out."""
+    and that no newer version attempted before then left out. With `before` the time an
+    action was attempted (before its request left), each was sent its copy before the
+    broker committed the action: the broker must count it among those holding the notice."""
     out = set()
     for (who, nid), versions in ix.handled_versions.items():
         if nid != notice_id:
@@ -374,10 +380,10 @@ def _expected_controls(ix: _Index) -> dict[tuple[str, str], int]:
     for aid, (t_ok, ok) in ix.act_ok.items():
         if aid not in ix.acts:
             continue
-        _t, actor, act = ix.acts[aid]
+        t_attempt, actor, act = ix.acts[aid]
         parties = set(ok.told)
         if act.action in TELL_HOLDERS | TELL_OTHERS:
-            parties |= _holders(ix, act.notice_id, t_ok)
+            parties |= _holders(ix, act.notice_id, t_attempt)
         if act.action in TELL_OTHERS:
             parties.add(ix.originator(act.notice_id))
         for who in parties - {actor, ""}:
@@ -387,7 +393,8 @@ def _expected_controls(ix: _Index) -> dict[tuple[str, str], int]:
             continue
         audience = ix.audience((notice_id, version)) or {}
         before = ix.audience((notice_id, version - 1)) or {}
-        for who in _holders(ix, notice_id, t_ok):
+        attempted = ix.attempts[(notice_id, version)][0]
+        for who in _holders(ix, notice_id, attempted):
             if who in before and who not in audience:
                 out[(who, f"{notice_id}/v{version}/superseded")] = t_ok
     return out

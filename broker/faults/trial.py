@@ -30,7 +30,7 @@ import grpc
 from broker.client.audit import AuditClient
 from broker.client.node import NodeConfig, ReceivedNotice, now_ms
 from broker.core.identity import Party
-from broker.errors import BrokerError, FailedPrecondition
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
 from broker.faults.events import Entry, Handled, Killed, PublishOk, Restarted, Status
 from broker.faults.history import Report, check, outstanding
 from broker.faults.recorder import HARNESS, AuditRecorder, Recorder, RecordingNode
@@ -349,18 +349,14 @@ class Trial:
             for e in self.recorder.entries
             if isinstance(e.event, PublishOk)
         ]
-        handed = {
-            (e.actor, e.event.notice_id, e.event.version)
-            for e in self.recorder.entries
-            if isinstance(e.event, Handled)
-        }
+        receipted = outstanding(self.recorder.entries).receipts
         for originator, notice_id, version in sorted(set(published)):
             while True:
                 status = await self.nodes[originator].delivery_status(notice_id, version)
                 waiting = [
                     r
                     for r in status.recipients
-                    if (r.recipient, notice_id, version) in handed
+                    if (r.recipient, notice_id, version) in receipted
                     and r.state != agency_pb2.DELIVERY_STATE_DELIVERED
                 ]
                 if not waiting or time.monotonic() > deadline:
@@ -372,6 +368,8 @@ class Trial:
 
     async def run(self) -> Report:
         plan = self.plan
+        if plan.kills < 0 or plan.operations < plan.kills + 4:
+            raise InvalidArgument("a trial needs at least 4 more operations than kills")
         self.broker.start()
         try:
             await provision(self.deployment, self.broker.target)
@@ -444,5 +442,8 @@ def environment_seed(default: int | None = None, variable: str = "BROKER_CRASH_S
     """The seed from the environment, else `default`, else a fresh random one."""
     value = os.environ.get(variable)
     if value:
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidArgument(f"{variable} must be an integer, not {value[:20]!r}") from None
     return default if default is not None else random.SystemRandom().randrange(2**31)

@@ -41,11 +41,13 @@ class Meta:
 
 @dataclass(frozen=True)
 class Killed:
-    """The harness sent `signal` to the broker process `pid` (it is gone once recorded)."""
+    """The harness sent `signal` to the broker process `pid` (it is gone once recorded);
+    `starting`: the process had just been started again, and may not have served yet."""
 
     kind: ClassVar[str] = "killed"
     pid: int
     signal: str = "SIGKILL"
+    starting: bool = False
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ class _Index:
         self.statuses: dict[tuple[str, int, str], str] = {}
         self.checkpoints: list[tuple[int, CheckpointSeen]] = []
         self.logs: list[tuple[int, LogSnapshot]] = []
-        self.kills = self.restarts = 0
+        self.kills = self.restarts = self.kills_starting = 0
         for e in self.entries:
             self._add(e)
         self.versions: dict[str, list[int]] = defaultdict(list)
@@ -199,6 +199,7 @@ class _Index:
             self.logs.append((t, ev))
         elif isinstance(ev, Killed):
             self.kills += 1
+            self.kills_starting += ev.starting
         elif isinstance(ev, Restarted):
             self.restarts += 1
 
@@ -566,6 +567,7 @@ def check(entries: Sequence[Entry]) -> Report:
         "checkpoints": len(ix.checkpoints),
         "log_entries": max((len(s.leaves) for _t, s in ix.logs), default=0),
         "kills": ix.kills,
+        "kills_while_starting": ix.kills_starting,
         "restarts": ix.restarts,
     }
     return Report(tuple(violations), stats)

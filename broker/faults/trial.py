@@ -124,9 +124,18 @@ class BrokerProcess:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def port_file(self) -> Path:
+        return self.log.with_name(f"{self.log.stem}.port")
+
     def start(self, timeout_s: float = 30.0) -> int:
         """Start and wait until it serves; return its pid. Raises TrialError."""
-        port_file = self.log.with_name(f"{self.log.stem}.port")
+        self.spawn()
+        return self.wait_serving(timeout_s)
+
+    def spawn(self) -> int:
+        """Start the process; return its pid at once (it is not serving yet)."""
+        port_file = self.port_file
         port_file.unlink(missing_ok=True)
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
@@ -145,8 +154,13 @@ class BrokerProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
+        return self.proc.pid
+
+    def wait_serving(self, timeout_s: float = 30.0) -> int:
+        """Wait until the process serves; return its pid. Raises TrialError."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
-        while not port_file.exists():
+        while not self.port_file.exists():
             if self.proc.poll() is not None:
                 raise TrialError(f"the broker exited with {self.proc.returncode}: {self.tail()}")
             if time.monotonic() > deadline:
@@ -326,14 +340,21 @@ class Trial:
             )
         notice.version, notice.recipients = version, recipients
 
-    async def killer(self, points: list[tuple[int, int]]) -> None:
-        for after, delay_ms in points:
+    async def killer(self, points: list[tuple[int, int, int]]) -> None:
+        """SIGKILL after `after` operations and `delay_ms`; when `starting_ms` is set, also
+        the next process, that long after it was started (usually before it serves)."""
+        for after, delay_ms, starting_ms in points:
             while self.done < after:
                 self.progress.clear()
                 await self.progress.wait()
             await asyncio.sleep(delay_ms / 1000)
             pid = await asyncio.to_thread(self.broker.kill)
             self.recorder.record(HARNESS, Killed(pid))
+            if starting_ms:
+                self.broker.spawn()
+                await asyncio.sleep(starting_ms / 1000)
+                pid = await asyncio.to_thread(self.broker.kill)
+                self.recorder.record(HARNESS, Killed(pid, starting=True))
             pid = await asyncio.to_thread(self.broker.start)
             self.recorder.record(HARNESS, Restarted(pid))
 
@@ -375,7 +396,10 @@ class Trial:
             await provision(self.deployment, self.broker.target)
             AuditRecorder.start_history(self.recorder, self.deployment.keys_dir, plan.seed)
             points = sorted(self.rng.sample(range(2, max(plan.operations - 2, 3)), plan.kills))
-            schedule = [(after, self.rng.randint(0, 40)) for after in points]
+            schedule = [
+                (after, self.rng.randint(0, 40), self.rng.choice([0, 0, self.rng.randint(50, 600)]))
+                for after in points
+            ]
             return await self._drive(schedule)
         finally:
             code = await asyncio.to_thread(self.broker.stop)
@@ -383,7 +407,7 @@ class Trial:
             if code != 0:
                 raise TrialError(f"the broker exited with {code} on SIGTERM: {self.broker.tail()}")
 
-    async def _drive(self, schedule: list[tuple[int, int]]) -> Report:
+    async def _drive(self, schedule: list[tuple[int, int, int]]) -> Report:
         def auditor() -> AuditClient:
             party = Party("auditor", AUDITOR_ID)
             return AuditClient(self.broker.target, self.deployment.keys_dir, party, timeout_s=5)

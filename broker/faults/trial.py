@@ -400,12 +400,13 @@ class Trial:
                 (after, self.rng.randint(0, 40), self.rng.choice([0, 0, self.rng.randint(50, 600)]))
                 for after in points
             ]
-            return await self._drive(schedule)
+            report = await self._drive(schedule)
         finally:
             code = await asyncio.to_thread(self.broker.stop)
             self.recorder.save(self.work_dir / "history.jsonl")
-            if code != 0:
-                raise TrialError(f"the broker exited with {code} on SIGTERM: {self.broker.tail()}")
+        if code != 0:
+            raise TrialError(f"the broker exited with {code} on SIGTERM: {self.broker.tail()}")
+        return report
 
     async def _drive(self, schedule: list[tuple[int, int, int]]) -> Report:
         def auditor() -> AuditClient:

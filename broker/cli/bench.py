@@ -37,6 +37,19 @@ def register(sub: Any) -> None:
     tp.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
     tp.add_argument("--json", action="store_true", help="print the figures as JSON")
     tp.set_defaults(func=run_tlog)
+    cp = benches.add_parser(  # crash trials (broker/bench/crash.py)
+        "crash",
+        help="crash trials: SIGKILL a broker under load, count what the history checker finds",
+        description="Run crash trials (docs/crash-safety.md) and count lost, duplicated, "
+        "unauthorised and inconsistent findings; exits 1 if there are any.",
+    )
+    cp.add_argument("--trials", type=int, default=20, help="how many trials (default 20)")
+    cp.add_argument("--seed", type=int, default=None, help="first seed (default: random)")
+    cp.add_argument("--operations", type=int, default=40, help="operations per trial")
+    cp.add_argument("--kills", type=int, default=3, help="SIGKILLs per trial (default 3)")
+    cp.add_argument("--dir", type=Path, default=None, help="keep failing histories here")
+    cp.add_argument("--json", action="store_true", help="print the counts as JSON")
+    cp.set_defaults(func=run_crash)
 
 
 def _policy_args(p: argparse.ArgumentParser) -> None:
@@ -79,3 +92,24 @@ def run_tlog(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 0
+
+
+def run_crash(args: argparse.Namespace) -> int:
+    import sys
+
+    from broker.bench import crash
+    from broker.faults.trial import environment_seed
+
+    if args.trials < 1 or args.kills < 0 or args.operations < args.kills + 4:
+        raise InvalidArgument("--trials must be at least 1, --operations at least --kills + 4")
+    seed = args.seed if args.seed is not None else environment_seed()
+    report = crash.run(
+        args.trials,
+        seed,
+        args.operations,
+        args.kills,
+        args.dir,
+        lambda m: print(m, file=sys.stderr),
+    )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 1 if report.failed else 0

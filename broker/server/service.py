@@ -85,8 +85,8 @@ def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
     return store.release(agency, now_ms(), max_attempts)
 
 
-def _withhold(seq: int, reason: str, store: Store) -> Event | None:
-    return store.withhold(seq, reason, now_ms())
+def _withhold(seq: int, reason: str, leased: bool, store: Store) -> Event | None:
+    return store.withhold(seq, reason, now_ms(), leased)
 
 
 def _poll(
@@ -513,8 +513,8 @@ class AgencyService(LifecycleHandlers):
             facts, None if agency is None else agency.profile, sections, self.app.policy, now_ms()
         )
 
-    async def _withhold(self, seq: int, reason: str) -> bool:
-        event = await self.app.runner.call(partial(_withhold, seq, reason))
+    async def _withhold(self, seq: int, reason: str, leased: bool = False) -> bool:
+        event = await self.app.runner.call(partial(_withhold, seq, reason, leased))
         if event is None:
             return False
         metrics.WITHHELD.inc()
@@ -532,7 +532,7 @@ class AgencyService(LifecycleHandlers):
         None if it was withheld, else the obligations to carry with it."""
         reason, obligations = self._recheck(recipient, d.sections, envelope)
         if reason is not None:
-            await self._withhold(d.seq, reason)
+            await self._withhold(d.seq, reason, leased=True)
             return None
         return obligations
 
@@ -559,10 +559,10 @@ class AgencyService(LifecycleHandlers):
         now = now_ms()
 
         def write(store: Store) -> list[tuple[int, str, int, tuple[str, ...], bytes]]:
-            store.set_restrictions(update.notice_id, update.sequence, restrictions, data, now)
-            store.record_action(
-                me, "notice.restrictions", update.notice_id, {"sequence": update.sequence}, now
-            )
+            if store.set_restrictions(update.notice_id, update.sequence, restrictions, data, now):
+                store.record_action(
+                    me, "notice.restrictions", update.notice_id, {"sequence": update.sequence}, now
+                )
             return store.queued_with_envelopes(update.notice_id)
 
         queued = await self.app.runner.call(write)

@@ -135,10 +135,14 @@ class AdminStoreMixin:
 
     def set_restrictions(
         self, notice_id: str, sequence: int, restrictions: bytes, signed: bytes, at_ms: int
-    ) -> None:
+    ) -> bool:
+        """Store a signed restriction update; False if these very bytes are stored already
+        (a retry whose first answer was lost). Raises FailedPrecondition for a stale one."""
         row = self.conn.execute(
-            "SELECT sequence FROM notice_restrictions WHERE notice_id=?", (notice_id,)
+            "SELECT sequence, signed FROM notice_restrictions WHERE notice_id=?", (notice_id,)
         ).fetchone()
+        if row is not None and sequence == int(row[0]) and bytes(row[1]) == signed:
+            return False
         if row is not None and sequence <= int(row[0]):
             raise FailedPrecondition(
                 f"restriction update {sequence} is not newer than {row[0]}; use a higher sequence"
@@ -149,6 +153,7 @@ class AdminStoreMixin:
             "signed=excluded.signed, at_ms=excluded.at_ms",
             (notice_id, sequence, restrictions, signed, at_ms),
         )
+        return True
 
     def all_restriction_overrides(self) -> dict[str, bytes]:
         rows = self.conn.execute("SELECT notice_id, restrictions FROM notice_restrictions")
@@ -168,8 +173,11 @@ class AdminStoreMixin:
         return [(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4])) for r in rows]
 
     # -- withholding at forwarding time -----------------------------------------------------
-    def withhold(self, seq: int, reason: str, now_ms: int) -> Event | None:
-        """Withhold a queued delivery for good and tell the originator. None if already final."""
+    def withhold(self, seq: int, reason: str, now_ms: int, leased: bool = False) -> Event | None:
+        """Withhold a queued delivery for good and tell the originator. None if already final.
+
+        `leased`: it was just leased and is not sent after all; the lease's attempt is given
+        back, so that `attempts` counts only copies that may have reached the recipient."""
         row = self.conn.execute(
             "SELECT d.recipient, d.notice_id, d.version, d.state, n.originator "
             "FROM deliveries d JOIN notices n ON n.notice_id=d.notice_id AND n.version=d.version "
@@ -180,7 +188,8 @@ class AdminStoreMixin:
             return None
         recipient, notice_id, version, _state, originator = row
         self.conn.execute(
-            "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE seq=?", (WITHHELD, seq)
+            "UPDATE deliveries SET state=?, deadline_ms=NULL, attempts=attempts-? WHERE seq=?",
+            (WITHHELD, int(leased), seq),
         )
         cur = self.conn.execute(
             "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "

@@ -64,14 +64,18 @@ class LifecycleStoreMixin:
         if head is None or head[0] is None:
             return None
         rows = self.conn.execute(
-            "SELECT recipient, state, version FROM deliveries WHERE notice_id=?", (notice_id,)
+            "SELECT recipient, state, version, attempts FROM deliveries WHERE notice_id=?",
+            (notice_id,),
         ).fetchall()
-        latest = max((v for _r, _st, v in rows), default=0)
-        # Who holds a copy of any version and is still in the audience of the latest one
-        # (those a newer version left out were told to delete theirs).
-        current = frozenset(r for r, _st, v in rows if v == latest)
-        received = current & frozenset(r for r, st, _v in rows if st in (DELIVERED, IN_FLIGHT))
-        pending = frozenset(r for r, st, v in rows if st == PENDING and v == latest) - received
+        latest = max((v for _r, _st, v, _n in rows), default=0)
+        # Who may hold a copy of any version and is still in the audience of the latest one
+        # (those a newer version left out were told to delete theirs). A copy that was ever
+        # sent may be held, whatever its state now: a receipt lost with a broken stream
+        # leaves it pending again, or withheld on redelivery (withholding at forwarding
+        # time gives the attempt back, so a copy never sent counts none).
+        current = frozenset(r for r, _st, v, _n in rows if v == latest)
+        received = current & frozenset(r for r, _st, _v, n in rows if n > 0)
+        pending = frozenset(r for r, st, v, _n in rows if st == PENDING and v == latest) - received
         extra = self.conn.execute(
             "SELECT suspended_until_ms, closed, expires_at_ms, flags FROM notice_state "
             "WHERE notice_id=?",
@@ -194,7 +198,8 @@ class LifecycleStoreMixin:
 
     def purge_pending(self, notice_id: str, below_version: int, why: str, now_ms: int) -> int:
         """Purge undelivered copies (all versions, or those below `below_version`); tell
-        the originator which recipients will never get them."""
+        the originator which recipients will never get them. Below a version, copies in
+        flight are purged too (without an event: they may have arrived)."""
         rows = self.conn.execute(
             "SELECT d.seq, d.recipient, d.version, n.originator FROM deliveries d "
             "JOIN notices n ON n.notice_id=d.notice_id AND n.version=d.version "
@@ -217,6 +222,14 @@ class LifecycleStoreMixin:
                     f"never delivered: {why}",
                     now_ms,
                 ),
+            )
+        if below_version:
+            # Superseded copies in flight are not sent again either: whoever the new version
+            # leaves out is told to delete them, the others get the new version.
+            self.conn.execute(
+                "UPDATE deliveries SET state=?, deadline_ms=NULL "
+                "WHERE notice_id=? AND state=? AND version<?",
+                (PURGED, notice_id, IN_FLIGHT, below_version),
             )
         return len(rows)
 

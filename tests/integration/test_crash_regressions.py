@@ -1,0 +1,159 @@
+"""Regressions found by the crash trials (tests/integration/test_crash_trials.py), each
+reproduced without a crash: a Subscribe stream that ends before the recipient receipts
+is what a broker killed under it leaves behind.
+
+* a copy in flight when a newer version superseded it was sent again after the newer
+  version left its recipient out;
+* a recipient that held a notice whose receipt never reached the broker was not told of
+  later lifecycle actions (its copy was pending again, or withheld on redelivery);
+* an UpdateRestrictions retried after its first attempt committed was refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from broker import pki
+from broker.client.admin import AdminClient
+from broker.client.node import AgencyNode, LifecycleNotice, ReceivedNotice
+from broker.core import relay
+from broker.core.identity import Party
+from broker.sandbox import ADMIN_ID
+from broker.v1 import agency_pb2, notice_pb2
+
+from .conftest import Running
+from .helpers import RED_SECTIONS, now_ms
+
+pytestmark = pytest.mark.integration
+
+
+async def publish(fr: AgencyNode, to: list[str], **kw: object) -> str:
+    result = await fr.publish(
+        kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS, recipients=to, **kw
+    )
+    return result.notice_id
+
+
+async def lease_and_vanish(b: Running, agency: str, want: int = 1) -> list[notice_pb2.Delivery]:
+    """Read `want` deliveries on a raw stream and end it without a receipt, as a recipient
+    whose broker was killed before its receipt committed."""
+    call = b.stub(Party("agency", agency)).Subscribe()
+    await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=want)))
+    got: list[notice_pb2.Delivery] = []
+    while len(got) < want:
+        response = await asyncio.wait_for(call.read(), 10)
+        got.extend(response.deliveries)
+    call.cancel()
+    return got
+
+
+async def states(b: Running, fr: AgencyNode, notice_id: str) -> dict[tuple[str, int], int]:
+    status = await fr.delivery_status(notice_id)
+    return {(r.recipient, r.version): r.state for r in status.recipients}
+
+
+async def until(predicate: Callable[[], object], timeout: float = 10) -> None:
+    async def loop() -> None:
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+async def test_superseded_copy_in_flight_is_not_sent_again(broker: Running) -> None:
+    async with broker.node("FR-NCB") as fr, broker.node("IT-BORDER") as it:
+        notice_id = await publish(fr, ["DE-BKA", "IT-BORDER"])
+        assert len(await lease_and_vanish(broker, "IT-BORDER")) == 1
+        # Version 2 leaves IT-BORDER out: its copy of version 1 must not go out again.
+        await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
+        seen: list[tuple[str, int]] = []
+        actions: list[str] = []
+        stop = asyncio.Event()
+
+        async def on_notice(n: ReceivedNotice) -> None:
+            seen.append((n.notice_id, n.version))
+
+        async def on_action(a: LifecycleNotice) -> None:
+            actions.append(a.kind)
+
+        task = asyncio.create_task(it.listen(on_notice, stop=stop, on_lifecycle=on_action))
+        await until(lambda: actions)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert actions == ["superseded"]
+        assert seen == []
+        state = await states(broker, fr, notice_id)
+        assert state[("IT-BORDER", 1)] == agency_pb2.DELIVERY_STATE_PURGED
+
+
+async def test_holder_whose_copy_is_pending_again_is_told_of_a_withdrawal(
+    broker: Running,
+) -> None:
+    async with broker.node("FR-NCB") as fr:
+        notice_id = await publish(fr, ["IT-BORDER", "EU-HUB"])
+        assert len(await lease_and_vanish(broker, "IT-BORDER")) == 1
+        # A new stream without credit: the broker requeues what the last one left in
+        # flight (as after a restart) and sends nothing yet.
+        call = broker.stub(Party("agency", "IT-BORDER")).Subscribe()
+        await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=0)))
+        want = agency_pb2.DELIVERY_STATE_PENDING
+        for _ in range(200):
+            if (await states(broker, fr, notice_id))[("IT-BORDER", 1)] == want:
+                break
+            await asyncio.sleep(0.05)
+        result = await fr.withdraw(notice_id, "arrested")
+        call.cancel()
+        # IT-BORDER may hold it (it was sent); EU-HUB never was: only its copy is purged.
+        assert list(result.told) == ["IT-BORDER"]
+        assert result.purged == 2
+
+
+async def test_holder_withheld_on_redelivery_is_told_but_one_never_sent_is_not(
+    broker: Running,
+) -> None:
+    async with broker.node("FR-NCB") as fr:
+        notice_id = await publish(fr, ["IT-BORDER", "DE-BKA"])
+        assert len(await lease_and_vanish(broker, "IT-BORDER")) == 1
+        # Then the originator excludes Italy, and DE-BKA is suspended before it connects.
+        await fr.update_restrictions(
+            notice_id, notice_pb2.OriginatorRestrictions(deny_countries=["IT"]), 1
+        )
+        async with AdminClient(broker.deployment.keys_dir, ADMIN_ID, broker.target) as admin:
+            await admin.set_status("DE-BKA", "suspended", "under review")
+        # Both reconnect: IT-BORDER's redelivery and DE-BKA's first delivery are withheld.
+        for agency in ("IT-BORDER", "DE-BKA"):
+            call = broker.stub(Party("agency", agency)).Subscribe()
+            await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=4)))
+            key = (agency, 1)
+            for _ in range(200):
+                if (await states(broker, fr, notice_id))[key] == agency_pb2.DELIVERY_STATE_WITHHELD:
+                    break
+                await asyncio.sleep(0.05)
+            call.cancel()
+        result = await fr.withdraw(notice_id, "arrested")
+        # IT-BORDER was sent a copy and must delete it; DE-BKA never learns of the notice.
+        assert list(result.told) == ["IT-BORDER"]
+
+
+async def test_restriction_update_retried_after_it_committed_succeeds(broker: Running) -> None:
+    async with broker.node("FR-NCB") as fr:
+        notice_id = await publish(fr, ["DE-BKA"])
+        update = agency_pb2.RestrictionUpdate(
+            notice_id=notice_id,
+            restrictions=notice_pb2.OriginatorRestrictions(deny_countries=["DE"]),
+            sequence=1,
+            at_ms=now_ms(),
+        ).SerializeToString(deterministic=True)
+        seed = pki.load_agency(broker.deployment.keys_dir, "FR-NCB").signing_seed
+        request = agency_pb2.UpdateRestrictionsRequest(
+            update=update, signature=relay.sign_restriction_update(update, seed)
+        )
+        # The same signed bytes twice: the SDK's retry after an answer lost in a crash.
+        first = await fr.stub.UpdateRestrictions(request, timeout=5)
+        again = await fr.stub.UpdateRestrictions(request, timeout=5)
+        assert (first.withheld, again.withheld) == (1, 0)
+        actions = await broker.app.runner.call(lambda s: s.admin_actions(100))
+        assert [a.action for a in actions].count("notice.restrictions") == 1

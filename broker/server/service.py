@@ -38,14 +38,15 @@ from broker.store.api import (
     PENDING,
     PURGED,
     WITHHELD,
+    ControlReceipt,
     DeliveryPlan,
     Event,
+    LeasedControl,
     LeasedDelivery,
     NoticeRecord,
     ReceiptRecord,
     Store,
 )
-from broker.store.lifecycle import ControlReceipt, LeasedControl
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -82,8 +83,8 @@ def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedD
     return store.lease(agency, limit, now_ms(), lease_ms)
 
 
-def _lease_controls(agency: str, limit: int, lease_ms: int, store: Any) -> list[LeasedControl]:
-    return store.lease_controls(agency, limit, now_ms(), lease_ms)  # type: ignore[no-any-return]
+def _lease_controls(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedControl]:
+    return store.lease_controls(agency, limit, now_ms(), lease_ms)
 
 
 def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
@@ -236,7 +237,7 @@ class AgencyService(LifecycleHandlers):
 
         told: list[str] = []  # holders of older versions told they were dropped
 
-        def write(store: Any) -> Any:
+        def write(store: Store) -> Any:
             told.clear()
             before = {
                 r.notice_id: check_version(
@@ -314,7 +315,7 @@ class AgencyService(LifecycleHandlers):
                 )
             )
 
-        def write(store: Any) -> list[agency_pb2.ReceiptAck]:
+        def write(store: Store) -> list[agency_pb2.ReceiptAck]:
             acks = [
                 agency_pb2.ReceiptAck(notice_id=n, version=v)
                 for n, v in store.record_receipts_logged(records, now_ms())  # + transparency log
@@ -457,7 +458,7 @@ class AgencyService(LifecycleHandlers):
             return store.queued_with_envelopes(update.notice_id)
 
         queued = await self.app.runner.call(write)
-        self.app.restriction_overrides[update.notice_id] = restrictions
+        self.app.set_restriction_override(update.notice_id, restrictions)
         withheld = 0
         for seq, recipient, _version, sections, envelope_bytes in queued:
             envelope = notice_pb2.Envelope.FromString(envelope_bytes)

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from broker.store.runner import RetryBatch
 
@@ -135,11 +134,15 @@ def translate(sql: str, *, many: bool = False) -> Translated:
 
 def retryable(exc: BaseException) -> bool:
     """True when PostgreSQL undid the whole transaction and running it again may succeed:
-    a deadlock or serialization failure, a unique key another transaction took first
-    (the retry sees its row), or a connection that broke (no COMMIT was sent)."""
-    if isinstance(exc, pg_errors.TransactionRollback | pg_errors.UniqueViolation):
-        return True
-    return isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
+    a deadlock or serialization failure (SQLSTATE class 40), a unique key another
+    transaction took first (23505: the retry sees its row), or a connection that broke
+    or was shut down (class 08, 57P01-57P03, or no SQLSTATE at all)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in ("40", "08") or state in ("23505", "57P01", "57P02", "57P03")
 
 
 class PgCursor:

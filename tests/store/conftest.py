@@ -58,6 +58,10 @@ class Backend:
         """Mark the (closed) storage as having schema `version`, behind the store's back."""
         raise NotImplementedError
 
+    def count_rows_now(self, runner: StoreRunner, table: str) -> int:
+        """count_rows in a transaction of its own on `runner`."""
+        return runner.call_sync(lambda s: self.count_rows(s, table))
+
     def cleanup(self) -> None:
         """Close every store opened here; close() must be idempotent."""
         for store in self.opened:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from broker import pki
 from broker.client.inbox import Inbox
 from broker.client.lifecycle import NodeLifecycle
+from broker.client.target import channel_target
 from broker.client.types import (
     EventHandler,
     Handler,
@@ -108,10 +109,12 @@ class AgencyNode(NodeLifecycle):
             private_key=files.key.read_bytes(),
             certificate_chain=files.cert.read_bytes(),
         )
+        target, balance = channel_target(config.broker, config.lb_policy)  # one, or replicas
         self.channel = grpc.aio.secure_channel(
-            config.broker,
+            target,
             creds,
             options=[
+                *balance,
                 ("grpc.max_receive_message_length", 8 * 1024 * 1024),
                 ("grpc.max_send_message_length", 8 * 1024 * 1024),
                 ("grpc.keepalive_time_ms", 30_000),

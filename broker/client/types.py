@@ -31,7 +31,7 @@ def now_ms() -> int:
 @dataclass(frozen=True)
 class NodeConfig:
     agency_id: str
-    broker: str  # host:port of the broker
+    broker: str  # host:port of the broker, or "ip:port,ip:port" of its replicas
     keys_dir: Path  # where this agency's credentials and the CA certificate are
     state_dir: Path  # the node's inbox
     rpc_timeout_s: float = 10.0
@@ -41,6 +41,7 @@ class NodeConfig:
     # Check every audience the broker resolves against the administrator-signed policy
     # and registry entries before wrapping any key (a broker cannot widen an audience).
     verify_audience: bool = True
+    lb_policy: str = "pick_first"  # over several replicas: or "round_robin" (client/target.py)
 
 
 @dataclass(frozen=True)

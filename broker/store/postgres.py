@@ -32,6 +32,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -71,6 +72,13 @@ def channel_name(schema: str) -> str:
 
 def redact(dsn: str) -> str:
     """The DSN without its password, for messages and logs."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
@@ -140,7 +148,20 @@ class PostgresStore(SqlStore):
             raise InvalidArgument(
                 f"store DSN is not a PostgreSQL connection string: {exc}"
             ) from exc
-        kwargs = {k: v for k, v in _KEEPALIVES.items() if k not in params}
+        kwargs: dict[str, Any] = {k: v for k, v in _KEEPALIVES.items() if k not in params}
+        try:  # one plain connection first: a wrong DSN fails at once, and says why
+            with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, **kwargs)) as probe:
+                row = probe.execute("SELECT current_schema()").fetchone()
+        except psycopg.OperationalError as exc:
+            raise Unavailable(
+                f"cannot connect to PostgreSQL at {redact(dsn)} ({_first_line(exc)}): "
+                "is the server up and the DSN right?"
+            ) from exc
+        if row is None or row[0] is None:
+            raise InvalidArgument(
+                "the store DSN's search_path names no existing schema: create it "
+                "(CREATE SCHEMA ...) or fix options=-csearch_path=..."
+            )
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn,
             min_size=pool_min,
@@ -153,20 +174,12 @@ class PostgresStore(SqlStore):
         )
         try:
             pool.open(wait=True, timeout=POOL_TIMEOUT_S)
-            with pool.connection() as conn:
-                row = conn.execute("SELECT current_schema()").fetchone()
-        except (PoolTimeout, psycopg.OperationalError) as exc:
+        except PoolTimeout as exc:
             pool.close()
             raise Unavailable(
-                f"cannot connect to PostgreSQL at {redact(dsn)}: is the server up "
-                "and the DSN right?"
+                f"cannot open {pool_min} connection(s) to PostgreSQL at {redact(dsn)}; "
+                "lower store_pool_min or raise the server's max_connections"
             ) from exc
-        if row is None or row[0] is None:
-            pool.close()
-            raise InvalidArgument(
-                "the store DSN's search_path names no existing schema: create it "
-                "(CREATE SCHEMA ...) or fix options=-csearch_path=..."
-            )
         store = cls(_Shared(dsn, pool, str(row[0])))
         if migrate:
             try:
@@ -317,3 +330,7 @@ def _schema_version(conn: psycopg.Connection[Any]) -> int:
         sql.SQL("SELECT MAX(version) FROM {}").format(sql.Identifier(SCHEMA_TABLE))
     ).fetchone()
     return 0 if row is None or row[0] is None else int(row[0])
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -371,8 +371,8 @@ class SqliteStore(SqlStore):
         super().__init__(conn)
 
     @classmethod
-    def open(cls, path: Path) -> SqliteStore:
-        """Open (creating and migrating) the database at `path`."""
+    def open(cls, path: Path, *, migrate: bool = True) -> SqliteStore:
+        """Open (creating and, unless told otherwise, migrating) the database at `path`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -382,7 +382,8 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn)
         try:
-            store.migrate()
+            if migrate:
+                store.migrate()
         except BaseException:
             conn.close()  # e.g. a schema newer than this broker: do not leak the connection
             raise
@@ -415,8 +416,9 @@ class SqliteStore(SqlStore):
         row = self.conn.execute("PRAGMA user_version").fetchone()
         return int(row[0])
 
-    def migrate(self) -> None:
-        """Apply every migration newer than the database's user_version, atomically each."""
+    def migrate(self) -> tuple[int, int]:
+        """Apply every migration newer than the database's user_version, atomically each;
+        return (version before, version after)."""
         current = self.schema_version()
         if current > len(MIGRATIONS):
             raise InvalidArgument(
@@ -434,3 +436,4 @@ class SqliteStore(SqlStore):
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+        return current, max(current, len(MIGRATIONS))

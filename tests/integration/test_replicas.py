@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -222,7 +223,7 @@ async def test_one_log_and_one_series_of_checkpoints(start_replica: StartReplica
     runner = a.app.runner
     stored = [await runner.call(lambda s, n=n: s.tlog_checkpoint(size=n)) for n in sizes]
     verifier = a.app.checkpoints.verifier
-    for older, newer in zip(stored, stored[1:], strict=False):
+    for older, newer in itertools.pairwise(stored):
         assert older is not None and newer is not None
         old_cp, _ = open_checkpoint(older.note, [verifier])
         new_cp, _ = open_checkpoint(newer.note, [verifier])

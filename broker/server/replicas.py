@@ -30,10 +30,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("broker.server")
 MAX_PAYLOAD = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
@@ -146,6 +146,8 @@ class ReplicaBus:
         self._pending.set()
 
     async def _flusher(self) -> None:
+        import psycopg  # only replicas on PostgreSQL pay for the import
+
         while True:
             await self._pending.wait()
             self._pending.clear()
@@ -163,6 +165,8 @@ class ReplicaBus:
                 await asyncio.sleep(0.1)
 
     async def _notify(self, payloads: list[str]) -> None:
+        import psycopg
+
         if self._sender is None:
             self._sender = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         for payload in payloads:
@@ -171,6 +175,9 @@ class ReplicaBus:
 
     # -- listening ----------------------------------------------------------------------------
     async def _listen(self) -> psycopg.AsyncConnection[Any]:
+        import psycopg
+        from psycopg import sql
+
         conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
@@ -181,6 +188,8 @@ class ReplicaBus:
         return conn
 
     async def _listener(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        import psycopg
+
         delay = 0.05
         while True:
             try:

@@ -172,6 +172,12 @@ class PgConnection:
     `sequencer_key` is the log's advisory lock (see the module docstring). The
     lock is taken at most once per transaction; `depth` follows savepoints,
     since rolling back to a savepoint releases a lock taken inside it.
+
+    Transaction control (BEGIN, SAVEPOINT, RELEASE, COMMIT, the advisory lock) is
+    `defer`red and sent with the next round trip, several commands in one simple
+    query: a one-operation group costs two round trips of its own, not five. None
+    of these commands can fail for what an operation did, so sending one a little
+    later changes nothing but the wait.
     """
 
     def __init__(self, raw: psycopg.Connection[Any], sequencer_key: int) -> None:
@@ -179,6 +185,7 @@ class PgConnection:
         self.sequencer_key = sequencer_key
         self.depth = 0
         self._sequenced_at: int | None = None  # savepoint depth the lock was taken at
+        self._deferred: list[str] = []
 
     @property
     def sequenced(self) -> bool:
@@ -187,6 +194,7 @@ class PgConnection:
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> PgCursor:
         t = translate(sql)
         self._sequence(t)
+        self.flush()
         cur = self._run(lambda c: c.execute(t.sql, tuple(parameters)))
         lastrowid = None
         if t.returning:
@@ -200,20 +208,31 @@ class PgConnection:
         if not rows:
             return PgCursor(self.raw.cursor(), None)
         self._sequence(t)
+        self.flush()
         return PgCursor(self._run(lambda c: c.executemany(t.sql, rows)), None)
 
-    def command(self, sql: str) -> None:
-        """A statement of the connection's own (BEGIN, SAVEPOINT ...), not translated."""
-        self._run(lambda c: c.execute(sql, ()))
+    def defer(self, command: str) -> None:
+        """Send a parameterless command of the connection's own with the next round trip."""
+        self._deferred.append(command)
+
+    def flush(self) -> None:
+        """Send the deferred commands now (one simple query)."""
+        if self._deferred:
+            text, self._deferred = "; ".join(self._deferred), []
+            self._run(lambda c: c.execute(text), binary=False)
+
+    def discard(self) -> None:
+        self._deferred = []
 
     def _sequence(self, t: Translated) -> None:
         if t.ordered and self._sequenced_at is None:
-            key = (self.sequencer_key,)
-            self._run(lambda c: c.execute("SELECT pg_advisory_xact_lock(%s)", key))
+            self.defer(f"SELECT pg_advisory_xact_lock({int(self.sequencer_key)})")
             self._sequenced_at = self.depth
 
-    def _run(self, fn: Callable[[psycopg.Cursor[Any]], object]) -> psycopg.Cursor[Any]:
-        cur = self.raw.cursor(binary=True)
+    def _run(
+        self, fn: Callable[[psycopg.Cursor[Any]], object], *, binary: bool = True
+    ) -> psycopg.Cursor[Any]:
+        cur = self.raw.cursor(binary=binary)
         try:
             fn(cur)
         except psycopg.Error as exc:

@@ -235,11 +235,12 @@ class PostgresStore(SqlStore):
         except PoolTimeout as exc:
             raise Unavailable("no PostgreSQL connection available; retry") from exc
         self._conn = PgConnection(raw, self._shared.sequencer_key)
-        self._conn.command("BEGIN")
+        self._conn.defer("BEGIN")
 
     def commit(self) -> None:
         try:
-            self.conn.command("COMMIT")
+            self.conn.defer("COMMIT")
+            self.conn.flush()
         except RetryBatch as exc:
             # The connection broke under COMMIT: whether it committed is unknown, so the
             # group must not run again; its callers hear "unavailable" and may retry.
@@ -249,24 +250,26 @@ class PostgresStore(SqlStore):
     def rollback(self) -> None:
         if self._conn is None:
             return
+        self._conn.discard()
         try:
-            self._conn.command("ROLLBACK")
+            self._conn.defer("ROLLBACK")
+            self._conn.flush()
         except (psycopg.Error, RetryBatch):
             self._release(broken=True)
             return
         self._release(broken=False)
 
     def savepoint(self) -> None:
-        self.conn.command("SAVEPOINT op")
+        self.conn.defer("SAVEPOINT op")
         self.conn.opened_savepoint()
 
     def release_savepoint(self) -> None:
-        self.conn.command("RELEASE SAVEPOINT op")
+        self.conn.defer("RELEASE SAVEPOINT op")
         self.conn.released_savepoint()
 
     def rollback_savepoint(self) -> None:
-        self.conn.command("ROLLBACK TO SAVEPOINT op")
-        self.conn.command("RELEASE SAVEPOINT op")
+        self.conn.defer("ROLLBACK TO SAVEPOINT op")
+        self.conn.defer("RELEASE SAVEPOINT op")
         self.conn.rolled_back_savepoint()
 
     def _release(self, *, broken: bool) -> None:

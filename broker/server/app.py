@@ -41,7 +41,7 @@ from broker.server.replicas import (
 )
 from broker.server.service import AgencyService
 from broker.server.wire import now_ms
-from broker.store.api import AgencyRecord, Event, Store
+from broker.store.api import ActivePolicyRow, AgencyRecord, Event, Store
 from broker.store.backends import open_stores
 from broker.store.runner import StoreRunner
 from broker.v1 import admin_pb2, agency_pb2, notice_pb2
@@ -187,27 +187,31 @@ class BrokerApp:
 
     async def _load_policy(self) -> None:
         """Use the active bundle from the store, or activate the bootstrap directory's bundle
-        while no administrator has activated one."""
-        active = await self.runner.call(lambda s: s.active_bundle())
-        if active is not None and (
-            active.signed_activation is not None or active.version == self.policy.version
-        ):
-            files = bundle_files(admin_pb2.PolicyBundle.FromString(active.bundle))
-            self.install_policy(compile_bundle(files), active.signed_activation)
-            return
+        while no administrator has activated one. Read and activation are one store
+        operation, so replicas starting together bootstrap once."""
         version = self.policy.version
         bundle = bundle_message(self.bootstrap_files).SerializeToString(deterministic=True)
         source = str(self.config.policy_dir)
 
-        def bootstrap(store: Store) -> None:
+        def load(store: Store) -> ActivePolicyRow | None:
+            active = store.active_bundle()
+            if active is not None and (
+                active.signed_activation is not None or active.version == version
+            ):
+                return active
             store.put_bundle(version, bundle)
             seq = (active.sequence if active else 0) + 1
             store.activate_bundle(
                 version, None, "bootstrap", now_ms(), f"bootstrap from {source}", seq
             )
             store.record_action("bootstrap", "policy.activate", version, {"from": source}, now_ms())
+            return None
 
-        await self.runner.call(bootstrap)
+        active = await self.runner.call(load)
+        if active is not None:
+            files = bundle_files(admin_pb2.PolicyBundle.FromString(active.bundle))
+            self.install_policy(compile_bundle(files), active.signed_activation)
+            return
         self.policy_activation = None
 
     def install_policy(

@@ -118,6 +118,7 @@ class ReplicaBus:
         self.listening = asyncio.Event()  # set while the listener is connected
         self.sent = 0
         self.received = 0
+        self.reconnects = 0
 
     async def start(self) -> None:
         """Start listening; returns once the first LISTEN is in place (or raises)."""
@@ -168,7 +169,9 @@ class ReplicaBus:
         import psycopg
 
         if self._sender is None:
-            self._sender = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            self._sender = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, application_name=f"broker-{self.replica}-notify"
+            )
         for payload in payloads:
             await self._sender.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
             self.sent += 1
@@ -178,7 +181,9 @@ class ReplicaBus:
         import psycopg
         from psycopg import sql
 
-        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, application_name=f"broker-{self.replica}-listen"
+        )
         try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         except BaseException:
@@ -195,6 +200,7 @@ class ReplicaBus:
             try:
                 if conn is None:
                     conn = await self._listen()
+                    self.reconnects += 1
                     log.info("replica channel reconnected", extra={"channel": self.channel})
                 await self._on_connected()
                 delay = 0.05

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import psycopg
 import pytest
 
 from broker.client.admin import AdminClient
@@ -27,6 +28,7 @@ from broker.core.identity import Party
 from broker.errors import FailedPrecondition
 from broker.sandbox import ADMIN_ID, Deployment, provision
 from broker.server.app import BrokerApp
+from broker.store.postgres import lock_key
 from broker.v1 import agency_pb2, notice_pb2
 from tests.postgres import TempSchema
 
@@ -254,3 +256,72 @@ async def test_a_replica_refuses_a_log_signed_under_another_name(
             await other.start()
     finally:
         await other.stop(grace=0.1)
+
+
+async def test_replicas_starting_together_bootstrap_once(
+    start_replica: StartReplica, pg_schema: TempSchema
+) -> None:
+    """Two replicas reach their bootstrap at the same moment (the log's lock holds both
+    back until both wait for it): one activates the bootstrap bundle, the other uses it."""
+    holder = psycopg.connect(pg_schema.dsn, autocommit=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(pg_schema.name, "log"),))
+        both = asyncio.gather(start_replica(), start_replica())
+
+        def waiting() -> int:
+            rows = pg_schema.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            return int(rows[0][0])  # type: ignore[call-overload]
+
+        for _ in range(1500):
+            if await asyncio.to_thread(waiting) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the replicas never both waited for the log's lock")
+        holder.execute("ROLLBACK")
+        a, b = await asyncio.wait_for(both, 60)
+    finally:
+        holder.close()
+    history = await a.app.runner.call(lambda s: s.policy_history())
+    assert [(h.sequence, h.admin) for h in history] == [(1, "bootstrap")]
+    assert a.app.policy.version == b.app.policy.version
+
+
+async def test_a_replica_whose_channel_drops_reconnects(
+    start_replica: StartReplica, pg_schema: TempSchema
+) -> None:
+    a = await start_replica()
+    b = await start_replica(poll_interval=NEVER, expiry_interval_s=NEVER)
+    await provision(a.deployment, a.target)
+    assert b.app.replicas is not None
+    [(pid,)] = pg_schema.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+        f"broker-{b.app.replica_id}-listen",
+    )
+    pg_schema.execute("SELECT pg_terminate_backend(%s)", pid)
+    await until(lambda: b.app.replicas.reconnects == 1, "B listens again")
+    await until(lambda: b.app.replicas.listening.is_set(), "B's channel is up")
+    got: asyncio.Queue[ReceivedNotice] = asyncio.Queue()
+    stop = asyncio.Event()
+
+    async def handle(notice: ReceivedNotice) -> None:
+        await got.put(notice)
+
+    async with a.node("FR-NCB") as fr, b.node("DE-BKA") as de:
+        listener = asyncio.create_task(de.listen(handle, stop=stop))
+        try:
+            await until(lambda: idle(b.app, "DE-BKA"), "DE-BKA's stream on B waits")
+            published = await fr.publish(
+                kind="interpol.red",
+                purpose="locate_arrest",
+                sections=RED_SECTIONS,
+                recipients=["DE-BKA"],
+            )
+            notice = await asyncio.wait_for(got.get(), 30)  # woken through the new channel
+            assert notice.header.notice_id == published.notice_id
+        finally:
+            stop.set()
+            await asyncio.wait_for(listener, 10)

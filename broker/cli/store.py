@@ -30,7 +30,8 @@ def register(sub: Any) -> None:
 def run_migrate(args: argparse.Namespace) -> int:
     config = load_config(args.config, store=args.store, data_dir=args.data_dir)
     if config.store:
-        from broker.store.postgres import PostgresStore, redact
+        from broker.store.backends import redact
+        from broker.store.postgres import PostgresStore
 
         pg = PostgresStore.open(config.store, pool_min=1, pool_max=1, migrate=False)
         try:

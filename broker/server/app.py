@@ -42,7 +42,7 @@ from broker.server.replicas import (
 from broker.server.service import AgencyService
 from broker.server.wire import now_ms
 from broker.store.api import ActivePolicyRow, AgencyRecord, Event, Store
-from broker.store.backends import open_stores
+from broker.store.backends import describe, open_stores
 from broker.store.runner import StoreRunner
 from broker.v1 import admin_pb2, agency_pb2, notice_pb2
 
@@ -370,6 +370,8 @@ class BrokerApp:
                 "port": self.port,
                 "policy_version": self.policy.version,
                 "agencies": len(self.registry),
+                "store": describe(self.config.store, self.config.database),
+                "replica": self.replica_id if self.replicas is not None else "",
             },
         )
         return self.port

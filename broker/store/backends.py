@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from broker.errors import InvalidArgument
 from broker.store.api import Store
@@ -13,6 +14,24 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 def is_postgres(store: str) -> bool:
     """True for a PostgreSQL URL (postgresql://...); "" means the SQLite file."""
     return store.startswith(POSTGRES_SCHEMES)
+
+
+def redact(dsn: str) -> str:
+    """The store URL without its password, for messages and logs."""
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:
+        return "(unparsable store URL)"
+    if password is None:
+        return dsn
+    user, _, hosts = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{hosts}"))
+
+
+def describe(store: str, database: Path) -> str:
+    """Where the broker keeps its state, for the log."""
+    return redact(store) if store else f"sqlite:{database}"
 
 
 def check_store(store: str, pool_min: int, pool_max: int, workers: int) -> None:

@@ -32,13 +32,13 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from broker.errors import InvalidArgument, Unavailable
+from broker.store.backends import redact
 from broker.store.pg_migrations import PG_MIGRATIONS
 from broker.store.pgsql import PgConnection
 from broker.store.runner import RetryBatch
@@ -68,24 +68,6 @@ def lock_key(schema: str, purpose: str) -> int:
 def channel_name(schema: str) -> str:
     """The LISTEN/NOTIFY channel of the replicas sharing `schema` (at most 63 bytes)."""
     return f"broker_{schema}"[:63]
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password, for messages and logs."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(unparsable DSN)"
-    if "password" in params:
-        params["password"] = "***"  # noqa: S105 - a mask, not a password
-    return psycopg.conninfo.make_conninfo("", **params)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

@@ -92,7 +92,7 @@ def node(d: Deployment, agency: str, target: str) -> AgencyNode:
 
 
 async def test_killing_a_replica_loses_nothing_acknowledged(
-    deployment: Deployment, pg_schema: TempSchema, tmp_path: Path
+    pg_schema: TempSchema, deployment: Deployment, tmp_path: Path
 ) -> None:
     port_a, port_b = free_port(), free_port()
     log = tmp_path / "replicas.log"

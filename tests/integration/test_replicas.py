@@ -43,8 +43,8 @@ StartReplica = Callable[..., Awaitable[Running]]
 
 @pytest.fixture
 async def start_replica(
-    deployment: Deployment, pg_schema: TempSchema
-) -> AsyncIterator[StartReplica]:
+    pg_schema: TempSchema, deployment: Deployment
+) -> AsyncIterator[StartReplica]:  # the schema first: without a server, skip before any keys
     apps: list[BrokerApp] = []
 
     async def start(*, poll_interval: float = 0.1, expiry_interval_s: float = 0.1) -> Running:

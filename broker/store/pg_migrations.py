@@ -203,4 +203,21 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX replies_in_reply_to ON replies (in_reply_to);
     """,
+    # 5: deliveries cut once at publish (see broker/store/migrations.py)
+    """
+    ALTER TABLE notices ADD COLUMN head BYTEA NOT NULL DEFAULT ''::bytea;
+    CREATE TABLE notice_sections (
+        notice_id TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL,
+        position BIGINT NOT NULL,
+        ciphertext BYTEA NOT NULL,
+        PRIMARY KEY (notice_id, version, position)
+    );
+    ALTER TABLE deliveries ADD COLUMN cut BYTEA NOT NULL DEFAULT ''::bytea;
+    ALTER TABLE deliveries ADD COLUMN wrap BYTEA NOT NULL DEFAULT ''::bytea;
+    ALTER TABLE deliveries ADD COLUMN obligations BYTEA NOT NULL DEFAULT ''::bytea;
+    ALTER TABLE deliveries ADD COLUMN decided_under TEXT COLLATE "C" NOT NULL DEFAULT '';
+    DROP INDEX deliveries_deadline;
+    CREATE INDEX deliveries_in_flight ON deliveries (deadline_ms) WHERE state = 'in_flight';
+    """,
 )

@@ -115,9 +115,13 @@ class StoreRunner(Generic[S]):
         for attempt in range(MAX_RETRIES + 1):
             try:
                 results = self._transaction(store, batch)
-            except RetryBatch:
+            except RetryBatch as exc:
                 with contextlib.suppress(Exception):
                     store.rollback()
+                log.warning(
+                    "store group undone by the database; running it again",
+                    extra={"attempt": attempt + 1, "operations": len(batch), "error": str(exc)},
+                )
                 if attempt < MAX_RETRIES:
                     with self._lock:
                         self.retries += 1

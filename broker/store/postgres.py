@@ -14,10 +14,10 @@
 * versioned migrations of its own (broker/store/pg_migrations.py), each in one
   transaction, under an advisory lock so replicas starting together migrate once.
 
-Durability: COMMIT returns once PostgreSQL has flushed the WAL (sessions run
-with synchronous_commit on, or stronger if the server asks for it: with a
-synchronous standby, once the standby has it too), so the runner acknowledges
-only what survives a crash, as with SQLite.
+Durability: COMMIT returns once PostgreSQL has flushed the WAL (a session the server
+would run with synchronous_commit off or local is set to on, so with synchronous
+standbys it also waits for them), so the runner acknowledges only what survives a
+crash, as with SQLite.
 
 The schema is the connection's current schema (the first of its search_path,
 e.g. ``?options=-csearch_path%3Dbroker`` in the DSN); its name also names the

@@ -9,6 +9,7 @@ from typing import Any
 
 from broker.core.relay import Limits
 from broker.errors import InvalidArgument
+from broker.store.backends import check_store
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class ServerConfig:
     log_level: str = "INFO"
     log_format: str = "json"  # json | text
     expiry_interval_s: float = 1.0
+    # "" keeps the SQLite file under data_dir; a postgresql:// URL shares one database
+    # between several broker replicas (README: "Several replicas on PostgreSQL").
+    store: str = ""
+    store_pool_min: int = 1  # PostgreSQL connections kept open
+    store_pool_max: int = 4  # at most this many
+    store_workers: int = 2  # transactions committed at once (StoreRunner threads)
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -72,6 +79,15 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
     if not isinstance(values.get("listen", ""), str):
         raise InvalidArgument(f'{path}: [server] listen must be a "host:port" string')
     try:
-        return ServerConfig(**values, limits=Limits(**limits))
+        config = ServerConfig(**values, limits=Limits(**limits))
     except TypeError as exc:
         raise InvalidArgument(f"{path}: {exc}") from exc
+    if not isinstance(config.store, str):
+        raise InvalidArgument(f'{path}: [server] store must be a "postgresql://..." string')
+    try:
+        check_store(
+            config.store, config.store_pool_min, config.store_pool_max, config.store_workers
+        )
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{path or 'command line'}: {exc}") from exc
+    return config

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from tests.postgres import TempSchema, create_schema
 
 # No per-example deadlines: the suite asserts behaviour, never speed (a busy CI machine must
 # not fail a property). On CI the examples are derandomized, so a run is reproducible and
@@ -35,3 +38,16 @@ def vectors_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"{VECTORS_ENV}={value!r} is not a directory")
     return path
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[TempSchema]:
+    """A private, empty PostgreSQL schema for this test, dropped after it.
+
+    Skips without BROKER_TEST_POSTGRES_DSN; fails if that server is unreachable.
+    """
+    schema = create_schema()
+    try:
+        yield schema
+    finally:
+        schema.drop()

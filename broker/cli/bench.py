@@ -1,4 +1,5 @@
-"""`broker bench`: benchmarks. `broker bench policy` times the policy engine against cedarpy."""
+"""`broker bench`: benchmarks. `broker bench policy` times the policy engine against cedarpy;
+`broker bench tlog` the transparency log; `broker bench store` SQLite beside PostgreSQL replicas."""
 
 from __future__ import annotations
 
@@ -50,6 +51,23 @@ def register(sub: Any) -> None:
     cp.add_argument("--dir", type=Path, default=None, help="keep failing histories here")
     cp.add_argument("--json", action="store_true", help="print the counts as JSON")
     cp.set_defaults(func=run_crash)
+    sp = benches.add_parser(  # stores and replicas (broker/bench/store.py)
+        "store",
+        help="the broker end to end on SQLite, one and two PostgreSQL replicas, as ratios",
+        description="Run real broker processes on SQLite, then on one and on two PostgreSQL "
+        "replicas sharing a schema (created and dropped in the database --store names), "
+        "publish pre-sealed notices and time publishes and receipted deliveries.",
+    )
+    sp.add_argument(
+        "--store",
+        help="postgresql:// URL of a database to bench in (a schema "
+        "of its own is created and dropped); without it, SQLite only",
+    )
+    sp.add_argument("--notices", type=int, default=400, help="notices per setup (default 400)")
+    sp.add_argument("--publishers", type=int, default=8, help="concurrent publishers (default 8)")
+    sp.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
+    sp.add_argument("--json", action="store_true", help="print the figures as JSON")
+    sp.set_defaults(func=run_store)
 
 
 def _policy_args(p: argparse.ArgumentParser) -> None:
@@ -77,6 +95,18 @@ def run_policy(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(report.text())
+    return 0
+
+
+def run_store(args: argparse.Namespace) -> int:
+    import sys
+
+    from broker.bench import store
+
+    report = store.run(
+        args.store, args.notices, args.publishers, args.dir, lambda m: print(m, file=sys.stderr)
+    )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 0
 
 

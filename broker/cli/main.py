@@ -10,7 +10,7 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import admin, audit, bench, console, demo, keys, node, serve
+    from broker.cli import admin, audit, bench, console, demo, keys, node, serve, store
 
     parser = argparse.ArgumentParser(
         prog="broker",
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.register(sub)
+    store.register(sub)
     keys.register(sub)
     node.register(sub)
     admin.register(sub)

@@ -16,10 +16,17 @@ log = logging.getLogger("broker.server")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("serve", help="run the broker (embedded SQLite store)")
+    p = sub.add_parser(
+        "serve", help="run the broker (SQLite store under data_dir, or PostgreSQL with --store)"
+    )
     p.add_argument("--config", type=Path, help="broker.toml (default: built-in defaults)")
     p.add_argument("--listen", help="host:port to listen on (overrides the config)")
     p.add_argument("--data-dir", type=Path, help="where the SQLite store lives")
+    p.add_argument(
+        "--store",
+        help="postgresql://user@host:port/db URL of a store shared by several replicas "
+        "(overrides the config; default: the SQLite file under data_dir)",
+    )
     p.add_argument("--keys-dir", type=Path, help="deployment keys (see keys/README.md)")
     p.add_argument("--policy-dir", type=Path, help="policy bundle directory")
     p.add_argument("--registry", type=Path, help="agency registry (registry.toml)")
@@ -33,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         listen=args.listen,
         data_dir=args.data_dir,
+        store=args.store,
         keys_dir=args.keys_dir,
         policy_dir=args.policy_dir,
         registry=args.registry,

@@ -34,6 +34,7 @@ from broker.client.memory import TrustMemory
 from broker.client.publisher import NodePublisher
 from broker.client.sent import SentLog
 from broker.client.statedb import open_state
+from broker.client.target import channel_target
 from broker.client.types import (
     Draft,
     EventHandler,
@@ -99,10 +100,12 @@ class AgencyNode(NodePublisher, NodeLifecycle):
             private_key=files.key.read_bytes(),
             certificate_chain=files.cert.read_bytes(),
         )
+        target, balance = channel_target(config.broker, config.lb_policy)  # one, or replicas
         self.channel = grpc.aio.secure_channel(
-            config.broker,
+            target,
             creds,
             options=[
+                *balance,
                 ("grpc.max_receive_message_length", 8 * 1024 * 1024),
                 ("grpc.max_send_message_length", 8 * 1024 * 1024),
                 ("grpc.keepalive_time_ms", 30_000),

@@ -105,23 +105,34 @@ def open_state(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply the migrations the file lacks, one transaction each. The version is read
+    again under the write lock: two processes of one agency (a listener and a CLI call)
+    may open the file at once, and only one of them applies each step."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = _version(conn, path)
+            if current == len(MIGRATIONS):
+                conn.execute("COMMIT")
+                return
+            for statement in MIGRATIONS[current].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={current + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _version(conn: sqlite3.Connection, path: Path) -> int:
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > len(MIGRATIONS):
         raise InvalidArgument(
             f"node state {path} has schema {current}, newer than this SDK "
             f"({len(MIGRATIONS)}): upgrade the SDK"
         )
-    for version in range(current + 1, len(MIGRATIONS) + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    return current
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ def now_ms() -> int:
 @dataclass(frozen=True)
 class NodeConfig:
     agency_id: str
-    broker: str  # host:port of the broker
+    broker: str  # host:port of the broker, or "ip:port,ip:port" of its replicas
     keys_dir: Path  # where this agency's credentials and the CA certificate are
     state_dir: Path  # the node's inbox
     rpc_timeout_s: float = 10.0
@@ -40,6 +40,7 @@ class NodeConfig:
     publish_attempts: int = 8
     reconnect_max_s: float = 5.0
     trust_file: Path | None = None  # the deployment's trust.toml (default: in keys_dir)
+    lb_policy: str = "pick_first"  # over several replicas: or "round_robin" (client/target.py)
 
 
 @dataclass(frozen=True)

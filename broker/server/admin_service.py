@@ -33,7 +33,7 @@ from broker.server import console_reads
 from broker.server.peer import caller
 from broker.server.status import unary_handler
 from broker.server.wire import now_ms, parse
-from broker.store.api import AgencyRecord
+from broker.store.api import AgencyRecord, Store
 from broker.v1 import admin_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class AdminService:
         bundle_bytes = req.bundle.SerializeToString(deterministic=True)
         signed = req.activation.SerializeToString(deterministic=True)
 
-        def write(store: Any) -> int:
+        def write(store: Store) -> int:
             store.put_bundle(bundle.version, bundle_bytes)
             seq: int = store.activate_bundle(
                 bundle.version, signed, admin, a.activated_at_ms, a.reason, a.sequence
@@ -340,7 +340,7 @@ class AdminService:
             signed_entry=signed.SerializeToString(deterministic=True),
         )
 
-        def write(store: Any) -> None:
+        def write(store: Store) -> None:
             store.upsert_agency(record)
             store.record_action(
                 admin, action, entry.id, {**detail, "revision": entry.revision}, now_ms()

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +33,20 @@ from broker.server import metrics
 from broker.server.admin_service import AdminService
 from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # transparency log
 from broker.server.checkpoints import Checkpointer  # transparency log
+from broker.server.replicas import (
+    POLICY,
+    REGISTRY,
+    RESTRICTIONS,
+    SESSION,
+    WAKE,
+    Message,
+    ReplicaBus,
+)
 from broker.server.service import AgencyService
 from broker.server.wire import now_ms
-from broker.store.api import AgencyRecord, Event
+from broker.store.api import ActivePolicyRow, AgencyRecord, Event, Store
+from broker.store.backends import describe, open_stores
 from broker.store.runner import StoreRunner
-from broker.store.sqlite import SqliteStore
 from broker.v1 import admin_pb2, agency_pb2, notice_pb2
 
 log = logging.getLogger("broker.server")
@@ -50,6 +61,8 @@ class Session:
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    serial: int = 0  # announced to the other replicas (PostgreSQL)
+    announced: bool = False  # this replica has heard its own announcement
 
 
 class BrokerApp:
@@ -72,10 +85,31 @@ class BrokerApp:
         self.registry_key = ""  # digest of every profile: changes with the registry
         self.decisions = DecisionCache()  # policy outcomes per notice shape (hot path)
         self.restriction_overrides: dict[str, bytes] = {}  # notice id -> restrictions bytes
-        self._lock = _lock_data_dir(config.data_dir)
-        self.runner = StoreRunner(SqliteStore.open(config.database))
+        # SQLite: one broker per data directory. PostgreSQL: replicas share the database
+        # and tell each other what changed (broker/server/replicas.py).
+        self._lock = None if config.store else _lock_data_dir(config.data_dir)
+        stores = open_stores(
+            config.store,
+            config.database,
+            pool_min=config.store_pool_min,
+            pool_max=config.store_pool_max,
+            workers=config.store_workers,
+        )
+        self.runner: StoreRunner[Store] = StoreRunner(*stores)
         self.checkpoints = Checkpointer(self.runner, log_signer)  # signed log checkpoints
         self.sessions: dict[str, Session] = {}
+        self._serials = itertools.count(1)
+        self.replica_id = uuid.uuid4().hex[:12]
+        self.replicas: ReplicaBus | None = None
+        channel = getattr(stores[0], "channel", None)
+        if config.store and isinstance(channel, str):
+            self.replicas = ReplicaBus(
+                config.store,
+                channel,
+                self.replica_id,
+                self._on_replica_message,
+                self._on_replica_connected,
+            )
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,7 +148,7 @@ class BrokerApp:
             for a in fresh.values()
         ]
 
-        def seed(store: SqliteStore) -> None:
+        def seed(store: Store) -> None:
             for r in records:
                 store.upsert_agency(r)
                 store.record_action(
@@ -123,8 +157,9 @@ class BrokerApp:
 
         await self.runner.call(seed)
 
-    async def reload_registry(self) -> None:
-        """Rebuild the in-memory registry from the store, re-verifying every key statement."""
+    async def reload_registry(self, *, announce: bool = True) -> None:
+        """Rebuild the in-memory registry from the store, re-verifying every key statement
+        (and tell the other replicas to do the same)."""
         records = await self.runner.call(lambda s: s.agencies())
         ca_key = pki.ca_public_key(self.ca_cert)
         now = now_ms()
@@ -153,6 +188,8 @@ class BrokerApp:
             )
         self.registry = registry
         self.registry_key = registry_key(registry.values())
+        if announce and self.replicas is not None:
+            self.replicas.send(REGISTRY)
 
     def restrictions_key(self, notice_id: str) -> str:
         """A digest of the restrictions that replaced a notice's own ("" when none did)."""
@@ -161,47 +198,76 @@ class BrokerApp:
 
     async def _load_policy(self) -> None:
         """Use the active bundle from the store, or activate the bootstrap directory's bundle
-        while no administrator has activated one."""
-        active = await self.runner.call(lambda s: s.active_bundle())
-        if active is not None and (
-            active.signed_activation is not None or active.version == self.policy.version
-        ):
-            files = bundle_files(admin_pb2.PolicyBundle.FromString(active.bundle))
-            self.install_policy(compile_bundle(files), active.signed_activation)
-            return
+        while no administrator has activated one. Read and activation are one store
+        operation, so replicas starting together bootstrap once."""
         version = self.policy.version
         bundle = bundle_message(self.bootstrap_files).SerializeToString(deterministic=True)
         source = str(self.config.policy_dir)
 
-        def bootstrap(store: SqliteStore) -> None:
+        def load(store: Store) -> ActivePolicyRow | None:
+            active = store.active_bundle()
+            if active is not None and (
+                active.signed_activation is not None or active.version == version
+            ):
+                return active
             store.put_bundle(version, bundle)
             seq = (active.sequence if active else 0) + 1
             store.activate_bundle(
                 version, None, "bootstrap", now_ms(), f"bootstrap from {source}", seq
             )
             store.record_action("bootstrap", "policy.activate", version, {"from": source}, now_ms())
+            return None
 
-        await self.runner.call(bootstrap)
+        active = await self.runner.call(load)
+        if active is not None:
+            files = bundle_files(admin_pb2.PolicyBundle.FromString(active.bundle))
+            self.install_policy(compile_bundle(files), active.signed_activation)
+            return
         self.policy_activation = None
 
-    def install_policy(self, bundle: Bundle, signed_activation: bytes | None) -> None:
-        """Switch to a bundle atomically: in-flight requests keep the one they started with."""
+    def install_policy(
+        self, bundle: Bundle, signed_activation: bytes | None, *, announce: bool = True
+    ) -> None:
+        """Switch to a bundle atomically: in-flight requests keep the one they started with
+        (and tell the other replicas to switch too)."""
         self.policy = bundle
         self.policy_activation = signed_activation
         log.info(
             "policy active",
             extra={"policy_version": bundle.version, "signed": bool(signed_activation)},
         )
+        if announce and self.replicas is not None:
+            self.replicas.send(POLICY)
+
+    def set_restriction_override(self, notice_id: str, restrictions: bytes) -> None:
+        """An originator's newer restrictions (stored); the other replicas reload theirs."""
+        self.restriction_overrides[notice_id] = restrictions
+        if self.replicas is not None:
+            self.replicas.send(RESTRICTIONS, notice_id)
+
+    async def _refresh_policy(self) -> None:
+        """Install the store's active bundle if another replica activated another one."""
+        active = await self.runner.call(lambda s: s.active_bundle())
+        if active is None or (
+            active.version == self.policy.version
+            and active.signed_activation == self.policy_activation
+        ):
+            return
+        files = bundle_files(admin_pb2.PolicyBundle.FromString(active.bundle))
+        self.install_policy(compile_bundle(files), active.signed_activation, announce=False)
 
     # -- sessions -------------------------------------------------------------------
     def open_session(self, agency: str) -> Session:
-        """Register a new Subscribe stream; an older stream of the same agency is closed."""
+        """Register a new Subscribe stream; an older stream of the same agency is closed,
+        here or (once the announcement reaches it) on another replica."""
         old = self.sessions.get(agency)
         if old is not None:
             old.closed.set()
             old.wake.set()
-        session = Session()
+        session = Session(serial=next(self._serials))
         self.sessions[agency] = session
+        if self.replicas is not None:
+            self.replicas.send(SESSION, agency, str(session.serial))
         return session
 
     def close_session(self, agency: str, session: Session) -> bool:
@@ -212,8 +278,50 @@ class BrokerApp:
         return False
 
     def wake(self, agency: str) -> None:
+        """Something is queued for `agency`: its stream leases now, on whichever replica."""
         session = self.sessions.get(agency)
         if session is not None:
+            session.wake.set()
+        if self.replicas is not None:
+            self.replicas.wake(agency)
+
+    # -- replicas (PostgreSQL) -------------------------------------------------------------
+    async def _on_replica_message(self, message: Message) -> None:
+        mine = message.replica == self.replica_id
+        if message.kind == SESSION and len(message.args) == 2:
+            agency, serial = message.args
+            session = self.sessions.get(agency)
+            if session is None:
+                return
+            if mine:
+                if str(session.serial) == serial:
+                    session.announced = True
+            elif session.announced:  # ours was announced first: the other stream is newer
+                session.closed.set()
+                session.wake.set()
+            return
+        if mine:
+            return
+        if message.kind == WAKE:
+            for agency in message.args:
+                session = self.sessions.get(agency)
+                if session is not None:
+                    session.wake.set()
+        elif message.kind == REGISTRY:
+            await self.reload_registry(announce=False)
+        elif message.kind == POLICY:
+            await self._refresh_policy()
+        elif message.kind == RESTRICTIONS:
+            self.restriction_overrides = await self.runner.call(
+                lambda s: s.all_restriction_overrides()
+            )
+
+    async def _on_replica_connected(self) -> None:
+        """(Re)connected to the channel: catch up with whatever was missed meanwhile."""
+        await self.reload_registry(announce=False)
+        await self._refresh_policy()
+        self.restriction_overrides = await self.runner.call(lambda s: s.all_restriction_overrides())
+        for session in list(self.sessions.values()):
             session.wake.set()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -223,6 +331,9 @@ class BrokerApp:
         await self.reload_registry()
         await self._load_policy()
         self.restriction_overrides = await self.runner.call(lambda s: s.all_restriction_overrides())
+        if self.replicas is not None:
+            await self._check_log_origin()
+            await self.replicas.start()
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -270,6 +381,8 @@ class BrokerApp:
                 "port": self.port,
                 "policy_version": self.policy.version,
                 "agencies": len(self.registry),
+                "store": describe(self.config.store, self.config.database),
+                "replica": self.replica_id if self.replicas is not None else "",
             },
         )
         return self.port
@@ -284,7 +397,7 @@ class BrokerApp:
             }
 
             def housekeeping(
-                store: SqliteStore, review_days: dict[str, int] = review_days
+                store: Store, review_days: dict[str, int] = review_days
             ) -> list[Event]:
                 now = now_ms()
                 events = store.expire_leases(now, limits.max_attempts)
@@ -331,11 +444,24 @@ class BrokerApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.replicas is not None:
+            await self.replicas.stop()
         self.runner.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    async def _check_log_origin(self) -> None:
+        """Replicas share one log: refuse to sign it under another broker's name."""
+        origin = self.checkpoints.origin
+        latest = await self.runner.call(lambda s: s.tlog_checkpoint())
+        if latest is not None and not latest.note.startswith(origin + "\n"):
+            raise FailedPrecondition(
+                f"the store's transparency log is signed by another broker than {origin}: "
+                "replicas sharing a database must run with the same broker_id and keys"
+            )
 
 
-def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
+def expire_notice(store: Store, notice_id: str, now: int) -> list[Event]:
     """At expiry: purge the ciphertext and undelivered copies, tell every recipient that
     holds a copy to delete it, and tell the originator (naming whom it never reached)."""
     state = store.notice_state(notice_id)
@@ -375,23 +501,7 @@ def expire_notice(store: SqliteStore, notice_id: str, now: int) -> list[Event]:
     detail = "expired and purged; " + (
         f"never delivered to {', '.join(never)}" if never else "every recipient had received it"
     )
-    cur = store.conn.execute(
-        "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (state.originator, "expired", notice_id, version, "", detail, now),
-    )
-    return [
-        Event(
-            int(cur.lastrowid or 0),
-            state.originator,
-            "expired",
-            notice_id,
-            version,
-            "",
-            detail,
-            now,
-        )
-    ]
+    return [store.add_event(state.originator, "expired", notice_id, version, "", detail, now)]
 
 
 def registry_key(agencies: Iterable[RegisteredAgency]) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -36,13 +36,14 @@ from broker.server import console_reads
 from broker.server.peer import caller
 from broker.server.status import unary_handler
 from broker.server.wire import now_ms, parse
-from broker.store.tlog import StoredCheckpoint, TransparencyLogMixin
+from broker.store.api import Store, StoredCheckpoint
 from broker.v1 import audit_pb2, notice_pb2
 
 if TYPE_CHECKING:
     from broker.server.app import BrokerApp
 
 Ctx = Any
+T = TypeVar("T")
 AUDIT_SERVICE_NAME = "broker.v1.AuditService"
 MAX_ENTRIES = 1000
 MAX_REFS = 256
@@ -113,7 +114,7 @@ class AuditService:
             f"{party.uri()} may not audit: AuditService is for auditors and agencies"
         )
 
-    async def _store(self, fn: Callable[[TransparencyLogMixin], Any]) -> Any:
+    async def _store(self, fn: Callable[[Store], T]) -> T:
         return await self.app.runner.call(fn)
 
     # -- checkpoints ---------------------------------------------------------------
@@ -159,7 +160,7 @@ class AuditService:
         req = parse(audit_pb2.GetEntriesRequest, data)
         limit = min(req.limit or MAX_ENTRIES, MAX_ENTRIES)
 
-        def op(s: TransparencyLogMixin) -> tuple[int, list[tuple[int, bytes]], int]:
+        def op(s: Store) -> tuple[int, list[tuple[int, bytes]], int]:
             size = s.tlog_size()
             end = req.end or size
             if not req.start <= end <= size:
@@ -180,7 +181,7 @@ class AuditService:
         req = parse(audit_pb2.GetInclusionProofRequest, data)
         size = req.tree_size or (await self.app.checkpoints.covering(req.index + 1)).size
 
-        def op(s: TransparencyLogMixin) -> tuple[bytes, list[bytes]]:
+        def op(s: Store) -> tuple[bytes, list[bytes]]:
             return s.tlog_entry(req.index, who.agency), s.tlog_inclusion(req.index, size)
 
         leaf, hashes = await self._store(op)

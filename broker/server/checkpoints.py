@@ -18,8 +18,8 @@ import time
 from prometheus_client import Counter, Gauge
 
 from broker.core.checkpoint import Signer, Verifier
+from broker.store.api import Store, StoredCheckpoint
 from broker.store.runner import StoreRunner
-from broker.store.tlog import StoredCheckpoint, TransparencyLogMixin
 
 log = logging.getLogger("broker.server")
 
@@ -34,7 +34,9 @@ def _now_ms() -> int:
 class Checkpointer:
     """Issues checkpoints for one broker's log; `start()` runs the periodic task."""
 
-    def __init__(self, runner: StoreRunner, signer: Signer, *, interval_s: float = 0.5) -> None:
+    def __init__(
+        self, runner: StoreRunner[Store], signer: Signer, *, interval_s: float = 0.5
+    ) -> None:
         self.runner = runner
         self.signer = signer
         self.interval_s = interval_s
@@ -53,7 +55,7 @@ class Checkpointer:
         """Catch up and sign a checkpoint now if the log grew; return the latest one."""
         signer = self.signer
 
-        def op(store: TransparencyLogMixin) -> StoredCheckpoint:
+        def op(store: Store) -> StoredCheckpoint:
             return store.tlog_issue_checkpoint(signer, _now_ms())
 
         cp: StoredCheckpoint = await self.runner.call(op)
@@ -66,7 +68,7 @@ class Checkpointer:
     async def covering(self, size: int) -> StoredCheckpoint:
         """The latest checkpoint if it covers `size` entries, else a fresh one."""
 
-        def op(store: TransparencyLogMixin) -> StoredCheckpoint | None:
+        def op(store: Store) -> StoredCheckpoint | None:
             return store.tlog_checkpoint()
 
         latest: StoredCheckpoint | None = await self.runner.call(op)

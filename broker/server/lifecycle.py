@@ -21,8 +21,7 @@ from broker.errors import (
 )
 from broker.server.peer import caller, require_agency
 from broker.server.wire import now_ms, parse
-from broker.store.api import NoticeRecord
-from broker.store.lifecycle import ReplyRow
+from broker.store.api import NoticeRecord, ReplyRow, Store
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ Ctx = Any
 
 
 def check_version(
-    store: Any, record: NoticeRecord, header: notice_pb2.NoticeHeader, recipients: frozenset[str]
+    store: Store, record: NoticeRecord, header: notice_pb2.NoticeHeader, recipients: frozenset[str]
 ) -> NoticeState | None:
     """Lifecycle rules of a publish: versions go 1, 2, 3 ...; nothing is published on a
     closed notice; a reply answers a notice its sender may answer, to whom the law says.
@@ -64,7 +63,7 @@ def check_version(
 
 
 def after_publish(
-    store: Any,
+    store: Store,
     record: NoticeRecord,
     header: notice_pb2.NoticeHeader,
     before: NoticeState | None,
@@ -167,7 +166,7 @@ class LifecycleHandlers:
         now = now_ms()
         policy = self.app.policy
 
-        def write(store: Any) -> tuple[tuple[str, ...], int, bool, bool]:
+        def write(store: Store) -> tuple[tuple[str, ...], int, bool, bool]:
             prior = store.lifecycle_action(action.action_id)
             if prior is not None:
                 notice_id, actor, action_bytes, told, purged = prior

@@ -41,14 +41,16 @@ from broker.store.api import (
     PENDING,
     PURGED,
     WITHHELD,
+    ControlReceipt,
     DeliveryPlan,
     Event,
+    LeasedControl,
     LeasedDelivery,
     NoticeRecord,
     ReceiptRecord,
     Store,
+    StoredCheckpoint,
 )
-from broker.store.lifecycle import ControlReceipt, LeasedControl
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ def _withhold(seq: int, reason: str, leased: bool, store: Store) -> Event | None
 
 
 def _poll(
-    agency: str, limit: int, lease_ms: int, after_event: int, store: Any
+    agency: str, limit: int, lease_ms: int, after_event: int, store: Store
 ) -> tuple[list[LeasedDelivery], list[LeasedControl], list[Event]]:
     """Lease up to `limit` deliveries, then lifecycle actions for what is left of it, and
     read the agency's new events: one store round trip per Subscribe turn."""
@@ -191,7 +193,9 @@ class AgencyService(LifecycleHandlers):
         signer = app.checkpoints.signer
         known, k = req.known_size, req.min_cosignatures
 
-        def read(store: Any) -> Any:
+        def read(
+            store: Store,
+        ) -> tuple[StoredCheckpoint, list[tuple[str, bytes, bytes]], dict[str, list[bytes]]] | None:
             store.tlog_issue_checkpoint(signer, now_ms())  # the log catches up with the registry
             cp = store.tlog_directory_checkpoint(k)
             if cp is None:
@@ -300,7 +304,7 @@ class AgencyService(LifecycleHandlers):
 
         told: list[str] = []  # holders of older versions told they were dropped
 
-        def write(store: Any) -> Any:
+        def write(store: Store) -> Any:
             told.clear()
             before = {
                 r.notice_id: check_version(
@@ -392,7 +396,7 @@ class AgencyService(LifecycleHandlers):
             )
 
         def write(
-            store: Any,
+            store: Store,
         ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
             acks = []
             refused = []
@@ -566,7 +570,7 @@ class AgencyService(LifecycleHandlers):
             return store.queued_with_envelopes(update.notice_id)
 
         queued = await self.app.runner.call(write)
-        self.app.restriction_overrides[update.notice_id] = restrictions
+        self.app.set_restriction_override(update.notice_id, restrictions)
         withheld = 0
         for seq, recipient, _version, sections, envelope_bytes in queued:
             envelope = notice_pb2.Envelope.FromString(envelope_bytes)

@@ -1,13 +1,13 @@
 """Store operations for administration: policy bundles and activations, the
 registry's history, administrator actions, and originators' restriction updates.
 
-A mixin over the SQLite connection; runs inside the StoreRunner's transaction.
+A mixin over the store's connection (SQLite, or PostgreSQL through broker/store/pgsql.py);
+runs inside the StoreRunner's transaction.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from broker.errors import FailedPrecondition, NotFound
 from broker.store.api import (
@@ -21,11 +21,10 @@ from broker.store.api import (
     Event,
     HistoryRow,
 )
+from broker.store.sql import SqlBase
 
 
-class AdminStoreMixin:
-    conn: sqlite3.Connection
-
+class AdminStoreMixin(SqlBase):
     # -- policy bundles ------------------------------------------------------------------
     def put_bundle(self, version: str, bundle: bytes) -> None:
         """Keep a bundle by version (idempotent)."""
@@ -181,7 +180,7 @@ class AdminStoreMixin:
         row = self.conn.execute(
             "SELECT d.recipient, d.notice_id, d.version, d.state, n.originator "
             "FROM deliveries d JOIN notices n ON n.notice_id=d.notice_id AND n.version=d.version "
-            "WHERE d.seq=?",
+            "WHERE d.seq=?" + self.lock_rows("d"),
             (seq,),
         ).fetchone()
         if row is None or row[3] in (DELIVERED, DEAD, WITHHELD):

@@ -1,18 +1,25 @@
 """The store interface and the records it holds.
 
-Every backend (SQLite now, PostgreSQL for several broker replicas later) must
-pass tests/store/test_contract.py. Methods are synchronous and run inside a
-transaction opened by the caller's `StoreRunner`; a method that raises leaves
-nothing behind (its savepoint is rolled back).
+Every backend (SQLite, the embedded default, and PostgreSQL, for several broker
+replicas sharing one database) must pass tests/store/test_contract.py. Methods
+are synchronous and run inside a transaction opened by the caller's
+`StoreRunner`; a method that raises leaves nothing behind (its savepoint is
+rolled back). The server and tools reach stores only through `Store`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from broker.core.checkpoint import Signer
+from broker.core.lifecycle import Effect, NoticeState
 from broker.errors import BrokerError
+from broker.v1 import audit_pb2
+
+if TYPE_CHECKING:  # the console's views (broker/store/console_reads.py)
+    from broker.store.console_reads import QueueSnapshot
 
 # Delivery states, as stored.
 PENDING = "pending"
@@ -192,8 +199,91 @@ class CorpusRow:
     decisions: str
 
 
-class Store(Protocol):
-    """What the relay needs from durable storage."""
+# -- lifecycle (broker/store/lifecycle.py) ------------------------------------------------
+@dataclass(frozen=True)
+class LeasedControl:
+    seq: int
+    recipient: str
+    action_id: str
+    action: bytes
+    signature: bytes
+    actor: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ControlReceipt:
+    action_id: str
+    recipient: str
+    digest: bytes  # SHA-256 of the action bytes, as the recipient signed it
+    proven: bytes
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class ReplyRow:
+    notice_id: str
+    in_reply_to: str
+    kind: str
+    sender: str
+    recipient: str
+    sent_at_ms: int
+    respond_by_ms: int
+    answered_by: str
+
+
+# -- transparency log (broker/store/tlog.py) -------------------------------------------------
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str  # signed by the log key only
+    issued_at_ms: int
+    cosignatures: tuple[str, ...] = ()  # witness signature lines, without newlines
+
+    @property
+    def full_note(self) -> str:
+        """The note with every witness cosignature line appended (C2SP signed-note)."""
+        return self.note + "".join(line + "\n" for line in self.cosignatures)
+
+
+@dataclass(frozen=True)
+class PodMaterial:
+    """What a proof-of-delivery bundle is made of, before proofs are added."""
+
+    notice_id: str
+    version: int
+    originator: str
+    entries: tuple[tuple[int, bytes, str], ...]  # (index, leaf, kind), in log order
+    receipts: dict[str, bytes]  # recipient -> serialized ProvenReceipt as stored
+    statements: dict[str, bytes]  # recipient -> its SignedKeyStatement in the registry
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    notice_id: str
+    version: int
+    originator: str
+    policy_version: str
+    record: str
+
+
+class Transactional(Protocol):
+    """How a StoreRunner drives a store: one transaction per group, a savepoint per operation."""
+
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def savepoint(self) -> None: ...
+    def release_savepoint(self) -> None: ...
+    def rollback_savepoint(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Store(Transactional, Protocol):
+    """Everything the server and the tools ask of durable storage, whatever the backend."""
+
+    def schema_version(self) -> int: ...
 
     def upsert_agency(self, agency: AgencyRecord) -> None: ...
 
@@ -302,3 +392,138 @@ class Store(Protocol):
     def withhold(
         self, seq: int, reason: str, now_ms: int, leased: bool = False
     ) -> Event | None: ...
+
+    def add_event(
+        self,
+        agency: str,
+        kind: str,
+        notice_id: str,
+        version: int,
+        recipient: str,
+        detail: str,
+        at_ms: int,
+    ) -> Event:
+        """Record an event for `agency` (its Subscribe stream carries it)."""
+        ...
+
+    # -- lifecycle (see broker/store/lifecycle.py) ------------------------------------------
+    def notice_state(self, notice_id: str) -> NoticeState | None: ...
+
+    def track_notice(self, notice_id: str, expires_at_ms: int) -> None: ...
+
+    def latest_version(self, notice_id: str) -> int: ...
+
+    def lifecycle_action(
+        self, action_id: str
+    ) -> tuple[str, str, bytes, tuple[str, ...], int] | None: ...
+
+    def take_action(
+        self,
+        *,
+        action_id: str,
+        notice_id: str,
+        actor: str,
+        kind: str,
+        action: bytes,
+        signature: bytes,
+        effect: Effect,
+        now_ms: int,
+    ) -> int: ...
+
+    def purge_pending(self, notice_id: str, below_version: int, why: str, now_ms: int) -> int: ...
+
+    def lease_controls(
+        self, recipient: str, limit: int, now_ms: int, lease_ms: int
+    ) -> list[LeasedControl]: ...
+
+    def release_controls(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]: ...
+
+    def expire_controls(
+        self, now_ms: int, max_attempts: int, recipient: str | None = None
+    ) -> list[Event]: ...
+
+    def record_control_receipts(
+        self, receipts: Sequence[ControlReceipt]
+    ) -> list[tuple[str, str, bool]]: ...
+
+    def receive_control_receipts(
+        self, receipts: Sequence[ControlReceipt]
+    ) -> list[tuple[str, str, bool, BrokerError | None]]: ...
+
+    def control_status(self, notice_id: str) -> list[tuple[str, str, str, str, int]]: ...
+
+    def due_expiries(self, now_ms: int, limit: int = 100) -> list[str]: ...
+
+    def due_reviews(self, now_ms: int, lead_days: Mapping[str, int]) -> list[Event]: ...
+
+    def record_reply(self, row: ReplyRow, recipients: Sequence[str]) -> None: ...
+
+    def replies_for(self, agency: str, open_only: bool) -> list[ReplyRow]: ...
+
+    # -- transparency log (see broker/store/tlog.py) ------------------------------------------
+    def tlog_size(self) -> int: ...
+
+    def tlog_append(self, leaves: Sequence[audit_pb2.LogLeaf]) -> list[int]: ...
+
+    def tlog_root(self, size: int) -> bytes: ...
+
+    def tlog_inclusion(self, index: int, size: int) -> list[bytes]: ...
+
+    def tlog_consistency(self, old_size: int, new_size: int) -> list[bytes]: ...
+
+    def tlog_entry(self, index: int, agency: str | None) -> bytes: ...
+
+    def tlog_entries(
+        self, start: int, end: int, limit: int, agency: str | None
+    ) -> tuple[list[tuple[int, bytes]], int]: ...
+
+    def publish_logged(
+        self, items: Sequence[tuple[NoticeRecord, Sequence[DeliveryPlan]]], at_ms: int
+    ) -> list[PublishOutcome]: ...
+
+    def record_receipts_logged(
+        self, receipts: Sequence[ReceiptRecord], at_ms: int
+    ) -> list[tuple[str, int]]: ...
+
+    def receive_receipts_logged(
+        self, receipts: Sequence[ReceiptRecord], at_ms: int
+    ) -> list[ReceiptOutcome]: ...
+
+    def tlog_sync(self, at_ms: int) -> int: ...
+
+    def tlog_issue_checkpoint(self, signer: Signer, at_ms: int) -> StoredCheckpoint: ...
+
+    def tlog_directory(self) -> dict[str, bytes]:
+        """The key directory as logged: agency id -> value (broker/core/keymap.py)."""
+        ...
+
+    def directory_entries(self) -> list[tuple[str, bytes, bytes]]:
+        """(agency id, signed entry or b"", key statement) of every registered agency."""
+        ...
+
+    def tlog_directory_checkpoint(self, min_cosignatures: int) -> StoredCheckpoint | None:
+        """The newest checkpoint of the current key directory with enough cosignatures."""
+        ...
+
+    def tlog_checkpoint(
+        self, size: int = 0, min_cosignatures: int = 0
+    ) -> StoredCheckpoint | None: ...
+
+    def tlog_add_cosignature(
+        self, size: int, witness: str, line: str, signed_at: int, at_ms: int
+    ) -> int: ...
+
+    def tlog_pod_material(
+        self, notice_id: str, version: int, agency: str | None
+    ) -> PodMaterial: ...
+
+    def tlog_decision_records(
+        self, refs: Sequence[tuple[str, int]], agency: str | None
+    ) -> list[DecisionRow]: ...
+
+    # -- the console's views (see broker/store/console_reads.py) -------------------------------
+    def checkpoints_between(
+        self, since_ms: int, until_ms: int, limit: int
+    ) -> tuple[list[StoredCheckpoint], int]: ...
+
+    def queue_snapshot(self, now_ms: int, limit: int) -> QueueSnapshot: ...

@@ -1,16 +1,23 @@
 """Read-only queries behind the console's views (broker/server/console_reads.py): the
-checkpoints issued in a period, and what waits in the queues. A mixin over the SQLite
-connection; nothing here writes. Plain SQL, portable to the PostgreSQL backend."""
+checkpoints issued in a period, and what waits in the queues. A mixin over the store's
+connection (SQLite, or PostgreSQL through broker/store/pgsql.py); nothing here writes."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.store.api import DEAD, DELIVERED, IN_FLIGHT, PENDING, PURGED, WITHHELD
-from broker.store.lifecycle import ReplyRow
-from broker.store.tlog import StoredCheckpoint
+from broker.store.api import (
+    DEAD,
+    DELIVERED,
+    IN_FLIGHT,
+    PENDING,
+    PURGED,
+    WITHHELD,
+    ReplyRow,
+    StoredCheckpoint,
+)
+from broker.store.sql import SqlBase
 
 _STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD, WITHHELD, PURGED)
 
@@ -48,9 +55,7 @@ class QueueSnapshot:
     overdue: list[ReplyRow]  # unanswered past their deadline
 
 
-class ConsoleReadsMixin:
-    conn: sqlite3.Connection
-
+class ConsoleReadsMixin(SqlBase):
     def checkpoints_between(
         self, since_ms: int, until_ms: int, limit: int
     ) -> tuple[list[StoredCheckpoint], int]:

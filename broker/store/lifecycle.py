@@ -1,63 +1,41 @@
 """Store operations for the lifecycle of notices: their state, the actions taken on
 them, the control deliveries that carry each action to each recipient, expiry and
-review, and replies with their deadlines. A mixin over the SQLite connection,
-run inside the StoreRunner's transaction.
+review, and replies with their deadlines. A mixin over the store's connection (SQLite,
+or PostgreSQL through broker/store/pgsql.py), run inside the StoreRunner's transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from broker.core.lifecycle import Effect, NoticeState
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
-from broker.store.api import DEAD, DELIVERED, IN_FLIGHT, PENDING, PURGED, Event
+from broker.store.api import (
+    DEAD,
+    DELIVERED,
+    IN_FLIGHT,
+    PENDING,
+    PURGED,
+    ControlReceipt,
+    Event,
+    LeasedControl,
+    ReplyRow,
+)
+from broker.store.sql import SqlBase
+
+__all__ = ["ControlReceipt", "LeasedControl", "LifecycleStoreMixin", "ReplyRow"]
 
 _OPEN = (PENDING, IN_FLIGHT)
 
 
-@dataclass(frozen=True)
-class LeasedControl:
-    seq: int
-    recipient: str
-    action_id: str
-    action: bytes
-    signature: bytes
-    actor: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class ControlReceipt:
-    action_id: str
-    recipient: str
-    digest: bytes  # SHA-256 of the action bytes, as the recipient signed it
-    proven: bytes
-    at_ms: int
-
-
-@dataclass(frozen=True)
-class ReplyRow:
-    notice_id: str
-    in_reply_to: str
-    kind: str
-    sender: str
-    recipient: str
-    sent_at_ms: int
-    respond_by_ms: int
-    answered_by: str
-
-
-class LifecycleStoreMixin:
-    conn: sqlite3.Connection
-
+class LifecycleStoreMixin(SqlBase):
     # -- state -------------------------------------------------------------------------
     def notice_state(self, notice_id: str) -> NoticeState | None:
         head = self.conn.execute(
-            "SELECT originator, kind, MIN(created_at_ms), MAX(expires_at_ms) FROM notices "
+            "SELECT MIN(originator), MIN(kind), MIN(created_at_ms), MAX(expires_at_ms) "
+            "FROM notices "
             "WHERE notice_id=?",
             (notice_id,),
         ).fetchone()
@@ -203,7 +181,7 @@ class LifecycleStoreMixin:
         rows = self.conn.execute(
             "SELECT d.seq, d.recipient, d.version, n.originator FROM deliveries d "
             "JOIN notices n ON n.notice_id=d.notice_id AND n.version=d.version "
-            "WHERE d.notice_id=? AND d.state=? AND (?=0 OR d.version<?)",
+            "WHERE d.notice_id=? AND d.state=? AND (?=0 OR d.version<?)" + self.lock_rows("d"),
             (notice_id, PENDING, below_version, below_version),
         ).fetchall()
         for seq, recipient, version, originator in rows:
@@ -240,7 +218,7 @@ class LifecycleStoreMixin:
         rows = self.conn.execute(
             "SELECT c.seq, c.action_id, a.action, a.signature, a.actor, c.attempts "
             "FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
-            "WHERE c.recipient=? AND c.state=? ORDER BY c.seq LIMIT ?",
+            "WHERE c.recipient=? AND c.state=? ORDER BY c.seq LIMIT ?" + self.claim_rows("c"),
             (recipient, PENDING, limit),
         ).fetchall()
         self.conn.executemany(
@@ -269,7 +247,8 @@ class LifecycleStoreMixin:
         rows = self.conn.execute(
             "SELECT c.seq, c.recipient, c.attempts, a.notice_id, a.actor, a.kind "
             "FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
-            "WHERE c.state=? AND c.deadline_ms < ? AND (? IS NULL OR c.recipient=?)",
+            "WHERE c.state=? AND c.deadline_ms < ? AND (CAST(? AS TEXT) IS NULL OR c.recipient=?)"
+            + self.claim_rows("c"),
             (IN_FLIGHT, now_ms, recipient, recipient),
         ).fetchall()
         events = []
@@ -332,7 +311,7 @@ class LifecycleStoreMixin:
             row = self.conn.execute(
                 "SELECT c.seq, c.state, a.action, a.notice_id FROM controls c "
                 "JOIN lifecycle_actions a ON a.action_id=c.action_id "
-                "WHERE c.action_id=? AND c.recipient=?",
+                "WHERE c.action_id=? AND c.recipient=?" + self.lock_rows("c"),
                 (r.action_id, r.recipient),
             ).fetchone()
             error: BrokerError | None = None
@@ -371,7 +350,8 @@ class LifecycleStoreMixin:
     # -- expiry and review -------------------------------------------------------------------
     def due_expiries(self, now_ms: int, limit: int = 100) -> list[str]:
         rows = self.conn.execute(
-            "SELECT notice_id FROM notice_state WHERE closed='' AND expires_at_ms<=? LIMIT ?",
+            "SELECT notice_id FROM notice_state WHERE closed='' AND expires_at_ms<=? LIMIT ?"
+            + self.claim_rows("notice_state"),
             (now_ms, limit),
         ).fetchall()
         return [r[0] for r in rows]
@@ -383,7 +363,7 @@ class LifecycleStoreMixin:
         rows = self.conn.execute(
             "SELECT s.notice_id, n.originator, n.kind, s.expires_at_ms, n.created_at_ms "
             "FROM notice_state s JOIN notices n ON n.notice_id=s.notice_id AND n.version=1 "
-            "WHERE s.closed='' AND s.review_sent=0"
+            "WHERE s.closed='' AND s.review_sent=0" + self.claim_rows("s")
         ).fetchall()
         events = []
         for notice_id, originator, kind, expires, created in rows:

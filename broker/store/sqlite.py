@@ -1,8 +1,15 @@
-"""SQLite backend: WAL journal, synchronous=FULL, versioned migrations.
+"""The store's SQL, written once, and the SQLite backend that runs it as it is.
 
-One connection, owned by one thread (the StoreRunner's); the runner groups
-writes into one transaction and acknowledges them only after COMMIT returns,
-which with synchronous=FULL means the WAL has been fsync'd.
+`SqlStore` holds the relay's statements (registry, publish, delivery, receipts,
+events); with its mixins (admin.py, lifecycle.py, tlog.py) it is the whole store
+over any `broker.store.sql.Connection`. The statements are in SQLite's dialect;
+PostgresStore (broker/store/postgres.py) runs the same ones through a translating
+connection and overrides only what must differ.
+
+`SqliteStore`: WAL journal, synchronous=FULL, versioned migrations. One
+connection, owned by one thread (the StoreRunner's); the runner groups writes
+into one transaction and acknowledges them only after COMMIT returns, which with
+synchronous=FULL means the WAL has been fsync'd.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from broker.store.api import (
 from broker.store.console_reads import ConsoleReadsMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.migrations import MIGRATIONS
+from broker.store.sql import Connection
 from broker.store.tlog import TransparencyLogMixin
 
 
@@ -82,78 +90,13 @@ def _receipt_refusal(
     return None
 
 
-class SqliteStore(
+class SqlStore(
     AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin, ConsoleReadsMixin
 ):  # + transparency log (tlog.py), console views (console_reads.py)
-    """The embedded store. Construct with :meth:`open`."""
+    """The store over one connection; a backend adds transactions and migrations."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-
-    @classmethod
-    def open(cls, path: Path) -> SqliteStore:
-        """Open (creating and migrating) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA secure_delete=ON")  # erased means erased
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        store = cls(conn)
-        try:
-            store.migrate()
-        except BaseException:
-            conn.close()  # e.g. a schema newer than this broker: do not leak the connection
-            raise
-        return store
-
-    def close(self) -> None:
-        self.conn.close()
-
-    # -- transactions (used by StoreRunner) ---------------------------------
-    def begin(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
-        self.conn.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
-
-    def savepoint(self) -> None:
-        self.conn.execute("SAVEPOINT op")
-
-    def release_savepoint(self) -> None:
-        self.conn.execute("RELEASE SAVEPOINT op")
-
-    def rollback_savepoint(self) -> None:
-        self.conn.execute("ROLLBACK TO SAVEPOINT op")
-        self.conn.execute("RELEASE SAVEPOINT op")
-
-    def schema_version(self) -> int:
-        row = self.conn.execute("PRAGMA user_version").fetchone()
-        return int(row[0])
-
-    def migrate(self) -> None:
-        """Apply every migration newer than the database's user_version, atomically each."""
-        current = self.schema_version()
-        if current > len(MIGRATIONS):
-            raise InvalidArgument(
-                f"database schema version {current} is newer than this broker "
-                f"({len(MIGRATIONS)}): upgrade the broker"
-            )
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in MIGRATIONS[version - 1].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version={version}")
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
 
     # -- registry --------------------------------------------------------------
     def upsert_agency(self, agency: AgencyRecord) -> None:
@@ -311,7 +254,7 @@ class SqliteStore(
             "WHERE d.recipient=? AND d.state=? AND d.not_before_ms <= ? "
             "AND NOT EXISTS (SELECT 1 FROM notice_state s WHERE s.notice_id=d.notice_id "
             "AND (s.closed<>'' OR s.suspended_until_ms>?)) "
-            "ORDER BY d.seq LIMIT ?",
+            "ORDER BY d.seq LIMIT ?" + self.claim_rows("d"),
             (recipient, PENDING, now_ms, now_ms, limit),
         ).fetchall()
         if not rows:
@@ -364,7 +307,7 @@ class SqliteStore(
         rows = self.conn.execute(
             "SELECT d.seq, d.recipient, d.notice_id, d.version, d.attempts, n.originator "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
-            "WHERE d.recipient=? AND d.state=?",
+            "WHERE d.recipient=? AND d.state=?" + self.lock_rows("d"),
             (recipient, IN_FLIGHT),
         ).fetchall()
         return self._requeue(rows, now_ms, max_attempts)
@@ -392,7 +335,7 @@ class SqliteStore(
                     "SELECT d.seq, d.notice_id, d.version, d.state, n.header_digest, "
                     "n.originator, d.sections FROM deliveries d "
                     "JOIN notices n USING (notice_id, version) "
-                    f"WHERE d.recipient=? AND d.notice_id IN ({marks})",
+                    f"WHERE d.recipient=? AND d.notice_id IN ({marks})" + self.lock_rows("d"),
                     (recipient, *chunk),
                 ):
                     found[(nid, version, recipient)] = (
@@ -441,7 +384,8 @@ class SqliteStore(
         rows = self.conn.execute(
             "SELECT d.seq, d.recipient, d.notice_id, d.version, d.attempts, n.originator "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
-            "WHERE d.state='in_flight' AND d.deadline_ms < ?",  # the partial index
+            "WHERE d.state='in_flight' AND d.deadline_ms < ?"  # the partial index
+            + self.claim_rows("d"),
             (now_ms,),
         ).fetchall()
         return self._requeue(rows, now_ms, max_attempts)
@@ -479,6 +423,25 @@ class SqliteStore(
                 )
             )
         return events
+
+    def add_event(
+        self,
+        agency: str,
+        kind: str,
+        notice_id: str,
+        version: int,
+        recipient: str,
+        detail: str,
+        at_ms: int,
+    ) -> Event:
+        cur = self.conn.execute(
+            "INSERT INTO events (agency, kind, notice_id, version, recipient, detail, at_ms) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (agency, kind, notice_id, version, recipient, detail, at_ms),
+        )
+        return Event(
+            int(cur.lastrowid or 0), agency, kind, notice_id, version, recipient, detail, at_ms
+        )
 
     def events(self, agency: str, after_seq: int, limit: int) -> list[Event]:
         rows = self.conn.execute(
@@ -524,3 +487,80 @@ class SqliteStore(
             "SELECT DISTINCT recipient FROM deliveries WHERE state=?", (PENDING,)
         ).fetchall()
         return [r[0] for r in rows]
+
+
+class SqliteStore(SqlStore):
+    """The embedded store. Construct with :meth:`open`."""
+
+    conn: sqlite3.Connection
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+
+    @classmethod
+    def open(cls, path: Path, *, migrate: bool = True) -> SqliteStore:
+        """Open (creating and, unless told otherwise, migrating) the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")  # erased means erased
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        store = cls(conn)
+        try:
+            if migrate:
+                store.migrate()
+        except BaseException:
+            conn.close()  # e.g. a schema newer than this broker: do not leak the connection
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions (used by StoreRunner) ---------------------------------
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT op")
+
+    def release_savepoint(self) -> None:
+        self.conn.execute("RELEASE SAVEPOINT op")
+
+    def rollback_savepoint(self) -> None:
+        self.conn.execute("ROLLBACK TO SAVEPOINT op")
+        self.conn.execute("RELEASE SAVEPOINT op")
+
+    def schema_version(self) -> int:
+        row = self.conn.execute("PRAGMA user_version").fetchone()
+        return int(row[0])
+
+    def migrate(self) -> tuple[int, int]:
+        """Apply every migration newer than the database's user_version, atomically each;
+        return (version before, version after)."""
+        current = self.schema_version()
+        if current > len(MIGRATIONS):
+            raise InvalidArgument(
+                f"database schema version {current} is newer than this broker "
+                f"({len(MIGRATIONS)}): upgrade the broker"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version={version}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return current, max(current, len(MIGRATIONS))

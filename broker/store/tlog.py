@@ -1,4 +1,4 @@
-"""The transparency log's storage: a mixin of SqliteStore (migration 3).
+"""The transparency log's storage: a mixin of the SQL stores (migration 3).
 
 Runs inside the StoreRunner's transaction like every store method, so a leaf
 is appended in the same group commit as the state change it records, and a
@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker.core import keymap, logleaf
@@ -39,6 +37,8 @@ from broker.core import tlog as tree
 from broker.core.checkpoint import Checkpoint, Signer, format_checkpoint, sign_note
 from broker.core.merkle import leaf_hash
 from broker.errors import InvalidArgument, NotFound
+from broker.store.api import DecisionRow, PodMaterial, StoredCheckpoint
+from broker.store.sql import SqlBase
 from broker.v1 import audit_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ SYSTEM_ACTOR = "broker"
 _CURSOR_EVENTS = "events"
 _CURSOR_ACTIVATIONS = "policy_activations"
 EVENT_WITHHELD = "withheld"  # events.kind of a delivery withheld at forwarding time
+__all__ = ["DecisionRow", "PodMaterial", "StoredCheckpoint", "TransparencyLogMixin", "node_id"]
 
 
 def node_id(level: int, index: int) -> int:
@@ -65,47 +66,10 @@ def node_id(level: int, index: int) -> int:
     return level << _LEVEL_SHIFT | index
 
 
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    size: int
-    root: bytes
-    note: str  # signed by the log key only
-    issued_at_ms: int
-    cosignatures: tuple[str, ...] = ()  # witness signature lines, without newlines
-
-    @property
-    def full_note(self) -> str:
-        """The note with every witness cosignature line appended (C2SP signed-note)."""
-        return self.note + "".join(line + "\n" for line in self.cosignatures)
-
-
-@dataclass(frozen=True)
-class PodMaterial:
-    """What a proof-of-delivery bundle is made of, before proofs are added."""
-
-    notice_id: str
-    version: int
-    originator: str
-    entries: tuple[tuple[int, bytes, str], ...]  # (index, leaf, kind), in log order
-    receipts: dict[str, bytes]  # recipient -> serialized ProvenReceipt as stored
-    statements: dict[str, bytes]  # recipient -> its SignedKeyStatement in the registry
-
-
-@dataclass(frozen=True)
-class DecisionRow:
-    notice_id: str
-    version: int
-    originator: str
-    policy_version: str
-    record: str
-
-
-class TransparencyLogMixin:
+class TransparencyLogMixin(SqlBase):
     """Log methods of the store. Agency-scoped reads take `agency`; None means an auditor."""
 
-    conn: sqlite3.Connection
-
-    if TYPE_CHECKING:  # provided by SqliteStore
+    if TYPE_CHECKING:  # provided by SqlStore (broker/store/sqlite.py)
 
         def publish(
             self, items: Sequence[tuple[NoticeRecord, Sequence[DeliveryPlan]]]
@@ -560,7 +524,8 @@ class TransparencyLogMixin:
         self.conn.execute(
             "INSERT INTO tlog_cosignatures VALUES (?,?,?,?,?) ON CONFLICT(size, witness) "
             "DO UPDATE SET line=excluded.line, signed_at=excluded.signed_at, "
-            "received_at_ms=excluded.received_at_ms WHERE excluded.signed_at >= signed_at",
+            "received_at_ms=excluded.received_at_ms "
+            "WHERE excluded.signed_at >= tlog_cosignatures.signed_at",
             (size, witness, line, signed_at, at_ms),
         )
         row = self.conn.execute(
@@ -573,7 +538,7 @@ class TransparencyLogMixin:
         """(version, originator) of a notice the caller may audit; NotFound otherwise."""
         row = self.conn.execute(
             "SELECT version, originator FROM notices WHERE notice_id=? AND (?=0 OR version=?) "
-            "AND (? IS NULL OR originator=?) ORDER BY version DESC LIMIT 1",
+            "AND (CAST(? AS TEXT) IS NULL OR originator=?) ORDER BY version DESC LIMIT 1",
             (notice_id, version, version, agency, agency),
         ).fetchone()
         if row is None:
@@ -603,8 +568,12 @@ class TransparencyLogMixin:
         marks = ",".join("?" * len(receipts))
         statements = {
             str(r[0]): bytes(r[1])
-            for r in self.conn.execute(
-                f"SELECT id, statement FROM agencies WHERE id IN ({marks})", tuple(receipts)
+            for r in (
+                self.conn.execute(
+                    f"SELECT id, statement FROM agencies WHERE id IN ({marks})", tuple(receipts)
+                )
+                if receipts  # IN () is not SQL everywhere
+                else ()
             )
         }
         return PodMaterial(notice_id, version, originator, entries, receipts, statements)

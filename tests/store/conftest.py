@@ -4,17 +4,10 @@ Every backend runs the same contract. A backend is described by a `Backend`
 object that knows how to open a store on fresh, private storage (and reopen it),
 plus the few backend-specific hooks the contract needs (counting rows, forcing a
 schema version). The `store` and `runner` fixtures are parametrized over
-`BACKENDS`.
-
-To add PostgreSQL once broker/store/postgres.py exists:
-  1. write `class PostgresBackend(Backend)` below: `open()` connects to one
-     database (or schema) created for this test only (e.g. from a
-     BROKER_TEST_POSTGRES_DSN environment variable, dropped in `cleanup()`),
-     `count_rows()` runs SELECT count(*), `force_schema_version()` writes the
-     backend's schema-version marker;
-  2. add "postgres" to BACKENDS and a branch in the `backend` fixture (skip when
-     no server is configured).
-Nothing in test_contract.py should need to change.
+`BACKENDS`: "sqlite" (a file under tmp_path) and "postgres" (a schema of its
+own on the server named by BROKER_TEST_POSTGRES_DSN, dropped after the test;
+skipped, saying how to run it, when the variable is unset).
+Nothing in test_contract.py depends on the backend.
 """
 
 from __future__ import annotations
@@ -29,9 +22,10 @@ import pytest
 from broker.store.migrations import MIGRATIONS
 from broker.store.runner import StoreRunner
 from broker.store.sqlite import SqliteStore
+from tests.postgres import TempSchema, create_schema
 
-# Backends under contract. Add "postgres" here (see the module docstring).
-BACKENDS = ["sqlite"]
+# Backends under contract.
+BACKENDS = ["sqlite", "postgres"]
 
 
 class Backend:
@@ -63,6 +57,10 @@ class Backend:
     def force_schema_version(self, version: int) -> None:
         """Mark the (closed) storage as having schema `version`, behind the store's back."""
         raise NotImplementedError
+
+    def count_rows_now(self, runner: StoreRunner, table: str) -> int:
+        """count_rows in a transaction of its own on `runner`."""
+        return runner.call_sync(lambda s: self.count_rows(s, table))
 
     def cleanup(self) -> None:
         """Close every store opened here; close() must be idempotent."""
@@ -96,11 +94,52 @@ class SqliteBackend(Backend):
             conn.close()
 
 
+class PostgresBackend(Backend):
+    name = "postgres"
+
+    def __init__(self, schema: TempSchema) -> None:
+        super().__init__()
+        self.schema = schema
+
+    def _open(self) -> Any:
+        from broker.store.postgres import PostgresStore
+
+        return PostgresStore.open(self.schema.dsn, pool_min=1, pool_max=2)
+
+    @property
+    def latest_schema_version(self) -> int:
+        from broker.store.pg_migrations import PG_MIGRATIONS
+
+        return len(PG_MIGRATIONS)
+
+    def count_rows(self, store: Any, table: str) -> int:
+        return int(store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def force_schema_version(self, version: int) -> None:
+        self.schema.execute("UPDATE broker_schema SET version = %s", int(version))
+
+    def cleanup(self) -> None:
+        try:
+            super().cleanup()
+        finally:
+            self.schema.drop()
+
+
+def open_backend(name: str, tmp_path: Path) -> Backend:
+    """Fresh, private storage of backend `name` (closed and dropped by `cleanup()`)."""
+    if name == "sqlite":
+        return SqliteBackend(tmp_path / "store" / "broker.db")
+    if name == "postgres":
+        return PostgresBackend(create_schema())
+    raise AssertionError(f"no backend {name!r}")
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Fresh, private storage of one backend (a real database file for SQLite)."""
-    if request.param == "sqlite":
-        b: Backend = SqliteBackend(tmp_path / "store" / "broker.db")
+    """Fresh, private storage of one backend (a real database file for SQLite, a schema
+    of its own for PostgreSQL)."""
+    if request.param in BACKENDS:
+        b: Backend = open_backend(request.param, tmp_path)
     else:  # pragma: no cover - a backend listed without a branch here
         pytest.fail(f"no fixture for backend {request.param!r}")
     try:

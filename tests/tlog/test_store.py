@@ -1,5 +1,6 @@
-"""The transparency log in the SQLite store: appends inside group commits, proofs,
-exactly-once logging of publishes, receipts, events, activations and registry changes."""
+"""The transparency log in the store, on every backend (SQLite and PostgreSQL): appends
+inside group commits, proofs, exactly-once logging of publishes, receipts, events,
+activations and registry changes."""
 
 from __future__ import annotations
 
@@ -15,24 +16,28 @@ import pytest
 from broker.core import logleaf, merkle
 from broker.core.checkpoint import Signer, open_checkpoint
 from broker.errors import AlreadyExists
-from broker.store.api import AgencyRecord, DeliveryPlan, NoticeRecord, ReceiptRecord
+from broker.store.api import AgencyRecord, DeliveryPlan, NoticeRecord, ReceiptRecord, Store
 from broker.store.runner import StoreRunner
-from broker.store.sqlite import SqliteStore
 from broker.store.tlog import node_id
 from broker.v1 import audit_pb2, notice_pb2
+from tests.store.conftest import BACKENDS, Backend, open_backend
 
 NOW = 1_800_000_000_000
 SIGNER = Signer("sealed-notice-broker/test", b"\x05" * 32)
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "store" / "broker.sqlite3"
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = open_backend(request.param, tmp_path)
+    try:
+        yield b
+    finally:
+        b.cleanup()
 
 
 @pytest.fixture
-def runner(path: Path) -> Iterator[StoreRunner]:
-    r = StoreRunner(SqliteStore.open(path))
+def runner(backend: Backend) -> Iterator[StoreRunner]:
+    r = StoreRunner(backend.open())
     try:
         yield r
     finally:
@@ -115,7 +120,9 @@ def kinds(runner: StoreRunner) -> list[str]:
     return [logleaf.kind_of(logleaf.parse(leaf)) for _, leaf in entries]
 
 
-def test_appends_in_group_commits_give_the_rfc9162_tree(runner: StoreRunner, path: Path) -> None:
+def test_appends_in_group_commits_give_the_rfc9162_tree(
+    runner: StoreRunner, backend: Backend
+) -> None:
     leaves = [lifecycle(i) for i in range(3000)]
     rng = random.Random(1)
     start = 0
@@ -138,18 +145,20 @@ def test_appends_in_group_commits_give_the_rfc9162_tree(runner: StoreRunner, pat
         old_root = merkle.root_from_hashes(hashes[:old])
         merkle.verify_consistency(old, size, old_root, root, proof)
     runner.close()
-    reopened = SqliteStore.open(path)
+    reopened = StoreRunner(backend.open())
     try:
-        assert reopened.tlog_size() == size
-        assert reopened.tlog_root(size) == root
-        nodes = reopened.conn.execute("SELECT COUNT(*) FROM tlog_nodes").fetchone()[0]
-        assert nodes == sum(size >> level for level in range(size.bit_length()))
-        assert (
-            reopened.conn.execute(
-                "SELECT hash FROM tlog_nodes WHERE id=?", (node_id(0, 7),)
-            ).fetchone()[0]
-            == hashes[7]
+        assert call(reopened, lambda s: s.tlog_size()) == size
+        assert call(reopened, lambda s: s.tlog_root(size)) == root
+        assert backend.count_rows_now(reopened, "tlog_nodes") == sum(
+            size >> level for level in range(size.bit_length())
         )
+        stored = call(
+            reopened,
+            lambda s: s.conn.execute(
+                "SELECT hash FROM tlog_nodes WHERE id=?", (node_id(0, 7),)
+            ).fetchone()[0],
+        )
+        assert bytes(stored) == hashes[7]
     finally:
         reopened.close()
 
@@ -157,7 +166,7 @@ def test_appends_in_group_commits_give_the_rfc9162_tree(runner: StoreRunner, pat
 def test_a_failed_operation_leaves_no_leaf(runner: StoreRunner) -> None:
     call(runner, lambda s: s.tlog_append([lifecycle(0)]))
 
-    def fails(s: SqliteStore) -> None:
+    def fails(s: Store) -> None:
         s.tlog_append([lifecycle(1), lifecycle(2)])
         raise ValueError("boom")
 
@@ -257,7 +266,7 @@ def test_events_activations_and_registry_are_logged_exactly_once(runner: StoreRu
     assert [e.kind for e in events] == ["dead_lettered"]
     call(runner, lambda s: s.upsert_agency(agency("FR-NCB")))
 
-    def activate(s: SqliteStore) -> None:
+    def activate(s: Store) -> None:
         s.put_bundle("v1", b"bundle")
         s.activate_bundle("v1", b"signed", "urn:broker:admin:ops", NOW, "first", 1)
 

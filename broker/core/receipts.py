@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
+from broker.core import bounds
 from broker.core import envelope_suite as es
 from broker.core.merkle import ProofError, all_inclusion_proofs, leaf_hash, root_from_hashes
 from broker.core.merkle import verify_inclusion as _verify_inclusion
@@ -83,6 +84,10 @@ def _parse_receipt(data: bytes, signer: str, what: str) -> notice_pb2.Receipt:
         receipt = es.parse(notice_pb2.Receipt, data)
     except DecodeError:
         raise ReceiptError(f"{what} is not a valid Receipt") from None
+    try:
+        bounds.check(receipt, what)
+    except bounds.BoundsError as exc:
+        raise ReceiptError(str(exc)) from None
     _check_receipt(receipt, signer, what)
     return receipt
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from broker.core import bounds, records
 from broker.core import envelope as env
 from broker.core import receipts as rcp
-from broker.core import records
 from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, RecipientDecision
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import Restrictions
@@ -346,6 +346,7 @@ def accept_restriction_update(
         update.ParseFromString(update_bytes)
     except DecodeError as exc:
         raise InvalidArgument("update is not a valid broker.v1.RestrictionUpdate") from exc
+    bounds.check(update, "update")
     if owner != caller:
         raise NotFound(f"you have published no notice {update.notice_id}")
     if update.sequence < 1:

@@ -29,6 +29,7 @@ from broker.errors import (
     NotFound,
     PermissionDenied,
 )
+from broker.registry import catalogue_problem
 from broker.server.peer import caller
 from broker.server.status import unary_handler
 from broker.server.wire import now_ms, parse
@@ -263,6 +264,9 @@ class AdminService:
         unknown = sorted(set(entry.groups) - set(self.app.policy.groups))
         if unknown:
             raise InvalidArgument(f"unknown group(s) {unknown}: define them in groups.toml first")
+        problem = catalogue_problem(self.app.policy, entry.roles, entry.groups, entry.purposes)
+        if problem is not None:
+            raise InvalidArgument(problem)
 
     def _verify_statement(self, statement: notice_pb2.SignedKeyStatement, agency: str) -> Any:
         from broker import pki

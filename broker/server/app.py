@@ -85,7 +85,11 @@ class BrokerApp:
             if not known:
                 raise InvalidArgument(f"registry file {self.config.registry} does not exist")
             return
-        profiles = {k: v for k, v in parse_registry(self.config.registry).items() if k not in known}
+        profiles = {
+            k: v
+            for k, v in parse_registry(self.config.registry, self.policy).items()
+            if k not in known
+        }
         if not profiles:
             return
         statements = pki.read_statements(self.config.keys_dir)

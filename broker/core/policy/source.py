@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -189,6 +190,11 @@ def parse_toml(path: str, data: bytes) -> tuple[dict[str, Any], SourceText]:
     src = SourceText(path, text)
     try:
         return tomllib.loads(text), src
+    except RecursionError:
+        # tomllib recurses once per nesting level: a hostile file must not crash the caller.
+        raise PolicyError(
+            "invalid TOML: arrays or inline tables are nested too deeply", file=path, line=1
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
@@ -318,7 +324,7 @@ def _strings(
             "remove the key to mean 'any', or name at least one entry",
             at,
         )
-    dupes = sorted({v for v in value if value.count(v) > 1})
+    dupes = sorted(v for v, n in Counter(value).items() if n > 1)  # linear: lists may be long
     if dupes:
         raise src.error(f"{where} lists {', '.join(dupes)} twice", at)
     return tuple(value)
@@ -510,8 +516,14 @@ def parse_groups(path: str, data: bytes) -> dict[str, GroupSpec]:
     unknown = sorted(set(doc) - {"groups"})
     if unknown:
         raise src.error(f"unknown key {unknown[0]!r}: use [groups.<name>] tables")
+    table = doc.get("groups", {})
+    if not isinstance(table, dict):
+        raise src.error(
+            "groups must be tables: write one [groups.<name>] table per group",
+            src.anywhere("groups"),
+        )
     groups = {}
-    for name, g in doc.get("groups", {}).items():
+    for name, g in table.items():
         start = src.table("groups", name)
         where = f"group {name!r}"
         if not _ID.match(name):

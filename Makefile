@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/broker/v1/*.proto)
+MATRIX_TESTS := tests/core/test_bounds.py tests/test_loaders.py tests/integration/test_bad_input.py \
+	tests/integration/test_authorisation.py tests/integration/test_process_failures.py
 
-.PHONY: setup demo test lint types pytest protos check-protos bench clean
+.PHONY: setup demo test lint types pytest protos check-protos bench matrices clean
 
 setup: $(STAMP)
 
@@ -40,6 +42,11 @@ check-protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/broker bench
+
+# Rewrite the generated tables of docs/reliability.md from real runs (the tests fail when
+# the committed tables differ from what they find).
+matrices: $(STAMP)
+	BROKER_WRITE_MATRICES=1 $(BIN)/pytest -q -p no:randomly $(MATRIX_TESTS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -31,18 +31,21 @@ _KEYS = ("title", "country", "roles", "groups", "purposes", "status")
 
 def catalogue_problem(
     policy: Bundle, roles: Iterable[str], groups: Iterable[str], purposes: Iterable[str]
-) -> str | None:
-    """What in a registry entry the policy does not know (roles are the catalogue's
-    [authorities], purposes its [purposes], groups those of groups.toml), or None."""
+) -> tuple[str, str] | None:
+    """What in a registry entry the policy does not know, as (key, message), or None.
+
+    Roles must be the catalogue's [authorities], purposes its [purposes], groups
+    those of groups.toml.
+    """
     catalogue = policy.catalogue
-    for what, names, known, where in (
-        ("role", roles, catalogue.authorities, "[authorities] in catalogue.toml"),
-        ("purpose", purposes, catalogue.purposes, "[purposes] in catalogue.toml"),
-        ("group", groups, policy.groups, "groups.toml"),
+    for key, what, names, known, where in (
+        ("roles", "role", roles, catalogue.authorities, "[authorities] in catalogue.toml"),
+        ("purposes", "purpose", purposes, catalogue.purposes, "[purposes] in catalogue.toml"),
+        ("groups", "group", groups, policy.groups, "groups.toml"),
     ):
         unknown = sorted(set(names) - set(known))
         if unknown:
-            return (
+            return key, (
                 f"unknown {what} {bounds.quote(unknown[0])}: the policy knows "
                 f"{', '.join(sorted(known)) or 'none'} (see {where})"
             )
@@ -122,7 +125,8 @@ def parse_registry(path: Path, policy: Bundle | None = None) -> dict[str, Agency
         if policy is not None:
             problem = catalogue_problem(policy, lists["roles"], lists["groups"], lists["purposes"])
             if problem is not None:
-                raise RegistryError(f"{src.where(at)}: {name}: {problem}")
+                key, message = problem
+                raise RegistryError(f"{src.where(at, key)}: {name}.{key}: {message}")
         profiles[agency_id] = AgencyProfile(
             id=agency_id,
             country=country,

@@ -266,7 +266,7 @@ class AdminService:
             raise InvalidArgument(f"unknown group(s) {unknown}: define them in groups.toml first")
         problem = catalogue_problem(self.app.policy, entry.roles, entry.groups, entry.purposes)
         if problem is not None:
-            raise InvalidArgument(problem)
+            raise InvalidArgument(f"{problem[0]}: {problem[1]}")
 
     def _verify_statement(self, statement: notice_pb2.SignedKeyStatement, agency: str) -> Any:
         from broker import pki

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from broker.errors import Unavailable
+from broker.store import failures
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -112,13 +113,19 @@ class StoreRunner:
                     self.store.release_savepoint()
                     results.append((fut, True, value))
             self.store.commit()
-        except Exception:
-            log.exception("store transaction failed")
+        except Exception as exc:
+            reason = failures.describe(exc, "the data directory")
+            if reason is None:
+                log.exception("store transaction failed; nothing in it was stored")
+            else:  # a known condition (disk full, database locked ...): one line, no traceback
+                log.error(f"store transaction failed; nothing in it was stored: {reason}")  # noqa: TRY400
             with contextlib.suppress(Exception):  # the original error is what matters
                 self.store.rollback()
             for _fn, fut in batch:
+                error = Unavailable("the broker could not store this; nothing was stored: retry")
+                error.__cause__ = exc  # what `broker serve` names when it fails to start
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
-                    fut.set_exception(Unavailable("storage failed; retry"))
+                    fut.set_exception(error)
             return
         self.batches += 1
         self.operations += len(batch)

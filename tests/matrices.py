@@ -19,7 +19,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 WRITE_ENV = "BROKER_WRITE_MATRICES"
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_HEX = re.compile(r"\b[0-9a-f]{12,}\b")
+_HEX = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{12,}\b")  # digests
 
 
 def normalise(text: str, *paths: Path | str) -> str:

@@ -59,6 +59,7 @@ def fuzz_one(name: str, seconds: int, work: Path) -> tuple[int, list[Path], str]
         check=False,
     )
     runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", proc.stderr)
+    cov = re.findall(r"\bcov: (\d+) ft: (\d+)", proc.stderr)
     kept = []
     for found in sorted(set(findings.iterdir()) - before):
         data = found.read_bytes()
@@ -71,7 +72,8 @@ def fuzz_one(name: str, seconds: int, work: Path) -> tuple[int, list[Path], str]
     if proc.returncode != 0 and not kept:
         status += ": " + (proc.stderr.strip().splitlines() or ["no output"])[-1]
     elapsed = time.monotonic() - started
-    return int(runs[-1]) if runs else 0, kept, f"{status} in {elapsed:.0f} s"
+    edges = f", coverage {cov[-1][0]} edges {cov[-1][1]} features" if cov else ""
+    return int(runs[-1]) if runs else 0, kept, f"{status} in {elapsed:.0f} s{edges}"
 
 
 def main(argv: list[str] | None = None) -> int:

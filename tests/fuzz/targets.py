@@ -12,8 +12,10 @@ authenticated client can reach.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from broker.core import envelope_suite as es
 from broker.core import lifecycle, logleaf, receipts, relay
 from broker.core.identity import parse_party_uri
 from broker.core.merkle import leaf_hash, root_from_hashes
-from broker.core.policy import AgencyProfile, compile_bundle
+from broker.core.policy import AgencyProfile, compile_bundle, source
 from broker.errors import BrokerError
 from broker.registry import parse_registry
 from broker.sandbox import REPO_POLICIES
@@ -67,7 +69,8 @@ REGISTRY = {
     ),
 }
 LIMITS = relay.Limits()
-_SCRATCH = Path(tempfile.mkdtemp(prefix="broker-fuzz-"))
+_SCRATCH = Path(tempfile.mkdtemp(prefix="broker-fuzz-"))  # the file loaders' input
+atexit.register(shutil.rmtree, _SCRATCH, True)
 
 
 def _counter_rng() -> Callable[[int], bytes]:
@@ -211,14 +214,29 @@ def log_leaf(data: bytes) -> None:
     logleaf.to_json(leaf)
 
 
+_CATALOGUE = source.parse_catalogue("catalogue.toml", FILES["catalogue.toml"])
+_GROUPS = source.parse_groups("groups.toml", FILES["groups.toml"])
+_POLICY_FILES = ["catalogue.toml", "groups.toml", "rules/fuzz.toml", *sorted(FILES)]
+
+
 def policy(data: bytes) -> None:
-    """One file of the shipped bundle replaced by the input (the first byte picks which)."""
+    """One file of the shipped bundle replaced by the input. The first byte picks which
+    (its low bits) and how: alone through its parser (fast), or with the whole bundle
+    compiled (its high bit: the engine too)."""
     if not data:
         return
-    names = ["catalogue.toml", "groups.toml", "rules/fuzz.toml", *sorted(FILES)]
-    files = dict(FILES)
-    files[names[data[0] % len(names)]] = data[1:]
-    compile_bundle(files)
+    path = _POLICY_FILES[(data[0] & 0x7F) % len(_POLICY_FILES)]
+    content = data[1:]
+    if data[0] & 0x80:
+        compile_bundle({**FILES, path: content})
+    elif path == "catalogue.toml":
+        source.parse_catalogue(path, content)
+    elif path == "groups.toml":
+        source.parse_groups(path, content)
+    elif path.startswith("rules/"):
+        source.parse_rules(path, content, source.new_context(_CATALOGUE, _GROUPS))
+    else:
+        source.parse_toml(path, content)
 
 
 def _scratch(name: str, data: bytes) -> Path:
@@ -341,10 +359,11 @@ def _seeds_log_leaf() -> list[bytes]:
 
 
 def _seeds_policy() -> list[bytes]:
-    names = ["catalogue.toml", "groups.toml", "rules/fuzz.toml", *sorted(FILES)]
-    return [bytes([names.index(n)]) + FILES[n] for n in ("catalogue.toml", "groups.toml")] + [
-        bytes([names.index(n)]) + FILES[n] for n in sorted(FILES) if n.startswith("rules/")
-    ][:2]
+    out = []
+    for n in ("catalogue.toml", "groups.toml", *sorted(f for f in FILES if f.startswith("rules/"))):
+        i = _POLICY_FILES.index(n)
+        out += [bytes([i]) + FILES[n], bytes([i | 0x80]) + FILES[n]]
+    return out
 
 
 def _seeds_config() -> list[bytes]:

@@ -167,6 +167,12 @@ CASES = [
         "invalid id 'FR NCB'",
     ),
     _c("registry.toml", "nested 5000 deep", NESTED, "nested too deeply"),
+    _c(
+        "registry.toml",
+        "an id of 100 KB",
+        AGENCY.replace('"FR-NCB"', '"' + "F" * 100_000 + '"'),
+        r"invalid id 'F{32}'… \(100000 bytes\)",
+    ),
     # the policy bundle (one file replaced in the shipped bundle)
     _c(
         "policy bundle",
@@ -194,6 +200,13 @@ CASES = [
     ),
     _c(
         "policy bundle", "a key outside [[rule]]", 'id = "x"\n', "unknown key 'id'", "rules/zz.toml"
+    ),
+    _c(
+        "policy bundle",
+        "a rule id of 100 KB",
+        '[[rule]]\nid = "' + "x" * 100_000 + '"\neffect = "permit"\nreason = "r"\n',
+        r"rule 'x{32}'… \(100000 bytes\): a permit must say whom",
+        "rules/zz.toml",
     ),
     # the revocation list
     _c(

@@ -141,9 +141,12 @@ _UNSIGNED64 = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
 _DEFAULT = Bound()
 
 
-def quote(value: str | bytes, limit: int = QUOTE_CHARS) -> str:
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
     """Return a short, printable rendering of `value` for an error message: its repr
     if short, else the repr of its first `limit` characters (hex for bytes) and its size."""
+    if not isinstance(value, str | bytes):
+        value = repr(value)
+        return value if len(value) <= limit else value[:limit] + "…"
     if isinstance(value, bytes):
         if len(value) <= limit // 2:
             return "0x" + value.hex()

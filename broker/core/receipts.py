@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 
 from broker.core import bounds
 from broker.core import envelope_suite as es
+from broker.core.bounds import quote
 from broker.core.merkle import ProofError, all_inclusion_proofs, leaf_hash, root_from_hashes
 from broker.core.merkle import verify_inclusion as _verify_inclusion
 from broker.errors import InvalidArgument
@@ -43,7 +44,9 @@ def receipt_batch_message(root: bytes, size: int) -> bytes:
 
 def _check_receipt(receipt: notice_pb2.Receipt, signer: str, what: str) -> None:
     if receipt.recipient != signer:
-        raise ReceiptError(f"{what}.recipient {receipt.recipient!r} is not the signer {signer!r}")
+        raise ReceiptError(
+            f"{what}.recipient {quote(receipt.recipient)} is not the signer {quote(signer)}"
+        )
     if not receipt.notice_id or (receipt.version < 1 and not receipt.action_id):
         raise ReceiptError(f"{what} needs a notice_id and a version >= 1 (or an action_id)")
     if len(receipt.header_digest) != es.DIGEST_SIZE:
@@ -108,7 +111,7 @@ def verify_receipt_batch(
     hashes = [leaf_hash(leaf) for leaf in batch.receipts]
     root = root_from_hashes(hashes)
     if not es.ed25519_valid(signing_key, batch.signature, receipt_batch_message(root, len(hashes))):
-        raise ReceiptError(f"batch.signature does not verify with the key of {batch.signer!r}")
+        raise ReceiptError(f"batch.signature does not verify with the key of {quote(batch.signer)}")
     for i, leaf in enumerate(batch.receipts):
         _parse_receipt(leaf, batch.signer, f"receipts[{i}]")
     proofs = all_inclusion_proofs(hashes)
@@ -151,5 +154,7 @@ def verify_proven_receipt(
         raise ReceiptError(f"receipt is not included in the batch root: {exc}") from None
     message = receipt_batch_message(proven.batch_root, proven.batch_size)
     if not es.ed25519_valid(signing_key, proven.signature, message):
-        raise ReceiptError(f"proven.signature does not verify with the key of {proven.signer!r}")
+        raise ReceiptError(
+            f"proven.signature does not verify with the key of {quote(proven.signer)}"
+        )
     return _parse_receipt(proven.receipt, proven.signer, "proven.receipt")

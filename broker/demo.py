@@ -475,4 +475,30 @@ def main(directory: Path | None = None, *, as_json: bool = False) -> int:
         for a in DEMO_AGENCIES:
             print(f"  {a.id:<10} {a.country}  roles={','.join(a.roles):<14} {a.title}")
         asyncio.run(run_demo(deployment, as_json=as_json))
+        for line in console_hint(directory):
+            print(line)
     return 0
+
+
+def console_hint(directory: Path | None) -> list[str]:
+    """The closing lines: how to open the web console on the demo's deployment."""
+    from broker.sandbox import AUDITOR_ID
+
+    broker = ".venv/bin/broker"
+    lines = [""]
+    if directory is None:
+        directory = Path("data/demo")
+        lines += [
+            "this deployment was temporary; to browse one in the web console, keep it in a new",
+            "directory and serve it again:",
+            f"  {broker} demo --dir {directory}",
+        ]
+    else:
+        lines.append("to browse this deployment in the web console, serve it again:")
+    lines += [
+        f"  {broker} serve --config {directory / 'broker.toml'} &",
+        f"  {broker} console --keys-dir {directory / 'keys'} --auditor {AUDITOR_ID} "
+        f"--admin {ADMIN_ID} --state-dir {directory / 'console'}",
+        "and open the login URL the console prints (http://127.0.0.1:8470/login?token=...)",
+    ]
+    return lines

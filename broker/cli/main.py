@@ -10,7 +10,7 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import admin, audit, bench, demo, keys, node, serve
+    from broker.cli import admin, audit, bench, console, demo, keys, node, serve
 
     parser = argparse.ArgumentParser(
         prog="broker",
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.register(sub)
     admin.register(sub)
     audit.register(sub)  # transparency log
+    console.register(sub)  # the web console
     demo.register(sub)
     bench.register(sub)
     return parser

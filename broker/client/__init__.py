@@ -2,10 +2,18 @@
 
 from broker.client.node import (
     AgencyNode,
+    Draft,
     LifecycleNotice,
     NodeConfig,
     PublishedNotice,
     ReceivedNotice,
 )
 
-__all__ = ["AgencyNode", "LifecycleNotice", "NodeConfig", "PublishedNotice", "ReceivedNotice"]
+__all__ = [
+    "AgencyNode",
+    "Draft",
+    "LifecycleNotice",
+    "NodeConfig",
+    "PublishedNotice",
+    "ReceivedNotice",
+]

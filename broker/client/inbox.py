@@ -8,7 +8,9 @@ re-opened and handed over when the node starts again.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 _SCHEMA = """
@@ -48,14 +50,39 @@ class Inbox:
     def close(self) -> None:
         self.conn.close()
 
-    def take_in(self, notice_id: str, version: int, delivery: bytes, now_ms: int) -> bool:
-        """Record a verified delivery durably; False if it was already there."""
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the writes inside as one transaction: one durable commit (fsync) for all of
+        them; none of them if the block raises."""
+        if self.conn.in_transaction:  # nested: the outer batch commits
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def take_in(
+        self, notice_id: str, version: int, delivery: bytes, now_ms: int, *, handled: bool = False
+    ) -> bool:
+        """Record a verified delivery (durably when the batch commits); False if it was
+        already there."""
         cur = self.conn.execute(
-            "INSERT OR IGNORE INTO inbox (notice_id, version, delivery, received_at_ms) "
-            "VALUES (?,?,?,?)",
-            (notice_id, version, delivery, now_ms),
+            "INSERT OR IGNORE INTO inbox (notice_id, version, delivery, received_at_ms, handled) "
+            "VALUES (?,?,?,?,?)",
+            (notice_id, version, delivery, now_ms, int(handled)),
         )
         return cur.rowcount == 1
+
+    def has(self, notice_id: str, version: int) -> bool:
+        """True if this version was taken in before (a tombstone counts: erased stays out)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM inbox WHERE notice_id=? AND version=?", (notice_id, version)
+        ).fetchone()
+        return row is not None
 
     def mark_handled(self, notice_id: str, version: int) -> None:
         self.conn.execute(

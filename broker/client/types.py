@@ -12,6 +12,7 @@ from broker.core import lifecycle
 from broker.v1 import agency_pb2, notice_pb2
 
 __all__ = [
+    "Draft",
     "EventHandler",
     "Handler",
     "LifecycleHandler",
@@ -35,12 +36,32 @@ class NodeConfig:
     keys_dir: Path  # where this agency's credentials and the CA certificate are
     state_dir: Path  # the node's inbox
     rpc_timeout_s: float = 10.0
-    window: int = 64  # credit window: deliveries in flight at most
+    window: int = 128  # credit window: deliveries in flight at most
     publish_attempts: int = 8
     reconnect_max_s: float = 5.0
-    # Check every audience the broker resolves against the administrator-signed policy
-    # and registry entries before wrapping any key (a broker cannot widen an audience).
-    verify_audience: bool = True
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A notice to seal and publish (AgencyNode.publish_many). Sections map a catalogue
+    section name to its content; the audience is every agency the signed policy allows,
+    or the named `recipients` (each of which it must allow)."""
+
+    kind: str
+    purpose: str
+    sections: Mapping[str, bytes | str]  # str is sent as UTF-8
+    tlp: str = "AMBER"
+    data_subject: int = notice_pb2.DATA_SUBJECT_SUSPECT
+    handling_codes: tuple[str, ...] = ()
+    evaluation: tuple[str, str] | None = None
+    restrictions: notice_pb2.OriginatorRestrictions | None = None
+    recipients: tuple[str, ...] | None = None
+    expires_in_days: int = 365
+    expires_in_ms: int | None = None
+    notice_id: str | None = None
+    version: int = 1
+    in_reply_to: str = ""
+    respond_by_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,7 @@ class ListenStats:
     duplicates: int = 0  # redeliveries of notices already taken in
     rejected: int = 0  # deliveries that did not open (never receipted)
     receipts_acked: int = 0
+    receipts_refused: int = 0  # receipts the broker did not count (see ReceiptRefusal)
     actions: int = 0  # lifecycle actions applied and acknowledged
     connects: int = 0
     acked: set[tuple[str, int]] = field(default_factory=set)

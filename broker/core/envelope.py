@@ -33,7 +33,9 @@ rng call order of :func:`seal` (known-answer tests depend on it):
    swap positions[i] and positions[j], positions starting as [0..size-1];
    item k of [sections in input order..., padding leaves in drawn order] gets
    leaf_index positions[k];
-3. for each recipient, in input order: ephemeral sealed-box seed = rng(32);
+3. one ephemeral sealed-box seed = rng(32), shared by every wrap (each still an ordinary
+   sealed box: its nonce and key depend on the recipient's key; see
+   :func:`envelope_suite.seal_boxes`);
 4. wraps tree: as in 2, over [wraps in recipient input order..., padding];
 5. restrictions salt = rng(32), last, so steps 1-4 are as before the salt existed.
 
@@ -226,25 +228,45 @@ def seal(
     for sealed, pos in zip(sealed_sections, positions, strict=True):
         sealed.leaf_index = pos
 
-    wraps: list[notice_pb2.KeyWrap] = []
-    for i, recipient in enumerate(recipients):
-        body = notice_pb2.WrapBody(
-            notice_id=hdr.notice_id,
-            version=hdr.version,
-            recipient=recipient.agency_id,
-            keys=[notice_pb2.SectionKey(name=n, key=keys[n]) for n in sorted(recipient.sections)],
+    bodies = [
+        es.serialize(
+            notice_pb2.WrapBody(
+                notice_id=hdr.notice_id,
+                version=hdr.version,
+                recipient=recipient.agency_id,
+                keys=[
+                    notice_pb2.SectionKey(name=n, key=keys[n]) for n in sorted(recipient.sections)
+                ],
+            )
         )
-        seed = es.draw(rng, es.KEY_SIZE)
-        try:
-            boxed = es.seal_box(es.serialize(body), recipient.encryption_key, seed)
-        except ValueError:
-            raise EnvelopeError(
-                f"recipients[{i}].encryption_key is not a usable X25519 key"
-            ) from None
-        leaf = notice_pb2.WrapLeaf(
-            recipient=recipient.agency_id, sealed=boxed, sections=sorted(recipient.sections)
+        for recipient in recipients
+    ]
+    seed = es.draw(rng, es.KEY_SIZE)  # one ephemeral key pair for every wrap of the notice
+    if len({r.encryption_key for r in recipients}) != len(recipients):
+        raise EnvelopeError("two recipients have the same encryption key; refusing to seal")
+    try:
+        boxes = es.seal_boxes(
+            [(body, r.encryption_key) for body, r in zip(bodies, recipients, strict=True)], seed
         )
-        wraps.append(notice_pb2.KeyWrap(leaf=es.serialize(leaf)))
+    except ValueError:
+        for i, recipient in enumerate(recipients):  # name the recipient whose key failed
+            try:
+                es.seal_boxes([(b"", recipient.encryption_key)], seed)
+            except ValueError:
+                raise EnvelopeError(
+                    f"recipients[{i}].encryption_key is not a usable X25519 key"
+                ) from None
+        raise
+    wraps: list[notice_pb2.KeyWrap] = [
+        notice_pb2.KeyWrap(
+            leaf=es.serialize(
+                notice_pb2.WrapLeaf(
+                    recipient=recipient.agency_id, sealed=boxed, sections=sorted(recipient.sections)
+                )
+            )
+        )
+        for recipient, boxed in zip(recipients, boxes, strict=True)
+    ]
     size, positions, wrap_padding, root = _lay_out([w.leaf for w in wraps], rng)
     hdr.wraps_tree_size, hdr.wraps_root = size, root
     for wrap, pos in zip(wraps, positions, strict=True):
@@ -292,7 +314,11 @@ def _require(condition: bool) -> None:
 
 
 def _open(
-    delivery: notice_pb2.Delivery, recipient: str, private_key: bytes, originator_key: bytes
+    delivery: notice_pb2.Delivery,
+    recipient: str,
+    private_key: bytes,
+    originator_key: bytes,
+    public_key: bytes | None,
 ) -> OpenedNotice:
     signed = delivery.header
     _require(signed.suite == SUITE)
@@ -309,7 +335,7 @@ def _open(
     )
     leaf = es.parse(notice_pb2.WrapLeaf, wrap.leaf)
     _require(leaf.recipient == recipient)
-    body = es.parse(notice_pb2.WrapBody, es.open_box(leaf.sealed, private_key))
+    body = es.parse(notice_pb2.WrapBody, es.open_box(leaf.sealed, private_key, public_key))
     _require(body.notice_id == header.notice_id and body.version == header.version)
     _require(body.recipient == recipient)
     # The wrap leaf lists, sorted, exactly the names of the keys sealed inside.
@@ -349,6 +375,7 @@ def open_delivery(
     recipient: str,
     encryption_private_key: bytes,
     originator_signing_key: bytes,
+    encryption_public_key: bytes | None = None,
 ) -> OpenedNotice:
     """Verify and decrypt a Delivery addressed to `recipient`.
 
@@ -361,6 +388,12 @@ def open_delivery(
     Raises OpenError, with the same text for every cause (no oracle).
     """
     try:
-        return _open(delivery, recipient, encryption_private_key, originator_signing_key)
+        return _open(
+            delivery,
+            recipient,
+            encryption_private_key,
+            originator_signing_key,
+            encryption_public_key,
+        )
     except (DecodeError, ValueError):  # ValueError covers merkle.ProofError
         raise OpenError from None

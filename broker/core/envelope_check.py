@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from broker.core import envelope_suite as es
@@ -30,6 +30,11 @@ class CheckedEnvelope:
     restrictions: notice_pb2.OriginatorRestrictions
     sections: Mapping[str, notice_pb2.SectionDescriptor]  # by name
     wrap_index: Mapping[str, int]  # recipient -> position in envelope.wraps
+    # What the checks computed anyway, so the relay need not parse or hash again:
+    wrap_sections: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # by recipient
+    section_positions: Mapping[str, int] = field(default_factory=dict)  # in envelope.sections
+    section_hashes: tuple[bytes, ...] = ()  # leaf hashes in leaf_index order, padding included
+    wrap_hashes: tuple[bytes, ...] = ()
 
 
 def _leaf_hashes(tree: str, size: int, items: Sequence[tuple[str, int, bytes]]) -> list[bytes]:
@@ -86,7 +91,7 @@ def _check_header(header: notice_pb2.NoticeHeader) -> None:
 
 
 def _check_sections(
-    envelope: notice_pb2.Envelope, header: notice_pb2.NoticeHeader
+    envelope: notice_pb2.Envelope, header: notice_pb2.NoticeHeader, positions: dict[str, int]
 ) -> dict[str, notice_pb2.SectionDescriptor]:
     descriptors: dict[str, notice_pb2.SectionDescriptor] = {}
     for i, section in enumerate(envelope.sections):
@@ -111,10 +116,15 @@ def _check_sections(
         if section.proof:
             raise EnvelopeError(f"{what}.proof must be empty in an envelope")
         descriptors[d.name] = d
+        positions[d.name] = i
     return descriptors
 
 
-def _check_wraps(envelope: notice_pb2.Envelope, section_names: Collection[str]) -> dict[str, int]:
+def _check_wraps(
+    envelope: notice_pb2.Envelope,
+    section_names: Collection[str],
+    wrap_sections: dict[str, tuple[str, ...]],
+) -> dict[str, int]:
     wrap_index: dict[str, int] = {}
     for i, wrap in enumerate(envelope.wraps):
         what = f"wraps[{i}]"
@@ -134,15 +144,16 @@ def _check_wraps(envelope: notice_pb2.Envelope, section_names: Collection[str]) 
         if wrap.proof:
             raise EnvelopeError(f"{what}.proof must be empty in an envelope")
         wrap_index[leaf.recipient] = i
+        wrap_sections[leaf.recipient] = tuple(names)
     if not wrap_index:
         raise EnvelopeError("wraps must not be empty")
     return wrap_index
 
 
-def _check_padding(field: str, padding: Sequence[notice_pb2.PaddingLeaf]) -> None:
+def _check_padding(where: str, padding: Sequence[notice_pb2.PaddingLeaf]) -> None:
     for i, pad in enumerate(padding):
         if len(pad.leaf) != es.PADDING_LEAF_SIZE:
-            raise EnvelopeError(f"{field}[{i}].leaf must be {es.PADDING_LEAF_SIZE} bytes")
+            raise EnvelopeError(f"{where}[{i}].leaf must be {es.PADDING_LEAF_SIZE} bytes")
 
 
 def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> CheckedEnvelope:
@@ -179,16 +190,18 @@ def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> Checked
     restrictions = es.parse_field(
         notice_pb2.OriginatorRestrictions, envelope.restrictions, "restrictions"
     )
-    descriptors = _check_sections(envelope, header)
-    wrap_index = _check_wraps(envelope, descriptors.keys())
+    positions: dict[str, int] = {}
+    descriptors = _check_sections(envelope, header, positions)
+    wrap_sections: dict[str, tuple[str, ...]] = {}
+    wrap_index = _check_wraps(envelope, descriptors.keys(), wrap_sections)
     _check_padding("section_padding", envelope.section_padding)
     _check_padding("wrap_padding", envelope.wrap_padding)
 
-    hashes = _leaf_hashes("sections", header.sections_tree_size, _section_items(envelope))
-    if root_from_hashes(hashes) != header.sections_root:
+    section_hashes = _leaf_hashes("sections", header.sections_tree_size, _section_items(envelope))
+    if root_from_hashes(section_hashes) != header.sections_root:
         raise EnvelopeError("section leaves do not hash to header.sections_root")
-    hashes = _leaf_hashes("wraps", header.wraps_tree_size, _wrap_items(envelope))
-    if root_from_hashes(hashes) != header.wraps_root:
+    wrap_hashes = _leaf_hashes("wraps", header.wraps_tree_size, _wrap_items(envelope))
+    if root_from_hashes(wrap_hashes) != header.wraps_root:
         raise EnvelopeError("wrap leaves do not hash to header.wraps_root")
     return CheckedEnvelope(
         header=header,
@@ -196,6 +209,10 @@ def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> Checked
         restrictions=restrictions,
         sections=MappingProxyType(descriptors),
         wrap_index=MappingProxyType(wrap_index),
+        wrap_sections=MappingProxyType(wrap_sections),
+        section_positions=MappingProxyType(positions),
+        section_hashes=tuple(section_hashes),
+        wrap_hashes=tuple(wrap_hashes),
     )
 
 

@@ -244,15 +244,43 @@ def seal_box(message: bytes, recipient_public_key: bytes, ephemeral_seed: bytes)
     return bytes(epk) + bytes(boxed)
 
 
-def open_box(sealed: bytes, private_key: bytes) -> bytes:
-    """Return the message of a sealed box addressed to `private_key`'s public key.
+def seal_boxes(messages: list[tuple[bytes, bytes]], ephemeral_seed: bytes) -> list[bytes]:
+    """Seal each (message, recipient public key) as :func:`seal_box` does, all with ONE
+    ephemeral key pair derived from `ephemeral_seed`: half the X25519 work of a fresh
+    pair per recipient. Each result is an ordinary sealed box (crypto_box_seal_open opens
+    it): its nonce BLAKE2b-192(epk || pk) and its key X25519(esk, pk) differ for every
+    recipient key, so no key and nonce pair is ever used twice, as long as no two
+    recipients share a public key. Raises ValueError if two do, or a key is unusable.
+    """
+    keys = [pk for _m, pk in messages]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two recipients have the same X25519 public key")
+    epk, esk = nacl.bindings.crypto_box_seed_keypair(ephemeral_seed)
+    epk = bytes(epk)
+    out = []
+    for message, recipient_public_key in messages:
+        if len(recipient_public_key) != KEY_SIZE:
+            raise ValueError("X25519 public key must be 32 bytes")
+        nonce = hashlib.blake2b(epk + recipient_public_key, digest_size=NONCE_SIZE).digest()
+        try:
+            boxed = nacl.bindings.crypto_box_easy(message, nonce, recipient_public_key, esk)
+        except nacl.exceptions.CryptoError as exc:
+            raise ValueError("X25519 public key is not usable") from exc
+        out.append(epk + bytes(boxed))
+    return out
+
+
+def open_box(sealed: bytes, private_key: bytes, public_key: bytes | None = None) -> bytes:
+    """Return the message of a sealed box addressed to `private_key`'s public key
+    (`public_key`, if the caller already has it: it saves a scalar multiplication).
 
     Raises ValueError if the key is not 32 bytes or the box does not open.
     """
     if len(private_key) != KEY_SIZE or len(sealed) < SEAL_OVERHEAD:
         raise ValueError("sealed box or key malformed")
     try:
-        public_key = nacl.bindings.crypto_scalarmult_base(private_key)
+        if public_key is None:
+            public_key = nacl.bindings.crypto_scalarmult_base(private_key)
         plain = nacl.bindings.crypto_box_seal_open(sealed, public_key, private_key)
     except nacl.exceptions.CryptoError as exc:
         raise ValueError("sealed box does not open") from exc

@@ -201,6 +201,9 @@ def _record_sections(
     return sections, decided
 
 
+Refused = tuple[str, str, tuple[str, ...]]  # (recipient, section, rules) the policy denied
+
+
 def withholdings(
     *,
     notice_id: str,
@@ -210,18 +213,26 @@ def withholdings(
     decision_record: str,
     planned: Iterable[Plan],
     logged_at_ms: int,
+    sections: Sequence[str] = (),
+    refused: Iterable[Refused] = (),
 ) -> list[audit_pb2.LogLeaf]:
     """One leaf per (addressed recipient, cause) for sections of the notice it does not get.
 
     Cause: the policy denied them (with the rules), or the originator did not
     seal them for it. Recipients the originator did not address are not known
-    at publication and get no leaf.
+    at publication and get no leaf. The notice's `sections` and what the policy
+    `refused` the addressed recipients may be given (the relay knows them); else
+    they are read from the decision record.
     """
-    try:
-        record = json.loads(decision_record)
-    except ValueError:
-        record = None
-    sections, decided = _record_sections(record)
+    if sections:
+        decided = {(r, s): (False, list(rules)) for r, s, rules in refused}
+        sections = list(sections)
+    else:
+        try:
+            record = json.loads(decision_record)
+        except ValueError:
+            record = None
+        sections, decided = _record_sections(record)
     out = []
     for recipient, sealed in sorted(planned, key=lambda p: p[0]):
         known = set(sections) or {s for r, s in decided if r == recipient}
@@ -264,6 +275,8 @@ def publication(
     decision_record: str,
     planned: Sequence[Plan],
     logged_at_ms: int,
+    sections: Sequence[str] = (),
+    refused: Iterable[Refused] = (),
 ) -> list[audit_pb2.LogLeaf]:
     """Every leaf a newly stored notice gets: published, decision, then withholdings."""
     return [
@@ -296,6 +309,8 @@ def publication(
             decision_record=decision_record,
             planned=planned,
             logged_at_ms=logged_at_ms,
+            sections=sections,
+            refused=refused,
         ),
     ]
 
@@ -303,6 +318,36 @@ def publication(
 def receipt_digest(receipt: bytes) -> bytes:
     """SHA-256 of the signed Receipt bytes."""
     return hashlib.sha256(receipt).digest()
+
+
+def receipt_leaf(
+    *,
+    notice_id: str,
+    version: int,
+    originator: str,
+    recipient: str,
+    header_digest: bytes,
+    sections: Sequence[str],
+    received_at_ms: int,
+    receipt_digest: bytes,
+    batch_root: bytes,
+    logged_at_ms: int,
+) -> audit_pb2.LogLeaf:
+    """The leaf of a verified receipt, from what it says."""
+    return _leaf(
+        logged_at_ms,
+        receipt=audit_pb2.DeliveryReceipt(
+            notice_id=notice_id,
+            version=version,
+            originator=originator,
+            recipient=recipient,
+            header_digest=header_digest,
+            sections=list(sections),
+            received_at_ms=received_at_ms,
+            receipt_digest=receipt_digest,
+            batch_root=batch_root,
+        ),
+    )
 
 
 def delivery_receipt(
@@ -314,19 +359,17 @@ def delivery_receipt(
         receipt.ParseFromString(proven.receipt)
     except DecodeError:
         raise LeafError("proven receipt does not hold a Receipt") from None
-    return _leaf(
-        logged_at_ms,
-        receipt=audit_pb2.DeliveryReceipt(
-            notice_id=receipt.notice_id,
-            version=receipt.version,
-            originator=originator,
-            recipient=receipt.recipient,
-            header_digest=receipt.header_digest,
-            sections=list(receipt.sections),
-            received_at_ms=receipt.received_at_ms,
-            receipt_digest=receipt_digest(proven.receipt),
-            batch_root=proven.batch_root,
-        ),
+    return receipt_leaf(
+        notice_id=receipt.notice_id,
+        version=receipt.version,
+        originator=originator,
+        recipient=receipt.recipient,
+        header_digest=receipt.header_digest,
+        sections=receipt.sections,
+        received_at_ms=receipt.received_at_ms,
+        receipt_digest=receipt_digest(proven.receipt),
+        batch_root=proven.batch_root,
+        logged_at_ms=logged_at_ms,
     )
 
 

@@ -105,6 +105,13 @@ def verify_receipt_batch(
     Returns one ProvenReceipt per receipt, in batch order.
     Raises ReceiptError (what is wrong, which receipt).
     """
+    return [p for p, _r in verify_receipts(batch, signing_key)]
+
+
+def verify_receipts(
+    batch: notice_pb2.ReceiptBatch, signing_key: bytes
+) -> list[tuple[notice_pb2.ProvenReceipt, notice_pb2.Receipt]]:
+    """As verify_receipt_batch, with each receipt also parsed: (proven, receipt) pairs."""
     if not batch.signer:
         raise ReceiptError("batch.signer is empty")
     _check_size(len(batch.receipts))
@@ -112,18 +119,23 @@ def verify_receipt_batch(
     root = root_from_hashes(hashes)
     if not es.ed25519_valid(signing_key, batch.signature, receipt_batch_message(root, len(hashes))):
         raise ReceiptError(f"batch.signature does not verify with the key of {quote(batch.signer)}")
-    for i, leaf in enumerate(batch.receipts):
+    parsed = [
         _parse_receipt(leaf, batch.signer, f"receipts[{i}]")
+        for i, leaf in enumerate(batch.receipts)
+    ]
     proofs = all_inclusion_proofs(hashes)
     return [
-        notice_pb2.ProvenReceipt(
-            receipt=leaf,
-            leaf_index=i,
-            batch_size=len(hashes),
-            proof=proofs[i],
-            batch_root=root,
-            signature=batch.signature,
-            signer=batch.signer,
+        (
+            notice_pb2.ProvenReceipt(
+                receipt=leaf,
+                leaf_index=i,
+                batch_size=len(hashes),
+                proof=proofs[i],
+                batch_root=root,
+                signature=batch.signature,
+                signer=batch.signer,
+            ),
+            parsed[i],
         )
         for i, leaf in enumerate(batch.receipts)
     ]

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from broker.core import bounds, records
+from broker.core import decisions as dc
 from broker.core import envelope as env
 from broker.core import receipts as rcp
 from broker.core.bounds import quote
-from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, RecipientDecision
+from broker.core.policy import AgencyProfile, Bundle, Decision, NoticeFacts, RecipientDecision
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import Restrictions
 from broker.errors import (
@@ -74,11 +75,13 @@ class RegisteredAgency:
 
 @dataclass(frozen=True)
 class Plan:
-    """One delivery to queue: who, which sections, and not before when (embargo)."""
+    """One delivery to queue: who, which sections, and not before when (embargo), with the
+    obligations the policy attaches to those sections."""
 
     recipient: str
     sections: tuple[str, ...]
     not_before_ms: int = 0
+    obligations: tuple[notice_pb2.Obligation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,36 @@ class AcceptedNotice:
 
     facts: NoticeFacts | None = None
     recipients: tuple[AgencyProfile, ...] = ()
+    shape: dc.ShapeOutcome | None = None  # the cached outcome the decisions came from
+
+    def refused(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """(recipient, section, rules) of every section the policy refused an addressed
+        recipient (for the log's withholding leaves)."""
+        if self.facts is None:
+            return ()
+        out = []
+        for p in self.plans:
+            missing = set(self.facts.sections) - set(p.sections)
+            if not missing:
+                continue
+            decisions = (
+                self.shape.decision(p.recipient).decisions
+                if self.shape is not None
+                else next(d.decisions for d in self.decisions if d.recipient == p.recipient)
+            )
+            out += [
+                (p.recipient, d.section, d.rules)
+                for d in decisions
+                if d.section in missing and not d.allowed
+            ]
+        return tuple(out)
 
     def decision_record(self) -> str:
         """The JSON decision record (see broker.core.records): its SHA-256 is logged."""
+        if self.shape is not None and self.facts is not None:
+            return dc.decision_record(
+                self.policy_version, self.facts, self.shape, [p.recipient for p in self.plans]
+            )
         return records.decision_record(
             self.policy_version, self.facts, self.recipients, self.decisions
         )
@@ -171,21 +201,22 @@ def resolve_audience(
     return policy.audience(facts, [a.profile for a in registry.values()], now_ms=now_ms)
 
 
-def _wrap_sections(envelope: notice_pb2.Envelope) -> dict[str, tuple[str, ...]]:
-    out = {}
-    for w in envelope.wraps:
-        leaf = notice_pb2.WrapLeaf()
-        try:
-            leaf.ParseFromString(w.leaf)
-        except DecodeError as exc:
-            raise InvalidArgument("a key wrap leaf is not a valid WrapLeaf") from exc
-        names = tuple(leaf.sections)
-        if not names:
-            raise InvalidArgument(f"the key wrap for {leaf.recipient} names no sections")
-        if list(names) != sorted(set(names)):
-            raise InvalidArgument(f"the key wrap for {leaf.recipient} must list sections sorted")
-        out[leaf.recipient] = names
-    return out
+def withholdings(decisions: Sequence[Decision]) -> list[agency_pb2.Withholding]:
+    """What one recipient is refused, as ResolveAudience and a publishing node report it:
+    the whole notice at once when every section is refused for the same rules, else one
+    entry per refused section."""
+    refused = [d for d in decisions if not d.allowed]
+    if not refused:
+        return []
+    if len(refused) == len(decisions) and len({d.rules for d in refused}) == 1:
+        d = refused[0]
+        return [agency_pb2.Withholding(agency_id=d.recipient, reason=d.reason, rules=d.rules)]
+    return [
+        agency_pb2.Withholding(
+            agency_id=d.recipient, section=d.section, reason=d.reason, rules=d.rules
+        )
+        for d in refused
+    ]
 
 
 def accept_publish(
@@ -195,8 +226,18 @@ def accept_publish(
     policy: Bundle,
     now_ms: int,
     limits: Limits,
+    *,
+    cache: dc.DecisionCache | None = None,
+    registry_key: str = "",
+    envelope: notice_pb2.Envelope | None = None,
 ) -> AcceptedNotice:
     """Check one published envelope completely; return what to store.
+
+    The policy is decided by the compiled masks, once per notice shape (`cache`, keyed
+    by the bundle, `registry_key` and the shape; pass the same cache and a key that
+    changes with the registry); rules and reasons are explained only for what is
+    refused, and obligations once per shape and recipient. `envelope` may carry the
+    already parsed `envelope_bytes`.
 
     Raises (each with a message saying what to fix): ResourceExhausted (too
     large or too many), InvalidArgument (malformed, bad signature, unknown kind
@@ -208,11 +249,12 @@ def accept_publish(
         raise ResourceExhausted(
             f"envelope is {len(envelope_bytes)} bytes; the limit is {limits.max_envelope_bytes}"
         )
-    envelope = notice_pb2.Envelope()
-    try:
-        envelope.ParseFromString(envelope_bytes)
-    except DecodeError as exc:
-        raise InvalidArgument("envelope is not a valid broker.v1.Envelope") from exc
+    if envelope is None:
+        envelope = notice_pb2.Envelope()
+        try:
+            envelope.ParseFromString(envelope_bytes)
+        except DecodeError as exc:
+            raise InvalidArgument("envelope is not a valid broker.v1.Envelope") from exc
     if len(envelope.sections) > limits.max_sections:
         raise ResourceExhausted(f"at most {limits.max_sections} sections per notice")
     if len(envelope.wraps) > limits.max_recipients:
@@ -241,12 +283,11 @@ def accept_publish(
     except PolicyError as exc:
         raise InvalidArgument(str(exc)) from exc
 
-    wraps = _wrap_sections(envelope)
-    decisions = []
-    plans = []
-    for recipient in sorted(wraps):
-        agency = registry.get(recipient)
-        if agency is None:
+    wraps = checked.wrap_sections
+    for recipient in wraps:
+        if not wraps[recipient]:
+            raise InvalidArgument(f"the key wrap for {recipient} names no sections")
+        if recipient not in registry:
             raise InvalidArgument(f"recipient {quote(recipient)} is not in the agency registry")
         if recipient == caller:
             raise InvalidArgument("a notice cannot be addressed to its own originator")
@@ -255,27 +296,42 @@ def accept_publish(
             raise InvalidArgument(
                 f"the key wrap for {recipient} names sections the notice lacks: {unknown}"
             )
-        decision = policy.decide(facts, agency.profile, now_ms=now_ms)
-        mine = [d for d in decision.decisions if d.section in wraps[recipient]]
-        refused = [d for d in mine if not d.allowed]
-        if refused:
+    shape = (cache if cache is not None else dc.DecisionCache(1)).outcome(
+        policy, registry_key, [a.profile for a in registry.values()], facts, now_ms
+    )
+    plans = []
+    for recipient in sorted(wraps):
+        mine = wraps[recipient]
+        if not set(mine) <= shape.allowed(recipient):
+            refused = [
+                d
+                for d in shape.decision(recipient).decisions
+                if d.section in mine and not d.allowed
+            ]
             why = "; ".join(f"{d.section}: {d.reason} [{', '.join(d.rules)}]" for d in refused)
             raise PermissionDenied(
                 f"policy {policy.version[:12]} does not allow {recipient} to read: {why}. "
                 "Resolve the audience again and re-seal; nothing was stored"
             )
-        decisions.append(decision)
-        hold = max((d.deliver_after_ms for d in mine), default=0)
-        plans.append(Plan(recipient, wraps[recipient], hold if hold > now_ms else 0))
+        hold = shape.deliver_after_ms(recipient, mine)
+        plans.append(
+            Plan(
+                recipient,
+                mine,
+                hold if hold > now_ms else 0,
+                shape.obligations(recipient, mine),
+            )
+        )
     return AcceptedNotice(
         checked=checked,
         envelope_bytes=envelope_bytes,
         envelope_digest=hashlib.sha256(envelope_bytes).digest(),
         plans=tuple(plans),
-        decisions=tuple(decisions),
+        decisions=tuple(shape.decision(p.recipient) for p in plans),
         policy_version=policy.version,
         facts=facts,
         recipients=tuple(registry[p.recipient].profile for p in plans),
+        shape=shape,
     )
 
 
@@ -304,11 +360,13 @@ def accept_receipts(
     caller: str,
     registry: Mapping[str, RegisteredAgency],
     limits: Limits,
-) -> list[notice_pb2.ProvenReceipt]:
-    """Verify a receipt batch signed by `caller`; return one proven receipt per entry.
+) -> list[tuple[notice_pb2.ProvenReceipt, notice_pb2.Receipt]]:
+    """Verify a receipt batch signed by `caller`: one (proven receipt, receipt) per entry.
 
-    Raises PermissionDenied when the batch is signed as another agency,
-    InvalidArgument when it does not verify, ResourceExhausted when too large.
+    Raises PermissionDenied when the batch is signed as another agency or the caller is
+    not (or no longer) registered, FailedPrecondition when a suspended or revoked agency
+    receipts a notice (it may still acknowledge lifecycle actions, such as an order to
+    erase), InvalidArgument when it does not verify, ResourceExhausted when too large.
     """
     if batch.signer != caller:
         raise PermissionDenied(
@@ -319,7 +377,12 @@ def accept_receipts(
     me = registry.get(caller)
     if me is None:
         raise PermissionDenied(f"{caller} is not in the agency registry")
-    return rcp.verify_receipt_batch(batch, me.signing_key)
+    verified = rcp.verify_receipts(batch, me.signing_key)
+    if me.profile.status != "active" and any(not r.action_id for _p, r in verified):
+        raise FailedPrecondition(
+            f"{caller} is {me.profile.status}: its receipts of notices do not count"
+        )
+    return verified
 
 
 RESTRICTION_UPDATE_CONTEXT = b"broker.v1 restriction update\x00"

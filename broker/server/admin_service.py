@@ -30,6 +30,7 @@ from broker.errors import (
     PermissionDenied,
 )
 from broker.registry import catalogue_problem
+from broker.server import console_reads
 from broker.server.peer import caller
 from broker.server.status import unary_handler
 from broker.server.wire import now_ms, parse
@@ -100,6 +101,7 @@ class AdminService:
             "RotateAgencyKeys": self.rotate_keys,
             "ListAgencies": self.list_agencies,
             "ListAdminActions": self.list_actions,
+            "ListKeyStatements": self.list_key_statements,
         }
         return grpc.method_handlers_generic_handler(
             "broker.v1.AdminService", {name: unary(name, fn) for name, fn in methods.items()}
@@ -457,3 +459,11 @@ class AdminService:
                 for r in rows
             ]
         )
+
+    # -- console reads (wire forms in broker/server/console_reads.py) -------------------
+    async def list_key_statements(
+        self, data: bytes, admin: str
+    ) -> admin_pb2.ListKeyStatementsResponse:
+        parse(admin_pb2.ListKeyStatementsRequest, data)
+        records = await self.app.runner.call(lambda s: s.agencies())
+        return console_reads.key_statements_message(records)

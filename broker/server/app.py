@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -21,6 +23,7 @@ from broker.bundles import read_bundle_dir
 from broker.config import ServerConfig
 from broker.core import lifecycle, logleaf
 from broker.core.activation import bundle_files, bundle_message
+from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import RegisteredAgency
@@ -69,6 +72,8 @@ class BrokerApp:
         log_signer = pki.load_log_signer(keys, config.broker_id)  # transparency-log key
         self.revoked = pki.revoked_parties(keys)
         self.registry: dict[str, RegisteredAgency] = {}
+        self.registry_key = ""  # digest of every profile: changes with the registry
+        self.decisions = DecisionCache()  # policy outcomes per notice shape (hot path)
         self.restriction_overrides: dict[str, bytes] = {}  # notice id -> restrictions bytes
         self._lock = _lock_data_dir(config.data_dir)
         try:
@@ -162,6 +167,12 @@ class BrokerApp:
                 profile, keys.signing_key, keys.encryption_key, r.statement, r.signed_entry
             )
         self.registry = registry
+        self.registry_key = registry_key(registry.values())
+
+    def restrictions_key(self, notice_id: str) -> str:
+        """A digest of the restrictions that replaced a notice's own ("" when none did)."""
+        override = self.restriction_overrides.get(notice_id)
+        return "" if override is None else hashlib.sha256(override).hexdigest()[:32]
 
     async def _load_policy(self) -> None:
         """Use the active bundle from the store, or activate the bootstrap directory's bundle
@@ -444,6 +455,31 @@ def check_listen_address(listen: str) -> None:
                 raise FailedPrecondition(
                     f"cannot listen on {listen}: {exc.strerror}; {hint}"
                 ) from None
+
+
+def registry_key(agencies: Iterable[RegisteredAgency]) -> str:
+    """A digest of the registry: every profile the policy reads, key statement and signed
+    entry. Decisions cached under one key are never reused once any of them changed, and
+    nodes holding the directory of another key fetch it again (GetDirectory)."""
+    h = hashlib.sha256()
+    for a in sorted(agencies, key=lambda a: a.profile.id):
+        p = a.profile
+        h.update(
+            repr(
+                (
+                    p.id,
+                    p.country,
+                    sorted(p.roles),
+                    sorted(p.groups),
+                    sorted(p.purposes),
+                    p.status,
+                    p.organisation,
+                )
+            ).encode()
+        )
+        h.update(hashlib.sha256(a.statement).digest())
+        h.update(hashlib.sha256(a.signed_entry or b"").digest())
+    return h.hexdigest()[:32]
 
 
 def _lock_data_dir(data_dir: Path) -> IO[bytes]:

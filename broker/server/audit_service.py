@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 from broker.core import auditing, logleaf
 from broker.core.checkpoint import Checkpoint, format_checkpoint, verify_cosignature
 from broker.errors import InvalidArgument, NotFound, PermissionDenied
+from broker.server import console_reads
 from broker.server.peer import caller
 from broker.server.status import unary_handler
 from broker.server.wire import now_ms, parse
@@ -95,6 +96,8 @@ class AuditService:
             "GetDecisionRecords": self.get_decision_records,
             "GetPolicyBundle": self.get_policy_bundle,
             "AddCosignature": self.add_cosignature,
+            "ListCheckpoints": self.list_checkpoints,
+            "GetQueues": self.get_queues,
         }
         return grpc.method_handlers_generic_handler(
             AUDIT_SERVICE_NAME, {name: unary(name, fn) for name, fn in methods.items()}
@@ -262,3 +265,26 @@ class AuditService:
             raise PermissionDenied(f"{who.uri} is not an auditor; policy bundles are for auditors")
         bundle = await self.app.runner.call(lambda s: s.get_bundle(req.version))
         return audit_pb2.AuditBundle(version=req.version, bundle=bundle)
+
+    # -- console reads (wire forms in broker/server/console_reads.py) -------------------
+    async def list_checkpoints(self, data: bytes, who: Reader) -> audit_pb2.ListCheckpointsResponse:
+        req = parse(audit_pb2.ListCheckpointsRequest, data)
+        if req.until_ms and req.until_ms < req.since_ms:
+            raise InvalidArgument("ListCheckpointsRequest.until_ms is before since_ms")
+        limit = min(req.limit or console_reads.MAX_ROWS, console_reads.MAX_ROWS)
+        await self.app.checkpoints.issue()  # the latest covers the log as it is now
+        rows, total = await self.app.runner.call(
+            lambda s: s.checkpoints_between(req.since_ms, req.until_ms, limit)
+        )
+        return audit_pb2.ListCheckpointsResponse(
+            checkpoints=[checkpoint_message(cp) for cp in rows], total=total
+        )
+
+    async def get_queues(self, data: bytes, who: Reader) -> audit_pb2.QueuesResponse:
+        req = parse(audit_pb2.GetQueuesRequest, data)
+        if not who.is_auditor:
+            raise PermissionDenied(f"{who.uri} is not an auditor; the queues are for auditors")
+        limit = min(req.limit or console_reads.MAX_ROWS, console_reads.MAX_ROWS)
+        at = now_ms()
+        snapshot = await self.app.runner.call(lambda s: s.queue_snapshot(at, limit))
+        return console_reads.queues_message(snapshot, at)

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from broker.core import delivery, logleaf, relay
 from broker.core import envelope as env
-from broker.core import logleaf, relay
+from broker.core.decisions import decided_under, still_decided
 from broker.errors import (
     BrokerError,
     FailedPrecondition,
@@ -62,7 +63,7 @@ STATE = {
     WITHHELD: agency_pb2.DELIVERY_STATE_WITHHELD,
     PURGED: agency_pb2.DELIVERY_STATE_PURGED,
 }
-SUBSCRIBE_BATCH = 32
+SUBSCRIBE_BATCH = 64
 SUBSCRIBE_BYTES = 6 * 1024 * 1024  # below the 8 MiB message limit, whatever the batch holds
 MAX_RECEIPT_BATCHES = 16
 EVENT_KINDS = {
@@ -78,14 +79,6 @@ def _ack_events(agency: str, up_to: int, store: Store) -> None:
     store.ack_events(agency, up_to)
 
 
-def _lease(agency: str, limit: int, lease_ms: int, store: Store) -> list[LeasedDelivery]:
-    return store.lease(agency, limit, now_ms(), lease_ms)
-
-
-def _lease_controls(agency: str, limit: int, lease_ms: int, store: Any) -> list[LeasedControl]:
-    return store.lease_controls(agency, limit, now_ms(), lease_ms)  # type: ignore[no-any-return]
-
-
 def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
     return store.release(agency, now_ms(), max_attempts)
 
@@ -94,8 +87,19 @@ def _withhold(seq: int, reason: str, store: Store) -> Event | None:
     return store.withhold(seq, reason, now_ms())
 
 
-def _events(agency: str, after: int, store: Store) -> list[Event]:
-    return store.events(agency, after, 64)
+def _poll(
+    agency: str, limit: int, lease_ms: int, after_event: int, store: Any
+) -> tuple[list[LeasedDelivery], list[LeasedControl], list[Event]]:
+    """Lease up to `limit` deliveries, then lifecycle actions for what is left of it, and
+    read the agency's new events: one store round trip per Subscribe turn."""
+    now = now_ms()
+    leased: list[LeasedDelivery] = store.lease(agency, limit, now, lease_ms) if limit > 0 else []
+    left = limit - len(leased)
+    controls: list[LeasedControl] = (
+        store.lease_controls(agency, left, now, lease_ms) if left > 0 else []
+    )
+    events: list[Event] = store.events(agency, after_event, 64)
+    return leased, controls, events
 
 
 class AgencyService(LifecycleHandlers):
@@ -114,7 +118,7 @@ class AgencyService(LifecycleHandlers):
         async def subscribe(requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[bytes]:
             try:
                 async for response in self.subscribe(requests, context):
-                    yield response.SerializeToString()
+                    yield response
             except BrokerError as exc:
                 metrics.RPCS.labels("Subscribe", status_of(exc).name).inc()
                 await abort(context, exc)
@@ -135,6 +139,7 @@ class AgencyService(LifecycleHandlers):
                 "UpdateRestrictions": unary("UpdateRestrictions", self.update_restrictions),
                 "Act": unary("Act", self.act),
                 "ListReplies": unary("ListReplies", self.list_replies),
+                "GetDirectory": unary("GetDirectory", self.get_directory),
                 "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
             },
         )
@@ -166,22 +171,25 @@ class AgencyService(LifecycleHandlers):
                 signed_entry = registry[rd.recipient].signed_entry
                 if signed_entry is not None:
                     member.entry.ParseFromString(signed_entry)
-            withheld = [d for d in rd.decisions if not d.allowed]
-            if (
-                withheld
-                and len(withheld) == len(rd.decisions)
-                and len(set(d.rules for d in withheld)) == 1
-            ):
-                d = withheld[0]
-                resp.withheld.add(agency_id=rd.recipient, reason=d.reason, rules=list(d.rules))
-            else:
-                for d in withheld:
-                    resp.withheld.add(
-                        agency_id=rd.recipient,
-                        section=d.section,
-                        reason=d.reason,
-                        rules=list(d.rules),
-                    )
+            resp.withheld.extend(relay.withholdings(rd.decisions))
+        return resp
+
+    # -- GetDirectory ----------------------------------------------------------------------
+    async def get_directory(self, data: bytes, context: Ctx) -> agency_pb2.Directory:
+        self._agency(context)
+        req = parse(agency_pb2.GetDirectoryRequest, data)
+        app = self.app
+        resp = agency_pb2.Directory(digest=app.registry_key, policy_version=app.policy.version)
+        if req.known_digest and req.known_digest == app.registry_key:
+            resp.unchanged = True
+            return resp
+        for agency_id in sorted(app.registry):
+            agency = app.registry[agency_id]
+            if agency.signed_entry is None:
+                continue  # nodes accept only administrator-signed entries
+            entry = resp.agencies.add()
+            entry.entry.ParseFromString(agency.signed_entry)
+            entry.key_statement.ParseFromString(agency.statement)
         return resp
 
     # -- Publish -------------------------------------------------------------------------
@@ -195,18 +203,36 @@ class AgencyService(LifecycleHandlers):
         if len(req.envelopes) > limits.max_publish_batch:
             raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
         now = now_ms()
-        registry, policy = self.app.registry, self.app.policy
+        app = self.app
+        registry, policy, registry_key = app.registry, app.policy, app.registry_key
         items = []
+        parsed: list[notice_pb2.NoticeHeader] = []
         seen: set[tuple[str, int]] = set()
+        originator = registry.get(me)
+        statement = originator.statement if originator is not None else b""
         for i, e in enumerate(req.envelopes):
             try:
                 accepted = relay.accept_publish(
-                    e.SerializeToString(deterministic=True), me, registry, policy, now, limits
+                    e.SerializeToString(deterministic=True),
+                    me,
+                    registry,
+                    policy,
+                    now,
+                    limits,
+                    cache=app.decisions,
+                    registry_key=registry_key,
+                    envelope=e,
+                )
+                header = accepted.checked.header
+                cut = delivery.cut_notice(
+                    e,
+                    accepted.checked,
+                    statement,
+                    [(p.recipient, p.sections, p.obligations) for p in accepted.plans],
                 )
             except BrokerError as exc:
                 prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
                 raise type(exc)(f"{prefix}{exc}") from exc
-            header = accepted.checked.header
             key = (header.notice_id, header.version)
             if key in seen:
                 raise InvalidArgument(f"envelope {i}: notice {key[0]} v{key[1]} appears twice")
@@ -218,22 +244,35 @@ class AgencyService(LifecycleHandlers):
                 kind=header.kind,
                 header_digest=accepted.checked.header_digest,
                 envelope_digest=accepted.envelope_digest,
-                envelope=accepted.envelope_bytes,
+                envelope=cut.stripped_envelope,
                 created_at_ms=header.created_at_ms,
                 expires_at_ms=header.expires_at_ms,
                 accepted_at_ms=now,
                 policy_version=accepted.policy_version,
                 decisions=accepted.decision_record(),
+                head=cut.head,
+                ciphertexts=cut.ciphertexts,
+                sections=accepted.facts.sections if accepted.facts else (),
+                refused=accepted.refused(),
             )
-            plans = [DeliveryPlan(p.recipient, p.sections, p.not_before_ms) for p in accepted.plans]
+            embargo = accepted.checked.restrictions.embargo_until_ms
+            token = decided_under(policy.version, registry_key, "", embargo if embargo > now else 0)
+            plans = [
+                DeliveryPlan(
+                    p.recipient,
+                    p.sections,
+                    p.not_before_ms,
+                    cut=c.sections,
+                    wrap=c.wrap,
+                    obligations=c.obligations,
+                    decided_under=token,
+                )
+                for p, c in zip(accepted.plans, cut.deliveries, strict=True)
+            ]
             items.append((record, plans))
+            parsed.append(header)
 
-        headers = {
-            (h.notice_id, h.version): h
-            for h in (
-                notice_pb2.NoticeHeader.FromString(e.header.header_bytes) for e in req.envelopes
-            )
-        }
+        headers = {(r.notice_id, r.version): h for (r, _p), h in zip(items, parsed, strict=True)}
 
         told: list[str] = []  # holders of older versions told they were dropped
 
@@ -267,7 +306,7 @@ class AgencyService(LifecycleHandlers):
         outcomes = await self.app.runner.call(write)
         for agency_id in told:
             self.app.wake(agency_id)
-        resp = agency_pb2.PublishResponse()
+        resp = agency_pb2.PublishResponse(directory_digest=registry_key)
         for o in outcomes:
             resp.results.add(
                 notice_id=o.notice_id,
@@ -288,20 +327,24 @@ class AgencyService(LifecycleHandlers):
 
     # -- receipts ------------------------------------------------------------------------
     async def _store_receipts(
-        self, me: str, batches: Sequence[notice_pb2.ReceiptBatch]
-    ) -> list[agency_pb2.ReceiptAck]:
-        """Verify every batch, then store all of them in one transaction (all or nothing)."""
-        proven = [
-            p
+        self, me: str, batches: Sequence[notice_pb2.ReceiptBatch], *, partial: bool = False
+    ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
+        """Verify every batch, then store them in one transaction: (acknowledged, refused).
+
+        A receipt counts only for what was streamed to the caller (see
+        Store.record_receipts). With `partial` (a Subscribe stream) receipts that do not
+        count are refused one by one and the others stored; otherwise the first refusal
+        is raised and nothing is stored.
+        """
+        verified = [
+            pair
             for batch in batches
-            for p in relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
+            for pair in relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
         ]
         now = now_ms()
         records = []
         controls = []
-        for p in proven:
-            r = notice_pb2.Receipt()
-            r.ParseFromString(p.receipt)
+        for p, r in verified:
             if r.action_id:
                 controls.append(
                     ControlReceipt(
@@ -311,16 +354,53 @@ class AgencyService(LifecycleHandlers):
                 continue
             records.append(
                 ReceiptRecord(
-                    r.notice_id, r.version, r.recipient, r.header_digest, p.SerializeToString(), now
+                    r.notice_id,
+                    r.version,
+                    r.recipient,
+                    r.header_digest,
+                    p.SerializeToString(),
+                    now,
+                    sections=tuple(r.sections),
+                    claimed_at_ms=r.received_at_ms,
+                    receipt_digest=logleaf.receipt_digest(p.receipt),
+                    batch_root=p.batch_root,
                 )
             )
 
-        def write(store: Any) -> list[agency_pb2.ReceiptAck]:
-            acks = [
-                agency_pb2.ReceiptAck(notice_id=n, version=v)
-                for n, v in store.record_receipts_logged(records, now_ms())  # + transparency log
-            ]
-            done = store.record_control_receipts(controls)
+        def write(
+            store: Any,
+        ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
+            acks = []
+            refused = []
+            for o in store.receive_receipts_logged(records, now):  # + transparency log
+                if o.error is None:
+                    acks.append(agency_pb2.ReceiptAck(notice_id=o.notice_id, version=o.version))
+                elif partial:
+                    refused.append(
+                        agency_pb2.ReceiptRefusal(
+                            notice_id=o.notice_id,
+                            version=o.version,
+                            code=status_of(o.error).name,
+                            reason=str(o.error),
+                        )
+                    )
+                else:
+                    raise o.error
+            done = []
+            for action_id, notice_id, new, error in store.receive_control_receipts(controls):
+                if error is None:
+                    done.append((action_id, notice_id, new))
+                elif partial:
+                    refused.append(
+                        agency_pb2.ReceiptRefusal(
+                            notice_id=notice_id,
+                            action_id=action_id,
+                            code=status_of(error).name,
+                            reason=str(error),
+                        )
+                    )
+                else:
+                    raise error
             first = [(a, n) for a, n, new in done if new]  # a resent receipt is not logged again
             if first:
                 store.tlog_append(
@@ -338,11 +418,16 @@ class AgencyService(LifecycleHandlers):
                     ]
                 )
             acks += [agency_pb2.ReceiptAck(action_id=a, notice_id=n) for a, n, _ in done]
-            return acks
+            return acks, refused
 
-        acks: list[agency_pb2.ReceiptAck] = await self.app.runner.call(write)
+        acks, refused = await self.app.runner.call(write)
         metrics.RECEIPTS.inc(len(acks))
-        return acks
+        for refusal in refused:
+            log.warning(
+                "receipt refused",
+                extra={"notice_id": refusal.notice_id, "recipient": me, "code": refusal.code},
+            )
+        return acks, refused
 
     async def submit_receipts(self, data: bytes, context: Ctx) -> agency_pb2.SubmitReceiptsResponse:
         me = self._agency(context)
@@ -351,9 +436,8 @@ class AgencyService(LifecycleHandlers):
             raise InvalidArgument("SubmitReceiptsRequest carries no batches")
         if len(req.batches) > MAX_RECEIPT_BATCHES:
             raise ResourceExhausted(f"at most {MAX_RECEIPT_BATCHES} receipt batches per request")
-        return agency_pb2.SubmitReceiptsResponse(
-            accepted=await self._store_receipts(me, list(req.batches))
-        )
+        acks, _refused = await self._store_receipts(me, list(req.batches))
+        return agency_pb2.SubmitReceiptsResponse(accepted=acks)
 
     # -- GetDeliveryStatus ---------------------------------------------------------------
     async def delivery_status(self, data: bytes, context: Ctx) -> agency_pb2.DeliveryStatusResponse:
@@ -468,9 +552,79 @@ class AgencyService(LifecycleHandlers):
         return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
 
     # -- Subscribe -----------------------------------------------------------------------
-    async def subscribe(
-        self, requests: AsyncIterator[bytes], context: Ctx
-    ) -> AsyncIterator[agency_pb2.SubscribeResponse]:
+    async def _forward(self, me: str, leased: Sequence[LeasedDelivery]) -> list[bytes]:
+        """The bytes of every leased delivery still allowed (the others are withheld).
+
+        A delivery was cut and decided at publish; while the policy, the registry and the
+        notice's restrictions are those it was decided under (and no embargo ended since),
+        it is streamed as stored, without parsing. Otherwise it is re-checked first and
+        carries the obligations of now.
+        """
+        app = self.app
+        now = now_ms()
+        out = []
+        for d in leased:
+            obligations = d.obligations
+            if not (
+                d.cut
+                and still_decided(
+                    d.decided_under,
+                    app.policy.version,
+                    app.registry_key,
+                    app.restrictions_key(d.notice_id),
+                    now,
+                )
+            ):
+                envelope = notice_pb2.Envelope.FromString(d.envelope)
+                checked = await self._forward_check(me, d, envelope)
+                if checked is None:
+                    continue
+                if not d.cut:  # stored before deliveries were cut at publish (migration 5)
+                    out.append(self._legacy_delivery(me, d, envelope, checked))
+                    continue
+                obligations = delivery.encode_obligations(checked)
+            out.append(
+                delivery.assemble(
+                    sequence=d.seq,
+                    attempt=d.attempt,
+                    head=d.head,
+                    sections=d.cut,
+                    ciphertexts=dict(d.ciphertexts),
+                    wrap=d.wrap,
+                    obligations=obligations,
+                )
+            )
+        return out
+
+    def _legacy_delivery(
+        self,
+        me: str,
+        d: LeasedDelivery,
+        envelope: notice_pb2.Envelope,
+        obligations: list[notice_pb2.Obligation],
+    ) -> bytes:
+        message = env.delivery_for(envelope, me, d.sections)
+        message.obligations.extend(obligations)
+        message.sequence = d.seq
+        message.attempt = d.attempt
+        originator = self.app.registry.get(env.peek_originator(envelope.header))
+        if originator is not None:
+            message.originator_statement.ParseFromString(originator.statement)
+        return message.SerializeToString()
+
+    def _controls(self, controls: Sequence[LeasedControl]) -> agency_pb2.SubscribeResponse:
+        resp = agency_pb2.SubscribeResponse()
+        for c in controls:
+            control = resp.controls.add(sequence=c.seq, attempt=c.attempt)
+            control.action.action = c.action
+            control.action.signature = c.signature
+            actor = self.app.registry.get(c.actor)
+            if actor is not None:
+                control.actor_statement.ParseFromString(actor.statement)
+        return resp
+
+    async def subscribe(self, requests: AsyncIterator[bytes], context: Ctx) -> AsyncIterator[bytes]:
+        """Serialized SubscribeResponses for the caller's stream."""
         me = self._agency(context)
         session = self.app.open_session(me)
         # Bounded: a client that stops reading stops the reader too, and gRPC flow control
@@ -488,8 +642,10 @@ class AgencyService(LifecycleHandlers):
                     credits = min(credits + req.credit.credits, self.app.max_window)
                     session.wake.set()
                 elif which == "receipts":
-                    acked = await self._store_receipts(me, [req.receipts])
-                    await outgoing.put(agency_pb2.SubscribeResponse(receipt_acks=acked))
+                    acked, refused = await self._store_receipts(me, [req.receipts], partial=True)
+                    await outgoing.put(
+                        agency_pb2.SubscribeResponse(receipt_acks=acked, receipt_refusals=refused)
+                    )
                     session.wake.set()
                 elif which == "ack_events":
                     up_to = req.ack_events.up_to_sequence
@@ -510,78 +666,49 @@ class AgencyService(LifecycleHandlers):
         metrics.SUBSCRIBERS.inc()
         reader_task = asyncio.create_task(reader())
         last_event = 0
+        limits = self.app.config.limits
         try:
             # A new stream takes over: whatever a previous stream left in flight is
             # redelivered now (or dead-lettered if out of attempts).
-            max_attempts = self.app.config.limits.max_attempts
-            for ev in await self.app.runner.call(partial(_release, me, max_attempts)):
+            for ev in await self.app.runner.call(partial(_release, me, limits.max_attempts)):
                 self.app.wake(ev.agency)
             for ev in await self.app.runner.call(
-                lambda s: s.release_controls(me, now_ms(), max_attempts)
+                lambda s: s.release_controls(me, now_ms(), limits.max_attempts)
             ):
                 self.app.wake(ev.agency)
             while not session.closed.is_set():
                 session.wake.clear()
                 while not outgoing.empty():
-                    yield outgoing.get_nowait()
+                    yield outgoing.get_nowait().SerializeToString()
                 if failure:
                     raise failure[0]
                 if reader_task.done():
                     return  # the client half-closed
+                # One store round trip per turn: deliveries, lifecycle actions and events.
+                leased, controls, events = await self.app.runner.call(
+                    partial(_poll, me, min(credits, SUBSCRIBE_BATCH), limits.lease_ms, last_event)
+                )
                 sent = False
-                if credits > 0:
-                    limit = min(credits, SUBSCRIBE_BATCH)
-                    lease_ms = self.app.config.limits.lease_ms
-                    leased = await self.app.runner.call(partial(_lease, me, limit, lease_ms))
-                    if leased:
-                        resp = agency_pb2.SubscribeResponse()
-                        for d in leased:
-                            envelope = notice_pb2.Envelope()
-                            envelope.ParseFromString(d.envelope)
-                            obligations = await self._forward_check(me, d, envelope)
-                            if obligations is None:
-                                continue
-                            delivery = env.delivery_for(envelope, me, d.sections)
-                            delivery.obligations.extend(obligations)
-                            if (
-                                resp.deliveries
-                                and resp.ByteSize() + delivery.ByteSize() > SUBSCRIBE_BYTES
-                            ):
-                                # Keep each message under the transport's limit.
-                                credits -= len(resp.deliveries)
-                                metrics.DELIVERIES.inc(len(resp.deliveries))
-                                yield resp
-                                resp = agency_pb2.SubscribeResponse()
-                            delivery.sequence = d.seq
-                            delivery.attempt = d.attempt
-                            originator = self.app.registry.get(env.peek_originator(envelope.header))
-                            if originator is not None:
-                                delivery.originator_statement.ParseFromString(originator.statement)
-                            resp.deliveries.append(delivery)
-                        credits -= len(resp.deliveries)
-                        metrics.DELIVERIES.inc(len(resp.deliveries))
-                        if resp.deliveries:
-                            yield resp
-                        sent = True
-                if credits > 0:
-                    limit = min(credits, SUBSCRIBE_BATCH)
-                    lease_ms = self.app.config.limits.lease_ms
-                    controls = await self.app.runner.call(
-                        partial(_lease_controls, me, limit, lease_ms)
-                    )
-                    if controls:
-                        resp = agency_pb2.SubscribeResponse()
-                        for c in controls:
-                            control = resp.controls.add(sequence=c.seq, attempt=c.attempt)
-                            control.action.action = c.action
-                            control.action.signature = c.signature
-                            actor = self.app.registry.get(c.actor)
-                            if actor is not None:
-                                control.actor_statement.ParseFromString(actor.statement)
-                        credits -= len(controls)
-                        yield resp
-                        sent = True
-                events = await self.app.runner.call(partial(_events, me, last_event))
+                if leased:
+                    forwarded = await self._forward(me, leased)  # withheld ones cost no credit
+                    credits -= len(forwarded)
+                    metrics.DELIVERIES.inc(len(forwarded))
+                    batch: list[bytes] = []
+                    size = 0
+                    for data in forwarded:
+                        if batch and size + len(data) > SUBSCRIBE_BYTES:
+                            # Keep each message under the transport's limit.
+                            yield delivery.subscribe_response(batch)
+                            batch, size = [], 0
+                        batch.append(data)
+                        size += len(data) + 8
+                    if batch:
+                        yield delivery.subscribe_response(batch)
+                    sent = True
+                if controls:
+                    credits -= len(controls)
+                    yield self._controls(controls).SerializeToString()
+                    sent = True
                 if events:
                     resp = agency_pb2.SubscribeResponse()
                     for ev in events:
@@ -595,7 +722,7 @@ class AgencyService(LifecycleHandlers):
                             at_ms=ev.at_ms,
                         )
                     last_event = events[-1].seq
-                    yield resp
+                    yield resp.SerializeToString()
                     sent = True
                 if sent:
                     continue

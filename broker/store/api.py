@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from broker.errors import BrokerError
+
 # Delivery states, as stored.
 PENDING = "pending"
 IN_FLIGHT = "in_flight"
@@ -50,6 +52,15 @@ class NoticeRecord:
     accepted_at_ms: int
     policy_version: str
     decisions: str  # JSON: per (recipient, section) decisions with rule ids
+    # Cut at publish (broker.core.delivery): Delivery fields 2 and 6, and the section
+    # ciphertexts by position (stored once; `envelope` then holds the envelope without
+    # them). Empty for notices stored before migration 5.
+    head: bytes = b""
+    ciphertexts: tuple[bytes, ...] = ()
+    # The notice's section names and the (recipient, section, rules) the policy refused the
+    # addressed recipients, for the log's withholding leaves (read from `decisions` if empty).
+    sections: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,13 @@ class DeliveryPlan:
     recipient: str
     sections: tuple[str, ...]
     not_before_ms: int = 0  # held until then (an embargo); 0: at once
+    # The recipient's share, cut at publish (broker.core.delivery), and the policy,
+    # registry and restrictions it was decided under (the forwarding-time re-check is
+    # skipped while they are unchanged).
+    cut: bytes = b""
+    wrap: bytes = b""
+    obligations: bytes = b""
+    decided_under: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,12 @@ class LeasedDelivery:
     sections: tuple[str, ...]
     attempt: int
     envelope: bytes
+    head: bytes = b""
+    cut: bytes = b""
+    wrap: bytes = b""
+    obligations: bytes = b""
+    decided_under: str = ""
+    ciphertexts: tuple[tuple[int, bytes], ...] = ()  # (position, ciphertext) the cut names
 
 
 @dataclass(frozen=True)
@@ -87,7 +111,27 @@ class ReceiptRecord:
     recipient: str
     header_digest: bytes
     proven: bytes  # serialized ProvenReceipt
-    received_at_ms: int
+    received_at_ms: int  # when the broker accepted it
+    # What the signed receipt says, for the checks and the log leaf: the sections the
+    # recipient opened (must be exactly those delivered), its own time, the SHA-256 of
+    # the receipt bytes and the root of the signed batch.
+    sections: tuple[str, ...] = ()
+    claimed_at_ms: int = 0
+    receipt_digest: bytes = b""
+    batch_root: bytes = b""
+
+
+@dataclass(frozen=True)
+class ReceiptOutcome:
+    """What became of one receipt: accepted (first: it delivered the notice just now), or
+    refused with the error saying why (nothing of it was stored)."""
+
+    notice_id: str
+    version: int
+    recipient: str
+    first: bool = False
+    originator: str = ""
+    error: BrokerError | None = None
 
 
 @dataclass(frozen=True)
@@ -180,9 +224,17 @@ class Store(Protocol):
     def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]:
         """Store receipts and mark their deliveries delivered; idempotent per delivery.
 
-        Raises NotFound when a receipt names no delivery to that recipient, and
-        InvalidArgument when its header digest is not the stored one.
+        A receipt counts only for a delivery streamed to that recipient and still open (in
+        flight), or already delivered (a resent receipt), naming exactly the sections
+        delivered. Raises, for the first receipt that does not (and stores none of them):
+        NotFound when it names no delivery to that recipient, InvalidArgument when its
+        header digest or sections are not those delivered, FailedPrecondition when the
+        delivery was never streamed, or was withheld, purged or dead-lettered.
         """
+        ...
+
+    def receive_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[ReceiptOutcome]:
+        """As record_receipts, but refuses receipts one by one: the others are stored."""
         ...
 
     def expire_leases(self, now_ms: int, max_attempts: int) -> list[Event]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from broker.core.lifecycle import Effect, NoticeState
-from broker.errors import InvalidArgument, NotFound
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
 from broker.store.api import DEAD, DELIVERED, IN_FLIGHT, PENDING, PURGED, Event
 
 _OPEN = (PENDING, IN_FLIGHT)
@@ -160,7 +160,14 @@ class LifecycleStoreMixin:
         if effect.closed:
             # The ciphertext leaves the broker; digests, decisions and receipts stay. Copies
             # in flight are already being told to delete: they are not sent again.
-            self.conn.execute("UPDATE notices SET envelope=x'' WHERE notice_id=?", (notice_id,))
+            self.conn.execute(
+                "UPDATE notices SET envelope=x'', head=x'' WHERE notice_id=?", (notice_id,)
+            )
+            self.conn.execute("DELETE FROM notice_sections WHERE notice_id=?", (notice_id,))
+            self.conn.execute(
+                "UPDATE deliveries SET cut=x'', wrap=x'', obligations=x'' WHERE notice_id=?",
+                (notice_id,),
+            )
             self.conn.execute(
                 "UPDATE deliveries SET state=?, deadline_ms=NULL WHERE notice_id=? AND state=?",
                 (PURGED, notice_id, IN_FLIGHT),
@@ -292,9 +299,22 @@ class LifecycleStoreMixin:
         """Mark control deliveries acknowledged (idempotent); return (action id, notice id,
         whether this is the first acknowledgement).
 
-        Raises NotFound for an action never sent to that recipient and InvalidArgument
-        when the receipt names other action bytes than those sent."""
-        accepted = []
+        Raises, for the first receipt that does not count (storing none): NotFound for an
+        action never sent to that recipient, InvalidArgument when the receipt names other
+        action bytes than those sent, FailedPrecondition when the action was not streamed
+        to it (pending, or given up)."""
+        out = []
+        for action_id, notice_id, first, error in self.receive_control_receipts(receipts):
+            if error is not None:
+                raise error
+            out.append((action_id, notice_id, first))
+        return out
+
+    def receive_control_receipts(
+        self, receipts: Sequence[ControlReceipt]
+    ) -> list[tuple[str, str, bool, BrokerError | None]]:
+        """As record_control_receipts, refusing receipts one by one (the others count)."""
+        accepted: list[tuple[str, str, bool, BrokerError | None]] = []
         for r in receipts:
             row = self.conn.execute(
                 "SELECT c.seq, c.state, a.action, a.notice_id FROM controls c "
@@ -302,10 +322,19 @@ class LifecycleStoreMixin:
                 "WHERE c.action_id=? AND c.recipient=?",
                 (r.action_id, r.recipient),
             ).fetchone()
+            error: BrokerError | None = None
             if row is None:
-                raise NotFound(f"no lifecycle action {r.action_id} was sent to {r.recipient}")
-            if hashlib.sha256(bytes(row[2])).digest() != r.digest:
-                raise InvalidArgument(f"receipt for action {r.action_id} names other bytes")
+                error = NotFound(f"no lifecycle action {r.action_id} was sent to {r.recipient}")
+            elif hashlib.sha256(bytes(row[2])).digest() != r.digest:
+                error = InvalidArgument(f"receipt for action {r.action_id} names other bytes")
+            elif row[1] not in (IN_FLIGHT, DELIVERED):
+                error = FailedPrecondition(
+                    f"lifecycle action {r.action_id} was not streamed to {r.recipient} "
+                    "(or was given up): acknowledge it when it arrives"
+                )
+            if error is not None:
+                accepted.append((r.action_id, "" if row is None else str(row[3]), False, error))
+                continue
             first = row[1] != DELIVERED
             if first:
                 self.conn.execute(
@@ -313,7 +342,7 @@ class LifecycleStoreMixin:
                     "WHERE seq=?",
                     (DELIVERED, r.at_ms, r.proven, row[0]),
                 )
-            accepted.append((r.action_id, str(row[3]), first))
+            accepted.append((r.action_id, str(row[3]), first, None))
         return accepted
 
     def control_status(self, notice_id: str) -> list[tuple[str, str, str, str, int]]:

@@ -197,4 +197,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX replies_in_reply_to ON replies (in_reply_to);
     """,
+    # 5: deliveries cut once at publish (broker/core/delivery.py): the shared head and
+    # section ciphertexts of a notice version (stored once), each recipient's share, and
+    # what each delivery was decided under
+    """
+    ALTER TABLE notices ADD COLUMN head BLOB NOT NULL DEFAULT x'';
+    CREATE TABLE notice_sections (
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        ciphertext BLOB NOT NULL,
+        PRIMARY KEY (notice_id, version, position)
+    );
+    ALTER TABLE deliveries ADD COLUMN cut BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE deliveries ADD COLUMN wrap BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE deliveries ADD COLUMN obligations BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE deliveries ADD COLUMN decided_under TEXT NOT NULL DEFAULT '';
+    DROP INDEX deliveries_deadline;
+    CREATE INDEX deliveries_in_flight ON deliveries (deadline_ms) WHERE state = 'in_flight'
+    """,
 )

@@ -12,13 +12,22 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from broker.errors import (
+    AlreadyExists,
+    BrokerError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from broker.store.admin import AdminStoreMixin
 from broker.store.api import (
     DEAD,
     DELIVERED,
     IN_FLIGHT,
     PENDING,
+    PURGED,
+    WITHHELD,
     AgencyRecord,
     DeliveryPlan,
     DeliveryStatus,
@@ -26,8 +35,10 @@ from broker.store.api import (
     LeasedDelivery,
     NoticeRecord,
     PublishOutcome,
+    ReceiptOutcome,
     ReceiptRecord,
 )
+from broker.store.console_reads import ConsoleReadsMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.migrations import MIGRATIONS
 from broker.store.tlog import TransparencyLogMixin
@@ -41,9 +52,39 @@ def _t(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
+_REFUSED_STATES = {
+    PENDING: "was never streamed to you (or its lease ran out): receipt it when it arrives",
+    WITHHELD: "was withheld, not delivered",
+    PURGED: "was purged before it reached you",
+    DEAD: "was given up (dead-lettered) before your receipt came",
+}
+
+
+def _receipt_refusal(
+    r: ReceiptRecord, row: tuple[int, str, bytes, str, str] | None
+) -> BrokerError | None:
+    """Why a receipt does not count for the delivery it names (None: it counts)."""
+    what = f"notice {r.notice_id} version {r.version}"
+    if row is None:
+        return NotFound(f"no delivery of {what} to {r.recipient}")
+    _seq, state, digest, _originator, sections = row
+    if digest != r.header_digest:
+        return InvalidArgument(
+            f"receipt for {what} names another header digest than the one delivered"
+        )
+    if state not in (IN_FLIGHT, DELIVERED):
+        return FailedPrecondition(f"the delivery of {what} {_REFUSED_STATES.get(state, state)}")
+    if tuple(sorted(r.sections)) != tuple(sorted(_t(sections))):
+        return InvalidArgument(
+            f"receipt for {what} names sections {', '.join(sorted(r.sections)) or 'none'}; "
+            f"{', '.join(sorted(_t(sections)))} were delivered"
+        )
+    return None
+
+
 class SqliteStore(
-    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin
-):  # + transparency log (tlog.py)
+    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin, ConsoleReadsMixin
+):  # + transparency log (tlog.py), console views (console_reads.py)
     """The embedded store. Construct with :meth:`open`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -201,7 +242,9 @@ class SqliteStore(
                 )
                 continue
             self.conn.execute(
-                "INSERT INTO notices VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO notices (notice_id, version, originator, kind, header_digest, "
+                "envelope_digest, envelope, created_at_ms, expires_at_ms, accepted_at_ms, "
+                "policy_version, decisions, head) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     notice.notice_id,
                     notice.version,
@@ -215,11 +258,22 @@ class SqliteStore(
                     notice.accepted_at_ms,
                     notice.policy_version,
                     notice.decisions,
+                    notice.head,
                 ),
             )
+            if notice.ciphertexts:
+                self.conn.executemany(
+                    "INSERT INTO notice_sections (notice_id, version, position, ciphertext) "
+                    "VALUES (?,?,?,?)",
+                    [
+                        (notice.notice_id, notice.version, i, ct)
+                        for i, ct in enumerate(notice.ciphertexts)
+                    ],
+                )
             self.conn.executemany(
                 "INSERT INTO deliveries (recipient, notice_id, version, sections, state, "
-                "not_before_ms) VALUES (?,?,?,?,?,?)",
+                "not_before_ms, cut, wrap, obligations, decided_under) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         p.recipient,
@@ -228,6 +282,10 @@ class SqliteStore(
                         _j(p.sections),
                         PENDING,
                         p.not_before_ms,
+                        p.cut,
+                        p.wrap,
+                        p.obligations,
+                        p.decided_under,
                     )
                     for p in plans
                 ],
@@ -247,7 +305,8 @@ class SqliteStore(
     # -- delivery ----------------------------------------------------------------
     def lease(self, recipient: str, limit: int, now_ms: int, lease_ms: int) -> list[LeasedDelivery]:
         rows = self.conn.execute(
-            "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope "
+            "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope, n.head, "
+            "d.cut, d.wrap, d.obligations, d.decided_under "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
             "WHERE d.recipient=? AND d.state=? AND d.not_before_ms <= ? "
             "AND NOT EXISTS (SELECT 1 FROM notice_state s WHERE s.notice_id=d.notice_id "
@@ -255,14 +314,51 @@ class SqliteStore(
             "ORDER BY d.seq LIMIT ?",
             (recipient, PENDING, now_ms, now_ms, limit),
         ).fetchall()
-        self.conn.executemany(
-            "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? WHERE seq=?",
-            [(IN_FLIGHT, now_ms + lease_ms, r[0]) for r in rows],
+        if not rows:
+            return []
+        marks = ",".join("?" * len(rows))
+        self.conn.execute(
+            "UPDATE deliveries SET state=?, attempts=attempts+1, deadline_ms=? "
+            f"WHERE seq IN ({marks})",
+            (IN_FLIGHT, now_ms + lease_ms, *(r[0] for r in rows)),
         )
+        texts = self._ciphertexts({(r[1], r[2]) for r in rows if r[7]})
         return [
-            LeasedDelivery(r[0], recipient, r[1], r[2], _t(r[3]), r[4] + 1, bytes(r[5]))
+            LeasedDelivery(
+                r[0],
+                recipient,
+                r[1],
+                r[2],
+                _t(r[3]),
+                r[4] + 1,
+                bytes(r[5]),
+                bytes(r[6]),
+                bytes(r[7]),
+                bytes(r[8]),
+                bytes(r[9]),
+                r[10],
+                texts.get((r[1], r[2]), ()),
+            )
             for r in rows
         ]
+
+    def _ciphertexts(
+        self, notices: set[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[tuple[int, bytes], ...]]:
+        """The stored section ciphertexts of these notice versions, by position."""
+        out: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
+        ids = sorted({n for n, _v in notices})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for nid, version, position, ct in self.conn.execute(
+                "SELECT notice_id, version, position, ciphertext FROM notice_sections "
+                f"WHERE notice_id IN ({marks}) ORDER BY notice_id, version, position",
+                chunk,
+            ):
+                if (nid, version) in notices:
+                    out.setdefault((nid, version), []).append((position, bytes(ct)))
+        return {k: tuple(v) for k, v in out.items()}
 
     def release(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:
         rows = self.conn.execute(
@@ -274,26 +370,56 @@ class SqliteStore(
         return self._requeue(rows, now_ms, max_attempts)
 
     def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]:
-        accepted = []
+        outcomes = self.receive_receipts(receipts)
+        for o in outcomes:
+            if o.error is not None:
+                raise o.error  # the caller's savepoint undoes the others
+        return [(o.notice_id, o.version) for o in outcomes]
+
+    def receive_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[ReceiptOutcome]:
+        if not receipts:
+            return []
+        found: dict[tuple[str, int, str], tuple[int, str, bytes, str, str]] = {}
+        by_recipient: dict[str, set[str]] = {}
         for r in receipts:
-            row = self.conn.execute(
-                "SELECT d.state, n.header_digest FROM deliveries d "
-                "JOIN notices n USING (notice_id, version) "
-                "WHERE d.notice_id=? AND d.version=? AND d.recipient=?",
-                (r.notice_id, r.version, r.recipient),
-            ).fetchone()
-            if row is None:
-                raise NotFound(
-                    f"no delivery of notice {r.notice_id} version {r.version} to {r.recipient}"
-                )
-            if bytes(row[1]) != r.header_digest:
-                raise InvalidArgument(
-                    f"receipt for notice {r.notice_id} version {r.version} names another "
-                    "header digest than the one delivered"
-                )
-            if row[0] != DELIVERED:
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?)",
+            by_recipient.setdefault(r.recipient, set()).add(r.notice_id)
+        for recipient, ids in by_recipient.items():
+            ordered = sorted(ids)
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for seq, nid, version, state, digest, originator, sections in self.conn.execute(
+                    "SELECT d.seq, d.notice_id, d.version, d.state, n.header_digest, "
+                    "n.originator, d.sections FROM deliveries d "
+                    "JOIN notices n USING (notice_id, version) "
+                    f"WHERE d.recipient=? AND d.notice_id IN ({marks})",
+                    (recipient, *chunk),
+                ):
+                    found[(nid, version, recipient)] = (
+                        seq,
+                        state,
+                        bytes(digest),
+                        originator,
+                        sections,
+                    )
+        outcomes: list[ReceiptOutcome] = []
+        delivered: dict[int, ReceiptRecord] = {}  # seq -> the receipt that delivers it now
+        for r in receipts:
+            row = found.get((r.notice_id, r.version, r.recipient))
+            error = _receipt_refusal(r, row)
+            if error is not None:
+                outcomes.append(ReceiptOutcome(r.notice_id, r.version, r.recipient, error=error))
+                continue
+            assert row is not None
+            seq, state, _digest, originator, _sections = row
+            first = state == IN_FLIGHT and seq not in delivered
+            if first:
+                delivered[seq] = r
+            outcomes.append(ReceiptOutcome(r.notice_id, r.version, r.recipient, first, originator))
+        if delivered:
+            self.conn.executemany(  # receipts first: a failure leaves the states unchanged
+                "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?)",
+                [
                     (
                         r.notice_id,
                         r.version,
@@ -301,22 +427,22 @@ class SqliteStore(
                         r.header_digest,
                         r.proven,
                         r.received_at_ms,
-                    ),
-                )
-                self.conn.execute(
-                    "UPDATE deliveries SET state=?, deadline_ms=NULL, delivered_at_ms=? "
-                    "WHERE notice_id=? AND version=? AND recipient=?",
-                    (DELIVERED, r.received_at_ms, r.notice_id, r.version, r.recipient),
-                )
-            accepted.append((r.notice_id, r.version))
-        return accepted
+                    )
+                    for r in delivered.values()
+                ],
+            )
+            self.conn.executemany(
+                "UPDATE deliveries SET state=?, deadline_ms=NULL, delivered_at_ms=? WHERE seq=?",
+                [(DELIVERED, r.received_at_ms, seq) for seq, r in delivered.items()],
+            )
+        return outcomes
 
     def expire_leases(self, now_ms: int, max_attempts: int) -> list[Event]:
         rows = self.conn.execute(
             "SELECT d.seq, d.recipient, d.notice_id, d.version, d.attempts, n.originator "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
-            "WHERE d.state=? AND d.deadline_ms < ?",
-            (IN_FLIGHT, now_ms),
+            "WHERE d.state='in_flight' AND d.deadline_ms < ?",  # the partial index
+            (now_ms,),
         ).fetchall()
         return self._requeue(rows, now_ms, max_attempts)
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         DeliveryPlan,
         NoticeRecord,
         PublishOutcome,
+        ReceiptOutcome,
         ReceiptRecord,
     )
 
@@ -111,6 +112,8 @@ class TransparencyLogMixin:
         ) -> list[PublishOutcome]: ...
 
         def record_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[tuple[str, int]]: ...
+
+        def receive_receipts(self, receipts: Sequence[ReceiptRecord]) -> list[ReceiptOutcome]: ...
 
     # -- the tree ----------------------------------------------------------------------
     def tlog_size(self) -> int:
@@ -247,6 +250,8 @@ class TransparencyLogMixin:
                 decision_record=n.decisions,
                 planned=[(p.recipient, p.sections) for p in plans],
                 logged_at_ms=at_ms,
+                sections=n.sections,
+                refused=n.refused,
             )
         self.tlog_append(leaves)
         return outcomes
@@ -255,31 +260,44 @@ class TransparencyLogMixin:
         self, receipts: Sequence[ReceiptRecord], at_ms: int
     ) -> list[tuple[str, int]]:
         """store.record_receipts, then one DeliveryReceipt leaf per delivery receipted for
-        the first time: the receipt stored (the first one), however often it is resent."""
-        accepted = self.record_receipts(receipts)
+        the first time: the receipt stored (the first one), however often it is resent.
+        Raises for the first receipt refused (and stores none)."""
+        outcomes = self.receive_receipts_logged(receipts, at_ms)
+        for o in outcomes:
+            if o.error is not None:
+                raise o.error
+        return [(o.notice_id, o.version) for o in outcomes]
+
+    def receive_receipts_logged(
+        self, receipts: Sequence[ReceiptRecord], at_ms: int
+    ) -> list[ReceiptOutcome]:
+        """store.receive_receipts (refusing receipts one by one), then the leaves of those
+        that delivered their notice just now, in the same transaction."""
+        outcomes = self.receive_receipts(receipts)
         leaves = []
-        for notice_id, version, recipient in dict.fromkeys(
-            (r.notice_id, r.version, r.recipient) for r in receipts
-        ):
-            logged = self.conn.execute(
-                "SELECT 1 FROM tlog_leaves WHERE notice_id=? AND version=? AND kind=? "
-                "AND reader=? LIMIT 1",
-                (notice_id, version, logleaf.RECEIPT, recipient),
-            ).fetchone()
-            if logged is not None:
+        for r, o in zip(receipts, outcomes, strict=True):
+            if not o.first:
                 continue
-            row = self.conn.execute(
-                "SELECT r.proven, n.originator FROM receipts r JOIN notices n "
-                "ON n.notice_id=r.notice_id AND n.version=r.version "
-                "WHERE r.notice_id=? AND r.version=? AND r.recipient=?",
-                (notice_id, version, recipient),
-            ).fetchone()
-            if row is None:
-                continue
-            proven = notice_pb2.ProvenReceipt.FromString(bytes(row[0]))
-            leaves.append(logleaf.delivery_receipt(proven, row[1], at_ms))
+            if r.receipt_digest:
+                leaves.append(
+                    logleaf.receipt_leaf(
+                        notice_id=r.notice_id,
+                        version=r.version,
+                        originator=o.originator,
+                        recipient=r.recipient,
+                        header_digest=r.header_digest,
+                        sections=r.sections,
+                        received_at_ms=r.claimed_at_ms,
+                        receipt_digest=r.receipt_digest,
+                        batch_root=r.batch_root,
+                        logged_at_ms=at_ms,
+                    )
+                )
+            else:  # a caller that did not say what the receipt holds: read it
+                proven = notice_pb2.ProvenReceipt.FromString(r.proven)
+                leaves.append(logleaf.delivery_receipt(proven, o.originator, at_ms))
         self.tlog_append(leaves)
-        return accepted
+        return outcomes
 
     # -- catching up with events, activations and the registry ----------------------------
     def _cursor(self, source: str) -> int:

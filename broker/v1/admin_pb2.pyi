@@ -853,3 +853,63 @@ class ListAdminActionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAdminActionsResponse: _TypeAlias = ListAdminActionsResponse  # noqa: Y015
+
+@_typing.final
+class ListKeyStatementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKeyStatementsRequest: _TypeAlias = ListKeyStatementsRequest  # noqa: Y015
+
+@_typing.final
+class AgencyKeyStatement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_ID_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    agency_id: _builtins.str
+    @_builtins.property
+    def statement(self) -> _notice_pb2.SignedKeyStatement:
+        """as the broker holds it; verify it with the CA"""
+
+    def __init__(
+        self,
+        *,
+        agency_id: _builtins.str = ...,
+        statement: _notice_pb2.SignedKeyStatement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgencyKeyStatement: _TypeAlias = AgencyKeyStatement  # noqa: Y015
+
+@_typing.final
+class ListKeyStatementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def statements(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgencyKeyStatement]: ...
+    def __init__(
+        self,
+        *,
+        statements: _abc.Iterable[Global___AgencyKeyStatement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statements", b"statements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKeyStatementsResponse: _TypeAlias = ListKeyStatementsResponse  # noqa: Y015

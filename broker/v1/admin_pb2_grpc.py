@@ -94,6 +94,11 @@ class AdminServiceStub:
                 request_serializer=broker_dot_v1_dot_admin__pb2.ListAdminActionsRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_admin__pb2.ListAdminActionsResponse.FromString,
                 _registered_method=True)
+        self.ListKeyStatements = channel.unary_unary(
+                '/broker.v1.AdminService/ListKeyStatements',
+                request_serializer=broker_dot_v1_dot_admin__pb2.ListKeyStatementsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_admin__pb2.ListKeyStatementsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -179,6 +184,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListKeyStatements(self, request, context):
+        """Read-only view for the console (broker/server/console_reads.py): the CA-signed
+        key statement the broker binds to each agency, for serials and expiry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +254,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAdminActions,
                     request_deserializer=broker_dot_v1_dot_admin__pb2.ListAdminActionsRequest.FromString,
                     response_serializer=broker_dot_v1_dot_admin__pb2.ListAdminActionsResponse.SerializeToString,
+            ),
+            'ListKeyStatements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeyStatements,
+                    request_deserializer=broker_dot_v1_dot_admin__pb2.ListKeyStatementsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_admin__pb2.ListKeyStatementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -567,6 +585,33 @@ class AdminService:
             '/broker.v1.AdminService/ListAdminActions',
             broker_dot_v1_dot_admin__pb2.ListAdminActionsRequest.SerializeToString,
             broker_dot_v1_dot_admin__pb2.ListAdminActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeyStatements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AdminService/ListKeyStatements',
+            broker_dot_v1_dot_admin__pb2.ListKeyStatementsRequest.SerializeToString,
+            broker_dot_v1_dot_admin__pb2.ListKeyStatementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

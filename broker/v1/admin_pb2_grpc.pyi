@@ -56,6 +56,10 @@ class AdminServiceStub:
     RotateAgencyKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateAgencyKeysRequest, _admin_pb2.AgencyResponse]
     ListAgencies: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAgenciesRequest, _admin_pb2.ListAgenciesResponse]
     ListAdminActions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAdminActionsRequest, _admin_pb2.ListAdminActionsResponse]
+    ListKeyStatements: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListKeyStatementsRequest, _admin_pb2.ListKeyStatementsResponse]
+    """Read-only view for the console (broker/server/console_reads.py): the CA-signed
+    key statement the broker binds to each agency, for serials and expiry.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -82,6 +86,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     RotateAgencyKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.RotateAgencyKeysRequest, _admin_pb2.AgencyResponse]  # type: ignore[assignment]
     ListAgencies: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAgenciesRequest, _admin_pb2.ListAgenciesResponse]  # type: ignore[assignment]
     ListAdminActions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAdminActionsRequest, _admin_pb2.ListAdminActionsResponse]  # type: ignore[assignment]
+    ListKeyStatements: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListKeyStatementsRequest, _admin_pb2.ListKeyStatementsResponse]  # type: ignore[assignment]
+    """Read-only view for the console (broker/server/console_reads.py): the CA-signed
+    key statement the broker binds to each agency, for serials and expiry.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -177,5 +185,15 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListAdminActionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAdminActionsResponse, _abc.Awaitable[_admin_pb2.ListAdminActionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListKeyStatements(
+        self,
+        request: _admin_pb2.ListKeyStatementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListKeyStatementsResponse, _abc.Awaitable[_admin_pb2.ListKeyStatementsResponse]]:
+        """Read-only view for the console (broker/server/console_reads.py): the CA-signed
+        key statement the broker binds to each agency, for serials and expiry.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

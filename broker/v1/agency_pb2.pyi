@@ -87,6 +87,84 @@ DELIVERY_STATE_PURGED: DeliveryState.ValueType  # 6
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
 @_typing.final
+class GetDirectoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWN_DIGEST_FIELD_NUMBER: _builtins.int
+    known_digest: _builtins.str
+    """the directory the node holds: answered unchanged if current"""
+    def __init__(
+        self,
+        *,
+        known_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_digest", b"known_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDirectoryRequest: _TypeAlias = GetDirectoryRequest  # noqa: Y015
+
+@_typing.final
+class DirectoryEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    KEY_STATEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _admin_pb2.SignedAgencyEntry: ...
+    @_builtins.property
+    def key_statement(self) -> _notice_pb2.SignedKeyStatement: ...
+    def __init__(
+        self,
+        *,
+        entry: _admin_pb2.SignedAgencyEntry | None = ...,
+        key_statement: _notice_pb2.SignedKeyStatement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "key_statement", b"key_statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirectoryEntry: _TypeAlias = DirectoryEntry  # noqa: Y015
+
+@_typing.final
+class Directory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    AGENCIES_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    """of the registry the broker decides with"""
+    unchanged: _builtins.bool
+    """known_digest is current: no entries sent"""
+    policy_version: _builtins.str
+    """the bundle the broker decides with"""
+    @_builtins.property
+    def agencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___DirectoryEntry]:
+        """agencies with a signed entry, by id"""
+
+    def __init__(
+        self,
+        *,
+        digest: _builtins.str = ...,
+        unchanged: _builtins.bool = ...,
+        agencies: _abc.Iterable[Global___DirectoryEntry] | None = ...,
+        policy_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "digest", b"digest", "policy_version", b"policy_version", "unchanged", b"unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Directory: _TypeAlias = Directory  # noqa: Y015
+
+@_typing.final
 class ActResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -505,16 +583,20 @@ class PublishResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    DIRECTORY_DIGEST_FIELD_NUMBER: _builtins.int
+    directory_digest: _builtins.str
+    """the registry the broker decided with (see GetDirectory)"""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishResult]: ...
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___PublishResult] | None = ...,
+        directory_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_digest", b"directory_digest", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -615,6 +697,42 @@ class ReceiptAck(_message.Message):
 Global___ReceiptAck: _TypeAlias = ReceiptAck  # noqa: Y015
 
 @_typing.final
+class ReceiptRefusal(_message.Message):
+    """A receipt sent on a Subscribe stream that the broker did not count, and why (the
+    others of its batch count; SubmitReceipts instead refuses the whole call).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    version: _builtins.int
+    action_id: _builtins.str
+    code: _builtins.str
+    """the gRPC status name it would have had"""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        action_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "code", b"code", "notice_id", b"notice_id", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptRefusal: _TypeAlias = ReceiptRefusal  # noqa: Y015
+
+@_typing.final
 class StatusEvent(_message.Message):
     """A report to an originator about one of its notices."""
 
@@ -661,6 +779,7 @@ class SubscribeResponse(_message.Message):
     RECEIPT_ACKS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     CONTROLS_FIELD_NUMBER: _builtins.int
+    RECEIPT_REFUSALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[_notice_pb2.Delivery]: ...
     @_builtins.property
@@ -669,6 +788,8 @@ class SubscribeResponse(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusEvent]: ...
     @_builtins.property
     def controls(self) -> _containers.RepeatedCompositeFieldContainer[_notice_pb2.ControlDelivery]: ...
+    @_builtins.property
+    def receipt_refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiptRefusal]: ...
     def __init__(
         self,
         *,
@@ -676,10 +797,11 @@ class SubscribeResponse(_message.Message):
         receipt_acks: _abc.Iterable[Global___ReceiptAck] | None = ...,
         events: _abc.Iterable[Global___StatusEvent] | None = ...,
         controls: _abc.Iterable[_notice_pb2.ControlDelivery] | None = ...,
+        receipt_refusals: _abc.Iterable[Global___ReceiptRefusal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controls", b"controls", "deliveries", b"deliveries", "events", b"events", "receipt_acks", b"receipt_acks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controls", b"controls", "deliveries", b"deliveries", "events", b"events", "receipt_acks", b"receipt_acks", "receipt_refusals", b"receipt_refusals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,6 +80,11 @@ class AgencyServiceStub:
                 request_serializer=broker_dot_v1_dot_agency__pb2.ListRepliesRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_agency__pb2.ListRepliesResponse.FromString,
                 _registered_method=True)
+        self.GetDirectory = channel.unary_unary(
+                '/broker.v1.AgencyService/GetDirectory',
+                request_serializer=broker_dot_v1_dot_agency__pb2.GetDirectoryRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_agency__pb2.Directory.FromString,
+                _registered_method=True)
 
 
 class AgencyServiceServicer:
@@ -155,6 +160,14 @@ class AgencyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDirectory(self, request, context):
+        """Every agency's administrator-signed registry entry with its CA-signed key statement:
+        what a node needs, beside the signed policy, to resolve audiences itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +215,11 @@ def add_AgencyServiceServicer_to_server(servicer, server):
                     servicer.ListReplies,
                     request_deserializer=broker_dot_v1_dot_agency__pb2.ListRepliesRequest.FromString,
                     response_serializer=broker_dot_v1_dot_agency__pb2.ListRepliesResponse.SerializeToString,
+            ),
+            'GetDirectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDirectory,
+                    request_deserializer=broker_dot_v1_dot_agency__pb2.GetDirectoryRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_agency__pb2.Directory.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +465,33 @@ class AgencyService:
             '/broker.v1.AgencyService/ListReplies',
             broker_dot_v1_dot_agency__pb2.ListRepliesRequest.SerializeToString,
             broker_dot_v1_dot_agency__pb2.ListRepliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AgencyService/GetDirectory',
+            broker_dot_v1_dot_agency__pb2.GetDirectoryRequest.SerializeToString,
+            broker_dot_v1_dot_agency__pb2.Directory.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,10 @@ class AgencyServiceStub:
     """
     ListReplies: _grpc.UnaryUnaryMultiCallable[_agency_pb2.ListRepliesRequest, _agency_pb2.ListRepliesResponse]
     """Replies the caller sent or received, with their response deadlines."""
+    GetDirectory: _grpc.UnaryUnaryMultiCallable[_agency_pb2.GetDirectoryRequest, _agency_pb2.Directory]
+    """Every agency's administrator-signed registry entry with its CA-signed key statement:
+    what a node needs, beside the signed policy, to resolve audiences itself.
+    """
 
 @_typing.type_check_only
 class AgencyServiceAsyncStub(AgencyServiceStub):
@@ -101,6 +105,10 @@ class AgencyServiceAsyncStub(AgencyServiceStub):
     """
     ListReplies: _aio.UnaryUnaryMultiCallable[_agency_pb2.ListRepliesRequest, _agency_pb2.ListRepliesResponse]  # type: ignore[assignment]
     """Replies the caller sent or received, with their response deadlines."""
+    GetDirectory: _aio.UnaryUnaryMultiCallable[_agency_pb2.GetDirectoryRequest, _agency_pb2.Directory]  # type: ignore[assignment]
+    """Every agency's administrator-signed registry entry with its CA-signed key statement:
+    what a node needs, beside the signed policy, to resolve audiences itself.
+    """
 
 class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -187,5 +195,15 @@ class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agency_pb2.ListRepliesResponse, _abc.Awaitable[_agency_pb2.ListRepliesResponse]]:
         """Replies the caller sent or received, with their response deadlines."""
+
+    @_abc_1.abstractmethod
+    def GetDirectory(
+        self,
+        request: _agency_pb2.GetDirectoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agency_pb2.Directory, _abc.Awaitable[_agency_pb2.Directory]]:
+        """Every agency's administrator-signed registry entry with its CA-signed key statement:
+        what a node needs, beside the signed policy, to resolve audiences itself.
+        """
 
 def add_AgencyServiceServicer_to_server(servicer: AgencyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -983,3 +983,273 @@ class AuditBundle(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditBundle: _TypeAlias = AuditBundle  # noqa: Y015
+
+@_typing.final
+class ListCheckpointsRequest(_message.Message):
+    """--------------------------------------------------------- console reads"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    since_ms: _builtins.int
+    """issued at or after (0: from the first)"""
+    until_ms: _builtins.int
+    """issued at or before (0: up to now)"""
+    limit: _builtins.int
+    """newest first; 0: the server's maximum (500)"""
+    def __init__(
+        self,
+        *,
+        since_ms: _builtins.int = ...,
+        until_ms: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "since_ms", b"since_ms", "until_ms", b"until_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckpointsRequest: _TypeAlias = ListCheckpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListCheckpointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """checkpoints in the period (more than returned when capped)"""
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedCheckpoint]:
+        """newest first"""
+
+    def __init__(
+        self,
+        *,
+        checkpoints: _abc.Iterable[Global___SignedCheckpoint] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckpointsResponse: _TypeAlias = ListCheckpointsResponse  # noqa: Y015
+
+@_typing.final
+class GetQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """rows per list; 0: the server's maximum (500)"""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueuesRequest: _TypeAlias = GetQueuesRequest  # noqa: Y015
+
+@_typing.final
+class RecipientQueue(_message.Message):
+    """Deliveries of one recipient, by state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
+    EMBARGOED_FIELD_NUMBER: _builtins.int
+    OLDEST_WAITING_MS_FIELD_NUMBER: _builtins.int
+    CONTROLS_WAITING_FIELD_NUMBER: _builtins.int
+    CONTROLS_DEAD_FIELD_NUMBER: _builtins.int
+    recipient: _builtins.str
+    pending: _builtins.int
+    """waiting to be sent (embargoed ones included)"""
+    in_flight: _builtins.int
+    """sent, lease running, no receipt yet"""
+    delivered: _builtins.int
+    dead: _builtins.int
+    """dead-lettered: out of attempts"""
+    withheld: _builtins.int
+    """no longer allowed when due"""
+    purged: _builtins.int
+    """withdrawn, superseded or expired before delivery"""
+    embargoed: _builtins.int
+    """pending with not_before in the future"""
+    oldest_waiting_ms: _builtins.int
+    """acceptance time of the oldest pending or in-flight one (0: none)"""
+    controls_waiting: _builtins.int
+    """lifecycle actions not yet acknowledged"""
+    controls_dead: _builtins.int
+    def __init__(
+        self,
+        *,
+        recipient: _builtins.str = ...,
+        pending: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        dead: _builtins.int = ...,
+        withheld: _builtins.int = ...,
+        purged: _builtins.int = ...,
+        embargoed: _builtins.int = ...,
+        oldest_waiting_ms: _builtins.int = ...,
+        controls_waiting: _builtins.int = ...,
+        controls_dead: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controls_dead", b"controls_dead", "controls_waiting", b"controls_waiting", "dead", b"dead", "delivered", b"delivered", "embargoed", b"embargoed", "in_flight", b"in_flight", "oldest_waiting_ms", b"oldest_waiting_ms", "pending", b"pending", "purged", b"purged", "recipient", b"recipient", "withheld", b"withheld"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecipientQueue: _TypeAlias = RecipientQueue  # noqa: Y015
+
+@_typing.final
+class QueuedItem(_message.Message):
+    """One delivery (or lifecycle action) still waiting or dead-lettered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    ORIGINATOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_AT_MS_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_MS_FIELD_NUMBER: _builtins.int
+    DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    CONTROL_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    version: _builtins.int
+    recipient: _builtins.str
+    originator: _builtins.str
+    kind: _builtins.str
+    """notice kind, or lifecycle action kind for controls"""
+    state: _builtins.str
+    """pending | in_flight | dead"""
+    attempts: _builtins.int
+    accepted_at_ms: _builtins.int
+    not_before_ms: _builtins.int
+    """embargo end (0: none)"""
+    deadline_ms: _builtins.int
+    """lease deadline while in flight"""
+    control: _builtins.bool
+    """a lifecycle action, not a notice"""
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        recipient: _builtins.str = ...,
+        originator: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        state: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        accepted_at_ms: _builtins.int = ...,
+        not_before_ms: _builtins.int = ...,
+        deadline_ms: _builtins.int = ...,
+        control: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at_ms", b"accepted_at_ms", "attempts", b"attempts", "control", b"control", "deadline_ms", b"deadline_ms", "kind", b"kind", "not_before_ms", b"not_before_ms", "notice_id", b"notice_id", "originator", b"originator", "recipient", b"recipient", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueuedItem: _TypeAlias = QueuedItem  # noqa: Y015
+
+@_typing.final
+class QueuedReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    SENT_AT_MS_FIELD_NUMBER: _builtins.int
+    RESPOND_BY_MS_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    in_reply_to: _builtins.str
+    kind: _builtins.str
+    sender: _builtins.str
+    recipient: _builtins.str
+    sent_at_ms: _builtins.int
+    respond_by_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        in_reply_to: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        sent_at_ms: _builtins.int = ...,
+        respond_by_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_reply_to", b"in_reply_to", "kind", b"kind", "notice_id", b"notice_id", "recipient", b"recipient", "respond_by_ms", b"respond_by_ms", "sender", b"sender", "sent_at_ms", b"sent_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueuedReply: _TypeAlias = QueuedReply  # noqa: Y015
+
+@_typing.final
+class QueuesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_MS_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    OVERDUE_REPLIES_FIELD_NUMBER: _builtins.int
+    at_ms: _builtins.int
+    """the broker's clock when read"""
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientQueue]: ...
+    @_builtins.property
+    def waiting(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedItem]:
+        """pending and in flight, oldest first"""
+
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedItem]:
+        """newest first"""
+
+    @_builtins.property
+    def overdue_replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedReply]:
+        """unanswered past respond_by, oldest deadline first"""
+
+    def __init__(
+        self,
+        *,
+        at_ms: _builtins.int = ...,
+        recipients: _abc.Iterable[Global___RecipientQueue] | None = ...,
+        waiting: _abc.Iterable[Global___QueuedItem] | None = ...,
+        dead_letters: _abc.Iterable[Global___QueuedItem] | None = ...,
+        overdue_replies: _abc.Iterable[Global___QueuedReply] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "dead_letters", b"dead_letters", "overdue_replies", b"overdue_replies", "recipients", b"recipients", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueuesResponse: _TypeAlias = QueuesResponse  # noqa: Y015

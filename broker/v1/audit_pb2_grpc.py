@@ -74,6 +74,16 @@ class AuditServiceStub:
                 request_serializer=broker_dot_v1_dot_audit__pb2.AddCosignatureRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_audit__pb2.AddCosignatureResponse.FromString,
                 _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/broker.v1.AuditService/ListCheckpoints',
+                request_serializer=broker_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.GetQueues = channel.unary_unary(
+                '/broker.v1.AuditService/GetQueues',
+                request_serializer=broker_dot_v1_dot_audit__pb2.GetQueuesRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_audit__pb2.QueuesResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -136,6 +146,23 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCheckpoints(self, request, context):
+        """Read-only views for the console (broker/server/console_reads.py).
+        The signed checkpoints issued in a period, newest first, with their
+        cosignatures (auditors and agencies: sizes and hashes only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueues(self, request, context):
+        """What waits in the broker's queues: deliveries not yet receipted, dead
+        letters, lifecycle actions not yet acknowledged, overdue replies (auditors only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +205,16 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.AddCosignature,
                     request_deserializer=broker_dot_v1_dot_audit__pb2.AddCosignatureRequest.FromString,
                     response_serializer=broker_dot_v1_dot_audit__pb2.AddCosignatureResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=broker_dot_v1_dot_audit__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_audit__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'GetQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueues,
+                    request_deserializer=broker_dot_v1_dot_audit__pb2.GetQueuesRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_audit__pb2.QueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +433,60 @@ class AuditService:
             '/broker.v1.AuditService/AddCosignature',
             broker_dot_v1_dot_audit__pb2.AddCosignatureRequest.SerializeToString,
             broker_dot_v1_dot_audit__pb2.AddCosignatureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AuditService/ListCheckpoints',
+            broker_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+            broker_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AuditService/GetQueues',
+            broker_dot_v1_dot_audit__pb2.GetQueuesRequest.SerializeToString,
+            broker_dot_v1_dot_audit__pb2.QueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

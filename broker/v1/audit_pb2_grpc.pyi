@@ -58,6 +58,15 @@ class AuditServiceStub:
     """A policy bundle the broker has used, by version (auditors only)."""
     AddCosignature: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AddCosignatureRequest, _audit_pb2.AddCosignatureResponse]
     """A witness (an agency) hands in its cosignature of a checkpoint it verified."""
+    ListCheckpoints: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListCheckpointsRequest, _audit_pb2.ListCheckpointsResponse]
+    """Read-only views for the console (broker/server/console_reads.py).
+    The signed checkpoints issued in a period, newest first, with their
+    cosignatures (auditors and agencies: sizes and hashes only).
+    """
+    GetQueues: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetQueuesRequest, _audit_pb2.QueuesResponse]
+    """What waits in the broker's queues: deliveries not yet receipted, dead
+    letters, lifecycle actions not yet acknowledged, overdue replies (auditors only).
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -81,6 +90,15 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """A policy bundle the broker has used, by version (auditors only)."""
     AddCosignature: _aio.UnaryUnaryMultiCallable[_audit_pb2.AddCosignatureRequest, _audit_pb2.AddCosignatureResponse]  # type: ignore[assignment]
     """A witness (an agency) hands in its cosignature of a checkpoint it verified."""
+    ListCheckpoints: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListCheckpointsRequest, _audit_pb2.ListCheckpointsResponse]  # type: ignore[assignment]
+    """Read-only views for the console (broker/server/console_reads.py).
+    The signed checkpoints issued in a period, newest first, with their
+    cosignatures (auditors and agencies: sizes and hashes only).
+    """
+    GetQueues: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetQueuesRequest, _audit_pb2.QueuesResponse]  # type: ignore[assignment]
+    """What waits in the broker's queues: deliveries not yet receipted, dead
+    letters, lifecycle actions not yet acknowledged, overdue replies (auditors only).
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -149,5 +167,26 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.AddCosignatureResponse, _abc.Awaitable[_audit_pb2.AddCosignatureResponse]]:
         """A witness (an agency) hands in its cosignature of a checkpoint it verified."""
+
+    @_abc_1.abstractmethod
+    def ListCheckpoints(
+        self,
+        request: _audit_pb2.ListCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ListCheckpointsResponse, _abc.Awaitable[_audit_pb2.ListCheckpointsResponse]]:
+        """Read-only views for the console (broker/server/console_reads.py).
+        The signed checkpoints issued in a period, newest first, with their
+        cosignatures (auditors and agencies: sizes and hashes only).
+        """
+
+    @_abc_1.abstractmethod
+    def GetQueues(
+        self,
+        request: _audit_pb2.GetQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.QueuesResponse, _abc.Awaitable[_audit_pb2.QueuesResponse]]:
+        """What waits in the broker's queues: deliveries not yet receipted, dead
+        letters, lifecycle actions not yet acknowledged, overdue replies (auditors only).
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -243,11 +243,15 @@ def test_section_aad_layout() -> None:
 # KAT_ENVELOPE_SHA256 changed (was 5451c25c...765f2cdf) when restrictions_digest became
 # salted: the envelope now carries restrictions_salt and the signed header a different
 # digest. The salt is the last rng draw, so the roots and ciphertext below did not change.
-KAT_ENVELOPE_SHA256 = "c5ee10c0dd9b809fc9fe9aec6fd268d0cd999fab584e1bfbbf406c188d590b41"
-KAT_RESTRICTIONS_SALT = "5f202e70dfecd05747f1902779ecf9fbd25d14c1a10d196572bf4a4c71ae8b9d"
-KAT_RESTRICTIONS_DIGEST = "de09f9e0253de4eb7cfa9c1276e05f46cff635e1e71046f4d017e067a0cea552"
+# It changed again (was c5ee10c0...8d590b41), with the wraps root (was 330a863a...ff3cd146),
+# the salt (was 5f202e70...71ae8b9d) and its digest (was de09f9e0...a0cea552), when every
+# wrap of a notice came to share one ephemeral key (rng step 3 draws one seed, not one per
+# recipient): each wrap is still an ordinary sealed box. Sections come first: unchanged.
+KAT_ENVELOPE_SHA256 = "f0f3169a5b0ea7383a25a89eddda3660351bbb68601b3cac6de1a777b3f2e71a"
+KAT_RESTRICTIONS_SALT = "502a268c8825b7e1d2bddead658092c5925c800ff24d5d9f70a00f0a270b5375"
+KAT_RESTRICTIONS_DIGEST = "feeeb13c7885ed5722a257ceae1fca57b07d7ede1d2e580900b51eae45cc23b4"
 KAT_SECTIONS_ROOT = "38b40474517d3fbf8a59093de23bed81b0fe66b09e60f4cb6396a8af8def4366"
-KAT_WRAPS_ROOT = "330a863af27d548472fb539857e642d705e2af2bbf76700a4264b120ff3cd146"
+KAT_WRAPS_ROOT = "b8309605c25de9ae7fb7e65561d386292d9343702f616030e3889d5a25c6ed57"
 KAT_FIRST_CIPHERTEXT = (  # "biometrics" (leaf 0): nonce || ciphertext || tag
     "b04f440bc8c01587a6e603c13ebb6d8f8be6388d7189d5bf"
     "e3bf702cc9877a14a023ef3b9c8ebc800cb813fd90e845a801938eacde08b340c26ec4d16e94c032"
@@ -340,9 +344,9 @@ def test_rng_call_order_is_as_documented() -> None:
     assert sorted((p.leaf_index, p.leaf) for p in envelope.section_padding) == sorted(
         zip(positions[3:], pads, strict=True)
     )
-    # 3. one ephemeral seed per recipient, in input order
+    # 3. one ephemeral seed for every wrap
+    seed = next(draws)
     for recipient in RECIPIENTS:
-        seed = next(draws)
         leaf = es.parse(notice_pb2.WrapLeaf, wrap_of(envelope, recipient.agency_id).leaf)
         assert leaf.sealed[:32] == nacl.bindings.crypto_box_seed_keypair(seed)[0]
     # 4. wrap padding then shuffle
@@ -354,6 +358,30 @@ def test_rng_call_order_is_as_documented() -> None:
     # 5. restrictions salt, last
     assert envelope.restrictions_salt == next(draws)
     assert next(draws, None) is None
+
+
+def test_wraps_share_one_ephemeral_key_and_open_as_ordinary_sealed_boxes() -> None:
+    leaves = [es.parse(notice_pb2.WrapLeaf, wrap_of(ENVELOPE, a).leaf) for a in AGENCIES]
+    assert len({leaf.sealed[:32] for leaf in leaves}) == 1
+    for agency, leaf in zip(AGENCIES, leaves, strict=True):
+        public, private = KEYS[agency]
+        body = nacl.bindings.crypto_box_seal_open(leaf.sealed, public, private)
+        assert es.parse(notice_pb2.WrapBody, body).recipient == agency
+        assert es.open_box(leaf.sealed, private, public) == body  # the node's cached key
+        assert es.open_box(leaf.sealed, private) == body
+        with pytest.raises(ValueError):
+            es.open_box(leaf.sealed, private, KEYS[next(a for a in AGENCIES if a != agency)][0])
+    # Two recipients with one key would share a key and nonce: refused.
+    twin = RecipientInput("TWIN", KEYS[AGENCIES[0]][0], frozenset({"identity"}))
+    with pytest.raises(EnvelopeError, match="same encryption key"):
+        seal(
+            make_header(),
+            RESTRICTIONS,
+            SECTIONS,
+            [*RECIPIENTS, twin],
+            SIGNING_SEED,
+            shake_rng(b"t"),
+        )
 
 
 def test_restrictions_digest_depends_on_the_salt() -> None:

@@ -77,3 +77,25 @@ def _enc_key(keys_dir: Path, agency: str) -> bytes:
 
     creds = pki.load_agency(keys_dir, agency)
     return bytes(PrivateKey(creds.encryption_private_key).public_key)
+
+
+async def streamed(
+    stub: object, count: int = 1, timeout: float = 10.0
+) -> list[notice_pb2.Delivery]:
+    """Open a Subscribe stream with `stub` (an AgencyServiceStub), take `count` deliveries
+    and close it: they stay in flight, so receipts for them now count (a receipt counts
+    only for what the broker streamed)."""
+    import asyncio
+
+    from broker.v1 import agency_pb2
+
+    call = stub.Subscribe()  # type: ignore[attr-defined]
+    got: list[notice_pb2.Delivery] = []
+    try:
+        await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=count)))
+        while len(got) < count:
+            response = await asyncio.wait_for(call.read(), timeout)
+            got.extend(response.deliveries)
+    finally:
+        call.cancel()
+    return got

@@ -26,6 +26,7 @@ from broker.core import receipts as rcp
 from broker.core import replay as rp
 from broker.core import tlog as tree
 from broker.core.checkpoint import Checkpoint, Signer, cosign, format_checkpoint, sign_note
+from broker.core.decisions import DecisionCache
 from broker.core.identity import Party
 from broker.core.policy import AgencyProfile, compile_bundle
 from broker.core.relay import facts_of
@@ -36,7 +37,7 @@ from broker.store.tlog import node_id
 from broker.v1 import agency_pb2, audit_pb2, audit_pb2_grpc, notice_pb2
 
 from .conftest import Running
-from .helpers import RED_SECTIONS, now_ms, red_header, seal
+from .helpers import RED_SECTIONS, now_ms, red_header, seal, streamed
 
 pytestmark = pytest.mark.integration
 POLICE = {"identity", "case_facts", "judicial", "biometrics"}
@@ -84,9 +85,9 @@ async def submit_receipt(
         received_at_ms=now_ms(),
     )
     batch = rcp.sign_receipts(recipient, [receipt], creds.signing_seed)
-    await b.stub(Party("agency", recipient)).SubmitReceipts(
-        agency_pb2.SubmitReceiptsRequest(batches=[batch]), timeout=10
-    )
+    stub = b.stub(Party("agency", recipient))
+    await streamed(stub)  # a receipt counts only for what was streamed
+    await stub.SubmitReceipts(agency_pb2.SubmitReceiptsRequest(batches=[batch]), timeout=10)
 
 
 def db(b: Running) -> sqlite3.Connection:
@@ -414,8 +415,11 @@ async def test_replay_reports_a_delivery_the_bundle_forbade(broker: Running) -> 
     assert smuggled, "the permissive bundle must widen IT-BORDER's sections"
 
     broker.app.policy = LyingPolicy(permissive, strict.version)  # type: ignore[assignment]
+    honest_cache = broker.app.decisions
+    broker.app.decisions = DecisionCache()  # the lying broker decides afresh, permissively
     bad_id, _ = await publish(broker, {"IT-BORDER": allowed | set(smuggled)})
     broker.app.policy = strict
+    broker.app.decisions = honest_cache
 
     async with auditor(broker) as client:
         result = await ac.replay(client, trust(broker))

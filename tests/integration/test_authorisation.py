@@ -17,6 +17,7 @@ writes the authorisation table of docs/reliability.md.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 import uuid
@@ -90,6 +91,7 @@ class World:
     seeds: dict[str, bytes] = field(default_factory=dict)
     sequence: int = 0
     rotated: bool = False
+    leased: bool = False
 
     def seed(self, agency: str) -> bytes:
         if agency not in self.seeds:
@@ -140,7 +142,33 @@ async def subscribe(w: World, as_id: str) -> bytes:
     return agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=1)).SerializeToString()
 
 
+async def _lease_fixture(w: World) -> None:
+    """The recipient takes the fixture notice on a stream and leaves it in flight: a receipt
+    counts only for a delivery it was sent."""
+    stop = asyncio.Event()
+
+    async def requests() -> AsyncIterator[bytes]:
+        yield agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=64)).SerializeToString()
+        await stop.wait()
+
+    call = w.channels[RECIPIENT].stream_stream("/broker.v1.AgencyService/Subscribe")(
+        requests(), timeout=30
+    )
+    try:
+        async for data in call:
+            for d in agency_pb2.SubscribeResponse.FromString(data).deliveries:
+                header = notice_pb2.NoticeHeader.FromString(d.header.header_bytes)
+                if header.notice_id == w.notice_id:
+                    return
+    finally:
+        stop.set()
+        call.cancel()
+
+
 async def submit_receipts(w: World, as_id: str) -> bytes:
+    if as_id == RECIPIENT and not w.leased:
+        await _lease_fixture(w)
+        w.leased = True
     receipt = notice_pb2.Receipt(
         notice_id=w.notice_id,
         version=1,
@@ -385,6 +413,10 @@ RPCS: dict[str, Rpc] = {
     "AuditService/GetDecisionRecords": Rpc(decision_records, reveals=_records_reveal),
     "AuditService/GetPolicyBundle": Rpc(audit_bundle),
     "AuditService/AddCosignature": Rpc(add_cosignature),
+    "AgencyService/GetDirectory": Rpc(empty),
+    "AdminService/ListKeyStatements": Rpc(empty),
+    "AuditService/ListCheckpoints": Rpc(empty),
+    "AuditService/GetQueues": Rpc(empty),
 }
 
 # -- what each cell must be ------------------------------------------------------------------
@@ -409,7 +441,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "AgencyService/ResolveAudience": _row(OK, D, D, D, F, D),
     "AgencyService/Publish": _row(OK, D, D, D, F, D),
     "AgencyService/Subscribe": _row(OK, OK, D, D, OK, D),
-    "AgencyService/SubmitReceipts": _row(OK, D, D, D, N, D),
+    "AgencyService/SubmitReceipts": _row(OK, D, D, D, F, D),
     "AgencyService/GetDeliveryStatus": _row(OK, N, D, D, N, D),
     "AgencyService/GetActivePolicy": _row(OK, OK, D, D, OK, D),
     "AgencyService/UpdateRestrictions": _row(OK, N, D, D, F, D),
@@ -424,6 +456,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "AuditService/GetDecisionRecords": _row(OK, N, D, OK, N, N),
     "AuditService/GetPolicyBundle": _row(D, D, D, OK, D, D),
     "AuditService/AddCosignature": _row(OK, OK, D, D, OK, D),
+    "AgencyService/GetDirectory": _row(OK, OK, D, D, OK, D),
+    "AuditService/ListCheckpoints": _row(OK, OK, D, OK, OK, OK),
+    "AuditService/GetQueues": _row(D, D, D, OK, D, D),
 }
 
 

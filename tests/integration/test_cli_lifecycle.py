@@ -229,4 +229,10 @@ def test_demo_shows_the_lifecycle_and_a_clean_audit() -> None:
     assert lifecycle.count("told (recipient); acknowledged") == 2
     assert "told (originator); acknowledged" in lifecycle
     assert lifecycle.count("erased 1 local copy, holds 0; acknowledged") == 3
-    assert " 0 finding(s)" in r.stdout and r.stdout.rstrip().endswith("every receipt verified")
+    assert " 0 finding(s)" in r.stdout
+    assert "\ndemo complete: every notice delivered, every receipt verified\n" in r.stdout
+    # It ends by saying how to open the web console on a deployment it keeps.
+    assert r.stdout.rstrip().endswith(
+        "and open the login URL the console prints (http://127.0.0.1:8470/login?token=...)"
+    )
+    assert "  .venv/bin/broker demo --dir data/demo\n" in r.stdout

@@ -243,3 +243,20 @@ async def test_resolve_audience_explains_withholdings(broker: Running) -> None:
     withheld = {(w.agency_id, w.section): w for w in audience.withheld}
     assert "biometrics-police-only" in withheld[("IT-BORDER", "biometrics")].rules
     assert audience.policy_version == broker.app.policy.version
+
+
+async def test_publish_many_decides_each_shape_once(broker: Running) -> None:
+    from broker.client.types import Draft
+
+    drafts = [
+        Draft(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS) for _ in range(5)
+    ]
+    async with broker.node("FR-NCB") as node:
+        sent = await node.publish_many(drafts)
+        again = await node.publish_many(drafts[:1])
+    assert len({p.notice_id for p in sent + again}) == 6
+    assert all(p.audience == sent[0].audience for p in sent + again)
+    # The broker decided the shape once and answered the other five from its cache.
+    assert (broker.app.decisions.misses, broker.app.decisions.hits) == (1, 5)
+    assert broker.count("notices") == 6
+    assert broker.count("notice_sections") == 6 * len(RED_SECTIONS)  # each ciphertext once

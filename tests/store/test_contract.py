@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from broker.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from broker.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from broker.store.api import (
     DEAD,
     DELIVERED,
@@ -90,6 +97,7 @@ def receipt(
     proven: bytes | None = None,
     header_digest: bytes | None = None,
     at_ms: int = NOW,
+    sections: tuple[str, ...] = ("summary",),
 ) -> ReceiptRecord:
     return ReceiptRecord(
         notice_id=n.notice_id,
@@ -98,6 +106,7 @@ def receipt(
         header_digest=n.header_digest if header_digest is None else header_digest,
         proven=proven if proven is not None else f"proof|{recipient}|{n.notice_id}".encode(),
         received_at_ms=at_ms,
+        sections=sections,
     )
 
 
@@ -523,13 +532,83 @@ def test_record_receipts_is_idempotent(runner: StoreRunner, backend: Backend) ->
     assert (row.state, row.receipt) == (DELIVERED, b"first proof")
 
 
-def test_receipt_for_a_pending_delivery_is_accepted(runner: StoreRunner) -> None:
+def test_receipt_counts_only_for_what_was_streamed(runner: StoreRunner, backend: Backend) -> None:
+    n = notice()
+    publish(runner, item(n, R1, sections=("summary", "indicators")))
+
+    # Never streamed (pending): refused, and nothing changes.
+    with pytest.raises(FailedPrecondition, match="never streamed"):
+        record(runner, receipt(n, R1, sections=("indicators", "summary")))
+    assert status(runner, n)[R1, 1].state == PENDING
+    assert len(lease(runner, R1)) == 1
+    # Streamed, but the receipt names other sections than those delivered.
+    for wrong in [("summary",), ("indicators", "summary", "extra"), ()]:
+        with pytest.raises(InvalidArgument, match="were delivered"):
+            record(runner, receipt(n, R1, sections=wrong))
+    assert counts(runner, backend)["receipts"] == 0
+    assert status(runner, n)[R1, 1].state == IN_FLIGHT
+    assert record(runner, receipt(n, R1, sections=("indicators", "summary"))) == [key(n)]
+    assert status(runner, n)[R1, 1].state == DELIVERED
+
+
+def test_receipt_for_a_lease_that_ran_out_is_refused(runner: StoreRunner) -> None:
     n = notice()
     publish(runner, item(n, R1))
+    lease(runner, R1)
+    expire(runner, NOW + LEASE_MS + 1)  # back to pending: it will be streamed again
 
+    with pytest.raises(FailedPrecondition):
+        record(runner, receipt(n, R1))
+    assert len(lease(runner, R1, now_ms=NOW + LEASE_MS + 2)) == 1
     assert record(runner, receipt(n, R1)) == [key(n)]
-    assert status(runner, n)[R1, 1].state == DELIVERED
-    assert lease(runner, R1) == []
+
+
+def test_receipt_for_a_withheld_purged_or_dead_delivery_is_refused(
+    runner: StoreRunner, backend: Backend
+) -> None:
+    withheld, purged, dead = notice("n-w"), notice("n-p"), notice("n-d")
+    publish(runner, item(withheld, R1), item(purged, R1), item(dead, R1))
+    leased = {d.notice_id: d for d in lease(runner, R1)}
+    runner.call_sync(lambda s: s.withhold(leased["n-w"].seq, "policy changed", NOW))
+    runner.call_sync(
+        lambda s: s.conn.execute(
+            "UPDATE deliveries SET state='purged' WHERE seq=?", (leased["n-p"].seq,)
+        )
+    )
+    release(runner, R1, max_attempts=1)  # n-d is out of attempts: dead-lettered
+    assert status(runner, dead)[R1, 1].state == DEAD
+
+    for n, why in [(withheld, "withheld"), (purged, "purged"), (dead, "dead-lettered")]:
+        with pytest.raises(FailedPrecondition, match=why):
+            record(runner, receipt(n, R1))
+    assert counts(runner, backend)["receipts"] == 0
+    outcomes = runner.call_sync(
+        lambda s: s.receive_receipts([receipt(withheld, R1), receipt(dead, R1)])
+    )
+    assert [type(o.error) for o in outcomes] == [FailedPrecondition, FailedPrecondition]
+    assert counts(runner, backend)["receipts"] == 0
+
+
+def test_receive_receipts_refuses_one_by_one(runner: StoreRunner, backend: Backend) -> None:
+    a, b = notice("n-a"), notice("n-b")
+    publish(runner, item(a, R1), item(b, R1))
+    lease(runner, R1)
+
+    outcomes = runner.call_sync(
+        lambda s: s.receive_receipts(
+            [receipt(a, R1), receipt(b, R1, header_digest=sha("other")), receipt(a, R1)]
+        )
+    )
+
+    assert [(o.notice_id, o.first, type(o.error)) for o in outcomes] == [
+        ("n-a", True, type(None)),
+        ("n-b", False, InvalidArgument),
+        ("n-a", False, type(None)),  # the same receipt twice in one call: one delivery
+    ]
+    assert outcomes[0].originator == ORIG
+    assert counts(runner, backend)["receipts"] == 1
+    assert status(runner, a)[R1, 1].state == DELIVERED
+    assert status(runner, b)[R1, 1].state == IN_FLIGHT
 
 
 @pytest.mark.parametrize(
@@ -617,7 +696,9 @@ def test_delivery_status_reports_attempts_and_receipt(runner: StoreRunner) -> No
     lease(runner, R2)
     release(runner, R2)
     lease(runner, R2)
-    record(runner, receipt(n, R1, proven=b"proven receipt bytes"))
+    record(
+        runner, receipt(n, R1, proven=b"proven receipt bytes", sections=("indicators", "summary"))
+    )
 
     rows = status(runner, n)
 
@@ -641,6 +722,7 @@ def test_pending_recipients_follows_delivery_state(runner: StoreRunner) -> None:
     release(runner, R1)
     assert pending(runner) == {R1, R2, R3}
 
+    lease(runner, R2)
     record(runner, receipt(a, R2))  # delivered
     lease(runner, R3)
     release(runner, R3, max_attempts=1)  # dead
@@ -798,6 +880,7 @@ async def test_failing_operation_does_not_disturb_its_group(
 ) -> None:
     n1, n2, n3 = notice("n-1"), notice("n-2"), notice("n-3")
     publish(runner, item(n1, R1))
+    lease(runner, R1)
     batches = runner.batches
 
     def publish_then_fail(s: Any) -> None:

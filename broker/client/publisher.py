@@ -1,0 +1,477 @@
+"""Publishing from an agency node: audiences resolved locally, many notices per RPC.
+
+The node holds the administrator-signed policy bundle (GetActivePolicy) and the
+signed directory of agencies (GetDirectory), each verified once and kept
+(broker/client/directory.py). For every draft it decides the audience itself,
+by the policy's compiled masks, once per notice shape (broker/core/decisions.py),
+seals one key wrap per recipient to the key the CA bound to it, signs, and
+sends many envelopes in one Publish. The broker still re-checks every wrap
+against its own policy and registry, so a node whose view is stale is refused
+(nothing stored) and re-seals after refreshing its view; and the broker
+cannot widen an audience, because the node never asks it who may read what.
+
+Mixed into AgencyNode (broker/client/node.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+from broker import pki
+from broker.client.directory import Member, Verified, View, profile_of
+from broker.client.types import Draft, NodeConfig, PublishedNotice, now_ms
+from broker.core import activation as act
+from broker.core import envelope as env
+from broker.core import relay
+from broker.core.decisions import DecisionCache
+from broker.core.identity import IdentityError, Party
+from broker.core.policy import AgencyProfile, Bundle, PolicyError, compile_bundle
+from broker.core.relay import TLP_NAMES
+from broker.errors import INTERNAL_TEXT, InvalidArgument, PermissionDenied, Unavailable
+from broker.v1 import agency_pb2, notice_pb2
+
+log = logging.getLogger("broker.client")
+TLP_VALUES = {name: value for value, name in TLP_NAMES.items()}
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+DAY_MS = 86_400_000
+PUBLISH_BATCH = 64  # envelopes per Publish (the broker's default max_publish_batch)
+PUBLISH_BYTES = 6 * 1024 * 1024  # and bytes per Publish, under the 8 MiB message limit
+
+
+def transient(exc: grpc.aio.AioRpcError) -> bool:
+    """Worth retrying: the broker is unreachable, slow, or the connection broke under the
+    call (gRPC reports a write on a dropped connection as INTERNAL from its core; the
+    broker's own INTERNAL answers carry its fixed text and are not retried)."""
+    if exc.code() in RETRYABLE:
+        return True
+    return exc.code() == grpc.StatusCode.INTERNAL and (exc.details() or "") != INTERNAL_TEXT
+
+
+def _stale(exc: grpc.aio.AioRpcError) -> bool:
+    """The broker refused a wrap that the node's view allowed: its policy or registry
+    moved on since the node last looked."""
+    return exc.code() == grpc.StatusCode.PERMISSION_DENIED and "does not allow" in (
+        exc.details() or ""
+    )
+
+
+class NodePublisher:
+    """Publishing, audience resolution and delivery status of an AgencyNode."""
+
+    me: str
+    config: NodeConfig
+    credentials: pki.AgencyCredentials
+    ca_cert: x509.Certificate
+    ca_key: EllipticCurvePublicKey
+    revoked: frozenset[str]
+    stub: Any
+    _sent_purposes: dict[str, str]
+
+    def _init_publisher(self) -> None:
+        self.verified = Verified(self.ca_cert, self.ca_key)
+        self._policies: dict[str, tuple[Bundle, int]] = {}  # version -> (bundle, activation)
+        self._policy_sequence = 0  # the newest activation this node has seen
+        self._serials: dict[str, int] = {}  # newest key statement serial seen per agency
+        self._view: View | None = None
+        self._view_stale = True
+        self._view_lock = asyncio.Lock()
+        self._decisions = DecisionCache()
+
+    async def _retry(self, method: Any, request: Any) -> Any:
+        delay = 0.1
+        for attempt in range(1, self.config.publish_attempts + 1):
+            try:
+                return await method(request, timeout=self.config.rpc_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if not transient(exc) or attempt == self.config.publish_attempts:
+                    raise
+                log.info("broker unavailable, retrying", extra={"attempt": attempt})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
+        raise AssertionError("unreachable")
+
+    # -- the signed policy and directory -------------------------------------------------
+    async def signed_policy(self, version: str) -> Bundle:
+        """The active bundle, verified against its administrator-signed activation.
+
+        The node remembers the highest activation sequence it has seen and refuses an
+        older activation: a broker cannot roll it back to a once-valid, laxer bundle.
+        """
+        cached = self._policies.get(version)
+        if cached is not None and cached[1] == self._policy_sequence:
+            return cached[0]
+        active = await self._retry(self.stub.GetActivePolicy, agency_pb2.GetActivePolicyRequest())
+        if active.version != version:
+            raise Unavailable("the broker's policy changed while resolving the audience; retry")
+        if not active.activation.activation:
+            raise PermissionDenied(
+                "the broker runs an unsigned bootstrap policy: an administrator must activate a "
+                "signed bundle (broker admin policy activate) before audiences can be checked"
+            )
+        verified = act.verify_activation(
+            active.activation, self.ca_cert, now_ms(), expected_version=version
+        )
+        sequence = verified.activation.sequence
+        if sequence < self._policy_sequence:
+            raise PermissionDenied(
+                f"the broker served policy activation {sequence}, older than activation "
+                f"{self._policy_sequence} this node has seen; refusing to seal"
+            )
+        bundle = cached[0] if cached else compile_bundle(act.bundle_files(active.bundle))
+        if bundle.version != version:
+            raise PermissionDenied("the broker served a bundle that is not the activated version")
+        self._policy_sequence = sequence
+        self._policies[version] = (bundle, sequence)
+        return bundle
+
+    async def directory(self, *, refresh: bool = False) -> View:
+        """The verified directory and the signed policy it is decided under; fetched again
+        when the broker reported another one (or `refresh`)."""
+        async with self._view_lock:
+            view = self._view
+            if view is not None and not (refresh or self._view_stale):
+                return view
+            known = view.digest if view is not None else ""
+            got: agency_pb2.Directory = await self._retry(
+                self.stub.GetDirectory, agency_pb2.GetDirectoryRequest(known_digest=known)
+            )
+            policy = await self.signed_policy(got.policy_version)
+            if got.unchanged and view is not None:
+                view = View(view.digest, policy, view.members, view.profiles, view.excluded)
+            else:
+                view = self._verify_directory(got, policy)
+            self._view = view
+            self._view_stale = False
+            return view
+
+    def _verify_directory(self, directory: agency_pb2.Directory, policy: Bundle) -> View:
+        now = now_ms()
+        members: dict[str, Member] = {}
+        excluded: dict[str, str] = {}
+        for item in directory.agencies:
+            try:
+                entry = self.verified.entry(item.entry, now).entry
+            except act.ActivationError as exc:
+                log.warning("directory entry refused", extra={"error": str(exc)})
+                continue  # not signed by an administrator: as if the broker never sent it
+            try:
+                keys = self.verified.statement(item.key_statement, now, entry.id)
+            except IdentityError as exc:
+                excluded[entry.id] = f"no usable CA-signed key ({exc})"
+                continue
+            if entry.key_serial != keys.serial:
+                excluded[entry.id] = (
+                    f"the broker's registry entry for {entry.id} names key serial "
+                    f"{entry.key_serial}, its key statement serial {keys.serial}"
+                )
+                continue
+            if Party("agency", entry.id).uri() in self.revoked:
+                excluded[entry.id] = f"{entry.id} is revoked (revoked.txt)"
+                continue
+            try:
+                self._check_fresh(entry.id, keys.serial)
+            except PermissionDenied as exc:
+                excluded[entry.id] = str(exc)
+                continue
+            members[entry.id] = Member(
+                profile_of(entry), keys, entry, item.key_statement, item.entry
+            )
+        profiles = tuple(m.profile for _id, m in sorted(members.items()))
+        return View(directory.digest, policy, members, profiles, excluded)
+
+    def _check_fresh(self, agency: str, serial: int) -> None:
+        """Refuse a key statement older than one this node has seen (a broker replaying a
+        rotated-out key)."""
+        newest = self._serials.get(agency, 0)
+        if serial < newest:
+            raise PermissionDenied(
+                f"the broker offered key serial {serial} for {agency}, but this node has seen "
+                f"serial {newest}: refusing a rotated-out key"
+            )
+        self._serials[agency] = serial
+
+    # -- publishing ------------------------------------------------------------------------
+    async def publish(
+        self,
+        *,
+        kind: str,
+        purpose: str,
+        sections: Mapping[str, bytes | str],
+        tlp: str = "AMBER",
+        data_subject: int = notice_pb2.DATA_SUBJECT_SUSPECT,
+        handling_codes: Collection[str] = (),
+        evaluation: tuple[str, str] | None = None,
+        restrictions: notice_pb2.OriginatorRestrictions | None = None,
+        recipients: Collection[str] | None = None,
+        expires_in_days: int = 365,
+        expires_in_ms: int | None = None,
+        notice_id: str | None = None,
+        version: int = 1,
+        in_reply_to: str = "",
+        respond_by_ms: int = 0,
+    ) -> PublishedNotice:
+        """Seal and publish one notice to everyone the policy allows (or the named subset).
+
+        Raises InvalidArgument when nobody may receive it, PermissionDenied when the
+        signed policy does not allow a named recipient or the broker offers a key the CA
+        did not sign, and grpc.aio.AioRpcError for a refusal by the broker (its status
+        says what to fix).
+        """
+        draft = Draft(
+            kind=kind,
+            purpose=purpose,
+            sections=sections,
+            tlp=tlp,
+            data_subject=data_subject,
+            handling_codes=tuple(handling_codes),
+            evaluation=evaluation,
+            restrictions=restrictions,
+            recipients=None if recipients is None else tuple(recipients),
+            expires_in_days=expires_in_days,
+            expires_in_ms=expires_in_ms,
+            notice_id=notice_id,
+            version=version,
+            in_reply_to=in_reply_to,
+            respond_by_ms=respond_by_ms,
+        )
+        return (await self.publish_many([draft]))[0]
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[PublishedNotice]:
+        """Seal every draft and publish them in as few Publish calls as fit (64 envelopes
+        and 6 MiB each). Each call is atomic: all of its envelopes are stored, or none.
+
+        Raises as :meth:`publish` does, before anything is sent when a draft is invalid.
+        """
+        if not drafts:
+            return []
+        out: list[PublishedNotice] = []
+        for chunk in _chunks(drafts):
+            out.extend(await self._publish_chunk(chunk))
+        return out
+
+    async def _publish_chunk(self, drafts: Sequence[Draft]) -> list[PublishedNotice]:
+        created = now_ms()
+        headers = [self._header(d, created) for d in drafts]
+        for attempt in (1, 2):
+            view = await self.directory()
+            sealed = [self._seal(d, h, view) for d, h in zip(drafts, headers, strict=True)]
+            try:
+                response = await self.publish_envelopes([e for e, _a, _w in sealed])
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 1 and _stale(exc):
+                    self._view_stale = True  # the broker's view moved on: refresh, re-seal
+                    continue
+                raise
+            if response.directory_digest != view.digest or any(
+                r.policy_version != view.policy.version for r in response.results
+            ):
+                self._view_stale = True
+            out = []
+            for result, (_e, audience, withheld), d in zip(
+                response.results, sealed, drafts, strict=True
+            ):
+                self._sent_purposes[result.notice_id] = d.purpose
+                out.append(
+                    PublishedNotice(
+                        notice_id=result.notice_id,
+                        version=result.version,
+                        header_digest=result.header_digest,
+                        duplicate=result.duplicate,
+                        policy_version=result.policy_version,
+                        audience=audience,
+                        withheld=withheld,
+                    )
+                )
+            return out
+        raise AssertionError("unreachable")
+
+    def _header(self, d: Draft, created: int) -> notice_pb2.NoticeHeader:
+        if d.tlp not in TLP_VALUES:
+            raise InvalidArgument(f"unknown TLP {d.tlp!r}; use one of {sorted(TLP_VALUES)}")
+        header = notice_pb2.NoticeHeader(
+            notice_id=d.notice_id or str(uuid.uuid4()),
+            version=d.version,
+            originator=self.me,
+            kind=d.kind,
+            purpose=d.purpose,
+            data_subject=d.data_subject,  # type: ignore[arg-type]
+            tlp=TLP_VALUES[d.tlp],
+            handling_codes=list(d.handling_codes),
+            created_at_ms=created,
+            expires_at_ms=created
+            + (d.expires_in_ms if d.expires_in_ms is not None else d.expires_in_days * DAY_MS),
+            in_reply_to=d.in_reply_to,
+            respond_by_ms=d.respond_by_ms,
+        )
+        if d.evaluation is not None:
+            header.evaluation.source, header.evaluation.information = d.evaluation
+        return header
+
+    def _seal(
+        self, d: Draft, header: notice_pb2.NoticeHeader, view: View
+    ) -> tuple[notice_pb2.Envelope, dict[str, tuple[str, ...]], tuple[agency_pb2.Withholding, ...]]:
+        """Decide the audience under the signed policy and seal; (envelope, audience,
+        withholdings)."""
+        restrictions = d.restrictions or notice_pb2.OriginatorRestrictions()
+        facts = relay.facts_of(header, restrictions, sorted(d.sections))
+        try:
+            view.policy.check_notice(facts)
+        except PolicyError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        now = now_ms()
+        shape = self._decisions.outcome(view.policy, view.digest, view.profiles, facts, now)
+        allowed: dict[str, frozenset[str]] = {}
+        withheld: list[agency_pb2.Withholding] = []
+        for agency_id in sorted(view.members):
+            if agency_id == self.me:
+                continue
+            mine = shape.allowed(agency_id)
+            if mine:
+                allowed[agency_id] = mine
+            if mine != frozenset(facts.sections):
+                withheld += relay.withholdings(shape.decision(agency_id).decisions)
+        for agency_id, why in sorted(view.excluded.items()):
+            withheld.append(agency_pb2.Withholding(agency_id=agency_id, reason=why))
+        if d.recipients is not None:
+            missing = sorted(set(d.recipients) - set(allowed))
+            if missing:
+                raise PermissionDenied(
+                    f"the policy does not allow {', '.join(missing)} to receive this notice"
+                )
+            allowed = {a: s for a, s in allowed.items() if a in set(d.recipients)}
+        if not allowed:
+            raise InvalidArgument("the policy allows nobody to receive this notice")
+        inputs = [
+            env.RecipientInput(
+                agency_id=agency_id,
+                encryption_key=view.members[agency_id].keys.encryption_key,
+                sections=sections,
+            )
+            for agency_id, sections in allowed.items()
+        ]
+        envelope = env.seal(
+            header,
+            restrictions,
+            [
+                env.SectionInput(name, data if isinstance(data, bytes) else data.encode())
+                for name, data in sorted(d.sections.items())
+            ],
+            inputs,
+            self.credentials.signing_seed,
+            os.urandom,
+        )
+        audience = {i.agency_id: tuple(sorted(i.sections)) for i in inputs}
+        return envelope, audience, tuple(withheld)
+
+    async def publish_envelopes(
+        self, envelopes: list[notice_pb2.Envelope]
+    ) -> agency_pb2.PublishResponse:
+        """Publish sealed envelopes in one batch, retrying safely on transient failures."""
+        req = agency_pb2.PublishRequest(envelopes=envelopes)
+        response: agency_pb2.PublishResponse = await self._retry(self.stub.Publish, req)
+        return response
+
+    # -- asking the broker (explanations; not used to seal) --------------------------------
+    async def resolve_audience(
+        self,
+        draft: notice_pb2.NoticeHeader,
+        restrictions: notice_pb2.OriginatorRestrictions,
+        sections: Collection[str],
+    ) -> agency_pb2.ResolveAudienceResponse:
+        """Ask the broker who may read which sections of a draft."""
+        req = agency_pb2.ResolveAudienceRequest(
+            draft=draft, restrictions=restrictions, sections=sorted(sections)
+        )
+        response: agency_pb2.ResolveAudienceResponse = await self._retry(
+            self.stub.ResolveAudience, req
+        )
+        return response
+
+    async def check_audience(
+        self,
+        header: notice_pb2.NoticeHeader,
+        restrictions: notice_pb2.OriginatorRestrictions,
+        sections: Collection[str],
+        audience: agency_pb2.ResolveAudienceResponse,
+    ) -> None:
+        """Re-evaluate a ResolveAudience answer under the signed policy and registry.
+
+        Raises PermissionDenied if the broker offered any recipient a section that the
+        administrator-signed policy, applied to the administrator-signed registry entry,
+        does not allow.
+        """
+        policy = await self.signed_policy(audience.policy_version)
+        facts = relay.facts_of(header, restrictions, sorted(sections))
+        now = now_ms()
+        for m in audience.members:
+            if not m.entry.entry:
+                raise PermissionDenied(
+                    f"the broker offered {m.agency_id} without an administrator-signed registry "
+                    "entry (broker admin agency sign-registry)"
+                )
+            entry = self.verified.entry(m.entry, now).entry
+            serial = notice_pb2.KeyStatement.FromString(m.key_statement.statement).serial
+            if entry.id != m.agency_id or entry.key_serial != serial:
+                raise PermissionDenied(
+                    f"the broker's registry entry for {m.agency_id} does not match its keys"
+                )
+            profile: AgencyProfile = profile_of(entry)
+            allowed = policy.decide(facts, profile, now_ms=now).allowed_sections
+            extra = sorted(set(m.sections) - allowed)
+            if extra:
+                raise PermissionDenied(
+                    f"the broker offered {m.agency_id} section(s) {', '.join(extra)} that the "
+                    f"signed policy {policy.version[:12]} does not allow; nothing was sealed"
+                )
+
+    # -- after publishing -----------------------------------------------------------------
+    async def delivery_status(
+        self, notice_id: str, version: int = 0
+    ) -> agency_pb2.DeliveryStatusResponse:
+        req = agency_pb2.DeliveryStatusRequest(notice_id=notice_id, version=version)
+        response: agency_pb2.DeliveryStatusResponse = await self._retry(
+            self.stub.GetDeliveryStatus, req
+        )
+        return response
+
+    async def update_restrictions(
+        self,
+        notice_id: str,
+        restrictions: notice_pb2.OriginatorRestrictions,
+        sequence: int,
+    ) -> int:
+        """Replace a published notice's restrictions (signed); return how many queued
+        deliveries the broker withheld because of the change."""
+        update = agency_pb2.RestrictionUpdate(
+            notice_id=notice_id, restrictions=restrictions, sequence=sequence, at_ms=now_ms()
+        ).SerializeToString(deterministic=True)
+        signature = relay.sign_restriction_update(update, self.credentials.signing_seed)
+        request = agency_pb2.UpdateRestrictionsRequest(update=update, signature=signature)
+        response: agency_pb2.UpdateRestrictionsResponse = await self._retry(
+            self.stub.UpdateRestrictions, request
+        )
+        return response.withheld
+
+
+def _chunks(drafts: Sequence[Draft]) -> list[Sequence[Draft]]:
+    """Split drafts into Publish calls of at most PUBLISH_BATCH envelopes and about
+    PUBLISH_BYTES of section content."""
+    out: list[Sequence[Draft]] = []
+    start, size = 0, 0
+    for i, d in enumerate(drafts):
+        n = sum(len(v) for v in d.sections.values())
+        if i > start and (i - start >= PUBLISH_BATCH or size + n > PUBLISH_BYTES):
+            out.append(drafts[start:i])
+            start, size = i, 0
+        size += n
+    out.append(drafts[start:])
+    return out

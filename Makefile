@@ -3,9 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+FUZZ_SECONDS ?= 30
 PROTOS := $(wildcard protos/broker/v1/*.proto)
+MATRIX_TESTS := tests/core/test_bounds.py tests/test_loaders.py tests/integration/test_bad_input.py \
+	tests/integration/test_authorisation.py tests/integration/test_process_failures.py
 
-.PHONY: setup demo test lint types pytest protos check-protos bench clean
+.PHONY: setup demo test lint types pytest protos check-protos bench matrices fuzz clean
 
 setup: $(STAMP)
 
@@ -41,5 +45,19 @@ check-protos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/broker bench
 
+# Rewrite the generated tables of docs/reliability.md from real runs (the tests fail when
+# the committed tables differ from what they find).
+matrices: $(STAMP)
+	BROKER_WRITE_MATRICES=1 $(BIN)/pytest -q $(MATRIX_TESTS)
+
+# Coverage-guided fuzzing (atheris, a separate install: a 35 MB wheel): every target for
+# FUZZ_SECONDS each; findings are copied to tests/fuzz/regressions/ (make test runs them).
+fuzz: $(FUZZ_STAMP)
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,fuzz]'
+	touch $(FUZZ_STAMP)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .fuzz

@@ -449,17 +449,25 @@ def revoked_parties(root: Path) -> frozenset[str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return frozenset()
-    except UnicodeDecodeError:
-        raise FailedPrecondition(f"{path} is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        raise FailedPrecondition(f"{path}:1:1: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:  # a directory, no permission, an I/O error: never "nobody revoked"
+        raise FailedPrecondition(
+            f"cannot read the revocation list {path}: {exc.strerror or exc}"
+        ) from None
     uris: set[str] = set()
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        column = len(raw) - len(raw.lstrip()) + 1
         try:
             uris.add(parse_party_uri(line).uri())
         except IdentityError as exc:
-            raise FailedPrecondition(f"{path}:{lineno}: {exc}") from None
+            raise FailedPrecondition(
+                f"{path}:{lineno}:{column}: {exc}; write one party URI a line, "
+                "such as urn:broker:agency:FR-NCB"
+            ) from None
     return frozenset(uris)
 
 

@@ -29,14 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """The message on one line: an error is one line of the terminal, whatever it quotes."""
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
     except BrokerError as exc:
-        print(f"broker: error: {exc}", file=sys.stderr)
+        print(f"broker: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine said no (a file, a socket): one line, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"broker: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return result

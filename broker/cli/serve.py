@@ -1,4 +1,9 @@
-"""`broker serve`: run the broker until SIGTERM or SIGINT, then shut down gracefully."""
+"""`broker serve`: run the broker until SIGTERM or SIGINT, then shut down gracefully.
+
+A broker that cannot start (a port in use, a data directory it cannot write, a
+full disk, a locked database, a bad configuration) prints one line saying what
+to fix and exits non-zero (broker/cli/main.py); it never starts half-way.
+"""
 
 from __future__ import annotations
 
@@ -68,7 +73,11 @@ async def serve(config: ServerConfig, port_file: Path | None = None) -> int:
             ) from exc
         log.info("metrics serving", extra={"listen": config.metrics_listen})
     app = BrokerApp(config)
-    port = await app.start()
+    try:
+        port = await app.start()
+    except BaseException:
+        await app.stop(grace=0)  # close the store and release the data directory first
+        raise
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(str(port))

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
 
+from broker.core import bounds
 from broker.core.identity import IdentityError, Party, party_from_certificate
 from broker.errors import InvalidArgument, PermissionDenied
 from broker.v1 import admin_pb2
@@ -141,6 +142,7 @@ def verify_activation(
         activation.ParseFromString(signed.activation)
     except DecodeError as exc:
         raise ActivationError("the signed activation is not a PolicyActivation") from exc
+    bounds.check(activation, "activation")
     if activation.admin != party.id:
         raise ActivationError(
             f"the activation names {activation.admin!r} but was signed by {party.id!r}"
@@ -177,4 +179,5 @@ def verify_agency_entry(
         entry.ParseFromString(signed.entry)
     except DecodeError as exc:
         raise ActivationError("the signed entry is not an AgencyEntry") from exc
+    bounds.check(entry, "entry")
     return VerifiedEntry(entry, party)

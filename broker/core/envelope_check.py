@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from broker.core import envelope_suite as es
+from broker.core.bounds import quote
 from broker.core.envelope_suite import EnvelopeError, SignatureError
 from broker.core.merkle import inclusion_proof, leaf_hash, root_from_hashes
 from broker.v1 import notice_pb2
@@ -99,9 +100,9 @@ def _check_sections(
         if d.notice_id != header.notice_id or d.version != header.version:
             raise EnvelopeError(f"{what}.descriptor is for another notice id or version")
         if not es.SECTION_NAME.fullmatch(d.name):
-            raise EnvelopeError(f"{what}.descriptor.name {d.name!r} must match {_NAME_RULE}")
+            raise EnvelopeError(f"{what}.descriptor.name {quote(d.name)} must match {_NAME_RULE}")
         if d.name in descriptors:
-            raise EnvelopeError(f"{what}.descriptor.name {d.name!r} is duplicated")
+            raise EnvelopeError(f"{what}.descriptor.name {quote(d.name)} is duplicated")
         if len(section.ciphertext) < es.MIN_SECTION_CIPHERTEXT:
             raise EnvelopeError(f"{what}.ciphertext is shorter than nonce and tag")
         if d.ciphertext_size != len(section.ciphertext):
@@ -131,7 +132,7 @@ def _check_wraps(
         if not leaf.recipient:
             raise EnvelopeError(f"{what}.leaf.recipient is empty")
         if leaf.recipient in wrap_index:
-            raise EnvelopeError(f"{what}.leaf.recipient {leaf.recipient!r} is duplicated")
+            raise EnvelopeError(f"{what}.leaf.recipient {quote(leaf.recipient)} is duplicated")
         names = list(leaf.sections)
         if names != sorted(set(names)):
             raise EnvelopeError(f"{what}.leaf.sections must be sorted and unique")
@@ -171,7 +172,7 @@ def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> Checked
     signed = envelope.header
     if signed.suite != es.SUITE:
         raise EnvelopeError(
-            f"header.suite {signed.suite!r} is not supported, expected {es.SUITE!r}"
+            f"header.suite {quote(signed.suite)} is not supported, expected {es.SUITE!r}"
         )
     if len(signing_key) != es.KEY_SIZE:
         raise EnvelopeError("signing_key must be a 32-byte Ed25519 public key")
@@ -252,7 +253,7 @@ def delivery_for(
             wrap = candidate
             break
     if wrap is None:
-        raise EnvelopeError(f"envelope has no key wrap for recipient {recipient!r}")
+        raise EnvelopeError(f"envelope has no key wrap for recipient {quote(recipient)}")
 
     delivery = notice_pb2.Delivery()
     delivery.header.CopyFrom(envelope.header)

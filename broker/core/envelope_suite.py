@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf.message import DecodeError, Message
 
+from broker.core import bounds
 from broker.errors import BrokerError, InvalidArgument
 
 Rng = Callable[[int], bytes]
@@ -79,11 +80,19 @@ def parse(cls: type[_M], data: bytes) -> _M:
 
 
 def parse_field(cls: type[_M], data: bytes, what: str) -> _M:
-    """Return data parsed as a cls message. Raises EnvelopeError naming `what`."""
+    """Return data parsed as a cls message, checked against its bounds (broker.core.bounds).
+
+    Raises EnvelopeError naming `what` (and the field out of bounds).
+    """
     try:
-        return parse(cls, data)
+        msg = parse(cls, data)
     except DecodeError:
         raise EnvelopeError(f"{what} is not a valid {cls.__name__}") from None
+    try:
+        bounds.check(msg, what)
+    except bounds.BoundsError as exc:
+        raise EnvelopeError(str(exc)) from None
+    return msg
 
 
 def serialize(msg: Message) -> bytes:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from google.protobuf.message import DecodeError
 
+from broker.core import bounds
 from broker.errors import InvalidArgument, Unauthenticated
 from broker.v1 import notice_pb2
 
@@ -55,8 +56,9 @@ def validate_id(s: str) -> str:
     ``.``, ``_`` or ``-``; for example ``FR-NCB``.
     """
     if not isinstance(s, str) or _ID_RE.fullmatch(s) is None:
+        shown = bounds.quote(s) if isinstance(s, str) else type(s).__name__
         raise InvalidArgument(
-            f"invalid id {s!r}: use 1 to 64 characters from A-Z a-z 0-9 . _ -, "
+            f"invalid id {shown}: use 1 to 64 characters from A-Z a-z 0-9 . _ -, "
             "starting with a letter or digit (e.g. FR-NCB)"
         )
     return s
@@ -99,17 +101,21 @@ def parse_party_uri(uri: str) -> Party:
     ``ID_PATTERN``, nothing before or after. No case folding or normalisation,
     so a name has exactly one spelling.
     """
-    if not isinstance(uri, str) or not uri.startswith(URI_PREFIX):
-        raise IdentityError(f"not a broker party URI (want {URI_PREFIX}<kind>:<id>): {uri!r}")
+    if not isinstance(uri, str):
+        raise IdentityError(f"not a broker party URI (want {URI_PREFIX}<kind>:<id>)")
+    if not uri.startswith(URI_PREFIX):
+        raise IdentityError(
+            f"not a broker party URI (want {URI_PREFIX}<kind>:<id>): {bounds.quote(uri)}"
+        )
     kind, sep, ident = uri[len(URI_PREFIX) :].partition(":")
     if not sep:
         raise IdentityError(
-            f"broker party URI without an id (want {URI_PREFIX}<kind>:<id>): {uri!r}"
+            f"broker party URI without an id (want {URI_PREFIX}<kind>:<id>): {bounds.quote(uri)}"
         )
     try:
         return Party(validate_kind(kind), validate_id(ident))
     except InvalidArgument as exc:
-        raise IdentityError(f"invalid broker party URI {uri!r}: {exc}") from exc
+        raise IdentityError(f"invalid broker party URI {bounds.quote(uri)}: {exc}") from exc
 
 
 def _is_broker_uri(uri: str) -> bool:
@@ -215,6 +221,10 @@ def verify_key_statement(
         st = notice_pb2.KeyStatement.FromString(signed.statement)
     except DecodeError as exc:
         raise IdentityError("signed key statement bytes are not a KeyStatement") from exc
+    try:
+        bounds.check(st, "key statement")
+    except bounds.BoundsError as exc:
+        raise IdentityError(str(exc)) from None
 
     try:
         validate_id(st.agency_id)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from broker.core import bounds
 from broker.core.envelope_suite import ed25519_sign, ed25519_valid
 from broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from broker.v1 import notice_pb2
@@ -76,12 +77,14 @@ def sign_action(action: bytes, signing_seed: bytes) -> bytes:
 
 
 def peek_action(signed: notice_pb2.SignedLifecycleAction) -> notice_pb2.LifecycleAction:
-    """Parse the action (to learn whose key verifies it); raise InvalidArgument."""
+    """Parse the action (to learn whose key verifies it) and check its bounds; raise
+    InvalidArgument."""
     action = notice_pb2.LifecycleAction()
     try:
         action.ParseFromString(signed.action)
     except DecodeError as exc:
         raise InvalidArgument("action is not a valid broker.v1.LifecycleAction") from exc
+    bounds.check(action, "action")
     return action
 
 

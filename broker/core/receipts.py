@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
+from broker.core import bounds
 from broker.core import envelope_suite as es
+from broker.core.bounds import quote
 from broker.core.merkle import ProofError, all_inclusion_proofs, leaf_hash, root_from_hashes
 from broker.core.merkle import verify_inclusion as _verify_inclusion
 from broker.errors import InvalidArgument
@@ -42,7 +44,9 @@ def receipt_batch_message(root: bytes, size: int) -> bytes:
 
 def _check_receipt(receipt: notice_pb2.Receipt, signer: str, what: str) -> None:
     if receipt.recipient != signer:
-        raise ReceiptError(f"{what}.recipient {receipt.recipient!r} is not the signer {signer!r}")
+        raise ReceiptError(
+            f"{what}.recipient {quote(receipt.recipient)} is not the signer {quote(signer)}"
+        )
     if not receipt.notice_id or (receipt.version < 1 and not receipt.action_id):
         raise ReceiptError(f"{what} needs a notice_id and a version >= 1 (or an action_id)")
     if len(receipt.header_digest) != es.DIGEST_SIZE:
@@ -83,6 +87,10 @@ def _parse_receipt(data: bytes, signer: str, what: str) -> notice_pb2.Receipt:
         receipt = es.parse(notice_pb2.Receipt, data)
     except DecodeError:
         raise ReceiptError(f"{what} is not a valid Receipt") from None
+    try:
+        bounds.check(receipt, what)
+    except bounds.BoundsError as exc:
+        raise ReceiptError(str(exc)) from None
     _check_receipt(receipt, signer, what)
     return receipt
 
@@ -110,7 +118,7 @@ def verify_receipts(
     hashes = [leaf_hash(leaf) for leaf in batch.receipts]
     root = root_from_hashes(hashes)
     if not es.ed25519_valid(signing_key, batch.signature, receipt_batch_message(root, len(hashes))):
-        raise ReceiptError(f"batch.signature does not verify with the key of {batch.signer!r}")
+        raise ReceiptError(f"batch.signature does not verify with the key of {quote(batch.signer)}")
     parsed = [
         _parse_receipt(leaf, batch.signer, f"receipts[{i}]")
         for i, leaf in enumerate(batch.receipts)
@@ -158,5 +166,7 @@ def verify_proven_receipt(
         raise ReceiptError(f"receipt is not included in the batch root: {exc}") from None
     message = receipt_batch_message(proven.batch_root, proven.batch_size)
     if not es.ed25519_valid(signing_key, proven.signature, message):
-        raise ReceiptError(f"proven.signature does not verify with the key of {proven.signer!r}")
+        raise ReceiptError(
+            f"proven.signature does not verify with the key of {quote(proven.signer)}"
+        )
     return _parse_receipt(proven.receipt, proven.signer, "proven.receipt")

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from broker.core import bounds, records
 from broker.core import decisions as dc
 from broker.core import envelope as env
 from broker.core import receipts as rcp
-from broker.core import records
+from broker.core.bounds import quote
 from broker.core.policy import AgencyProfile, Bundle, Decision, NoticeFacts, RecipientDecision
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import Restrictions
@@ -264,7 +265,7 @@ def accept_publish(
         raise InvalidArgument("envelope header is not a valid broker.v1.NoticeHeader") from exc
     if claimed != caller:
         raise PermissionDenied(
-            f"you are {caller}; a notice whose originator is {claimed!r} cannot come from you"
+            f"you are {caller}; a notice whose originator is {quote(claimed)} cannot come from you"
         )
     me = registry.get(caller)
     if me is None:
@@ -287,7 +288,7 @@ def accept_publish(
         if not wraps[recipient]:
             raise InvalidArgument(f"the key wrap for {recipient} names no sections")
         if recipient not in registry:
-            raise InvalidArgument(f"recipient {recipient!r} is not in the agency registry")
+            raise InvalidArgument(f"recipient {quote(recipient)} is not in the agency registry")
         if recipient == caller:
             raise InvalidArgument("a notice cannot be addressed to its own originator")
         unknown = sorted(set(wraps[recipient]) - set(checked.sections))
@@ -368,7 +369,9 @@ def accept_receipts(
     erase), InvalidArgument when it does not verify, ResourceExhausted when too large.
     """
     if batch.signer != caller:
-        raise PermissionDenied(f"you are {caller}; you cannot submit receipts as {batch.signer!r}")
+        raise PermissionDenied(
+            f"you are {caller}; you cannot submit receipts as {quote(batch.signer)}"
+        )
     if len(batch.receipts) > limits.max_receipts_per_batch:
         raise ResourceExhausted(f"at most {limits.max_receipts_per_batch} receipts per batch")
     me = registry.get(caller)
@@ -409,6 +412,7 @@ def accept_restriction_update(
         update.ParseFromString(update_bytes)
     except DecodeError as exc:
         raise InvalidArgument("update is not a valid broker.v1.RestrictionUpdate") from exc
+    bounds.check(update, "update")
     if owner != caller:
         raise NotFound(f"you have published no notice {update.notice_id}")
     if update.sequence < 1:

@@ -29,6 +29,7 @@ from broker.errors import (
     NotFound,
     PermissionDenied,
 )
+from broker.registry import catalogue_problem
 from broker.server import console_reads
 from broker.server.peer import caller
 from broker.server.status import unary_handler
@@ -268,6 +269,9 @@ class AdminService:
         unknown = sorted(set(entry.groups) - set(self.app.policy.groups))
         if unknown:
             raise InvalidArgument(f"unknown group(s) {unknown}: define them in groups.toml first")
+        problem = catalogue_problem(self.app.policy, entry.roles, entry.groups, entry.purposes)
+        if problem is not None:
+            raise InvalidArgument(f"{problem[0]}: {problem[1]}")
         now = now_ms()
         if not now < entry.not_after_ms <= now + MAX_ENTRY_VALIDITY_MS:
             raise InvalidArgument(

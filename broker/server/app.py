@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
 import logging
+import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import RegisteredAgency
-from broker.errors import FailedPrecondition, InvalidArgument
+from broker.errors import FailedPrecondition, InvalidArgument, Unavailable
 from broker.registry import join_statements, parse_registry
 from broker.server import metrics
 from broker.server.admin_service import AdminService
@@ -44,6 +46,7 @@ from broker.server.replicas import (
 )
 from broker.server.service import AgencyService
 from broker.server.wire import now_ms
+from broker.store import failures
 from broker.store.api import ActivePolicyRow, AgencyRecord, Event, Store
 from broker.store.backends import describe, open_stores
 from broker.store.runner import StoreRunner
@@ -88,13 +91,21 @@ class BrokerApp:
         # SQLite: one broker per data directory. PostgreSQL: replicas share the database
         # and tell each other what changed (broker/server/replicas.py).
         self._lock = None if config.store else _lock_data_dir(config.data_dir)
-        stores = open_stores(
-            config.store,
-            config.database,
-            pool_min=config.store_pool_min,
-            pool_max=config.store_pool_max,
-            workers=config.store_workers,
-        )
+        try:
+            stores = open_stores(
+                config.store,
+                config.database,
+                pool_min=config.store_pool_min,
+                pool_max=config.store_pool_max,
+                workers=config.store_workers,
+            )
+        except Exception as exc:
+            if self._lock is not None:
+                self._lock.close()
+            error = failures.startup_error(exc, config.data_dir)
+            if error is None:
+                raise
+            raise error from exc
         self.runner: StoreRunner[Store] = StoreRunner(*stores)
         self.checkpoints = Checkpointer(self.runner, log_signer)  # signed log checkpoints
         self.sessions: dict[str, Session] = {}
@@ -124,7 +135,11 @@ class BrokerApp:
             if not known:
                 raise InvalidArgument(f"registry file {self.config.registry} does not exist")
             return
-        profiles = {k: v for k, v in parse_registry(self.config.registry).items() if k not in known}
+        profiles = {
+            k: v
+            for k, v in parse_registry(self.config.registry, self.policy).items()
+            if k not in known
+        }
         if not profiles:
             return
         statements = pki.read_statements(self.config.keys_dir)
@@ -326,11 +341,24 @@ class BrokerApp:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> int:
-        """Seed the registry, load the active policy, start serving; return the bound port."""
-        await self._seed_registry()
-        await self.reload_registry()
-        await self._load_policy()
-        self.restriction_overrides = await self.runner.call(lambda s: s.all_restriction_overrides())
+        """Seed the registry, load the active policy, start serving; return the bound port.
+
+        Raises FailedPrecondition saying what to fix when the port is taken or the store
+        cannot be written (a full disk, a locked database).
+        """
+        try:
+            await self._seed_registry()
+            await self.reload_registry()
+            await self._load_policy()
+            self.restriction_overrides = await self.runner.call(
+                lambda s: s.all_restriction_overrides()
+            )
+        except Unavailable as exc:  # the store failed under the start-up writes
+            error = failures.startup_error(exc, self.config.data_dir)
+            if error is None:
+                raise
+            raise error from exc
+        check_listen_address(self.config.listen)
         if self.replicas is not None:
             await self._check_log_origin()
             await self.replicas.start()
@@ -365,9 +393,14 @@ class BrokerApp:
             root_certificates=self.tls.ca_cert.read_bytes(),
             require_client_auth=True,
         )
-        self.port = server.add_secure_port(self.config.listen, credentials)
+        try:
+            self.port = server.add_secure_port(self.config.listen, credentials)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise InvalidArgument(f"cannot listen on {self.config.listen}")
+            raise FailedPrecondition(
+                f"cannot listen on {self.config.listen}: choose a free local host:port"
+            )
         await server.start()
         self.server = server
         for name in ("", SERVICE_NAME, AUDIT_SERVICE_NAME):
@@ -504,6 +537,36 @@ def expire_notice(store: Store, notice_id: str, now: int) -> list[Event]:
     return [store.add_event(state.originator, "expired", notice_id, version, "", detail, now)]
 
 
+def check_listen_address(listen: str) -> None:
+    """Raise FailedPrecondition if `listen` (host:port) cannot be bound now: a port in use
+    or an address that is not this machine's, said in one line (gRPC itself reports only
+    "failed to bind", after printing its own log line)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - what an empty host means to gRPC
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise FailedPrecondition(
+            f"cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}; "
+            "use host:port with a local address"
+        ) from None
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: SO_REUSEADDR, so connections left in TIME_WAIT do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                hint = (
+                    "another process is listening there: stop it or choose another port"
+                    if exc.errno == errno.EADDRINUSE
+                    else "choose an address of this machine"
+                )
+                raise FailedPrecondition(
+                    f"cannot listen on {listen}: {exc.strerror}; {hint}"
+                ) from None
+
+
 def registry_key(agencies: Iterable[RegisteredAgency]) -> str:
     """A digest of the registry: every profile the policy reads, key statement and signed
     entry. Decisions cached under one key are never reused once any of them changed, and
@@ -532,8 +595,13 @@ def registry_key(agencies: Iterable[RegisteredAgency]) -> str:
 def _lock_data_dir(data_dir: Path) -> IO[bytes]:
     """Hold an exclusive lock on the data directory for the process's life: two brokers
     on one SQLite file would each believe they own the delivery state."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = (data_dir / "broker.lock").open("wb")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = (data_dir / "broker.lock").open("wb")
+    except OSError as exc:
+        raise failures.startup_error(exc, data_dir) or FailedPrecondition(
+            f"cannot start: cannot use data_dir {data_dir}: {exc.strerror or exc}"
+        ) from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

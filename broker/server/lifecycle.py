@@ -19,7 +19,7 @@ from broker.errors import (
     NotFound,
     PermissionDenied,
 )
-from broker.server.peer import caller, require_agency
+from broker.server.peer import caller, require_agency, require_registered
 from broker.server.wire import now_ms, parse
 from broker.store.api import NoticeRecord, ReplyRow, Store
 from broker.v1 import agency_pb2, notice_pb2
@@ -143,7 +143,8 @@ class LifecycleHandlers:
     app: BrokerApp
 
     def _caller(self, context: Ctx) -> str:
-        return require_agency(caller(context, self.app.revoked))
+        agency = require_agency(caller(context, self.app.revoked))
+        return require_registered(agency, self.app.registry)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def act(self, data: bytes, context: Ctx) -> agency_pb2.ActResponse:

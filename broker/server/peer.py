@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -46,3 +47,14 @@ def require_agency(party: Party) -> str:
     if party.kind != "agency":
         raise PermissionDenied(f"{party.uri()} is not an agency; AgencyService is for agencies")
     return party.id
+
+
+def require_registered(agency: str, registry: Mapping[str, object]) -> str:
+    """Return `agency` if the registry knows it; a certificate of the deployment CA alone
+    does not make an agency (it may be awaiting registration, or its key statement may
+    no longer be valid). Raises PermissionDenied."""
+    if agency not in registry:
+        raise PermissionDenied(
+            f"{agency} is not in the agency registry: an administrator must register it"
+        )
+    return agency

@@ -31,7 +31,7 @@ from broker.errors import (
 from broker.server import metrics
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
-from broker.server.peer import caller, require_agency
+from broker.server.peer import caller, require_agency, require_registered
 from broker.server.status import abort, status_of, unary_handler
 from broker.server.wire import now_ms, parse
 from broker.store.api import (
@@ -149,7 +149,8 @@ class AgencyService(LifecycleHandlers):
         )
 
     def _agency(self, context: Ctx) -> str:
-        return require_agency(caller(context, self.app.revoked))
+        agency = require_agency(caller(context, self.app.revoked))
+        return require_registered(agency, self.app.registry)
 
     # -- ResolveAudience -------------------------------------------------------------
     async def resolve_audience(

@@ -39,10 +39,26 @@ def status_of(exc: errors.BrokerError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+# A status message travels in HTTP/2 trailers; clients refuse metadata beyond 8 KiB by
+# default, so an over-long message would turn the real status into a transport error.
+MAX_MESSAGE_BYTES = 1024
+
+
+def status_message(exc: errors.BrokerError) -> str:
+    """The message a caller sees for `exc`: str(exc), cut to MAX_MESSAGE_BYTES of UTF-8."""
+    text = str(exc)
+    data = text.encode("utf-8")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return text
+    marker = " … (message cut)"
+    cut = data[: MAX_MESSAGE_BYTES - len(marker.encode())].decode("utf-8", "ignore")
+    return cut + marker
+
+
 async def abort(context: Any, exc: BaseException) -> NoReturn:
-    """Abort the RPC with the status for `exc`."""
+    """Abort the RPC with the status for `exc` (its message capped by status_message)."""
     if isinstance(exc, errors.BrokerError):
-        await context.abort(status_of(exc), str(exc))
+        await context.abort(status_of(exc), status_message(exc))
     log.error("unexpected error in RPC", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_TEXT)
     raise AssertionError("context.abort returned")  # it always raises

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from broker.errors import Unavailable
+from broker.store import failures
 from broker.store.api import Transactional
 
 T = TypeVar("T")
@@ -112,6 +113,7 @@ class StoreRunner(Generic[S]):
             self._run_batch(store, batch)
 
     def _run_batch(self, store: S, batch: list[_Op]) -> None:
+        failure: Exception | None = None
         for attempt in range(MAX_RETRIES + 1):
             try:
                 results = self._transaction(store, batch)
@@ -128,10 +130,16 @@ class StoreRunner(Generic[S]):
                     time.sleep(min(0.002 * 2**attempt, 0.2))
                     continue
                 log.exception("store transaction kept being aborted; giving up")
-            except Exception:
-                log.exception("store transaction failed")
+                failure = exc
+            except Exception as exc:
+                reason = failures.describe(exc, "the data directory")
+                if reason is None:
+                    log.exception("store transaction failed; nothing in it was stored")
+                else:  # a known condition (disk full, database locked ...): one line
+                    log.error(f"store transaction failed; nothing in it was stored: {reason}")  # noqa: TRY400
                 with contextlib.suppress(Exception):  # the original error is what matters
                     store.rollback()
+                failure = exc
             else:
                 with self._lock:
                     self.batches += 1
@@ -147,8 +155,10 @@ class StoreRunner(Generic[S]):
                 return
             break
         for _fn, fut in batch:
+            error = Unavailable("the broker could not store this; nothing was stored: retry")
+            error.__cause__ = failure  # what `broker serve` names when it fails to start
             with contextlib.suppress(concurrent.futures.InvalidStateError):
-                fut.set_exception(Unavailable("storage failed; retry"))
+                fut.set_exception(error)
 
     @staticmethod
     def _transaction(

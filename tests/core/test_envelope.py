@@ -707,7 +707,9 @@ def _signed_variants() -> dict[str, notice_pb2.Envelope]:
     variant("descriptor version", lambda e: _replace_descriptor(e, "identity", _set("version", 2)))
     variant(
         "descriptor notice_id",
-        lambda e: _replace_descriptor(e, "identity", _set("notice_id", "other")),
+        lambda e: _replace_descriptor(
+            e, "identity", _set("notice_id", "00000000-0000-4000-8000-000000000000")
+        ),
     )
     variant("wrap body notice_id", lambda e: _replace_wrap(e, "DE-BKA", _set("notice_id", "x")))
     variant("wrap body version", lambda e: _replace_wrap(e, "DE-BKA", _set("version", 9)))

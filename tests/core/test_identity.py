@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import broker.core.identity as identity_module
+from broker.core import bounds
 from broker.core.identity import (
     ID_PATTERN,
     KEY_STATEMENT_CONTEXT,
@@ -111,7 +112,7 @@ def test_validate_id_accepts(good: str) -> None:
 def test_validate_id_rejects_with_clear_message(bad: str) -> None:
     with pytest.raises(InvalidArgument, match="invalid id") as info:
         validate_id(bad)
-    assert repr(bad) in str(info.value)
+    assert bounds.quote(bad) in str(info.value)  # quoted, at most a short prefix
 
 
 def test_party_uri_and_ordering() -> None:

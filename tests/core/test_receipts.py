@@ -167,8 +167,20 @@ def _signed_batch(leaves: list[bytes]) -> notice_pb2.ReceiptBatch:
             r"receipts\[1\] needs a notice_id",
         ),
         (
-            notice_pb2.Receipt(recipient=SIGNER, notice_id="n", version=1).SerializeToString(),
+            notice_pb2.Receipt(
+                recipient=SIGNER, notice_id=RECEIPTS[0].notice_id, version=1
+            ).SerializeToString(),
             r"receipts\[1\].header_digest must be 32 bytes",
+        ),
+        (
+            notice_pb2.Receipt(recipient=SIGNER, notice_id="n", version=1).SerializeToString(),
+            r"receipts\[1\].notice_id 'n' is not a lower-case UUID",
+        ),
+        (
+            notice_pb2.Receipt(
+                recipient=SIGNER, notice_id=RECEIPTS[0].notice_id, version=1, sections=["a", "a"]
+            ).SerializeToString(),
+            r"receipts\[1\].sections lists 'a' twice",
         ),
     ],
 )

@@ -17,6 +17,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Mapping
 
+from broker.core.bounds import quote
 from broker.core.policy.engine import Engine, Outcome, RegistryIndex
 from broker.core.policy.model import (
     EVALUATION_INFORMATION,
@@ -91,13 +92,16 @@ class Bundle:
         spec = self.kinds.get(notice.kind)
         if spec is None:
             raise PolicyError(
-                f"unknown notice kind {notice.kind!r}: use one of {', '.join(sorted(self.kinds))}"
+                f"unknown notice kind {quote(notice.kind)}: "
+                f"use one of {', '.join(sorted(self.kinds))}"
             )
         if notice.tlp not in TLP_LEVELS:
-            raise PolicyError(f"unknown TLP {notice.tlp!r}: use one of {', '.join(TLP_LEVELS)}")
+            raise PolicyError(
+                f"unknown TLP {quote(notice.tlp)}: use one of {', '.join(TLP_LEVELS)}"
+            )
         if notice.purpose not in spec.purposes:
             raise PolicyError(
-                f"purpose {notice.purpose!r} is not allowed for {notice.kind}: "
+                f"purpose {quote(notice.purpose)} is not allowed for {notice.kind}: "
                 f"use one of {', '.join(spec.purposes)}"
             )
         if len(set(notice.sections)) != len(notice.sections):
@@ -120,7 +124,7 @@ class Bundle:
         if notice.data_subject:
             if notice.data_subject not in spec.data_subjects:
                 raise PolicyError(
-                    f"data subject {notice.data_subject!r} does not fit {notice.kind}: "
+                    f"data subject {quote(notice.data_subject)} does not fit {notice.kind}: "
                     f"use one of {', '.join(spec.data_subjects)}"
                 )
         elif "data_subject" in required:
@@ -131,7 +135,7 @@ class Bundle:
         if source or info:
             if source not in EVALUATION_SOURCES or info not in EVALUATION_INFORMATION:
                 raise PolicyError(
-                    f"evaluation {source!r}/{info!r} is not valid: source is one of "
+                    f"evaluation {quote(source)}/{quote(info)} is not valid: source is one of "
                     f"{'/'.join(EVALUATION_SOURCES)} and information one of "
                     f"{'/'.join(EVALUATION_INFORMATION)} (there is no D)"
                 )
@@ -142,12 +146,12 @@ class Bundle:
             name = name.strip()
             if name not in HANDLING_CODES:
                 raise PolicyError(
-                    f"unknown handling code {code!r}: use H0, H1, H2 or 'H3:<conditions>'"
+                    f"unknown handling code {quote(code)}: use H0, H1, H2 or 'H3:<conditions>'"
                 )
             if name == "H3" and not text.strip():
                 raise PolicyError("handling code H3 needs its conditions: write 'H3:<conditions>'")
             if name != "H3" and ":" in code:
-                raise PolicyError(f"handling code {name} takes no text ({code!r})")
+                raise PolicyError(f"handling code {name} takes no text ({quote(code)})")
         if not notice.handling_codes and "handling_codes" in required:
             raise PolicyError(f"{notice.kind} needs at least one handling code (H0-H3)")
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from broker.core.bounds import quote
 from broker.core.policy.model import (
     DATA_SUBJECTS,
     EVALUATION_INFORMATION,
@@ -172,8 +174,8 @@ class SourceText:
 
 
 def _find_quoted(line: str, needle: str) -> int | None:
-    for quote in ('"', "'"):
-        col = line.find(quote + needle + quote)
+    for mark in ('"', "'"):
+        col = line.find(mark + needle + mark)
         if col >= 0:
             return col
     col = line.find(needle)
@@ -189,6 +191,11 @@ def parse_toml(path: str, data: bytes) -> tuple[dict[str, Any], SourceText]:
     src = SourceText(path, text)
     try:
         return tomllib.loads(text), src
+    except RecursionError:
+        # tomllib recurses once per nesting level: a hostile file must not crash the caller.
+        raise PolicyError(
+            "invalid TOML: arrays or inline tables are nested too deeply", file=path, line=1
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
@@ -318,7 +325,7 @@ def _strings(
             "remove the key to mean 'any', or name at least one entry",
             at,
         )
-    dupes = sorted({v for v in value if value.count(v) > 1})
+    dupes = sorted(v for v, n in Counter(value).items() if n > 1)  # linear: lists may be long
     if dupes:
         raise src.error(f"{where} lists {', '.join(dupes)} twice", at)
     return tuple(value)
@@ -348,7 +355,7 @@ def _names_table(src: SourceText, doc: dict[str, Any], name: str, what: str) -> 
     for key, value in table.items():
         if not _ID.match(key):
             raise src.error(
-                f"{name} entry {key!r}: use lower-case letters, digits, '_', '-' or '.'",
+                f"{name} entry {quote(key)}: use lower-case letters, digits, '_', '-' or '.'",
                 src.key(start, key),
             )
         out[key] = _text(src, src.key(start, key), f"{name}.{key}", value)
@@ -376,7 +383,7 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
     unknown = sorted(set(doc) - {"purposes", "sections", "authorities", "kinds"})
     if unknown:
         raise src.error(
-            f"unknown table {unknown[0]!r}: the catalogue has [purposes], [sections], "
+            f"unknown table {quote(unknown[0])}: the catalogue has [purposes], [sections], "
             "[authorities] and [kinds.<name>]",
             src.key(src.table(unknown[0]), None) if src.table(unknown[0]) is not None else None,
         )
@@ -397,13 +404,16 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
             return src.key(_s, key, needle)
 
         if not _ID.match(name):
-            raise src.error(f"kind {name!r}: use lower-case letters, digits, '_', '-', '.'", at())
+            raise src.error(
+                f"kind {quote(name)}: use lower-case letters, digits, '_', '-', '.'", at()
+            )
         if not isinstance(k, dict):
             raise src.error(f"{where} must be a table", at())
         extra = sorted(set(k) - _KIND_KEYS)
         if extra:
             raise src.error(
-                f"{where} has unknown key {extra[0]!r} (allowed: {', '.join(sorted(_KIND_KEYS))})",
+                f"{where} has unknown key {quote(extra[0])} "
+                f"(allowed: {', '.join(sorted(_KIND_KEYS))})",
                 at(extra[0]),
             )
         for key in ("sections", "purposes", "retention_days", "review_days"):
@@ -413,7 +423,8 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
         for s in secs:
             if s not in sections:
                 raise src.error(
-                    f"{where}.sections names {s!r}, which is not in [sections]", at("sections", s)
+                    f"{where}.sections names {quote(s)}, which is not in [sections]",
+                    at("sections", s),
                 )
         required = _strings(
             src,
@@ -425,14 +436,15 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
         for s in required:
             if s not in secs:
                 raise src.error(
-                    f"{where}.required_sections names {s!r}, which is not among its sections",
+                    f"{where}.required_sections names {quote(s)}, which is not among its sections",
                     at("required_sections", s),
                 )
         kind_purposes = _strings(src, at("purposes"), f"{where}.purposes", k["purposes"])
         for p in kind_purposes:
             if p not in purposes:
                 raise src.error(
-                    f"{where}.purposes names {p!r}, which is not in [purposes]", at("purposes", p)
+                    f"{where}.purposes names {quote(p)}, which is not in [purposes]",
+                    at("purposes", p),
                 )
         subjects = _strings(
             src,
@@ -443,7 +455,7 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
         for d in subjects:
             if d not in DATA_SUBJECTS:
                 raise src.error(
-                    f"{where}.data_subjects names {d!r}; use {', '.join(DATA_SUBJECTS)}",
+                    f"{where}.data_subjects names {quote(d)}; use {', '.join(DATA_SUBJECTS)}",
                     at("data_subjects", d),
                 )
         header = _strings(
@@ -456,7 +468,8 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
         for h in header:
             if h not in HEADER_FIELDS:
                 raise src.error(
-                    f"{where}.required_header_fields names {h!r}; use {', '.join(HEADER_FIELDS)}",
+                    f"{where}.required_header_fields names {quote(h)}; "
+                    f"use {', '.join(HEADER_FIELDS)}",
                     at("required_header_fields", h),
                 )
         retention = _positive_int(
@@ -482,7 +495,8 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
             cat = src.key(cstart, sec) if cstart is not None else at("content_fields", sec)
             if sec not in secs:
                 raise src.error(
-                    f"{where}.content_fields names section {sec!r}, which the kind does not carry",
+                    f"{where}.content_fields names section {quote(sec)}, "
+                    "which the kind does not carry",
                     cat,
                 )
             content_fields.append((sec, _strings(src, cat, f"{where}.content_fields.{sec}", names)))
@@ -509,11 +523,17 @@ def parse_groups(path: str, data: bytes) -> dict[str, GroupSpec]:
     doc, src = parse_toml(path, data)
     unknown = sorted(set(doc) - {"groups"})
     if unknown:
-        raise src.error(f"unknown key {unknown[0]!r}: use [groups.<name>] tables")
+        raise src.error(f"unknown key {quote(unknown[0])}: use [groups.<name>] tables")
+    table = doc.get("groups", {})
+    if not isinstance(table, dict):
+        raise src.error(
+            "groups must be tables: write one [groups.<name>] table per group",
+            src.anywhere("groups"),
+        )
     groups = {}
-    for name, g in doc.get("groups", {}).items():
+    for name, g in table.items():
         start = src.table("groups", name)
-        where = f"group {name!r}"
+        where = f"group {quote(name)}"
         if not _ID.match(name):
             raise src.error(
                 f"{where}: use lower-case letters, digits, '_', '-', '.'", src.key(start)
@@ -523,7 +543,7 @@ def parse_groups(path: str, data: bytes) -> dict[str, GroupSpec]:
         extra = sorted(set(g) - {"title", "countries", "agencies"})
         if extra:
             raise src.error(
-                f"{where} has unknown key {extra[0]!r} (allowed: title, countries, agencies)",
+                f"{where} has unknown key {quote(extra[0])} (allowed: title, countries, agencies)",
                 src.key(start, extra[0]),
             )
         countries = _strings(
@@ -536,7 +556,7 @@ def parse_groups(path: str, data: bytes) -> dict[str, GroupSpec]:
         for c in countries:
             if not _COUNTRY.match(c) and c != "EU":
                 raise src.error(
-                    f"{where}.countries: {c!r} is not an ISO 3166-1 alpha-2 code (e.g. 'FR')",
+                    f"{where}.countries: {quote(c)} is not an ISO 3166-1 alpha-2 code (e.g. 'FR')",
                     src.key(start, "countries", c),
                 )
         agencies = _strings(
@@ -572,12 +592,12 @@ def _expand_kinds(
             prefix = n[:-1]
             found = {k for k in ctx.catalogue.kinds if k.startswith(prefix)}
             if not found:
-                raise src.error(f"{where}: pattern {n!r} matches no catalogue kind", at)
+                raise src.error(f"{where}: pattern {quote(n)} matches no catalogue kind", at)
             out |= found
         elif n in ctx.catalogue.kinds:
             out.add(n)
         else:
-            raise src.error(f"{where} names unknown kind {n!r}: see catalogue.toml", at)
+            raise src.error(f"{where} names unknown kind {quote(n)}: see catalogue.toml", at)
     return frozenset(out)
 
 
@@ -591,7 +611,7 @@ def _expand_evaluation(
             and (c[1] in EVALUATION_INFORMATION or c[1] == "*")
         ):
             raise src.error(
-                f"{where}: {c!r} is not an evaluation code: source A/B/C/X then information "
+                f"{where}: {quote(c)} is not an evaluation code: source A/B/C/X then information "
                 "1-4, e.g. 'X4'; '*' matches any ('X*', '*4')",
                 at,
             )
@@ -630,7 +650,7 @@ def _condition(
                     noun, _, hint = what.partition(" (")
                     hint = f" ({hint}" if hint else ""
                     raise src.error(
-                        f"{where}.{_k} names unknown {noun} {item!r}{hint}", locate(_k, item)
+                        f"{where}.{_k} names unknown {noun} {quote(item)}{hint}", locate(_k, item)
                     )
 
         if key == "kinds":
@@ -657,7 +677,7 @@ def _condition(
             for c in items:
                 if not _COUNTRY.match(c) and c != "EU":
                     raise src.error(
-                        f"{where}.{key}: {c!r} is not an ISO 3166-1 alpha-2 code",
+                        f"{where}.{key}: {quote(c)} is not an ISO 3166-1 alpha-2 code",
                         locate(key, c),
                     )
         values[key] = frozenset(items)
@@ -669,7 +689,7 @@ def parse_rules(path: str, data: bytes, ctx: _Ctx) -> list[RuleSpec]:
     unknown = sorted(set(doc) - {"rule"})
     if unknown:
         raise src.error(
-            f"unknown key {unknown[0]!r}: a rule file holds only [[rule]] tables",
+            f"unknown key {quote(unknown[0])}: a rule file holds only [[rule]] tables",
             src.anywhere(unknown[0]),
         )
     raw_rules = doc.get("rule", [])
@@ -689,7 +709,7 @@ def parse_rules(path: str, data: bytes, ctx: _Ctx) -> list[RuleSpec]:
         rid = raw.get("id")
         if not isinstance(rid, str) or not rid:
             raise src.error('this rule has no id (add id = "...")', at())
-        where = f"rule {rid!r}"
+        where = f"rule {quote(rid)}"
         if not _ID.match(rid):
             raise src.error(f"{where}: ids use lower-case letters, digits, '.', '_', '-'", at("id"))
         if rid.startswith(RESERVED_PREFIXES):
@@ -698,11 +718,14 @@ def parse_rules(path: str, data: bytes, ctx: _Ctx) -> list[RuleSpec]:
                 at("id"),
             )
         if rid in ctx.seen_ids:
-            raise src.error(f"duplicate rule id {rid!r} (first in {ctx.seen_ids[rid]})", at("id"))
+            raise src.error(
+                f"duplicate rule id {quote(rid)} (first in {ctx.seen_ids[rid]})", at("id")
+            )
         extra = sorted(set(raw) - _RULE_META - set(CONDITION_KEYS))
         if extra:
             raise src.error(
-                f"{where} has unknown key {extra[0]!r} (conditions: {', '.join(CONDITION_KEYS)})",
+                f"{where} has unknown key {quote(extra[0])} "
+                f"(conditions: {', '.join(CONDITION_KEYS)})",
                 at(extra[0]),
             )
         effect = raw.get("effect")
@@ -731,7 +754,7 @@ def parse_rules(path: str, data: bytes, ctx: _Ctx) -> list[RuleSpec]:
             bad = sorted(set(u) - set(CONDITION_KEYS))
             if bad:
                 raise src.error(
-                    f"{where}.unless has unknown key {bad[0]!r} (conditions: "
+                    f"{where}.unless has unknown key {quote(bad[0])} (conditions: "
                     f"{', '.join(CONDITION_KEYS)})",
                     src.key_after(start, "unless", bad[0]),
                 )
@@ -780,7 +803,7 @@ def parse_rules(path: str, data: bytes, ctx: _Ctx) -> list[RuleSpec]:
             stray = sorted(when.sections - carried)
             if stray:
                 raise src.error(
-                    f"{where}.sections names {stray[0]!r}, which none of its kinds carries",
+                    f"{where}.sections names {quote(stray[0])}, which none of its kinds carries",
                     at("sections", stray[0]),
                 )
         ctx.seen_ids[rid] = path

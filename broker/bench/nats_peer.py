@@ -1,0 +1,158 @@
+"""Peer (a): the do-it-yourself pipeline on NATS JetStream.
+
+One file-backed stream per run. The publisher seals each notice (broker.bench.peercrypto:
+sign, one sealed-box wrap per recipient, XChaCha20-Poly1305 body) and publishes it with
+`js.publish`, which returns once JetStream has stored it and answered with a PubAck.
+Every recipient is a durable push consumer with explicit (manual) acknowledgements and
+at most `window` unacknowledged messages (the analogue of our credit window); it
+verifies, unwraps and decrypts each message, then acknowledges it with `ack_sync`,
+which waits for the server to confirm the acknowledgement (the analogue of our
+stored receipt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from broker.bench.peercrypto import Opener, PeerKeys, Sealer
+from broker.bench.workers import DELIVERED, RECEIPTED, Channel
+from broker.bench.workload import Item, Samples, drive, notice_body
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def names(run_id: str) -> tuple[str, str]:
+    """(stream, subject) of one run."""
+    return f"BENCH_{run_id}", f"bench.{run_id}.notices"
+
+
+async def _connect(url: str) -> Any:
+    import nats
+
+    return await nats.connect(
+        servers=[url], connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+    )
+
+
+async def setup(url: str, run_id: str) -> None:
+    """Create the run's stream (file storage); raises if the server is unreachable."""
+    from nats.js.api import StorageType, StreamConfig
+
+    nc = await _connect(url)
+    try:
+        stream, subject = names(run_id)
+        await nc.jetstream().add_stream(
+            StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE)
+        )
+    finally:
+        await nc.close()
+
+
+async def teardown(url: str, run_id: str) -> None:
+    """Delete the run's stream and its consumers."""
+    nc = await _connect(url)
+    try:
+        await nc.jetstream().delete_stream(names(run_id)[0])
+    finally:
+        await nc.close()
+
+
+async def consumers_main(spec: dict[str, Any], channel: Channel) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    keys = PeerKeys.from_spec(spec["keys"])
+    stream, subject = names(spec["run_id"])
+    nc = await _connect(spec["url"])
+    js = nc.jetstream()
+    samples = Samples()
+    subs = []
+
+    def handler(me: str) -> Any:
+        opener = Opener(keys, me)
+
+        async def on_message(msg: Any) -> None:
+            notice_id, body = opener.open(msg.data)
+            key = (me, notice_id)
+            if samples.on_delivered(key, body):
+                channel.count(DELIVERED)
+            await msg.ack_sync(timeout=30)
+            if samples.on_receipted(key):
+                channel.count(RECEIPTED)
+
+        return on_message
+
+    for me in spec["agencies"]:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_ack_pending=int(spec.get("window", 64)),
+            ack_wait=30,
+        )
+        subs.append(
+            await js.subscribe(
+                subject,
+                stream=stream,
+                durable=f"r-{me}",
+                cb=handler(me),
+                manual_ack=True,
+                config=config,
+            )
+        )
+    channel.reply({"agencies": list(spec["agencies"])})
+    while True:
+        name, args = await channel.next()
+        if name == "quit":
+            break
+        if name == "collect":
+            channel.reply(samples.take(args["tag"]))
+        else:
+            channel.fail(f"unknown command {name!r}")
+    for sub in subs:
+        await sub.unsubscribe()
+    await nc.close()
+
+
+async def publisher_main(spec: dict[str, Any], channel: Channel) -> None:
+    keys = PeerKeys.from_spec(spec["keys"])
+    sealer = Sealer(keys, spec["agency"])
+    _, subject = names(spec["run_id"])
+    nc = await _connect(spec["url"])
+    js = nc.jetstream()
+
+    async def send(items: Sequence[Item]) -> None:
+        for i in items:
+            body = notice_body(i.tag, i.t0)
+            await js.publish(subject, sealer.seal(f"{i.tag}-{i.seq}", body))
+
+    channel.reply({"agency": spec["agency"]})
+    while True:
+        name, args = await channel.next()
+        if name == "quit":
+            break
+        if name == "warmup":
+            await send([Item(args["tag"], 0, 0.0)])
+            channel.reply({r: ["body"] for r in sealer.recipients})
+        elif name == "run":
+            channel.reply((await drive(send, args["tag"], args["mode"])).as_dict())
+        else:
+            channel.fail(f"unknown command {name!r}")
+    await nc.close()
+
+
+def reachable(url: str) -> str | None:
+    """None if a JetStream server answers at `url`, else why not."""
+
+    async def probe() -> None:
+        nc = await _connect(url)
+        try:
+            await nc.jetstream().account_info()
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), timeout=5))
+    except Exception as exc:
+        return f"NATS JetStream at {url} is unreachable ({type(exc).__name__}: {exc})"
+    return None

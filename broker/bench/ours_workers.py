@@ -1,0 +1,257 @@
+"""Our pipeline's worker processes: recipients and the publisher, through the real SDK.
+
+Recipients are `AgencyNode.listen`: verify the header and key statement, open the
+sections, take the notice into the node's SQLite inbox, hand it to the application
+(the handler here only reads the marker), and sign receipts. A receipt counts as
+stored when the broker's acknowledgement of it comes back on the stream.
+
+The publisher is `AgencyNode.publish` (audience resolved, checked against the signed
+policy and registry, sealed, signed, published). `sdk_publish` is the one place that
+calls it, so that moving to a batch API is a one-line change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from broker.bench.workers import DELIVERED, RECEIPTED, Channel
+from broker.bench.workload import (
+    KIND,
+    PURPOSE,
+    Driven,
+    Item,
+    Samples,
+    drive,
+    notice_sections,
+    now,
+)
+from broker.client.node import AgencyNode, NodeConfig, ReceivedNotice, now_ms
+from broker.core import envelope as env
+from broker.core.identity import verify_key_statement
+from broker.errors import FailedPrecondition
+from broker.v1 import notice_pb2
+
+
+def node_for(spec: dict[str, Any], agency: str) -> AgencyNode:
+    return AgencyNode(
+        NodeConfig(
+            agency_id=agency,
+            broker=spec["broker"],
+            keys_dir=Path(spec["keys_dir"]),
+            state_dir=Path(spec["state_dir"]),
+            window=int(spec.get("window", 64)),
+            rpc_timeout_s=30.0,
+        )
+    )
+
+
+class _TimedAcks(set[tuple[str, int]]):
+    """ListenStats.acked that also tells the bench when each receipt was acknowledged."""
+
+    def __init__(self, on_ack: Callable[[tuple[str, int]], None]) -> None:
+        super().__init__()
+        self._on_ack = on_ack
+
+    def add(self, key: tuple[str, int]) -> None:
+        super().add(key)
+        self._on_ack(key)
+
+
+class _Recipient:
+    def __init__(self, node: AgencyNode, samples: Samples, channel: Channel) -> None:
+        self.node = node
+        self.samples = samples
+        self.channel = channel
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[Any] | None = None
+        node.stats.acked = _TimedAcks(self._acked)
+
+    async def _handle(self, notice: ReceivedNotice) -> None:
+        key = (self.node.me, notice.notice_id, notice.version)
+        if self.samples.on_delivered(key, notice.sections.get("case_facts", b"")):
+            self.channel.count(DELIVERED)
+
+    def _acked(self, key: tuple[str, int]) -> None:
+        if self.samples.on_receipted((self.node.me, *key)):
+            self.channel.count(RECEIPTED)
+
+    def start(self) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.node.listen(self._handle, stop=self.stop))
+
+    async def halt(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await self.task
+            self.task = None
+
+
+async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
+    """Listen as each agency of spec["agencies"] until told to quit."""
+    samples = Samples()
+    recipients = {a: _Recipient(node_for(spec, a), samples, channel) for a in spec["agencies"]}
+    for r in recipients.values():
+        r.start()
+    while any(r.node.stats.connects == 0 for r in recipients.values()):
+        await asyncio.sleep(0.01)
+    channel.reply({"agencies": sorted(recipients)})
+    while True:
+        name, args = await channel.next()
+        if name == "quit":
+            break
+        if name == "offline":
+            await recipients[args["agency"]].halt()
+            channel.reply(True)
+        elif name == "online":
+            recipients[args["agency"]].start()
+            channel.reply(True)
+        elif name == "collect":
+            channel.reply(samples.take(args["tag"]))
+        else:
+            channel.fail(f"unknown command {name!r}")
+    for r in recipients.values():
+        await r.halt()
+        await r.node.close()
+
+
+# --- publisher ----------------------------------------------------------------------
+
+
+async def sdk_publish(node: AgencyNode, items: Sequence[Item], recipients: Sequence[str]) -> None:
+    """Publish `items` through the SDK: the one call site of AgencyNode.publish."""
+    await asyncio.gather(
+        *(
+            node.publish(
+                kind=KIND,
+                purpose=PURPOSE,
+                sections=notice_sections(i.tag, i.t0),
+                recipients=recipients,
+            )
+            for i in items
+        )
+    )
+
+
+def _header(originator: str) -> notice_pb2.NoticeHeader:
+    created = now_ms()
+    return notice_pb2.NoticeHeader(
+        notice_id=str(uuid.uuid4()),
+        version=1,
+        originator=originator,
+        kind=KIND,
+        purpose=PURPOSE,
+        data_subject=notice_pb2.DATA_SUBJECT_SUSPECT,
+        tlp=notice_pb2.TLP_AMBER,
+        created_at_ms=created,
+        expires_at_ms=created + 30 * 86_400_000,
+    )
+
+
+async def sealer(
+    node: AgencyNode, recipients: Sequence[str]
+) -> Callable[[str, float], notice_pb2.Envelope]:
+    """Resolve and check the audience once (as publish does), then seal envelopes for
+    `recipients` without a round trip each: for envelopes sealed ahead of time."""
+    restrictions = notice_pb2.OriginatorRestrictions()
+    names = sorted(notice_sections("x", 0.0))
+    draft = _header(node.me)
+    audience = await node.resolve_audience(draft, restrictions, names)
+    await node.check_audience(draft, restrictions, names, audience)
+    members = {m.agency_id: m for m in audience.members}
+    missing = sorted(set(recipients) - set(members))
+    if missing:
+        raise FailedPrecondition(f"the policy does not let {missing} receive the bench notice")
+    inputs = []
+    for agency in recipients:
+        m = members[agency]
+        keys = verify_key_statement(m.key_statement, node.ca_key, now_ms(), expected_agency=agency)
+        inputs.append(env.RecipientInput(agency, keys.encryption_key, frozenset(m.sections)))
+
+    def seal(tag: str, t0: float) -> notice_pb2.Envelope:
+        sections = [env.SectionInput(n, d) for n, d in sorted(notice_sections(tag, t0).items())]
+        return env.seal(
+            _header(node.me),
+            restrictions,
+            sections,
+            inputs,
+            node.credentials.signing_seed,
+            os.urandom,
+        )
+
+    return seal
+
+
+async def publish_sealed(
+    node: AgencyNode, envelopes: Iterator[notice_pb2.Envelope], batch: int, concurrency: int
+) -> Driven:
+    """Publish envelopes in batches of `batch` with `concurrency` batches in flight."""
+    out = Driven(started=now())
+
+    async def sender() -> None:
+        while True:
+            chunk = [e for _, e in zip(range(batch), envelopes, strict=False)]
+            if not chunk:
+                return
+            try:
+                await node.publish_envelopes(chunk)
+            except Exception as exc:  # counted and reported
+                out.errors += len(chunk)
+                out.first_error = out.first_error or f"{type(exc).__name__}: {exc}"
+            else:
+                out.published += len(chunk)
+
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    out.ended = now()
+    return out
+
+
+async def publisher_main(spec: dict[str, Any], channel: Channel) -> None:
+    """Publish as spec["agency"] to spec["recipients"] when told to."""
+    node = node_for(spec, spec["agency"])
+    recipients: list[str] = list(spec["recipients"])
+    ahead: list[notice_pb2.Envelope] = []
+    channel.reply({"agency": node.me})
+    while True:
+        name, args = await channel.next()
+        if name == "quit":
+            break
+        if name == "warmup":
+            published = await node.publish(
+                kind=KIND,
+                purpose=PURPOSE,
+                sections=notice_sections(args["tag"], 0.0),
+                recipients=recipients,
+            )
+            channel.reply({r: list(s) for r, s in published.audience.items()})
+        elif name == "run":
+            driven = await drive(
+                lambda items: sdk_publish(node, items, recipients), args["tag"], args["mode"]
+            )
+            channel.reply(driven.as_dict())
+        elif name == "seal":
+            seal = await sealer(node, list(args.get("recipients") or recipients))
+            ahead = [seal(args["tag"], 0.0) for _ in range(int(args["count"]))]
+            channel.reply(len(ahead))
+        elif name == "publish_sealed":
+            driven = await publish_sealed(
+                node, iter(ahead), int(args["batch"]), int(args["concurrency"])
+            )
+            ahead = []
+            channel.reply(driven.as_dict())
+        elif name == "fill":
+            # Seal as we go (a large backlog would not fit in memory sealed ahead).
+            seal = await sealer(node, list(args["recipients"]))
+            count, tag = int(args["count"]), str(args["tag"])
+            stream = (seal(tag, 0.0) for _ in range(count))
+            driven = await publish_sealed(
+                node, stream, int(args["batch"]), int(args["concurrency"])
+            )
+            channel.reply(driven.as_dict())
+        else:
+            channel.fail(f"unknown command {name!r}")
+    await node.close()

@@ -19,11 +19,11 @@ from typing import Any
 
 import grpc
 
-from broker.bench.ours_workers import node_for
 from broker.bench.workers import DELIVERED, RECEIPTED, Channel
 from broker.bench.workload import now
 from broker.client.node import AgencyNode, now_ms
 from broker.core import receipts as rcp
+from broker.errors import Unavailable
 from broker.v1 import agency_pb2, notice_pb2
 
 
@@ -81,9 +81,7 @@ async def _receive(node: AgencyNode, window: int, progress: _Progress) -> None:
                 progress.channel.count(DELIVERED, n)
                 batch = rcp.sign_receipts(node.me, receipts, seed)
                 await call.write(agency_pb2.SubscribeRequest(receipts=batch))
-                await call.write(
-                    agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=n))
-                )
+                await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=n)))
             acks = sum(1 for a in response.receipt_acks if not a.action_id)
             if acks:
                 progress.last = now()
@@ -93,29 +91,23 @@ async def _receive(node: AgencyNode, window: int, progress: _Progress) -> None:
         call.cancel()
 
 
-async def raw_recipients_main(spec: dict[str, Any], channel: Channel) -> None:
-    """Receipt-only recipients for spec["agencies"], until told to quit."""
-    progress = _Progress(channel)
-    window = int(spec.get("window", 64))
-    nodes = [node_for(spec, a) for a in spec["agencies"]]
-    tasks = [asyncio.create_task(_receive(n, window, progress)) for n in nodes]
-    await asyncio.sleep(0.2)  # let the streams open before the publisher starts
-    channel.reply({"agencies": [n.me for n in nodes]})
-    while True:
-        name, args = await channel.next()
-        if name == "quit":
-            break
-        if name == "collect":
-            broken = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
-            if broken:
-                channel.fail(f"a receipt-only stream failed: {broken[0].exception()!r}")
-            else:
-                channel.reply(progress.take())
-        else:
-            channel.fail(f"unknown command {name!r}")
-    for t in tasks:
-        t.cancel()
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-            await t
-    for n in nodes:
-        await n.close()
+class RawReceivers:
+    """Receipt-only streams for a set of agency nodes (their SDK listeners stopped)."""
+
+    def __init__(self, nodes: list[AgencyNode], window: int, channel: Channel) -> None:
+        self.progress = _Progress(channel)
+        self.tasks = [asyncio.create_task(_receive(n, window, self.progress)) for n in nodes]
+
+    def take(self) -> dict[str, Any]:
+        """Progress since the last take; raises the first stream's failure, if any."""
+        for t in self.tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise Unavailable(f"a receipt-only stream failed: {t.exception()!r}")
+        return self.progress.take()
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await t

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from broker.bench import procs
 from broker.bench.peercrypto import Opener, PeerKeys, Sealer
 from broker.bench.workers import DELIVERED, RECEIPTED, Channel
 from broker.bench.workload import Item, Samples, drive, notice_body
@@ -28,11 +29,19 @@ def names(run_id: str) -> tuple[str, str]:
     return f"BENCH_{run_id}", f"bench.{run_id}.notices"
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: errors surface as exceptions of the calls instead."""
+
+
 async def _connect(url: str) -> Any:
     import nats
 
     return await nats.connect(
-        servers=[url], connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+        servers=[url],
+        connect_timeout=3,
+        max_reconnect_attempts=0,
+        allow_reconnect=False,
+        error_cb=_quiet,
     )
 
 
@@ -151,6 +160,9 @@ def reachable(url: str) -> str | None:
         finally:
             await nc.close()
 
+    closed = procs.closed_port(url, 4222)
+    if closed:
+        return f"NATS JetStream at {url} is unreachable ({closed})"
     try:
         asyncio.run(asyncio.wait_for(probe(), timeout=5))
     except Exception as exc:

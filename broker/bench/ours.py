@@ -40,7 +40,6 @@ class Ours:
         deployment = create_deployment(self.scratch / "deployment", cfg.agencies())
         self.broker = procs.BrokerProcess(deployment.config_file, self.scratch / "broker.log")
         target = f"127.0.0.1:{self.broker.start()}"
-        asyncio.run(provision(deployment, target))
         self.spec = {
             "broker": target,
             "keys_dir": str(deployment.keys_dir),
@@ -57,6 +56,8 @@ class Ours:
         self.pipe = Pipeline(
             "ours", publisher, consumers, [self.broker.pid], cfg.recipients, self.broker.pid
         )
+        # Provision while the workers start (the publisher waits for the warm-up command).
+        asyncio.run(provision(deployment, target))
         wait_ready([publisher, *consumers])
         return self.pipe
 
@@ -134,15 +135,12 @@ class Ours:
     # -- capacity -------------------------------------------------------------------
     def capacity(self) -> dict[str, Any]:
         """Receipt-only recipients (broker.bench.capacity) and envelopes sealed ahead:
-        deliveries per second the broker sustains. Replaces the SDK recipients, so it
-        runs last."""
+        deliveries per second the broker sustains. The recipient workers stop their SDK
+        listeners for it, so it runs last."""
         assert self.pipe is not None and self.broker is not None
         cfg, pipe = self.config, self.pipe
         for c in pipe.consumers:
-            c.stop()
-        raw = [Worker("ours.raw", {**self.spec, "agencies": chunk}) for chunk in cfg.chunks()]
-        pipe.consumers = raw
-        wait_ready(raw)
+            c.call("raw")
         sealed = pipe.publisher.call(
             "seal", timeout=cfg.capacity_notices / 10 + 120, tag="capacity",
             count=cfg.capacity_notices,
@@ -157,7 +155,7 @@ class Ours:
         expected = int(driven["published"]) * cfg.recipients
         complete = await_receipts(pipe, base, expected, cfg.drain_timeout_s, lambda: None)
         usage = meter.stop()
-        collected = [c.call("collect") for c in raw]
+        collected = [c.call("collect_raw") for c in pipe.consumers]
         lasts = [c["last"] for c in collected if c["last"] is not None]
         receipted = sum(int(c["receipted"]) for c in collected)
         if not lasts:

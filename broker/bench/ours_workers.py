@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from broker.bench.capacity import RawReceivers
 from broker.bench.workers import DELIVERED, RECEIPTED, Channel
 from broker.bench.workload import (
     KIND,
@@ -33,7 +34,7 @@ from broker.bench.workload import (
 from broker.client.node import AgencyNode, NodeConfig, ReceivedNotice, now_ms
 from broker.core import envelope as env
 from broker.core.identity import verify_key_statement
-from broker.errors import FailedPrecondition
+from broker.errors import FailedPrecondition, Unavailable
 from broker.v1 import notice_pb2
 
 
@@ -100,11 +101,24 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
     while any(r.node.stats.connects == 0 for r in recipients.values()):
         await asyncio.sleep(0.01)
     channel.reply({"agencies": sorted(recipients)})
+    raw: RawReceivers | None = None
     while True:
         name, args = await channel.next()
         if name == "quit":
             break
-        if name == "offline":
+        if name == "raw":  # capacity: receipt-only streams instead of the SDK listeners
+            for r in recipients.values():
+                await r.halt()
+            nodes = [r.node for r in recipients.values()]
+            raw = RawReceivers(nodes, int(spec.get("window", 64)), channel)
+            await asyncio.sleep(0.2)  # let the streams open before the publisher starts
+            channel.reply(True)
+        elif name == "collect_raw" and raw is not None:
+            try:
+                channel.reply(raw.take())
+            except Unavailable as exc:
+                channel.fail(str(exc))
+        elif name == "offline":
             await recipients[args["agency"]].halt()
             channel.reply(True)
         elif name == "online":
@@ -114,6 +128,8 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
             channel.reply(samples.take(args["tag"]))
         else:
             channel.fail(f"unknown command {name!r}")
+    if raw is not None:
+        await raw.stop()
     for r in recipients.values():
         await r.halt()
         await r.node.close()

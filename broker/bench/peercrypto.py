@@ -53,7 +53,9 @@ class PeerKeys:
     def from_spec(cls, spec: dict[str, object]) -> PeerKeys:
         keys = spec["recipient_keys"]
         assert isinstance(keys, dict)
-        return cls(bytes.fromhex(str(spec["signing_seed"])), {r: bytes.fromhex(k) for r, k in keys.items()})
+        return cls(
+            bytes.fromhex(str(spec["signing_seed"])), {r: bytes.fromhex(k) for r, k in keys.items()}
+        )
 
 
 class Sealer:

@@ -22,7 +22,7 @@ def write(report: dict[str, Any], path: Path) -> None:
     pipelines = {"ours": report["ours"]}
     pipelines.update({n: p for n, p in report["peers"].items() if p.get("available")})
     tags = [t for t in report["ours"] if t == "closed" or t.startswith("paced-") or t == "soak"]
-    fig, axes = plt.subplots(1, max(1, len(tags)), figsize=(3.6 * max(1, len(tags)), 4.0))
+    fig, axes = plt.subplots(1, max(1, len(tags)), figsize=(3.6 * max(1, len(tags)), 4.4))
     axes_list = list(axes) if len(tags) > 1 else [axes]
     for ax, tag in zip(axes_list, tags, strict=False):
         for name, results in pipelines.items():
@@ -44,13 +44,20 @@ def write(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("percentile")
         ax.grid(True, which="both", alpha=0.3)
     axes_list[0].set_ylabel("ms from publish (log)")
-    axes_list[-1].legend(fontsize=7, loc="upper left")
+    legend: dict[str, Any] = {}
+    for ax in axes_list:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(
+        list(legend.values()), list(legend), loc="lower center", ncol=min(6, len(legend)),
+        fontsize=8, frameon=False,
+    )  # fmt: skip
     cfg = report["config"]
     fig.suptitle(
         f"broker bench: {cfg['recipients']} recipients, ~{cfg['notice_bytes']} B notices, "
         f"{report['machine']['cores']} cores" + (" (--quick)" if report["quick"] else ""),
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

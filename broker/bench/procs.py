@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from broker.errors import FailedPrecondition, Unavailable
 
@@ -75,12 +76,15 @@ def server_pid(name: str) -> int | None:
     return found[0] if len(found) == 1 else None
 
 
-def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+def closed_port(url: str, default_port: int, timeout: float = 2.0) -> str | None:
+    """None if something accepts TCP connections at the URL's host and port, else why not."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
     try:
         with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+            return None
+    except OSError as exc:
+        return f"nothing answers on {host}:{port}: {exc.strerror or exc}"
 
 
 @dataclass

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from broker.bench import procs
 from broker.bench.peercrypto import Opener, PeerKeys, Sealer
 from broker.bench.workers import DELIVERED, RECEIPTED, Channel
 from broker.bench.workload import Item, Samples, drive, notice_body, now
@@ -106,7 +107,9 @@ async def consumers_main(spec: dict[str, Any], channel: Channel) -> None:
     await conn.close()
 
 
-async def _confirm_rate(channel: Any, queue: str, body: bytes, seconds: float, in_flight: int) -> dict[str, Any]:
+async def _confirm_rate(
+    channel: Any, queue: str, body: bytes, seconds: float, in_flight: int
+) -> dict[str, Any]:
     import aio_pika
 
     exchange = channel.default_exchange
@@ -178,6 +181,9 @@ def reachable(url: str) -> str | None:
         conn = await _connect(url)
         await conn.close()
 
+    closed = procs.closed_port(url, 5672)
+    if closed:
+        return f"RabbitMQ at {url} is unreachable ({closed})"
     try:
         asyncio.run(asyncio.wait_for(probe(), timeout=8))
     except Exception as exc:

@@ -33,7 +33,11 @@ MODE_TAGS_PREFIX = ("closed", "paced-")
 RATIO_FIGURES = (
     "notices_per_s",
     "deliveries_per_s",
-    *(f"latency_ms.{k}.{p}" for k in ("delivered", "receipted") for p in ("p50", "p95", "p99", "max")),
+    *(
+        f"latency_ms.{k}.{p}"
+        for k in ("delivered", "receipted")
+        for p in ("p50", "p95", "p99", "max")
+    ),
     "cpu_ms_per_notice.server",
     "cpu_ms_per_notice.publisher",
     "cpu_ms_per_notice.recipients",
@@ -97,82 +101,107 @@ def _at_least(value: float | None, limit: float) -> bool | None:
     return None if value is None else value >= limit
 
 
+def _peer(peers: dict[str, Any], name: str) -> dict[str, Any]:
+    """A peer's results, or {} if it did not run."""
+    peer = peers.get(name, {})
+    return peer if peer.get("available") else {}
+
+
+def _vs(ours: dict[str, Any], peer: dict[str, Any], path: str) -> float | None:
+    return ratio(dig(ours, path), dig(peer, path))
+
+
 def goals(
     cfg: BenchConfig, verify_us: float, ours: dict[str, Any], peers: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Issue 8 item 3, as measured in this run. `met` is None when the run could not
     decide (a peer skipped, a mode not run, a backlog or soak smaller than the goal's)."""
-    nats = peers.get("nats", {})
-    rabbit = peers.get("rabbitmq", {})
-    nats_ok = bool(nats.get("available"))
+    nats, rabbit = _peer(peers, "nats"), _peer(peers, "rabbitmq")
     out = []
-    v = ratio(dig(ours, "closed.notices_per_s"), dig(nats, "closed.notices_per_s")) if nats_ok else None
+    v = _vs(ours, nats, "closed.notices_per_s")
     out.append(
         _goal(
-            "throughput", "end-to-end notices/s (closed loop) vs the NATS pipeline", v, ">= 1.5",
-            _at_least(v, 1.5), "ours / NATS, same recipients, payload, processes, concurrency",
+            "throughput",
+            "end-to-end notices/s (closed loop) vs the NATS pipeline",
+            v,
+            ">= 1.5",
+            _at_least(v, 1.5),
+            "ours / NATS: same recipients, payload, processes and concurrency",
         )
-    )  # fmt: skip
-    v = (
-        ratio(dig(ours, "paced-100.latency_ms.delivered.p99"), dig(nats, "paced-100.latency_ms.delivered.p99"))
-        if nats_ok
-        else None
-    )  # fmt: skip
+    )
+    v = _vs(ours, nats, "paced-100.latency_ms.delivered.p99")
     out.append(
         _goal(
-            "paced-100-p99", "p99 publish-to-verified-delivery at a paced 100 notices/s vs NATS",
-            v, "<= 1.5", _at_most(v, 1.5), "ours / NATS (needs rate 100 in --rates)",
+            "paced-100-p99",
+            "p99 publish-to-verified-delivery at a paced 100 notices/s vs NATS",
+            v,
+            "<= 1.5",
+            _at_most(v, 1.5),
+            "ours / NATS (needs 100 in --rates)",
         )
-    )  # fmt: skip
-    confirms = dig(rabbit, "confirms.confirmed_per_s") if rabbit.get("available") else None
-    v = ratio(dig(ours, "capacity.deliveries_per_s"), confirms)
+    )
+    v = ratio(dig(ours, "capacity.deliveries_per_s"), dig(rabbit, "confirms.confirmed_per_s"))
     out.append(
         _goal(
-            "capacity", "broker capacity deliveries/s vs RabbitMQ confirmed publishes/s "
-            f"({cfg.confirm_in_flight} in flight)", v, ">= 5", _at_least(v, 5.0),
+            "capacity",
+            "broker capacity deliveries/s vs RabbitMQ confirmed publishes/s "
+            f"({cfg.confirm_in_flight} in flight)",
+            v,
+            ">= 5",
+            _at_least(v, 5.0),
             "receipt-only clients, envelopes sealed ahead",
         )
-    )  # fmt: skip
+    )
     cpu = dig(ours, "closed.cpu_ms_per_notice.server")
     v = round(cpu * 1000.0 / verify_us, 2) if cpu is not None and verify_us else None
     out.append(
         _goal(
-            "broker-cpu", "broker CPU per notice at saturation, in Ed25519 verifies", v, "<= 3",
-            _at_most(v, 3.0), f"closed loop; one verify = {verify_us:.1f} us in this run",
+            "broker-cpu",
+            "broker CPU per notice at saturation, in Ed25519 verifies",
+            v,
+            "<= 3",
+            _at_most(v, 3.0),
+            f"closed loop; one verify = {verify_us:.1f} us of CPU in this run",
         )
-    )  # fmt: skip
-    v = (
-        ratio(dig(ours, "closed.recipient_cpu_ms_per_delivery"), dig(nats, "closed.recipient_cpu_ms_per_delivery"))
-        if nats_ok
-        else None
-    )  # fmt: skip
+    )
+    v = _vs(ours, nats, "closed.recipient_cpu_ms_per_delivery")
     out.append(
         _goal(
-            "recipient-cpu", "recipients' CPU per delivery vs the NATS consumers'", v, "<= 2",
-            _at_most(v, 2.0), "closed loop, ours / NATS",
+            "recipient-cpu",
+            "recipients' CPU per delivery vs the NATS consumers'",
+            v,
+            "<= 2",
+            _at_most(v, 2.0),
+            "closed loop, ours / NATS",
         )
-    )  # fmt: skip
+    )
     queued = dig(ours, "backlog.queued")
     v = dig(ours, "backlog.broker_peak_rss_mb")
     full = queued is not None and queued >= GOAL_QUEUED
     out.append(
         _goal(
-            "backlog-rss", f"broker peak RSS (MB) with {GOAL_QUEUED:,} deliveries queued", v,
-            "<= 300", _at_most(v, 300.0) if full else None,
-            f"measured with {queued} queued" + ("" if full else " (fewer than the goal's: undecided)"),
+            "backlog-rss",
+            f"broker peak RSS (MB) with {GOAL_QUEUED:,} deliveries queued",
+            v,
+            "<= 300",
+            _at_most(v, 300.0) if full else None,
+            f"measured with {queued} queued"
+            + ("" if full else " (fewer than the goal's: undecided)"),
         )
-    )  # fmt: skip
-    trend = dig(ours, "soak.trend") or {}
-    v = trend.get("slope_mb_per_min")
+    )
+    v = (dig(ours, "soak.trend") or {}).get("slope_mb_per_min")
     long_enough = cfg.soak_seconds >= GOAL_SOAK_S
     out.append(
         _goal(
-            "soak-flat", "broker RSS trend across the soak (least-squares slope, MB/min)", v,
-            f"<= {SOAK_FLAT_MB_PER_MIN}", _at_most(v, SOAK_FLAT_MB_PER_MIN) if long_enough else None,
+            "soak-flat",
+            "broker RSS trend across the soak (least-squares slope, MB/min)",
+            v,
+            f"<= {SOAK_FLAT_MB_PER_MIN}",
+            _at_most(v, SOAK_FLAT_MB_PER_MIN) if long_enough else None,
             f"{cfg.soak_seconds:g} s at {cfg.soak_rate:g}/s"
             + ("" if long_enough else " (shorter than the goal's 10 minutes: undecided)"),
         )
-    )  # fmt: skip
+    )
     return out
 
 
@@ -201,12 +230,11 @@ def build(
             "endpoint_crypto": True,
         }
     )
-    all_ratios = {
-        name: ratios(ours, peer) for name, peer in peers.items() if peer.get("available")
-    }
+    all_ratios = {name: ratios(ours, peer) for name, peer in peers.items() if peer.get("available")}
     if "rabbitmq" in all_ratios:
         all_ratios["rabbitmq"]["capacity.deliveries_per_s/confirmed_per_s"] = ratio(
-            dig(ours, "capacity.deliveries_per_s"), dig(peers["rabbitmq"], "confirms.confirmed_per_s")
+            dig(ours, "capacity.deliveries_per_s"),
+            dig(peers["rabbitmq"], "confirms.confirmed_per_s"),
         )
     notes = list(cfg.notes)
     notes += [f"{n} skipped: {p['reason']}" for n, p in peers.items() if not p.get("available")]
@@ -248,7 +276,7 @@ def _lat(m: dict[str, Any], kind: str) -> str:
 def _row(name: str, m: dict[str, Any]) -> str:
     cpu = m.get("cpu_ms_per_notice", {})
     return (
-        f"  {name:<9}{_f(m.get('notices_per_s'))}{_f(m.get('deliveries_per_s'), 9)}"
+        f"  {name:<9}{_f(m.get('notices_per_s'), 10)}{_f(m.get('deliveries_per_s'), 10)}"
         f" {_lat(m, 'delivered')} {_lat(m, 'receipted')}"
         f"{_f(cpu.get('server'), 7, 2)}{_f(cpu.get('publisher'), 7, 2)}"
         f"{_f(cpu.get('recipients'), 7, 2)}{_f(m.get('recipient_cpu_ms_per_delivery'), 8, 3)}"
@@ -265,12 +293,13 @@ def text(report: dict[str, Any]) -> str:
         f"machine: {mach['cpu']} x{mach['cores']}, Linux {mach['kernel']}, Python {mach['python']},"
         f" load {mach['load_average']} at start; {report['elapsed_s']:.0f} s in all",
         f"publisher concurrency {cfg['concurrency']}, recipients in {cfg['recipient_procs']} "
-        f"processes, window {cfg['window']}; one Ed25519 verify: {report['ed25519_verify_us']:.1f} us",
+        f"processes, window {cfg['window']}; "
+        f"one Ed25519 verify: {report['ed25519_verify_us']:.1f} us of CPU",
         "",
-        "  mode     notices/s  deliv/s   delivered ms p50/95/99/max  receipted ms p50/95/99/max"
-        "  CPU ms per notice      rcp ms  broker",
-        "                                                                                     "
-        "   server   pub    rcp  /deliv  RSS MB",
+        f"  {'':<9}{'notices/s':>10}{'deliv/s':>10} {'delivered ms':>22} {'receipted ms':>22}"
+        f"{'CPU ms per notice':>21}{'rcp ms':>8}{'server':>7}",
+        f"  {'':<9}{'':>10}{'':>10} {'p50/p95/p99/max':>22} {'p50/p95/p99/max':>22}"
+        f"{'server':>7}{'pub':>7}{'rcp':>7}{'/deliv':>8}{'RSS MB':>7}",
     ]
     available = {n: p for n, p in peers.items() if p.get("available")}
     for tag in _mode_tags(ours) + (["soak"] if "soak" in ours else []):
@@ -286,7 +315,8 @@ def text(report: dict[str, Any]) -> str:
             f"backlog: {b['queued']} deliveries queued for {b['offline_recipient']} (offline) in "
             f"{b['fill_s']:.1f} s ({_f(b['fill_notices_per_s'], 0)}/s); broker RSS "
             f"{b['broker_rss_queued_mb']:.0f} MB queued, peak {b['broker_peak_rss_mb']:.0f} MB; "
-            f"drained in {_f(b['drain_s'], 0)} s ({_f(b['drain_deliveries_per_s'], 0)} deliveries/s)"
+            f"drained in {_f(b['drain_s'], 0)} s "
+            f"({_f(b['drain_deliveries_per_s'], 0)} deliveries/s)"
             + ("" if b["complete"] else "  INCOMPLETE"),
         ]
     s = dig(ours, "soak.trend")

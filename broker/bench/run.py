@@ -55,7 +55,9 @@ def load_modes(cfg: BenchConfig, *, soak: bool) -> list[tuple[str, dict[str, Any
         )
     if "paced" in cfg.modes:
         for rate in cfg.rates:
-            out.append((f"paced-{rate:g}", {"kind": "paced", "rate": rate, "seconds": cfg.paced_seconds}))
+            out.append(
+                (f"paced-{rate:g}", {"kind": "paced", "rate": rate, "seconds": cfg.paced_seconds})
+            )
     if soak and "soak" in cfg.modes:
         out.append(("soak", {"kind": "paced", "rate": cfg.soak_rate, "seconds": cfg.soak_seconds}))
     return out
@@ -143,7 +145,9 @@ def run_rabbitmq(cfg: BenchConfig, progress: Progress | None) -> dict[str, Any]:
         }
         publisher, consumers = _peer_workers(cfg, "rabbitmq", spec)
         server = procs.server_pid("beam.smp")
-        pipe = Pipeline("rabbitmq", publisher, consumers, [server] if server else [], cfg.recipients)
+        pipe = Pipeline(
+            "rabbitmq", publisher, consumers, [server] if server else [], cfg.recipients
+        )
         results = _run_modes(pipe, cfg, False, progress)
         results["server_process"] = "beam.smp" if server else None
         if "capacity" in cfg.modes:
@@ -161,9 +165,18 @@ def run_rabbitmq(cfg: BenchConfig, progress: Progress | None) -> dict[str, Any]:
         asyncio.run(rabbitmq_peer.teardown(cfg.rabbitmq_url, run_id, recipients))
 
 
-PEER_RUNNERS = {
-    "nats": (run_nats, lambda c: nats_peer.reachable(c.nats_url)),
-    "rabbitmq": (run_rabbitmq, lambda c: rabbitmq_peer.reachable(c.rabbitmq_url)),
+def _nats_reachable(cfg: BenchConfig) -> str | None:
+    return nats_peer.reachable(cfg.nats_url)
+
+
+def _rabbitmq_reachable(cfg: BenchConfig) -> str | None:
+    return rabbitmq_peer.reachable(cfg.rabbitmq_url)
+
+
+PeerRunner = Callable[[BenchConfig, Progress | None], dict[str, Any]]
+PEER_RUNNERS: dict[str, tuple[PeerRunner, Callable[[BenchConfig], str | None]]] = {
+    "nats": (run_nats, _nats_reachable),
+    "rabbitmq": (run_rabbitmq, _rabbitmq_reachable),
 }
 
 
@@ -174,20 +187,25 @@ def run(cfg: BenchConfig, command: str, progress: Progress | None = None) -> dic
     scratch = Path(tempfile.mkdtemp(prefix="broker-bench-", dir=cfg.scratch))
     try:
         machine = harness.machine()
-        verify_us = harness.ed25519_verify_us()
-        _say(progress, f"one Ed25519 verify: {verify_us:.1f} us")
-        ours = run_ours(cfg, scratch, progress)
-        peers: dict[str, Any] = {}
+        # Which peers can run is decided first: a required peer that is down fails the run
+        # before anything is measured.
+        skipped: dict[str, str] = {}
         for name in cfg.peers:
-            runner, reachable = PEER_RUNNERS[name]
-            why = reachable(cfg)
+            why = PEER_RUNNERS[name][1](cfg)
             if why is not None:
                 if cfg.require_peers:
                     raise Unavailable(f"{why}; start it (see .ci/run) or leave it out with --peers")
                 _say(progress, f"{name}: skipped: {why}")
-                peers[name] = {"available": False, "reason": why}
-                continue
-            peers[name] = {"available": True, **runner(cfg, progress)}
+                skipped[name] = why
+        verify_us = harness.ed25519_verify_us()
+        _say(progress, f"one Ed25519 verify: {verify_us:.1f} us of CPU")
+        ours = run_ours(cfg, scratch, progress)
+        peers: dict[str, Any] = {}
+        for name in cfg.peers:
+            if name in skipped:
+                peers[name] = {"available": False, "reason": skipped[name]}
+            else:
+                peers[name] = {"available": True, **PEER_RUNNERS[name][0](cfg, progress)}
         return build(cfg, command, machine, verify_us, ours, peers, time.monotonic() - started)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

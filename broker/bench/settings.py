@@ -87,12 +87,12 @@ class BenchConfig:
 
 
 QUICK = {
-    "closed_seconds": 2.0,
-    "paced_seconds": 1.5,
-    "soak_seconds": 2.0,
-    "backlog": 500,
-    "capacity_notices": 300,
-    "confirm_seconds": 1.5,
+    "closed_seconds": 1.5,
+    "paced_seconds": 1.0,
+    "soak_seconds": 1.5,
+    "backlog": 300,
+    "capacity_notices": 150,
+    "confirm_seconds": 1.0,
     "drain_timeout_s": 30.0,
     "quick": True,
 }

@@ -15,7 +15,7 @@ import importlib
 import multiprocessing as mp
 import queue
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from broker.errors import Unavailable
@@ -27,7 +27,6 @@ _CTX = mp.get_context("spawn")
 ROLES = {
     "ours.recipients": "broker.bench.ours_workers:recipients_main",
     "ours.publisher": "broker.bench.ours_workers:publisher_main",
-    "ours.raw": "broker.bench.capacity:raw_recipients_main",
     "nats.consumers": "broker.bench.nats_peer:consumers_main",
     "nats.publisher": "broker.bench.nats_peer:publisher_main",
     "rabbitmq.consumers": "broker.bench.rabbitmq_peer:consumers_main",
@@ -58,10 +57,12 @@ class Channel:
         self.counters[which] += n
 
 
-Main = Callable[[dict[str, Any], Channel], Awaitable[None]]
+Main = Callable[[dict[str, Any], Channel], Coroutine[Any, Any, None]]
 
 
-def _worker_main(role: str, spec: dict[str, Any], commands: Any, replies: Any, counters: Any) -> None:
+def _worker_main(
+    role: str, spec: dict[str, Any], commands: Any, replies: Any, counters: Any
+) -> None:
     module, _, func = ROLES[role].partition(":")
     main: Main = getattr(importlib.import_module(module), func)
     channel = Channel(commands, replies, counters)
@@ -127,7 +128,9 @@ class Worker:
                         f"{self.role} worker exited ({self.process.exitcode})"
                     ) from None
                 if deadline <= 0:
-                    raise Unavailable(f"{self.role} worker did not answer in {timeout:.0f} s")
+                    raise Unavailable(
+                        f"{self.role} worker did not answer in {timeout:.0f} s"
+                    ) from None
         if status != "ok":
             raise Unavailable(str(value))
         return value

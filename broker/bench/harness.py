@@ -85,15 +85,19 @@ def await_reply(worker: Worker, timeout: float, tick: Callable[[], None]) -> Any
 
 
 def await_receipts(
-    pipe: Pipeline, base: int, expected: int, timeout: float, tick: Callable[[], None]
+    pipe: Pipeline, base: int, expected: int, stall: float, tick: Callable[[], None]
 ) -> bool:
-    """Wait until `expected` more receipts are confirmed; False if the timeout passed."""
-    deadline = now() + timeout
-    while pipe.counts()[1] - base < expected:
-        if now() > deadline:
+    """Wait until `expected` more receipts are confirmed, however long that takes while
+    they keep coming; False once `stall` seconds pass without a new one."""
+    seen, last_progress = pipe.counts()[1], now()
+    while seen - base < expected:
+        if now() - last_progress > stall:
             return False
         time.sleep(0.02)
         tick()
+        count = pipe.counts()[1]
+        if count != seen:
+            seen, last_progress = count, now()
     return True
 
 
@@ -174,13 +178,15 @@ def figures(
 def measure(
     pipe: Pipeline, tag: str, mode: dict[str, Any], drain_timeout: float, rss_every: float = 1.0
 ) -> dict[str, Any]:
-    """Run one mode on a pipeline and return its figures (with an "rss" series)."""
+    """Run one mode on a pipeline and return its figures (with an "rss" series). The
+    figures say "complete": false if receipts stopped coming for `drain_timeout` s."""
     _, base = pipe.counts()
     meter = procs.Meter(pipe.groups())
     sampler = RssSampler(pipe.rss_pid, rss_every)
     meter.start()
     pipe.publisher.send("run", tag=tag, mode=mode)
-    driven = await_reply(pipe.publisher, float(mode["seconds"]) + 300.0, sampler.tick)
+    # A publisher held back by a slow server may take longer than the mode's duration.
+    driven = await_reply(pipe.publisher, float(mode["seconds"]) * 3 + 300.0, sampler.tick)
     expected = int(driven["published"]) * pipe.recipients
     complete = await_receipts(pipe, base, expected, drain_timeout, sampler.tick)
     usage = meter.stop()

@@ -88,7 +88,7 @@ class Ours:
             batch=cfg.capacity_batch,
             concurrency=cfg.capacity_concurrency,
         )
-        fill = await_reply(pipe.publisher, cfg.backlog / 20 + 300, sampler.tick)
+        fill = await_reply(pipe.publisher, cfg.backlog / 5 + 300, sampler.tick)
         fill_usage = fill_meter.stop()
         queued_rss = procs.rss_mb(self.broker.pid)
         queued = int(fill["published"])
@@ -97,9 +97,7 @@ class Ours:
         _, base = pipe.counts()
         online_at = now()
         owner.call("online", agency=agency)
-        complete = await_receipts(
-            pipe, base, queued, cfg.drain_timeout_s + queued / 50, sampler.tick
-        )
+        complete = await_receipts(pipe, base, queued, cfg.drain_timeout_s, sampler.tick)
         drain_usage = drain_meter.stop()
         samples = owner.call("collect", tag="backlog")
         drained = len(samples["receipted"])

@@ -38,7 +38,7 @@ class BenchConfig:
     capacity_concurrency: int = 4
     confirm_seconds: float = 10.0  # RabbitMQ confirmed publishes
     confirm_in_flight: int = 256
-    drain_timeout_s: float = 120.0
+    drain_timeout_s: float = 60.0  # give up waiting once no receipt came for this long
     modes: tuple[str, ...] = MODES
     peers: tuple[str, ...] = PEERS
     require_peers: bool = False  # an unreachable peer is an error, not a skip (tests, CI)
@@ -93,7 +93,7 @@ QUICK = {
     "backlog": 300,
     "capacity_notices": 150,
     "confirm_seconds": 1.0,
-    "drain_timeout_s": 30.0,
+    "drain_timeout_s": 20.0,
     "quick": True,
 }
 

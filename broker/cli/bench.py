@@ -70,7 +70,12 @@ def _e2e_args(p: argparse.ArgumentParser) -> None:
     a("--backlog", type=int, help="deliveries queued for the offline recipient (default 100000)")
     a("--capacity-notices", type=int, help="notices sealed ahead for capacity (default 10000)")
     a("--confirm-seconds", type=float, help="RabbitMQ confirmed-publish time (default 10)")
-    a("--drain-timeout", type=float, dest="drain_timeout_s", help="wait for receipts (s)")
+    a(
+        "--drain-timeout",
+        type=float,
+        dest="drain_timeout_s",
+        help="give up once no receipt came for this long (s, default 60)",
+    )
     a("--modes", help="comma-separated subset of closed,paced,soak,backlog,capacity")
     a("--peers", help="comma-separated subset of nats,rabbitmq, or none (default both)")
     a("--require-peers", action="store_true", help="an unreachable peer is an error, not a skip")
@@ -115,7 +120,7 @@ def run_e2e(args: argparse.Namespace) -> int:
     from broker.bench import report, run
 
     config = _e2e_config(args)
-    called_as_broker = bool(sys.argv) and Path(sys.argv[0]).name == "broker"
+    called_as_broker = bool(sys.argv) and Path(sys.argv[0]).name in ("broker", "main.py")
     command = "broker " + shlex.join(sys.argv[1:]) if called_as_broker else "broker bench"
     result = run.run(config, command, run.stderr_progress)
     if args.plot is not None:

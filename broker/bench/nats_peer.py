@@ -12,14 +12,13 @@ stored receipt).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from broker.bench import procs
 from broker.bench.peercrypto import Opener, PeerKeys, Sealer
-from broker.bench.workers import DELIVERED, RECEIPTED, Channel
-from broker.bench.workload import Item, Samples, drive, notice_body
+from broker.bench.workers import DELIVERED, RECEIPTED, Channel, serve
+from broker.bench.workload import Item, Samples, notice_body, publisher_commands
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -109,15 +108,12 @@ async def consumers_main(spec: dict[str, Any], channel: Channel) -> None:
                 config=config,
             )
         )
+
+    async def collect(args: dict[str, Any]) -> dict[str, Any]:
+        return samples.take(args["tag"])
+
     channel.reply({"agencies": list(spec["agencies"])})
-    while True:
-        name, args = await channel.next()
-        if name == "quit":
-            break
-        if name == "collect":
-            channel.reply(samples.take(args["tag"]))
-        else:
-            channel.fail(f"unknown command {name!r}")
+    await serve(channel, {"collect": collect})
     for sub in subs:
         await sub.unsubscribe()
     await nc.close()
@@ -136,17 +132,7 @@ async def publisher_main(spec: dict[str, Any], channel: Channel) -> None:
             await js.publish(subject, sealer.seal(f"{i.tag}-{i.seq}", body))
 
     channel.reply({"agency": spec["agency"]})
-    while True:
-        name, args = await channel.next()
-        if name == "quit":
-            break
-        if name == "warmup":
-            await send([Item(args["tag"], 0, 0.0)])
-            channel.reply({r: ["body"] for r in sealer.recipients})
-        elif name == "run":
-            channel.reply((await drive(send, args["tag"], args["mode"])).as_dict())
-        else:
-            channel.fail(f"unknown command {name!r}")
+    await serve(channel, publisher_commands(send, sealer.recipients))
     await nc.close()
 
 
@@ -160,11 +146,4 @@ def reachable(url: str) -> str | None:
         finally:
             await nc.close()
 
-    closed = procs.closed_port(url, 4222)
-    if closed:
-        return f"NATS JetStream at {url} is unreachable ({closed})"
-    try:
-        asyncio.run(asyncio.wait_for(probe(), timeout=5))
-    except Exception as exc:
-        return f"NATS JetStream at {url} is unreachable ({type(exc).__name__}: {exc})"
-    return None
+    return procs.unreachable("NATS JetStream", url, 4222, probe)

@@ -16,11 +16,12 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from broker.bench.capacity import RawReceivers
-from broker.bench.workers import DELIVERED, RECEIPTED, Channel
+from broker.bench.workers import DELIVERED, RECEIPTED, Channel, serve
 from broker.bench.workload import (
     KIND,
     PURPOSE,
@@ -34,7 +35,7 @@ from broker.bench.workload import (
 from broker.client.node import AgencyNode, NodeConfig, ReceivedNotice, now_ms
 from broker.core import envelope as env
 from broker.core.identity import verify_key_statement
-from broker.errors import FailedPrecondition, Unavailable
+from broker.errors import FailedPrecondition
 from broker.v1 import notice_pb2
 
 
@@ -100,36 +101,46 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
         r.start()
     while any(r.node.stats.connects == 0 for r in recipients.values()):
         await asyncio.sleep(0.01)
+    raw: list[RawReceivers] = []
+
+    async def offline(args: dict[str, Any]) -> bool:
+        await recipients[args["agency"]].halt()
+        return True
+
+    async def online(args: dict[str, Any]) -> bool:
+        recipients[args["agency"]].start()
+        return True
+
+    async def collect(args: dict[str, Any]) -> dict[str, Any]:
+        return samples.take(args["tag"])
+
+    async def to_raw(args: dict[str, Any]) -> bool:
+        """Capacity: receipt-only streams instead of the SDK listeners."""
+        for r in recipients.values():
+            await r.halt()
+        nodes = [r.node for r in recipients.values()]
+        raw.append(RawReceivers(nodes, int(spec.get("window", 64)), channel))
+        await asyncio.sleep(0.2)  # let the streams open before the publisher starts
+        return True
+
+    async def collect_raw(args: dict[str, Any]) -> dict[str, Any]:
+        if not raw:
+            raise FailedPrecondition("collect_raw before raw")
+        return raw[-1].take()
+
     channel.reply({"agencies": sorted(recipients)})
-    raw: RawReceivers | None = None
-    while True:
-        name, args = await channel.next()
-        if name == "quit":
-            break
-        if name == "raw":  # capacity: receipt-only streams instead of the SDK listeners
-            for r in recipients.values():
-                await r.halt()
-            nodes = [r.node for r in recipients.values()]
-            raw = RawReceivers(nodes, int(spec.get("window", 64)), channel)
-            await asyncio.sleep(0.2)  # let the streams open before the publisher starts
-            channel.reply(True)
-        elif name == "collect_raw" and raw is not None:
-            try:
-                channel.reply(raw.take())
-            except Unavailable as exc:
-                channel.fail(str(exc))
-        elif name == "offline":
-            await recipients[args["agency"]].halt()
-            channel.reply(True)
-        elif name == "online":
-            recipients[args["agency"]].start()
-            channel.reply(True)
-        elif name == "collect":
-            channel.reply(samples.take(args["tag"]))
-        else:
-            channel.fail(f"unknown command {name!r}")
-    if raw is not None:
-        await raw.stop()
+    await serve(
+        channel,
+        {
+            "offline": offline,
+            "online": online,
+            "collect": collect,
+            "raw": to_raw,
+            "collect_raw": collect_raw,
+        },
+    )
+    for receivers in raw:
+        await receivers.stop()
     for r in recipients.values():
         await r.halt()
         await r.node.close()
@@ -138,7 +149,9 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
 # --- publisher ----------------------------------------------------------------------
 
 
-async def sdk_publish(node: AgencyNode, items: Sequence[Item], recipients: Sequence[str]) -> None:
+async def sdk_publish(
+    node: AgencyNode, items: Sequence[Item], *, recipients: Sequence[str]
+) -> None:
     """Publish `items` through the SDK: the one call site of AgencyNode.publish."""
     await asyncio.gather(
         *(
@@ -231,43 +244,48 @@ async def publisher_main(spec: dict[str, Any], channel: Channel) -> None:
     node = node_for(spec, spec["agency"])
     recipients: list[str] = list(spec["recipients"])
     ahead: list[notice_pb2.Envelope] = []
+
+    async def warmup(args: dict[str, Any]) -> dict[str, list[str]]:
+        published = await node.publish(
+            kind=KIND,
+            purpose=PURPOSE,
+            sections=notice_sections(args["tag"], 0.0),
+            recipients=recipients,
+        )
+        return {r: list(s) for r, s in published.audience.items()}
+
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        send = partial(sdk_publish, node, recipients=recipients)
+        return (await drive(send, args["tag"], args["mode"])).as_dict()
+
+    async def seal(args: dict[str, Any]) -> int:
+        sealing = await sealer(node, list(args.get("recipients") or recipients))
+        ahead[:] = [sealing(args["tag"], 0.0) for _ in range(int(args["count"]))]
+        return len(ahead)
+
+    async def publish_ahead(args: dict[str, Any]) -> dict[str, Any]:
+        envelopes = iter(list(ahead))
+        ahead.clear()
+        driven = await publish_sealed(node, envelopes, int(args["batch"]), int(args["concurrency"]))
+        return driven.as_dict()
+
+    async def fill(args: dict[str, Any]) -> dict[str, Any]:
+        """Seal as we go (a large backlog would not fit in memory sealed ahead)."""
+        sealing = await sealer(node, list(args["recipients"]))
+        count, tag = int(args["count"]), str(args["tag"])
+        stream = (sealing(tag, 0.0) for _ in range(count))
+        driven = await publish_sealed(node, stream, int(args["batch"]), int(args["concurrency"]))
+        return driven.as_dict()
+
     channel.reply({"agency": node.me})
-    while True:
-        name, args = await channel.next()
-        if name == "quit":
-            break
-        if name == "warmup":
-            published = await node.publish(
-                kind=KIND,
-                purpose=PURPOSE,
-                sections=notice_sections(args["tag"], 0.0),
-                recipients=recipients,
-            )
-            channel.reply({r: list(s) for r, s in published.audience.items()})
-        elif name == "run":
-            driven = await drive(
-                lambda items: sdk_publish(node, items, recipients), args["tag"], args["mode"]
-            )
-            channel.reply(driven.as_dict())
-        elif name == "seal":
-            seal = await sealer(node, list(args.get("recipients") or recipients))
-            ahead = [seal(args["tag"], 0.0) for _ in range(int(args["count"]))]
-            channel.reply(len(ahead))
-        elif name == "publish_sealed":
-            driven = await publish_sealed(
-                node, iter(ahead), int(args["batch"]), int(args["concurrency"])
-            )
-            ahead = []
-            channel.reply(driven.as_dict())
-        elif name == "fill":
-            # Seal as we go (a large backlog would not fit in memory sealed ahead).
-            seal = await sealer(node, list(args["recipients"]))
-            count, tag = int(args["count"]), str(args["tag"])
-            stream = (seal(tag, 0.0) for _ in range(count))
-            driven = await publish_sealed(
-                node, stream, int(args["batch"]), int(args["concurrency"])
-            )
-            channel.reply(driven.as_dict())
-        else:
-            channel.fail(f"unknown command {name!r}")
+    await serve(
+        channel,
+        {
+            "warmup": warmup,
+            "run": run,
+            "seal": seal,
+            "publish_sealed": publish_ahead,
+            "fill": fill,
+        },
+    )
     await node.close()

@@ -7,13 +7,16 @@ the local nats-server and RabbitMQ (beam.smp) processes. Linux only.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from broker.errors import FailedPrecondition, Unavailable
@@ -85,6 +88,21 @@ def closed_port(url: str, default_port: int, timeout: float = 2.0) -> str | None
             return None
     except OSError as exc:
         return f"nothing answers on {host}:{port}: {exc.strerror or exc}"
+
+
+def unreachable(
+    what: str, url: str, default_port: int, probe: Callable[[], Coroutine[Any, Any, None]]
+) -> str | None:
+    """None if the server at `url` accepts TCP and `probe()` succeeds within 8 s, else a
+    sentence saying why not (for the report, or an error when the peer is required)."""
+    closed = closed_port(url, default_port)
+    if closed:
+        return f"{what} at {url} is unreachable ({closed})"
+    try:
+        asyncio.run(asyncio.wait_for(probe(), timeout=8))
+    except Exception as exc:
+        return f"{what} at {url} is unreachable ({type(exc).__name__}: {exc})"
+    return None
 
 
 @dataclass

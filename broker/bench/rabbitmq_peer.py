@@ -21,8 +21,8 @@ from typing import Any
 
 from broker.bench import procs
 from broker.bench.peercrypto import Opener, PeerKeys, Sealer
-from broker.bench.workers import DELIVERED, RECEIPTED, Channel
-from broker.bench.workload import Item, Samples, drive, notice_body, now
+from broker.bench.workers import DELIVERED, RECEIPTED, Channel, serve
+from broker.bench.workload import Item, Samples, notice_body, now, publisher_commands
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -93,15 +93,12 @@ async def consumers_main(spec: dict[str, Any], channel: Channel) -> None:
             return handle()
 
         tags.append((queue, await queue.consume(on_message)))
+
+    async def collect(args: dict[str, Any]) -> dict[str, Any]:
+        return samples.take(args["tag"])
+
     channel.reply({"agencies": list(spec["agencies"])})
-    while True:
-        name, args = await channel.next()
-        if name == "quit":
-            break
-        if name == "collect":
-            channel.reply(samples.take(args["tag"]))
-        else:
-            channel.fail(f"unknown command {name!r}")
+    await serve(channel, {"collect": collect})
     for queue, tag in tags:
         await queue.cancel(tag)
     await conn.close()
@@ -151,26 +148,18 @@ async def publisher_main(spec: dict[str, Any], channel: Channel) -> None:
             message = aio_pika.Message(data, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
             await exchange.publish(message, routing_key="")
 
+    async def confirm_rate(args: dict[str, Any]) -> dict[str, Any]:
+        await ch.declare_queue(capacity_queue, durable=True)
+        body = sealer.seal("capacity", notice_body("capacity", 0.0))
+        result = await _confirm_rate(
+            ch, capacity_queue, body, float(args["seconds"]), int(args["in_flight"])
+        )
+        await ch.queue_delete(capacity_queue)
+        return result
+
     channel.reply({"agency": spec["agency"]})
-    while True:
-        name, args = await channel.next()
-        if name == "quit":
-            break
-        if name == "warmup":
-            await send([Item(args["tag"], 0, 0.0)])
-            channel.reply({r: ["body"] for r in sealer.recipients})
-        elif name == "run":
-            channel.reply((await drive(send, args["tag"], args["mode"])).as_dict())
-        elif name == "confirm_rate":
-            await ch.declare_queue(capacity_queue, durable=True)
-            body = sealer.seal("capacity", notice_body("capacity", 0.0))
-            result = await _confirm_rate(
-                ch, capacity_queue, body, float(args["seconds"]), int(args["in_flight"])
-            )
-            await ch.queue_delete(capacity_queue)
-            channel.reply(result)
-        else:
-            channel.fail(f"unknown command {name!r}")
+    commands = publisher_commands(send, sealer.recipients)
+    await serve(channel, {**commands, "confirm_rate": confirm_rate})
     await conn.close()
 
 
@@ -181,11 +170,4 @@ def reachable(url: str) -> str | None:
         conn = await _connect(url)
         await conn.close()
 
-    closed = procs.closed_port(url, 5672)
-    if closed:
-        return f"RabbitMQ at {url} is unreachable ({closed})"
-    try:
-        asyncio.run(asyncio.wait_for(probe(), timeout=8))
-    except Exception as exc:
-        return f"RabbitMQ at {url} is unreachable ({type(exc).__name__}: {exc})"
-    return None
+    return procs.unreachable("RabbitMQ", url, 5672, probe)

@@ -15,10 +15,10 @@ import importlib
 import multiprocessing as mp
 import queue
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from broker.errors import Unavailable
+from broker.errors import BrokerError, Unavailable
 
 DELIVERED, RECEIPTED = 0, 1
 _CTX = mp.get_context("spawn")
@@ -58,6 +58,24 @@ class Channel:
 
 
 Main = Callable[[dict[str, Any], Channel], Coroutine[Any, Any, None]]
+Command = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+async def serve(channel: Channel, commands: dict[str, Command]) -> None:
+    """Answer commands until "quit": a command's return value is its reply; an unknown
+    command, or one that raises a BrokerError, gets a failure reply instead."""
+    while True:
+        name, args = await channel.next()
+        if name == "quit":
+            return
+        command = commands.get(name)
+        if command is None:
+            channel.fail(f"unknown command {name!r}; known: {sorted(commands)}")
+            continue
+        try:
+            channel.reply(await command(args))
+        except BrokerError as exc:
+            channel.fail(f"{name}: {exc}")
 
 
 def _worker_main(

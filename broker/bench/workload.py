@@ -184,6 +184,21 @@ async def drive(send: Send, tag: str, mode: dict[str, Any]) -> Driven:
     )
 
 
+def publisher_commands(
+    send: Send, recipients: Sequence[str]
+) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+    """The commands every peer publisher answers: a warm-up notice, and a mode's load."""
+
+    async def warmup(args: dict[str, Any]) -> dict[str, list[str]]:
+        await send([Item(args["tag"], 0, 0.0)])
+        return {r: ["body"] for r in recipients}
+
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        return (await drive(send, args["tag"], args["mode"])).as_dict()
+
+    return {"warmup": warmup, "run": run}
+
+
 # --- samples (recipient side) -------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """The measuring harness, the same for our pipeline and the peers.
 
-A pipeline is a publisher worker, one or more recipient workers and the server
-process(es). One mode is measured as: reset the peak RSS of every process and read its
+A pipeline is one or more publisher workers, one or more recipient workers and the
+server process(es). One mode is measured as: reset the peak RSS of every process and read its
 CPU seconds, tell the publisher to run the load, wait until every delivery of every
 published notice has been receipted (or a drain timeout passes), read CPU and peak
 RSS again, and collect the recipients' latency samples. Throughput is counted from the
@@ -20,7 +20,7 @@ from typing import Any
 
 from broker.bench import procs
 from broker.bench.stats import latency_ms, per
-from broker.bench.workers import Worker
+from broker.bench.workers import Worker, stop_all
 from broker.bench.workload import now
 from broker.errors import FailedPrecondition, Unavailable
 
@@ -28,17 +28,22 @@ from broker.errors import FailedPrecondition, Unavailable
 @dataclass
 class Pipeline:
     name: str  # "ours", "nats", "rabbitmq"
-    publisher: Worker
+    publishers: list[Worker]
     consumers: list[Worker]
     server_pids: list[int]
     recipients: int  # recipients per notice
     rss_pid: int | None = None  # the server process whose RSS a soak samples
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def publisher(self) -> Worker:
+        """The first publisher (the one that seals ahead, fills backlogs, ...)."""
+        return self.publishers[0]
+
     def groups(self) -> dict[str, list[int]]:
         return {
             "server": self.server_pids,
-            "publisher": [self.publisher.pid],
+            "publisher": [p.pid for p in self.publishers],
             "recipients": [c.pid for c in self.consumers],
         }
 
@@ -48,8 +53,7 @@ class Pipeline:
         return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
 
     def stop(self) -> None:
-        for w in [self.publisher, *self.consumers]:
-            w.stop()
+        stop_all([*self.publishers, *self.consumers])
 
 
 def wait_ready(workers: list[Worker], timeout: float = 90.0) -> None:
@@ -102,17 +106,21 @@ def await_receipts(
 
 
 def warmup(pipe: Pipeline, timeout: float) -> dict[str, list[str]]:
-    """One notice end to end (connections, caches, the audience check); returns who got
-    which sections."""
-    base = pipe.counts()[1]
-    audience: dict[str, list[str]] = pipe.publisher.call("warmup", timeout=timeout, tag="warmup")
-    if len(audience) != pipe.recipients:
-        raise FailedPrecondition(
-            f"{pipe.name}: the warm-up notice reached {len(audience)} recipients, not "
-            f"{pipe.recipients}"
-        )
-    if not await_receipts(pipe, base, pipe.recipients, timeout, lambda: None):
-        raise Unavailable(f"{pipe.name}: the warm-up notice was not receipted in {timeout:.0f} s")
+    """One notice end to end from each publisher (connections, caches, the audience
+    check); returns who got which sections."""
+    audience: dict[str, list[str]] = {}
+    for publisher in pipe.publishers:
+        base = pipe.counts()[1]
+        audience = publisher.call("warmup", timeout=timeout, tag="warmup")
+        if len(audience) != pipe.recipients:
+            raise FailedPrecondition(
+                f"{pipe.name}: the warm-up notice reached {len(audience)} recipients, not "
+                f"{pipe.recipients}"
+            )
+        if not await_receipts(pipe, base, pipe.recipients, timeout, lambda: None):
+            raise Unavailable(
+                f"{pipe.name}: the warm-up notice was not receipted in {timeout:.0f} s"
+            )
     for c in pipe.consumers:
         c.call("collect", tag="warmup")
     return audience
@@ -175,6 +183,31 @@ def figures(
     }
 
 
+def share(mode: dict[str, Any], k: int, n: int) -> dict[str, Any]:
+    """Publisher k's share (of n) of a mode: the rate, the concurrency, the count."""
+    out = dict(mode)
+    if "rate" in out:
+        out["rate"] = float(out["rate"]) / n
+    for key in ("concurrency", "count"):
+        if out.get(key):
+            total = int(out[key])
+            out[key] = max(1, total // n + (1 if k < total % n else 0))
+    return out
+
+
+def merged(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the publishers did together."""
+    errors = [r["first_error"] for r in replies if r["first_error"]]
+    return {
+        "published": sum(int(r["published"]) for r in replies),
+        "errors": sum(int(r["errors"]) for r in replies),
+        "first_error": errors[0] if errors else "",
+        "started": min(float(r["started"]) for r in replies),
+        "ended": max(float(r["ended"]) for r in replies),
+        "late": sum(int(r.get("late", 0)) for r in replies),
+    }
+
+
 def measure(
     pipe: Pipeline, tag: str, mode: dict[str, Any], drain_timeout: float, rss_every: float = 1.0
 ) -> dict[str, Any]:
@@ -184,9 +217,12 @@ def measure(
     meter = procs.Meter(pipe.groups())
     sampler = RssSampler(pipe.rss_pid, rss_every)
     meter.start()
-    pipe.publisher.send("run", tag=tag, mode=mode)
+    n = len(pipe.publishers)
+    for k, publisher in enumerate(pipe.publishers):
+        publisher.send("run", tag=tag, mode=share(mode, k, n))
     # A publisher held back by a slow server may take longer than the mode's duration.
-    driven = await_reply(pipe.publisher, float(mode["seconds"]) * 3 + 300.0, sampler.tick)
+    limit = float(mode["seconds"]) * 3 + 300.0
+    driven = merged([await_reply(p, limit, sampler.tick) for p in pipe.publishers])
     expected = int(driven["published"]) * pipe.recipients
     complete = await_receipts(pipe, base, expected, drain_timeout, sampler.tick)
     usage = meter.stop()

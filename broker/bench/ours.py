@@ -18,7 +18,7 @@ from typing import Any
 
 from broker.bench import procs
 from broker.bench.harness import Pipeline, RssSampler, await_receipts, await_reply, wait_ready
-from broker.bench.settings import PUBLISHER, BenchConfig
+from broker.bench.settings import BenchConfig
 from broker.bench.workers import Worker
 from broker.bench.workload import now
 from broker.errors import Unavailable
@@ -49,16 +49,16 @@ class Ours:
         consumers = [
             Worker("ours.recipients", {**self.spec, "agencies": chunk}) for chunk in cfg.chunks()
         ]
-        publisher = Worker(
-            "ours.publisher",
-            {**self.spec, "agency": PUBLISHER, "recipients": cfg.recipient_ids()},
-        )
+        publishers = [
+            Worker("ours.publisher", {**self.spec, "agency": p, "recipients": cfg.recipient_ids()})
+            for p in cfg.publisher_ids()
+        ]
         self.pipe = Pipeline(
-            "ours", publisher, consumers, [self.broker.pid], cfg.recipients, self.broker.pid
+            "ours", publishers, consumers, [self.broker.pid], cfg.recipients, self.broker.pid
         )
         # Provision while the workers start (the publisher waits for the warm-up command).
         asyncio.run(provision(deployment, target))
-        wait_ready([publisher, *consumers])
+        wait_ready([*publishers, *consumers])
         return self.pipe
 
     def stop(self) -> None:

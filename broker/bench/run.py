@@ -26,8 +26,8 @@ from broker.bench.harness import Pipeline, measure, wait_ready, warmup
 from broker.bench.ours import Ours
 from broker.bench.peercrypto import PeerKeys
 from broker.bench.report import build
-from broker.bench.settings import PUBLISHER, BenchConfig
-from broker.bench.workers import Worker
+from broker.bench.settings import BenchConfig
+from broker.bench.workers import Worker, stop_all
 from broker.errors import Unavailable
 
 Progress = Callable[[str], None]
@@ -99,16 +99,15 @@ def run_ours(cfg: BenchConfig, scratch: Path, progress: Progress | None) -> dict
 
 def _peer_workers(
     cfg: BenchConfig, prefix: str, spec: dict[str, Any]
-) -> tuple[Worker, list[Worker]]:
+) -> tuple[list[Worker], list[Worker]]:
     consumers = [Worker(f"{prefix}.consumers", {**spec, "agencies": c}) for c in cfg.chunks()]
-    publisher = Worker(f"{prefix}.publisher", {**spec, "agency": PUBLISHER})
+    publishers = [Worker(f"{prefix}.publisher", {**spec, "agency": p}) for p in cfg.publisher_ids()]
     try:
-        wait_ready([publisher, *consumers])
+        wait_ready([*publishers, *consumers])
     except Exception:
-        for w in [publisher, *consumers]:
-            w.stop()
+        stop_all([*publishers, *consumers])
         raise
-    return publisher, consumers
+    return publishers, consumers
 
 
 def run_nats(cfg: BenchConfig, progress: Progress | None) -> dict[str, Any]:
@@ -118,9 +117,9 @@ def run_nats(cfg: BenchConfig, progress: Progress | None) -> dict[str, Any]:
     pipe = None
     try:
         spec = {"url": cfg.nats_url, "run_id": run_id, "keys": keys.as_spec(), "window": cfg.window}
-        publisher, consumers = _peer_workers(cfg, "nats", spec)
+        publishers, consumers = _peer_workers(cfg, "nats", spec)
         server = procs.server_pid("nats-server")
-        pipe = Pipeline("nats", publisher, consumers, [server] if server else [], cfg.recipients)
+        pipe = Pipeline("nats", publishers, consumers, [server] if server else [], cfg.recipients)
         results = _run_modes(pipe, cfg, False, progress)
         results["server_process"] = "nats-server" if server else None
         return results
@@ -143,16 +142,16 @@ def run_rabbitmq(cfg: BenchConfig, progress: Progress | None) -> dict[str, Any]:
             "keys": keys.as_spec(),
             "window": cfg.window,
         }
-        publisher, consumers = _peer_workers(cfg, "rabbitmq", spec)
+        publishers, consumers = _peer_workers(cfg, "rabbitmq", spec)
         server = procs.server_pid("beam.smp")
         pipe = Pipeline(
-            "rabbitmq", publisher, consumers, [server] if server else [], cfg.recipients
+            "rabbitmq", publishers, consumers, [server] if server else [], cfg.recipients
         )
         results = _run_modes(pipe, cfg, False, progress)
         results["server_process"] = "beam.smp" if server else None
         if "capacity" in cfg.modes:
             _say(progress, f"rabbitmq: confirmed publishes, {cfg.confirm_in_flight} in flight")
-            results["confirms"] = publisher.call(
+            results["confirms"] = pipe.publisher.call(
                 "confirm_rate",
                 timeout=cfg.confirm_seconds + 120,
                 seconds=cfg.confirm_seconds,

@@ -8,7 +8,7 @@ from pathlib import Path
 from broker.errors import InvalidArgument
 from broker.sandbox import AgencySpec
 
-PUBLISHER = "FR-NCB"
+PUBLISHERS = ("FR-NCB", "LU-NCB", "IE-NCB", "MT-NCB")  # National Central Bureaus
 # Police authorities of INTERPOL and EU members: the shipped policy lets each read all
 # three sections of an INTERPOL Red notice (identity, case facts, judicial).
 _COUNTRIES = (
@@ -23,6 +23,7 @@ PEERS = ("nats", "rabbitmq")
 @dataclass(frozen=True)
 class BenchConfig:
     recipients: int = 10  # recipients per notice
+    publishers: int = 1  # publisher processes (one agency each), sharing the load
     recipient_procs: int = 2  # worker processes the recipients are spread over
     concurrency: int = 16  # publishes in flight (closed loop)
     batch: int = 1  # notices per publish call (1 until the SDK has a batch API)
@@ -52,6 +53,8 @@ class BenchConfig:
         """Return self, or raise InvalidArgument naming the setting to fix."""
         if not 1 <= self.recipients <= len(_COUNTRIES):
             raise InvalidArgument(f"--recipients must be 1 to {len(_COUNTRIES)}")
+        if not 1 <= self.publishers <= len(PUBLISHERS):
+            raise InvalidArgument(f"--publishers must be 1 to {len(PUBLISHERS)}")
         if not 1 <= self.recipient_procs <= self.recipients:
             raise InvalidArgument("--recipient-procs must be 1 to the number of recipients")
         if self.concurrency < 1 or self.batch < 1 or self.window < 1:
@@ -72,8 +75,14 @@ class BenchConfig:
     def recipient_ids(self) -> list[str]:
         return [f"{c}-POL" for c in _COUNTRIES[: self.recipients]]
 
+    def publisher_ids(self) -> list[str]:
+        return list(PUBLISHERS[: self.publishers])
+
     def agencies(self) -> tuple[AgencySpec, ...]:
-        specs = [AgencySpec(PUBLISHER, "FR", ("ncb", "police"), "bench publisher", (), _PURPOSES)]
+        specs = [
+            AgencySpec(p, p[:2], ("ncb", "police"), "bench publisher", (), _PURPOSES)
+            for p in self.publisher_ids()
+        ]
         specs += [
             AgencySpec(r, r[:2], ("police",), "bench recipient", (), _PURPOSES)
             for r in self.recipient_ids()

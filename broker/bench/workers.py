@@ -14,6 +14,7 @@ import asyncio
 import importlib
 import multiprocessing as mp
 import queue
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -157,13 +158,24 @@ class Worker:
         self.send(name, **args)
         return self.result(timeout)
 
-    def stop(self) -> None:
-        """Ask the worker to quit; kill it if it does not within 10 s."""
+    def stop(self, grace: float = 10.0) -> None:
+        """Ask the worker to quit; kill it if it has not within `grace` seconds (a worker
+        still busy with a command only reads "quit" when that command is done)."""
         if self.process.is_alive():
             self.send("quit")
-            self.process.join(timeout=10)
+            self.process.join(timeout=grace)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)
         self._commands.close()
         self._replies.close()
+
+
+def stop_all(workers: list[Worker], grace: float = 10.0) -> None:
+    """Stop several workers, `grace` seconds for all of them together."""
+    for w in workers:
+        if w.process.is_alive():
+            w.send("quit")
+    deadline = time.monotonic() + grace
+    for w in workers:
+        w.stop(max(0.0, deadline - time.monotonic()))

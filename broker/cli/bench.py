@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ def _e2e_args(p: argparse.ArgumentParser) -> None:
     a("--json", action="store_true", help="print the report as JSON (schema broker-bench/1)")
     a("--plot", type=Path, metavar="FILE.png", help="write the latency plot to FILE.png")
     a("--recipients", type=int, help="recipients per notice (default 10)")
+    a("--publishers", type=int, help="publisher processes sharing the load (default 1)")
     a("--recipient-procs", type=int, help="worker processes for the recipients (default 2)")
     a("--concurrency", type=int, help="publishes in flight in the closed loop (default 16)")
     a("--batch", type=int, help="notices per publish call (default 1)")
@@ -92,9 +94,10 @@ def _e2e_config(args: argparse.Namespace) -> Any:
     config = quick(BenchConfig()) if args.quick else BenchConfig()
     explicit: dict[str, Any] = {}
     for name in (
-        "recipients", "recipient_procs", "concurrency", "batch", "window", "closed_seconds",
-        "paced_seconds", "soak_seconds", "soak_rate", "backlog", "capacity_notices",
-        "confirm_seconds", "drain_timeout_s", "nats_url", "rabbitmq_url", "scratch",
+        "recipients", "publishers", "recipient_procs", "concurrency", "batch", "window",
+        "closed_seconds", "paced_seconds", "soak_seconds", "soak_rate", "backlog",
+        "capacity_notices", "confirm_seconds", "drain_timeout_s", "nats_url", "rabbitmq_url",
+        "scratch",
     ):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
@@ -113,6 +116,10 @@ def _e2e_config(args: argparse.Namespace) -> Any:
     return replace(config, **explicit).check()
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_e2e(args: argparse.Namespace) -> int:
     import shlex
     import sys
@@ -120,9 +127,16 @@ def run_e2e(args: argparse.Namespace) -> int:
     from broker.bench import report, run
 
     config = _e2e_config(args)
+    # SIGTERM (and SIGINT, even where a shell made the background job ignore it) end the
+    # run through its cleanup: workers, the broker and the scratch directory go too.
+    previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     called_as_broker = bool(sys.argv) and Path(sys.argv[0]).name in ("broker", "main.py")
     command = "broker " + shlex.join(sys.argv[1:]) if called_as_broker else "broker bench"
-    result = run.run(config, command, run.stderr_progress)
+    try:
+        result = run.run(config, command, run.stderr_progress)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if args.plot is not None:
         from broker.bench import plot
 

@@ -17,6 +17,7 @@ TINY = [
     "bench",
     "--json",
     "--recipients", "3",
+    "--publishers", "2",
     "--recipient-procs", "2",
     "--concurrency", "2",
     "--seconds", "0.6",

@@ -70,7 +70,7 @@ def _e2e_args(p: argparse.ArgumentParser) -> None:
     a("--soak-seconds", type=float, help="soak duration (default 600)")
     a("--soak-rate", type=float, help="soak rate in notices/s (default 25)")
     a("--backlog", type=int, help="deliveries queued for the offline recipient (default 100000)")
-    a("--capacity-notices", type=int, help="notices sealed ahead for capacity (default 10000)")
+    a("--capacity-notices", type=int, help="notices sealed ahead for capacity (default 5000)")
     a("--confirm-seconds", type=float, help="RabbitMQ confirmed-publish time (default 10)")
     a(
         "--drain-timeout",

@@ -89,13 +89,20 @@ def await_reply(worker: Worker, timeout: float, tick: Callable[[], None]) -> Any
 
 
 def await_receipts(
-    pipe: Pipeline, base: int, expected: int, stall: float, tick: Callable[[], None]
+    pipe: Pipeline,
+    base: int,
+    expected: int,
+    stall: float,
+    tick: Callable[[], None],
+    limit: float | None = None,
 ) -> bool:
     """Wait until `expected` more receipts are confirmed, however long that takes while
-    they keep coming; False once `stall` seconds pass without a new one."""
-    seen, last_progress = pipe.counts()[1], now()
+    they keep coming (at most `limit` seconds if given); False once `stall` seconds pass
+    without a new one, or at the limit."""
+    started = now()
+    seen, last_progress = pipe.counts()[1], started
     while seen - base < expected:
-        if now() - last_progress > stall:
+        if now() - last_progress > stall or (limit is not None and now() - started > limit):
             return False
         time.sleep(0.02)
         tick()

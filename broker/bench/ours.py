@@ -71,7 +71,8 @@ class Ours:
     def backlog(self) -> dict[str, Any]:
         """One recipient offline while `backlog` deliveries queue up for it (notices sealed
         for it alone, published in batches); then it comes back and drains them through
-        the SDK. Reports the fill and drain rates and the broker's RSS."""
+        the SDK, for at most `backlog_drain_seconds` (what is left then stays queued: the
+        backlog runs last). Reports the fill and drain rates and the broker's RSS."""
         assert self.pipe is not None and self.broker is not None
         cfg, pipe = self.config, self.pipe
         agency = cfg.chunks()[0][0]
@@ -97,7 +98,9 @@ class Ours:
         _, base = pipe.counts()
         online_at = now()
         owner.call("online", agency=agency)
-        complete = await_receipts(pipe, base, queued, cfg.drain_timeout_s, sampler.tick)
+        complete = await_receipts(
+            pipe, base, queued, cfg.drain_timeout_s, sampler.tick, cfg.backlog_drain_seconds
+        )
         drain_usage = drain_meter.stop()
         samples = owner.call("collect", tag="backlog")
         drained = len(samples["receipted"])
@@ -134,7 +137,7 @@ class Ours:
     def capacity(self) -> dict[str, Any]:
         """Receipt-only recipients (broker.bench.capacity) and envelopes sealed ahead:
         deliveries per second the broker sustains. The recipient workers stop their SDK
-        listeners for it, so it runs last."""
+        listeners for it and start them again after."""
         assert self.pipe is not None and self.broker is not None
         cfg, pipe = self.config, self.pipe
         for c in pipe.consumers:
@@ -154,6 +157,8 @@ class Ours:
         complete = await_receipts(pipe, base, expected, cfg.drain_timeout_s, lambda: None)
         usage = meter.stop()
         collected = [c.call("collect_raw") for c in pipe.consumers]
+        for c in pipe.consumers:
+            c.call("sdk")
         lasts = [c["last"] for c in collected if c["last"] is not None]
         receipted = sum(int(c["receipted"]) for c in collected)
         if not lasts:

@@ -128,6 +128,14 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
             raise FailedPrecondition("collect_raw before raw")
         return raw[-1].take()
 
+    async def to_sdk(args: dict[str, Any]) -> bool:
+        """Back from receipt-only streams to the SDK listeners."""
+        while raw:
+            await raw.pop().stop()
+        for r in recipients.values():
+            r.start()
+        return True
+
     channel.reply({"agencies": sorted(recipients)})
     await serve(
         channel,
@@ -137,6 +145,7 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
             "collect": collect,
             "raw": to_raw,
             "collect_raw": collect_raw,
+            "sdk": to_sdk,
         },
     )
     for receivers in raw:

@@ -34,6 +34,7 @@ class BenchConfig:
     soak_seconds: float = 600.0
     soak_rate: float = 25.0
     backlog: int = 100_000  # deliveries queued for the offline recipient
+    backlog_drain_seconds: float = 600.0  # the drain is measured for at most this long
     # Sealed ahead, to every recipient; few enough that the last is published well within
     # the broker's 5-minute clock-skew window of its sealing.
     capacity_notices: int = 5_000
@@ -65,8 +66,11 @@ class BenchConfig:
             raise InvalidArgument("every duration must be positive")
         if any(r <= 0 for r in self.rates) or self.soak_rate <= 0:
             raise InvalidArgument("rates must be positive notices per second")
-        if self.backlog < 1 or self.capacity_notices < 1:
-            raise InvalidArgument("--backlog and --capacity-notices must be at least 1")
+        if self.backlog < 1 or self.capacity_notices < 1 or self.backlog_drain_seconds <= 0:
+            raise InvalidArgument(
+                "--backlog and --capacity-notices must be at least 1, --backlog-drain-seconds "
+                "positive"
+            )
         if not 1 <= self.capacity_batch <= 64:
             raise InvalidArgument("--capacity-batch must be 1 to 64 (the broker's batch limit)")
         unknown = sorted(set(self.modes) - set(MODES)) + sorted(set(self.peers) - set(PEERS))
@@ -102,6 +106,7 @@ QUICK = {
     "paced_seconds": 0.6,
     "soak_seconds": 1.0,
     "backlog": 200,
+    "backlog_drain_seconds": 30.0,
     "capacity_notices": 100,
     "confirm_seconds": 1.0,
     "drain_timeout_s": 20.0,

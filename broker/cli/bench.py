@@ -70,6 +70,7 @@ def _e2e_args(p: argparse.ArgumentParser) -> None:
     a("--soak-seconds", type=float, help="soak duration (default 600)")
     a("--soak-rate", type=float, help="soak rate in notices/s (default 25)")
     a("--backlog", type=int, help="deliveries queued for the offline recipient (default 100000)")
+    a("--backlog-drain-seconds", type=float, help="measure the drain this long at most (600)")
     a("--capacity-notices", type=int, help="notices sealed ahead for capacity (default 5000)")
     a("--confirm-seconds", type=float, help="RabbitMQ confirmed-publish time (default 10)")
     a(
@@ -96,8 +97,8 @@ def _e2e_config(args: argparse.Namespace) -> Any:
     for name in (
         "recipients", "publishers", "recipient_procs", "concurrency", "batch", "window",
         "closed_seconds", "paced_seconds", "soak_seconds", "soak_rate", "backlog",
-        "capacity_notices", "confirm_seconds", "drain_timeout_s", "nats_url", "rabbitmq_url",
-        "scratch",
+        "backlog_drain_seconds", "capacity_notices", "confirm_seconds", "drain_timeout_s",
+        "nats_url", "rabbitmq_url", "scratch",
     ):  # fmt: skip
         value = getattr(args, name)
         if value is not None:

@@ -185,7 +185,9 @@ def goals(
             v,
             "<= 300",
             _at_most(v, 300.0) if full else None,
-            f"measured with {queued} queued"
+            "backlog not run"
+            if queued is None
+            else f"measured with {queued} queued"
             + ("" if full else " (fewer than the goal's: undecided)"),
         )
     )
@@ -198,7 +200,9 @@ def goals(
             v,
             f"<= {SOAK_FLAT_MB_PER_MIN}",
             _at_most(v, SOAK_FLAT_MB_PER_MIN) if long_enough else None,
-            f"{cfg.soak_seconds:g} s at {cfg.soak_rate:g}/s"
+            "soak not run"
+            if "soak" not in ours
+            else f"{cfg.soak_seconds:g} s at {cfg.soak_rate:g}/s"
             + ("" if long_enough else " (shorter than the goal's 10 minutes: undecided)"),
         )
     )

@@ -84,6 +84,8 @@ def test_peers_beside_ours(tmp_path: Path) -> None:
     for gid in ("throughput", "capacity", "recipient-cpu", "broker-cpu"):
         assert goals[gid]["value"] is not None and goals[gid]["met"] in (True, False), gid
     assert goals["paced-100-p99"]["met"] is None  # this run paced at 20/s only
+    assert goals["soak-flat"]["detail"] == "soak not run"
+    assert goals["backlog-rss"]["detail"] == "backlog not run"
 
 
 def test_unreachable_peer_is_an_error_when_required(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
-"""`broker bench`: benchmarks. `broker bench policy` times the policy engine against cedarpy;
-`broker bench tlog` the transparency log; `broker bench store` SQLite beside PostgreSQL replicas."""
+"""`broker bench`: benchmarks. With no sub-bench, the end-to-end bench beside NATS JetStream
+and RabbitMQ (broker/bench/run.py); `broker bench policy` times the policy engine against
+cedarpy; `broker bench tlog` the transparency log; `broker bench store` SQLite beside
+PostgreSQL replicas; `broker bench crash` crash trials."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,20 @@ from broker.errors import InvalidArgument
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("bench", help="run benchmarks (default: policy)")
-    _policy_args(p)
-    p.set_defaults(func=run_policy)
+    p = sub.add_parser(
+        "bench",
+        help="run benchmarks (default: end to end, beside NATS JetStream and RabbitMQ)",
+        description=(
+            "End to end on 127.0.0.1: a throwaway deployment, `broker serve` as its own "
+            "process, recipients and a publisher on the real SDK; closed loop, paced rates, "
+            "soak, backlog and broker capacity; then the same load through do-it-yourself "
+            "pipelines on the local NATS JetStream and RabbitMQ. Prints a table (or --json) "
+            "with every figure of ours as a ratio to each peer's. See docs/performance.md."
+        ),
+    )
+    _e2e_args(p)
+    p.set_defaults(func=run_e2e)
+    # Sub-benches: each adds its parser here (policy, tlog; lookup, crash, noisy to come).
     benches = p.add_subparsers(dest="bench", metavar="BENCH")
     pp = benches.add_parser(
         "policy",
@@ -68,6 +82,99 @@ def register(sub: Any) -> None:
     sp.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
     sp.add_argument("--json", action="store_true", help="print the figures as JSON")
     sp.set_defaults(func=run_store)
+
+
+def _e2e_args(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--quick", action="store_true", help="small sizes: the whole run in under a minute")
+    a("--json", action="store_true", help="print the report as JSON (schema broker-bench/1)")
+    a("--plot", type=Path, metavar="FILE.png", help="write the latency plot to FILE.png")
+    a("--recipients", type=int, help="recipients per notice (default 10)")
+    a("--publishers", type=int, help="publisher processes sharing the load (default 1)")
+    a("--recipient-procs", type=int, help="worker processes for the recipients (default 2)")
+    a("--concurrency", type=int, help="publishes in flight in the closed loop (default 16)")
+    a("--batch", type=int, help="notices per publish call (default 1)")
+    a("--window", type=int, help="credit window / prefetch per recipient (default 64)")
+    a("--seconds", type=float, dest="closed_seconds", help="closed-loop duration (default 20)")
+    a("--rates", help="paced rates in notices/s, comma-separated (default 25,100)")
+    a("--paced-seconds", type=float, help="duration of each paced rate (default 20)")
+    a("--soak-seconds", type=float, help="soak duration (default 600)")
+    a("--soak-rate", type=float, help="soak rate in notices/s (default 25)")
+    a("--backlog", type=int, help="deliveries queued for the offline recipient (default 100000)")
+    a("--backlog-drain-seconds", type=float, help="measure the drain this long at most (600)")
+    a("--capacity-notices", type=int, help="notices sealed ahead for capacity (default 5000)")
+    a("--confirm-seconds", type=float, help="RabbitMQ confirmed-publish time (default 10)")
+    a(
+        "--drain-timeout",
+        type=float,
+        dest="drain_timeout_s",
+        help="give up once no receipt came for this long (s, default 60)",
+    )
+    a("--modes", help="comma-separated subset of closed,paced,soak,backlog,capacity")
+    a("--peers", help="comma-separated subset of nats,rabbitmq, or none (default both)")
+    a("--require-peers", action="store_true", help="an unreachable peer is an error, not a skip")
+    a("--nats-url", help="NATS server (default nats://127.0.0.1:4222)")
+    a("--rabbitmq-url", help="RabbitMQ server (default amqp://guest:guest@127.0.0.1:5672/)")
+    a("--dir", type=Path, dest="scratch", help="scratch directory (default: a temp dir)")
+
+
+def _e2e_config(args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    from broker.bench.settings import BenchConfig, quick
+
+    config = quick(BenchConfig()) if args.quick else BenchConfig()
+    explicit: dict[str, Any] = {}
+    for name in (
+        "recipients", "publishers", "recipient_procs", "concurrency", "batch", "window",
+        "closed_seconds", "paced_seconds", "soak_seconds", "soak_rate", "backlog",
+        "backlog_drain_seconds", "capacity_notices", "confirm_seconds", "drain_timeout_s",
+        "nats_url", "rabbitmq_url", "scratch",
+    ):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None:
+            explicit[name] = value
+    try:
+        if args.rates is not None:
+            explicit["rates"] = tuple(float(r) for r in args.rates.split(",") if r.strip())
+    except ValueError:
+        raise InvalidArgument("--rates takes numbers separated by commas, e.g. 25,100") from None
+    if args.modes is not None:
+        explicit["modes"] = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if args.peers is not None:
+        peers = args.peers.strip()
+        explicit["peers"] = () if peers == "none" else tuple(p.strip() for p in peers.split(","))
+    explicit["require_peers"] = args.require_peers
+    return replace(config, **explicit).check()
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from broker.bench import report, run
+
+    config = _e2e_config(args)
+    # SIGTERM (and SIGINT, even where a shell made the background job ignore it) end the
+    # run through its cleanup: workers, the broker and the scratch directory go too.
+    previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    called_as_broker = bool(sys.argv) and Path(sys.argv[0]).name in ("broker", "main.py")
+    command = "broker " + shlex.join(sys.argv[1:]) if called_as_broker else "broker bench"
+    try:
+        result = run.run(config, command, run.stderr_progress)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if args.plot is not None:
+        from broker.bench import plot
+
+        plot.write(result, args.plot)
+    print(json.dumps(result, indent=2) if args.json else report.text(result))
+    return 0
 
 
 def _policy_args(p: argparse.ArgumentParser) -> None:

@@ -174,14 +174,87 @@ def check(msg: Message, path: str = "") -> None:
     Raises BoundsError naming the first field out of bounds.
     """
     for field, value in msg.ListFields():
-        where = f"{path}.{field.name}" if path else field.name
-        bound = FIELDS.get(field.full_name, _DEFAULT)
+        plan = _plan(field)
         if field.is_repeated:
-            _check_repeated(field, bound, value, where)
-            for i, item in enumerate(value):
-                _check_value(field, bound, item, f"{where}[{i}]")
+            if len(value) > plan.max_items or plan.bound.unique:
+                _check_repeated(field, plan.bound, value, _where(path, field.name))
+            if plan.kind != _SCALAR:
+                for i, item in enumerate(value):
+                    _check_item(plan, item, path, field.name, i)
+        elif plan.kind != _SCALAR:
+            _check_item(plan, value, path, field.name, -1)
+
+
+_SCALAR, _MESSAGE, _STRING, _BYTES, _ENUM, _INTEGER = range(6)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to check one field, worked out once per field descriptor."""
+
+    field: FieldDescriptor
+    bound: Bound
+    kind: int
+    max_items: int
+    limit: int  # bytes for strings and bytes, the largest value for integers
+
+
+_PLANS: dict[FieldDescriptor, _Plan] = {}
+
+
+def _plan(field: FieldDescriptor) -> _Plan:
+    got = _PLANS.get(field)
+    if got is None:
+        bound = FIELDS.get(field.full_name, _DEFAULT)
+        t = field.type
+        if t == FieldDescriptor.TYPE_MESSAGE:
+            kind, limit = _MESSAGE, 0
+        elif t == FieldDescriptor.TYPE_STRING:
+            kind, limit = _STRING, bound.max_bytes or DEFAULT_STRING_BYTES
+        elif t == FieldDescriptor.TYPE_BYTES:
+            kind, limit = _BYTES, bound.max_bytes or DEFAULT_BYTES
+        elif t == FieldDescriptor.TYPE_ENUM:
+            kind, limit = _ENUM, 0
+        elif t in _UNSIGNED64 or bound.max_value is not None:
+            kind, limit = _INTEGER, INT64_MAX if bound.max_value is None else bound.max_value
         else:
-            _check_value(field, bound, value, where)
+            kind, limit = _SCALAR, 0
+        got = _Plan(field, bound, kind, bound.max_items or DEFAULT_ITEMS, limit)
+        _PLANS[field] = got
+    return got
+
+
+def _where(path: str, name: str, index: int = -1) -> str:
+    where = f"{path}.{name}" if path else name
+    return where if index < 0 else f"{where}[{index}]"
+
+
+def _check_item(plan: _Plan, value: Any, path: str, name: str, index: int) -> None:
+    kind = plan.kind
+    if kind == _MESSAGE:
+        check(value, _where(path, name, index))
+    elif kind == _STRING:
+        # At most 4 UTF-8 bytes a character: short strings need no encoding to measure.
+        if len(value) * 4 > plan.limit or _has_control(plan.bound, value) or plan.bound.form:
+            _check_string(plan.bound, value, _where(path, name, index))
+    elif kind == _BYTES:
+        if len(value) > plan.limit:
+            where = _where(path, name, index)
+            raise BoundsError(f"{where} is {len(value)} bytes; at most {plan.limit} are allowed")
+    elif kind == _ENUM:
+        enum = plan.field.enum_type
+        assert enum is not None  # an enum field has its type
+        if value not in enum.values_by_number:
+            names = ", ".join(v.name for v in enum.values if v.number)
+            where = _where(path, name, index)
+            raise BoundsError(f"{where} is {value}, not a {enum.name} (use one of {names})")
+    elif kind == _INTEGER and value > plan.limit:
+        where = _where(path, name, index)
+        raise BoundsError(f"{where} is {value}; the largest value allowed is {plan.limit}")
+
+
+def _has_control(bound: Bound, value: str) -> bool:
+    return (_TEXT_CONTROL if bound.text else CONTROL_CHARS).search(value) is not None
 
 
 def _check_repeated(field: FieldDescriptor, bound: Bound, items: Any, where: str) -> None:
@@ -200,28 +273,6 @@ def _check_repeated(field: FieldDescriptor, bound: Bound, items: Any, where: str
 
 def _render(value: Any) -> str:
     return quote(value) if isinstance(value, str | bytes) else str(value)
-
-
-def _check_value(field: FieldDescriptor, bound: Bound, value: Any, where: str) -> None:
-    kind = field.type
-    if kind == FieldDescriptor.TYPE_MESSAGE:
-        check(value, where)
-    elif kind == FieldDescriptor.TYPE_STRING:
-        _check_string(bound, value, where)
-    elif kind == FieldDescriptor.TYPE_BYTES:
-        limit = bound.max_bytes or DEFAULT_BYTES
-        if len(value) > limit:
-            raise BoundsError(f"{where} is {len(value)} bytes; at most {limit} are allowed")
-    elif kind == FieldDescriptor.TYPE_ENUM:
-        enum = field.enum_type
-        assert enum is not None  # an enum field has its type
-        if value not in enum.values_by_number:
-            names = ", ".join(v.name for v in enum.values if v.number)
-            raise BoundsError(f"{where} is {value}, not a {enum.name} (use one of {names})")
-    elif kind in _UNSIGNED64 or bound.max_value is not None:
-        limit = INT64_MAX if bound.max_value is None else bound.max_value
-        if value > limit:
-            raise BoundsError(f"{where} is {value}; the largest value allowed is {limit}")
 
 
 def _check_string(bound: Bound, value: str, where: str) -> None:

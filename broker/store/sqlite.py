@@ -323,28 +323,17 @@ class SqlStore(
         if not receipts:
             return []
         found: dict[tuple[str, int, str], tuple[int, str, bytes, str, str]] = {}
-        by_recipient: dict[str, set[str]] = {}
-        for r in receipts:
-            by_recipient.setdefault(r.recipient, set()).add(r.notice_id)
-        for recipient, ids in by_recipient.items():
-            ordered = sorted(ids)
-            for start in range(0, len(ordered), 500):
-                chunk = ordered[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for seq, nid, version, state, digest, originator, sections in self.conn.execute(
-                    "SELECT d.seq, d.notice_id, d.version, d.state, n.header_digest, "
-                    "n.originator, d.sections FROM deliveries d "
-                    "JOIN notices n USING (notice_id, version) "
-                    f"WHERE d.recipient=? AND d.notice_id IN ({marks})" + self.lock_rows("d"),
-                    (recipient, *chunk),
-                ):
-                    found[(nid, version, recipient)] = (
-                        seq,
-                        state,
-                        bytes(digest),
-                        originator,
-                        sections,
-                    )
+        # One point lookup per delivery, by its unique (notice, version, recipient) key: a
+        # query by recipient would scan every delivery that recipient ever had.
+        for key in dict.fromkeys((r.notice_id, r.version, r.recipient) for r in receipts):
+            row = self.conn.execute(
+                "SELECT d.seq, d.state, n.header_digest, n.originator, d.sections "
+                "FROM deliveries d JOIN notices n USING (notice_id, version) "
+                "WHERE d.notice_id=? AND d.version=? AND d.recipient=?" + self.lock_rows("d"),
+                key,
+            ).fetchone()
+            if row is not None:
+                found[key] = (row[0], row[1], bytes(row[2]), row[3], row[4])
         outcomes: list[ReceiptOutcome] = []
         delivered: dict[int, ReceiptRecord] = {}  # seq -> the receipt that delivers it now
         for r in receipts:

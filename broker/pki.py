@@ -87,6 +87,7 @@ KIND_DIRS: Final[dict[PartyKind, str]] = {
     "admin": "admins",
     "auditor": "auditors",
     "broker": "brokers",
+    "lookup": "lookups",  # lookup-key services; their OPRF key: broker/lookup_keys.py
 }
 BROKER_DEFAULT_DNS: Final = ("localhost",)
 BROKER_DEFAULT_IPS: Final = ("127.0.0.1", "::1")

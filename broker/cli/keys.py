@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-from broker import pki
+from broker import lookup_keys, pki
 from broker.core.identity import (
     PARTY_KINDS,
     IdentityError,
@@ -143,9 +143,12 @@ def _issue(args: argparse.Namespace, party: Party) -> pki.PartyFiles:
         return pki.issue_agency(
             args.dir, party.id, dns_names=args.dns, ip_addresses=args.ip, days=args.days
         )
-    return pki.issue_certificate(
+    files = pki.issue_certificate(
         args.dir, party, dns_names=args.dns, ip_addresses=args.ip, days=args.days
     )
+    if party.kind == "lookup":  # + lookups: its OPRF key (kept) and CA-signed statement
+        print(f"  wrote {lookup_keys.ensure_lookup_key(args.dir, party.id)} (OPRF public key)")
+    return files
 
 
 # --- commands -------------------------------------------------------------------------

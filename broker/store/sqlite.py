@@ -29,6 +29,7 @@ from broker.store.api import (
     ReceiptRecord,
 )
 from broker.store.lifecycle import LifecycleStoreMixin
+from broker.store.lookup import LookupStoreMixin
 from broker.store.migrations import MIGRATIONS
 from broker.store.tlog import TransparencyLogMixin
 
@@ -42,8 +43,11 @@ def _t(text: str) -> tuple[str, ...]:
 
 
 class SqliteStore(
-    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin
-):  # + transparency log (tlog.py)
+    AdminStoreMixin,
+    LifecycleStoreMixin,
+    TransparencyLogMixin,  # + transparency log (tlog.py)
+    LookupStoreMixin,  # + lookups (lookup.py)
+):
     """The embedded store. Construct with :meth:`open`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -105,9 +109,13 @@ class SqliteStore(
         for version in range(current + 1, len(MIGRATIONS) + 1):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[version - 1].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                pending = ""  # a trigger body holds ';': split only where a statement ends
+                for piece in MIGRATIONS[version - 1].split(";"):
+                    pending += piece + ";"
+                    if sqlite3.complete_statement(pending):
+                        if pending.strip(" \n;"):
+                            self.conn.execute(pending)
+                        pending = ""
                 self.conn.execute(f"PRAGMA user_version={version}")
                 self.conn.execute("COMMIT")
             except BaseException:

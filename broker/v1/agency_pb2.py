@@ -23,74 +23,75 @@ _sym_db = _symbol_database.Default()
 
 
 from broker.v1 import admin_pb2 as broker_dot_v1_dot_admin__pb2
+from broker.v1 import lookup_pb2 as broker_dot_v1_dot_lookup__pb2
 from broker.v1 import notice_pb2 as broker_dot_v1_dot_notice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/agency.proto\x12\tbroker.v1\x1a\x15\x62roker/v1/admin.proto\x1a\x16\x62roker/v1/notice.proto\"Q\n\x0b\x41\x63tResponse\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04told\x18\x02 \x03(\t\x12\x0e\n\x06purged\x18\x03 \x01(\r\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"\'\n\x12ListRepliesRequest\x12\x11\n\topen_only\x18\x01 \x01(\x08\"\xac\x01\n\tReplyInfo\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04\x66rom\x18\x04 \x01(\t\x12\n\n\x02to\x18\x05 \x01(\t\x12\x12\n\nsent_at_ms\x18\x06 \x01(\x03\x12\x15\n\rrespond_by_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x61nswered_by\x18\x08 \x01(\t\x12\x0f\n\x07overdue\x18\t \x01(\x08\"<\n\x13ListRepliesResponse\x12%\n\x07replies\x18\x01 \x03(\x0b\x32\x14.broker.v1.ReplyInfo\"\x18\n\x16GetActivePolicyRequest\"\x7f\n\x0c\x41\x63tivePolicy\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x17.broker.v1.PolicyBundle\x12\x35\n\nactivation\x18\x03 \x01(\x0b\x32!.broker.v1.SignedPolicyActivation\"\x80\x01\n\x11RestrictionUpdate\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\">\n\x19UpdateRestrictionsRequest\x12\x0e\n\x06update\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\".\n\x1aUpdateRestrictionsResponse\x12\x10\n\x08withheld\x18\x01 \x01(\r\"\x8b\x01\n\x16ResolveAudienceRequest\x12&\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x17.broker.v1.NoticeHeader\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sections\x18\x03 \x03(\t\"\x98\x01\n\x0e\x41udienceMember\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x10\n\x08sections\x18\x02 \x03(\t\x12\x34\n\rkey_statement\x18\x03 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12+\n\x05\x65ntry\x18\x04 \x01(\x0b\x32\x1c.broker.v1.SignedAgencyEntry\"P\n\x0bWithholding\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05rules\x18\x04 \x03(\t\"\x87\x01\n\x17ResolveAudienceResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.broker.v1.AudienceMember\x12(\n\x08withheld\x18\x03 \x03(\x0b\x32\x16.broker.v1.Withholding\"8\n\x0ePublishRequest\x12&\n\tenvelopes\x18\x01 \x03(\x0b\x32\x13.broker.v1.Envelope\"\x89\x01\n\rPublishResult\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x15\n\rheader_digest\x18\x03 \x01(\x0c\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"<\n\x0fPublishResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.broker.v1.PublishResult\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\"#\n\tAckEvents\x12\x16\n\x0eup_to_sequence\x18\x01 \x01(\x04\"\x98\x01\n\x10SubscribeRequest\x12#\n\x06\x63redit\x18\x01 \x01(\x0b\x32\x11.broker.v1.CreditH\x00\x12+\n\x08receipts\x18\x02 \x01(\x0b\x32\x17.broker.v1.ReceiptBatchH\x00\x12*\n\nack_events\x18\x03 \x01(\x0b\x32\x14.broker.v1.AckEventsH\x00\x42\x06\n\x04item\"C\n\nReceiptAck\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\taction_id\x18\x03 \x01(\t\"\x99\x01\n\x0bStatusEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.broker.v1.EventKind\x12\x11\n\tnotice_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x11\n\trecipient\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\"\xbf\x01\n\x11SubscribeResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\x12+\n\x0creceipt_acks\x18\x02 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\x12&\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x16.broker.v1.StatusEvent\x12,\n\x08\x63ontrols\x18\x04 \x03(\x0b\x32\x1a.broker.v1.ControlDelivery\"A\n\x15SubmitReceiptsRequest\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.broker.v1.ReceiptBatch\"A\n\x16SubmitReceiptsResponse\x12\'\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\";\n\x15\x44\x65liveryStatusRequest\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\xad\x01\n\x0fRecipientStatus\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.broker.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12)\n\x07receipt\x18\x05 \x01(\x0b\x32\x18.broker.v1.ProvenReceipt\x12\x10\n\x08sections\x18\x06 \x03(\t\"H\n\x16\x44\x65liveryStatusResponse\x12.\n\nrecipients\x18\x01 \x03(\x0b\x32\x1a.broker.v1.RecipientStatus*\xa8\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_KIND_DEAD_LETTERED\x10\x01\x12\x17\n\x13\x45VENT_KIND_WITHHELD\x10\x02\x12\x19\n\x15\x45VENT_KIND_REVIEW_DUE\x10\x03\x12\x16\n\x12\x45VENT_KIND_EXPIRED\x10\x04\x12\x15\n\x11\x45VENT_KIND_PURGED\x10\x05*\xe1\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_IN_FLIGHT\x10\x02\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x03\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_WITHHELD\x10\x05\x12\x19\n\x15\x44\x45LIVERY_STATE_PURGED\x10\x06\x32\xe9\x05\n\rAgencyService\x12X\n\x0fResolveAudience\x12!.broker.v1.ResolveAudienceRequest\x1a\".broker.v1.ResolveAudienceResponse\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12J\n\tSubscribe\x12\x1b.broker.v1.SubscribeRequest\x1a\x1c.broker.v1.SubscribeResponse(\x01\x30\x01\x12U\n\x0eSubmitReceipts\x12 .broker.v1.SubmitReceiptsRequest\x1a!.broker.v1.SubmitReceiptsResponse\x12X\n\x11GetDeliveryStatus\x12 .broker.v1.DeliveryStatusRequest\x1a!.broker.v1.DeliveryStatusResponse\x12M\n\x0fGetActivePolicy\x12!.broker.v1.GetActivePolicyRequest\x1a\x17.broker.v1.ActivePolicy\x12\x61\n\x12UpdateRestrictions\x12$.broker.v1.UpdateRestrictionsRequest\x1a%.broker.v1.UpdateRestrictionsResponse\x12?\n\x03\x41\x63t\x12 .broker.v1.SignedLifecycleAction\x1a\x16.broker.v1.ActResponse\x12L\n\x0bListReplies\x12\x1d.broker.v1.ListRepliesRequest\x1a\x1e.broker.v1.ListRepliesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/agency.proto\x12\tbroker.v1\x1a\x15\x62roker/v1/admin.proto\x1a\x16\x62roker/v1/lookup.proto\x1a\x16\x62roker/v1/notice.proto\"Q\n\x0b\x41\x63tResponse\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04told\x18\x02 \x03(\t\x12\x0e\n\x06purged\x18\x03 \x01(\r\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"\'\n\x12ListRepliesRequest\x12\x11\n\topen_only\x18\x01 \x01(\x08\"\xac\x01\n\tReplyInfo\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04\x66rom\x18\x04 \x01(\t\x12\n\n\x02to\x18\x05 \x01(\t\x12\x12\n\nsent_at_ms\x18\x06 \x01(\x03\x12\x15\n\rrespond_by_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x61nswered_by\x18\x08 \x01(\t\x12\x0f\n\x07overdue\x18\t \x01(\x08\"<\n\x13ListRepliesResponse\x12%\n\x07replies\x18\x01 \x03(\x0b\x32\x14.broker.v1.ReplyInfo\"\x18\n\x16GetActivePolicyRequest\"\x7f\n\x0c\x41\x63tivePolicy\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x17.broker.v1.PolicyBundle\x12\x35\n\nactivation\x18\x03 \x01(\x0b\x32!.broker.v1.SignedPolicyActivation\"\x80\x01\n\x11RestrictionUpdate\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\">\n\x19UpdateRestrictionsRequest\x12\x0e\n\x06update\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\".\n\x1aUpdateRestrictionsResponse\x12\x10\n\x08withheld\x18\x01 \x01(\r\"\x8b\x01\n\x16ResolveAudienceRequest\x12&\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x17.broker.v1.NoticeHeader\x12\x37\n\x0crestrictions\x18\x02 \x01(\x0b\x32!.broker.v1.OriginatorRestrictions\x12\x10\n\x08sections\x18\x03 \x03(\t\"\x98\x01\n\x0e\x41udienceMember\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x10\n\x08sections\x18\x02 \x03(\t\x12\x34\n\rkey_statement\x18\x03 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12+\n\x05\x65ntry\x18\x04 \x01(\x0b\x32\x1c.broker.v1.SignedAgencyEntry\"P\n\x0bWithholding\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05rules\x18\x04 \x03(\t\"\x87\x01\n\x17ResolveAudienceResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.broker.v1.AudienceMember\x12(\n\x08withheld\x18\x03 \x03(\x0b\x32\x16.broker.v1.Withholding\"8\n\x0ePublishRequest\x12&\n\tenvelopes\x18\x01 \x03(\x0b\x32\x13.broker.v1.Envelope\"\x89\x01\n\rPublishResult\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x15\n\rheader_digest\x18\x03 \x01(\x0c\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"<\n\x0fPublishResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.broker.v1.PublishResult\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\"#\n\tAckEvents\x12\x16\n\x0eup_to_sequence\x18\x01 \x01(\x04\"\x98\x01\n\x10SubscribeRequest\x12#\n\x06\x63redit\x18\x01 \x01(\x0b\x32\x11.broker.v1.CreditH\x00\x12+\n\x08receipts\x18\x02 \x01(\x0b\x32\x17.broker.v1.ReceiptBatchH\x00\x12*\n\nack_events\x18\x03 \x01(\x0b\x32\x14.broker.v1.AckEventsH\x00\x42\x06\n\x04item\"C\n\nReceiptAck\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\taction_id\x18\x03 \x01(\t\"\x99\x01\n\x0bStatusEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.broker.v1.EventKind\x12\x11\n\tnotice_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x11\n\trecipient\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\"\xbf\x01\n\x11SubscribeResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.broker.v1.Delivery\x12+\n\x0creceipt_acks\x18\x02 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\x12&\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x16.broker.v1.StatusEvent\x12,\n\x08\x63ontrols\x18\x04 \x03(\x0b\x32\x1a.broker.v1.ControlDelivery\"A\n\x15SubmitReceiptsRequest\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.broker.v1.ReceiptBatch\"A\n\x16SubmitReceiptsResponse\x12\'\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\x0b\x32\x15.broker.v1.ReceiptAck\";\n\x15\x44\x65liveryStatusRequest\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\xad\x01\n\x0fRecipientStatus\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.broker.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12)\n\x07receipt\x18\x05 \x01(\x0b\x32\x18.broker.v1.ProvenReceipt\x12\x10\n\x08sections\x18\x06 \x03(\t\"H\n\x16\x44\x65liveryStatusResponse\x12.\n\nrecipients\x18\x01 \x03(\x0b\x32\x1a.broker.v1.RecipientStatus*\xa8\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_KIND_DEAD_LETTERED\x10\x01\x12\x17\n\x13\x45VENT_KIND_WITHHELD\x10\x02\x12\x19\n\x15\x45VENT_KIND_REVIEW_DUE\x10\x03\x12\x16\n\x12\x45VENT_KIND_EXPIRED\x10\x04\x12\x15\n\x11\x45VENT_KIND_PURGED\x10\x05*\xe1\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_IN_FLIGHT\x10\x02\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x03\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_WITHHELD\x10\x05\x12\x19\n\x15\x44\x45LIVERY_STATE_PURGED\x10\x06\x32\xa8\x06\n\rAgencyService\x12X\n\x0fResolveAudience\x12!.broker.v1.ResolveAudienceRequest\x1a\".broker.v1.ResolveAudienceResponse\x12@\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse\x12=\n\x06Lookup\x12\x18.broker.v1.LookupRequest\x1a\x19.broker.v1.LookupResponse\x12J\n\tSubscribe\x12\x1b.broker.v1.SubscribeRequest\x1a\x1c.broker.v1.SubscribeResponse(\x01\x30\x01\x12U\n\x0eSubmitReceipts\x12 .broker.v1.SubmitReceiptsRequest\x1a!.broker.v1.SubmitReceiptsResponse\x12X\n\x11GetDeliveryStatus\x12 .broker.v1.DeliveryStatusRequest\x1a!.broker.v1.DeliveryStatusResponse\x12M\n\x0fGetActivePolicy\x12!.broker.v1.GetActivePolicyRequest\x1a\x17.broker.v1.ActivePolicy\x12\x61\n\x12UpdateRestrictions\x12$.broker.v1.UpdateRestrictionsRequest\x1a%.broker.v1.UpdateRestrictionsResponse\x12?\n\x03\x41\x63t\x12 .broker.v1.SignedLifecycleAction\x1a\x16.broker.v1.ActResponse\x12L\n\x0bListReplies\x12\x1d.broker.v1.ListRepliesRequest\x1a\x1e.broker.v1.ListRepliesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.agency_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTKIND']._serialized_start=2704
-  _globals['_EVENTKIND']._serialized_end=2872
-  _globals['_DELIVERYSTATE']._serialized_start=2875
-  _globals['_DELIVERYSTATE']._serialized_end=3100
-  _globals['_ACTRESPONSE']._serialized_start=84
-  _globals['_ACTRESPONSE']._serialized_end=165
-  _globals['_LISTREPLIESREQUEST']._serialized_start=167
-  _globals['_LISTREPLIESREQUEST']._serialized_end=206
-  _globals['_REPLYINFO']._serialized_start=209
-  _globals['_REPLYINFO']._serialized_end=381
-  _globals['_LISTREPLIESRESPONSE']._serialized_start=383
-  _globals['_LISTREPLIESRESPONSE']._serialized_end=443
-  _globals['_GETACTIVEPOLICYREQUEST']._serialized_start=445
-  _globals['_GETACTIVEPOLICYREQUEST']._serialized_end=469
-  _globals['_ACTIVEPOLICY']._serialized_start=471
-  _globals['_ACTIVEPOLICY']._serialized_end=598
-  _globals['_RESTRICTIONUPDATE']._serialized_start=601
-  _globals['_RESTRICTIONUPDATE']._serialized_end=729
-  _globals['_UPDATERESTRICTIONSREQUEST']._serialized_start=731
-  _globals['_UPDATERESTRICTIONSREQUEST']._serialized_end=793
-  _globals['_UPDATERESTRICTIONSRESPONSE']._serialized_start=795
-  _globals['_UPDATERESTRICTIONSRESPONSE']._serialized_end=841
-  _globals['_RESOLVEAUDIENCEREQUEST']._serialized_start=844
-  _globals['_RESOLVEAUDIENCEREQUEST']._serialized_end=983
-  _globals['_AUDIENCEMEMBER']._serialized_start=986
-  _globals['_AUDIENCEMEMBER']._serialized_end=1138
-  _globals['_WITHHOLDING']._serialized_start=1140
-  _globals['_WITHHOLDING']._serialized_end=1220
-  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_start=1223
-  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_end=1358
-  _globals['_PUBLISHREQUEST']._serialized_start=1360
-  _globals['_PUBLISHREQUEST']._serialized_end=1416
-  _globals['_PUBLISHRESULT']._serialized_start=1419
-  _globals['_PUBLISHRESULT']._serialized_end=1556
-  _globals['_PUBLISHRESPONSE']._serialized_start=1558
-  _globals['_PUBLISHRESPONSE']._serialized_end=1618
-  _globals['_CREDIT']._serialized_start=1620
-  _globals['_CREDIT']._serialized_end=1645
-  _globals['_ACKEVENTS']._serialized_start=1647
-  _globals['_ACKEVENTS']._serialized_end=1682
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1685
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1837
-  _globals['_RECEIPTACK']._serialized_start=1839
-  _globals['_RECEIPTACK']._serialized_end=1906
-  _globals['_STATUSEVENT']._serialized_start=1909
-  _globals['_STATUSEVENT']._serialized_end=2062
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=2065
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=2256
-  _globals['_SUBMITRECEIPTSREQUEST']._serialized_start=2258
-  _globals['_SUBMITRECEIPTSREQUEST']._serialized_end=2323
-  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_start=2325
-  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_end=2390
-  _globals['_DELIVERYSTATUSREQUEST']._serialized_start=2392
-  _globals['_DELIVERYSTATUSREQUEST']._serialized_end=2451
-  _globals['_RECIPIENTSTATUS']._serialized_start=2454
-  _globals['_RECIPIENTSTATUS']._serialized_end=2627
-  _globals['_DELIVERYSTATUSRESPONSE']._serialized_start=2629
-  _globals['_DELIVERYSTATUSRESPONSE']._serialized_end=2701
-  _globals['_AGENCYSERVICE']._serialized_start=3103
-  _globals['_AGENCYSERVICE']._serialized_end=3848
+  _globals['_EVENTKIND']._serialized_start=2728
+  _globals['_EVENTKIND']._serialized_end=2896
+  _globals['_DELIVERYSTATE']._serialized_start=2899
+  _globals['_DELIVERYSTATE']._serialized_end=3124
+  _globals['_ACTRESPONSE']._serialized_start=108
+  _globals['_ACTRESPONSE']._serialized_end=189
+  _globals['_LISTREPLIESREQUEST']._serialized_start=191
+  _globals['_LISTREPLIESREQUEST']._serialized_end=230
+  _globals['_REPLYINFO']._serialized_start=233
+  _globals['_REPLYINFO']._serialized_end=405
+  _globals['_LISTREPLIESRESPONSE']._serialized_start=407
+  _globals['_LISTREPLIESRESPONSE']._serialized_end=467
+  _globals['_GETACTIVEPOLICYREQUEST']._serialized_start=469
+  _globals['_GETACTIVEPOLICYREQUEST']._serialized_end=493
+  _globals['_ACTIVEPOLICY']._serialized_start=495
+  _globals['_ACTIVEPOLICY']._serialized_end=622
+  _globals['_RESTRICTIONUPDATE']._serialized_start=625
+  _globals['_RESTRICTIONUPDATE']._serialized_end=753
+  _globals['_UPDATERESTRICTIONSREQUEST']._serialized_start=755
+  _globals['_UPDATERESTRICTIONSREQUEST']._serialized_end=817
+  _globals['_UPDATERESTRICTIONSRESPONSE']._serialized_start=819
+  _globals['_UPDATERESTRICTIONSRESPONSE']._serialized_end=865
+  _globals['_RESOLVEAUDIENCEREQUEST']._serialized_start=868
+  _globals['_RESOLVEAUDIENCEREQUEST']._serialized_end=1007
+  _globals['_AUDIENCEMEMBER']._serialized_start=1010
+  _globals['_AUDIENCEMEMBER']._serialized_end=1162
+  _globals['_WITHHOLDING']._serialized_start=1164
+  _globals['_WITHHOLDING']._serialized_end=1244
+  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_start=1247
+  _globals['_RESOLVEAUDIENCERESPONSE']._serialized_end=1382
+  _globals['_PUBLISHREQUEST']._serialized_start=1384
+  _globals['_PUBLISHREQUEST']._serialized_end=1440
+  _globals['_PUBLISHRESULT']._serialized_start=1443
+  _globals['_PUBLISHRESULT']._serialized_end=1580
+  _globals['_PUBLISHRESPONSE']._serialized_start=1582
+  _globals['_PUBLISHRESPONSE']._serialized_end=1642
+  _globals['_CREDIT']._serialized_start=1644
+  _globals['_CREDIT']._serialized_end=1669
+  _globals['_ACKEVENTS']._serialized_start=1671
+  _globals['_ACKEVENTS']._serialized_end=1706
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1709
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1861
+  _globals['_RECEIPTACK']._serialized_start=1863
+  _globals['_RECEIPTACK']._serialized_end=1930
+  _globals['_STATUSEVENT']._serialized_start=1933
+  _globals['_STATUSEVENT']._serialized_end=2086
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=2089
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=2280
+  _globals['_SUBMITRECEIPTSREQUEST']._serialized_start=2282
+  _globals['_SUBMITRECEIPTSREQUEST']._serialized_end=2347
+  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_start=2349
+  _globals['_SUBMITRECEIPTSRESPONSE']._serialized_end=2414
+  _globals['_DELIVERYSTATUSREQUEST']._serialized_start=2416
+  _globals['_DELIVERYSTATUSREQUEST']._serialized_end=2475
+  _globals['_RECIPIENTSTATUS']._serialized_start=2478
+  _globals['_RECIPIENTSTATUS']._serialized_end=2651
+  _globals['_DELIVERYSTATUSRESPONSE']._serialized_start=2653
+  _globals['_DELIVERYSTATUSRESPONSE']._serialized_end=2725
+  _globals['_AGENCYSERVICE']._serialized_start=3127
+  _globals['_AGENCYSERVICE']._serialized_end=3935
 # @@protoc_insertion_point(module_scope)

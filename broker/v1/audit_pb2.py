@@ -22,76 +22,77 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from broker.v1 import lookup_pb2 as broker_dot_v1_dot_lookup__pb2
 from broker.v1 import notice_pb2 as broker_dot_v1_dot_notice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/v1/audit.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/notice.proto\"\x93\x03\n\x07LogLeaf\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x14\n\x0clogged_at_ms\x18\x02 \x01(\x03\x12,\n\x06notice\x18\x03 \x01(\x0b\x32\x1a.broker.v1.NoticePublishedH\x00\x12-\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\x19.broker.v1.PolicyDecisionH\x00\x12-\n\x07receipt\x18\x05 \x01(\x0b\x32\x1a.broker.v1.DeliveryReceiptH\x00\x12/\n\x08withheld\x18\x06 \x01(\x0b\x32\x1b.broker.v1.SectionsWithheldH\x00\x12\x36\n\x10policy_activated\x18\x07 \x01(\x0b\x32\x1a.broker.v1.PolicyActivatedH\x00\x12\x34\n\x0fregistry_change\x18\x08 \x01(\x0b\x32\x19.broker.v1.RegistryChangeH\x00\x12.\n\tlifecycle\x18\t \x01(\x0b\x32\x19.broker.v1.LifecycleEventH\x00\x42\x07\n\x05\x65ntry\"\xcd\x01\n\x0fNoticePublished\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x15\n\rheader_digest\x18\x05 \x01(\x0c\x12\x17\n\x0f\x65nvelope_digest\x18\x06 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x08 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pted_at_ms\x18\t \x01(\x03\"6\n\x0fPlannedDelivery\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x10\n\x08sections\x18\x02 \x03(\t\"\xa7\x01\n\x0ePolicyDecision\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65\x63isions_digest\x18\x05 \x01(\x0c\x12+\n\x07planned\x18\x06 \x03(\x0b\x32\x1a.broker.v1.PlannedDelivery\"\xc9\x01\n\x0f\x44\x65liveryReceipt\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x15\n\rheader_digest\x18\x05 \x01(\x0c\x12\x10\n\x08sections\x18\x06 \x03(\t\x12\x16\n\x0ereceived_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0ereceipt_digest\x18\x08 \x01(\x0c\x12\x12\n\nbatch_root\x18\t \x01(\x0c\"\xa6\x01\n\x10SectionsWithheld\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x10\n\x08sections\x18\x05 \x03(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\r\n\x05rules\x18\x07 \x03(\t\x12\x16\n\x0epolicy_version\x18\x08 \x01(\t\"\x95\x01\n\x0fPolicyActivated\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63tivated_by\x18\x02 \x01(\t\x12\x17\n\x0f\x61\x63tivated_at_ms\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12 \n\x18signed_activation_digest\x18\x06 \x01(\x0c\"\xc8\x01\n\x0eRegistryChange\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0e\n\x06groups\x18\x05 \x03(\t\x12\x10\n\x08purposes\x18\x06 \x03(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x18\n\x10statement_digest\x18\x08 \x01(\x0c\x12\x18\n\x10statement_serial\x18\t \x01(\x04\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\"y\n\x0eLifecycleEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnotice_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x12\n\noriginator\x18\x04 \x01(\t\x12\x11\n\trecipient\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\">\n\x14GetCheckpointRequest\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x18\n\x10min_cosignatures\x18\x02 \x01(\r\"h\n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12\x14\n\x0c\x63osignatures\x18\x05 \x01(\r\"=\n\x15\x41\x64\x64\x43osignatureRequest\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x16\n\x0esignature_line\x18\x02 \x01(\t\".\n\x16\x41\x64\x64\x43osignatureResponse\x12\x14\n\x0c\x63osignatures\x18\x01 \x01(\r\">\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\"[\n\x12GetEntriesResponse\x12$\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x13.broker.v1.LogEntry\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0c\n\x04next\x18\x03 \x01(\x04\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"W\n\x0eInclusionProof\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.broker.v1.LogEntry\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"?\n\x19GetProofOfDeliveryRequest\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"@\n\x0bProvenEntry\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.broker.v1.LogEntry\x12\r\n\x05proof\x18\x02 \x03(\x0c\"\x9a\x01\n\x0fReceiptEvidence\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.broker.v1.ProvenReceipt\x12\x34\n\rkey_statement\x18\x02 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12&\n\x06logged\x18\x03 \x01(\x0b\x32\x16.broker.v1.ProvenEntry\"\x9e\x02\n\x0fProofOfDelivery\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x11\n\tnotice_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12/\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1b.broker.v1.SignedCheckpoint\x12&\n\x06notice\x18\x05 \x01(\x0b\x32\x16.broker.v1.ProvenEntry\x12(\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0b\x32\x16.broker.v1.ProvenEntry\x12,\n\x08receipts\x18\x07 \x03(\x0b\x32\x1a.broker.v1.ReceiptEvidence\x12&\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x16.broker.v1.ProvenEntry\"/\n\tNoticeRef\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"B\n\x19GetDecisionRecordsRequest\x12%\n\x07notices\x18\x01 \x03(\x0b\x32\x14.broker.v1.NoticeRef\"\\\n\x0e\x44\x65\x63isionRecord\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x0e\n\x06record\x18\x04 \x01(\x0c\"H\n\x1aGetDecisionRecordsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.broker.v1.DecisionRecord\"(\n\x15GetAuditBundleRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\".\n\x0b\x41uditBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\x0c\x32\xb7\x05\n\x0c\x41uditService\x12M\n\rGetCheckpoint\x12\x1f.broker.v1.GetCheckpointRequest\x1a\x1b.broker.v1.SignedCheckpoint\x12I\n\nGetEntries\x12\x1c.broker.v1.GetEntriesRequest\x1a\x1d.broker.v1.GetEntriesResponse\x12S\n\x11GetInclusionProof\x12#.broker.v1.GetInclusionProofRequest\x1a\x19.broker.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.broker.v1.GetConsistencyProofRequest\x1a\x1b.broker.v1.ConsistencyProof\x12V\n\x12GetProofOfDelivery\x12$.broker.v1.GetProofOfDeliveryRequest\x1a\x1a.broker.v1.ProofOfDelivery\x12\x61\n\x12GetDecisionRecords\x12$.broker.v1.GetDecisionRecordsRequest\x1a%.broker.v1.GetDecisionRecordsResponse\x12K\n\x0fGetPolicyBundle\x12 .broker.v1.GetAuditBundleRequest\x1a\x16.broker.v1.AuditBundle\x12U\n\x0e\x41\x64\x64\x43osignature\x12 .broker.v1.AddCosignatureRequest\x1a!.broker.v1.AddCosignatureResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/v1/audit.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/lookup.proto\x1a\x16\x62roker/v1/notice.proto\"\xc1\x03\n\x07LogLeaf\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x14\n\x0clogged_at_ms\x18\x02 \x01(\x03\x12,\n\x06notice\x18\x03 \x01(\x0b\x32\x1a.broker.v1.NoticePublishedH\x00\x12-\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\x19.broker.v1.PolicyDecisionH\x00\x12-\n\x07receipt\x18\x05 \x01(\x0b\x32\x1a.broker.v1.DeliveryReceiptH\x00\x12/\n\x08withheld\x18\x06 \x01(\x0b\x32\x1b.broker.v1.SectionsWithheldH\x00\x12\x36\n\x10policy_activated\x18\x07 \x01(\x0b\x32\x1a.broker.v1.PolicyActivatedH\x00\x12\x34\n\x0fregistry_change\x18\x08 \x01(\x0b\x32\x19.broker.v1.RegistryChangeH\x00\x12.\n\tlifecycle\x18\t \x01(\x0b\x32\x19.broker.v1.LifecycleEventH\x00\x12,\n\x06lookup\x18\n \x01(\x0b\x32\x1a.broker.v1.LookupPerformedH\x00\x42\x07\n\x05\x65ntry\"\xcd\x01\n\x0fNoticePublished\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x15\n\rheader_digest\x18\x05 \x01(\x0c\x12\x17\n\x0f\x65nvelope_digest\x18\x06 \x01(\x0c\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x08 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pted_at_ms\x18\t \x01(\x03\"6\n\x0fPlannedDelivery\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x10\n\x08sections\x18\x02 \x03(\t\"\xa7\x01\n\x0ePolicyDecision\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65\x63isions_digest\x18\x05 \x01(\x0c\x12+\n\x07planned\x18\x06 \x03(\x0b\x32\x1a.broker.v1.PlannedDelivery\"\xc9\x01\n\x0f\x44\x65liveryReceipt\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x15\n\rheader_digest\x18\x05 \x01(\x0c\x12\x10\n\x08sections\x18\x06 \x03(\t\x12\x16\n\x0ereceived_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0ereceipt_digest\x18\x08 \x01(\x0c\x12\x12\n\nbatch_root\x18\t \x01(\x0c\"\xa6\x01\n\x10SectionsWithheld\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\noriginator\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x10\n\x08sections\x18\x05 \x03(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\r\n\x05rules\x18\x07 \x03(\t\x12\x16\n\x0epolicy_version\x18\x08 \x01(\t\"\x95\x01\n\x0fPolicyActivated\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63tivated_by\x18\x02 \x01(\t\x12\x17\n\x0f\x61\x63tivated_at_ms\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12 \n\x18signed_activation_digest\x18\x06 \x01(\x0c\"\xc8\x01\n\x0eRegistryChange\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0e\n\x06groups\x18\x05 \x03(\t\x12\x10\n\x08purposes\x18\x06 \x03(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x18\n\x10statement_digest\x18\x08 \x01(\x0c\x12\x18\n\x10statement_serial\x18\t \x01(\x04\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\"y\n\x0eLifecycleEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnotice_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x12\n\noriginator\x18\x04 \x01(\t\x12\x11\n\trecipient\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\">\n\x14GetCheckpointRequest\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x18\n\x10min_cosignatures\x18\x02 \x01(\r\"h\n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12\x14\n\x0c\x63osignatures\x18\x05 \x01(\r\"=\n\x15\x41\x64\x64\x43osignatureRequest\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x16\n\x0esignature_line\x18\x02 \x01(\t\".\n\x16\x41\x64\x64\x43osignatureResponse\x12\x14\n\x0c\x63osignatures\x18\x01 \x01(\r\">\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\"[\n\x12GetEntriesResponse\x12$\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x13.broker.v1.LogEntry\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0c\n\x04next\x18\x03 \x01(\x04\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"W\n\x0eInclusionProof\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.broker.v1.LogEntry\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"?\n\x19GetProofOfDeliveryRequest\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"@\n\x0bProvenEntry\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.broker.v1.LogEntry\x12\r\n\x05proof\x18\x02 \x03(\x0c\"\x9a\x01\n\x0fReceiptEvidence\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.broker.v1.ProvenReceipt\x12\x34\n\rkey_statement\x18\x02 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12&\n\x06logged\x18\x03 \x01(\x0b\x32\x16.broker.v1.ProvenEntry\"\x9e\x02\n\x0fProofOfDelivery\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x11\n\tnotice_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12/\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1b.broker.v1.SignedCheckpoint\x12&\n\x06notice\x18\x05 \x01(\x0b\x32\x16.broker.v1.ProvenEntry\x12(\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0b\x32\x16.broker.v1.ProvenEntry\x12,\n\x08receipts\x18\x07 \x03(\x0b\x32\x1a.broker.v1.ReceiptEvidence\x12&\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x16.broker.v1.ProvenEntry\"/\n\tNoticeRef\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"B\n\x19GetDecisionRecordsRequest\x12%\n\x07notices\x18\x01 \x03(\x0b\x32\x14.broker.v1.NoticeRef\"\\\n\x0e\x44\x65\x63isionRecord\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x0e\n\x06record\x18\x04 \x01(\x0c\"H\n\x1aGetDecisionRecordsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.broker.v1.DecisionRecord\"(\n\x15GetAuditBundleRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\".\n\x0b\x41uditBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\x0c\x32\xb7\x05\n\x0c\x41uditService\x12M\n\rGetCheckpoint\x12\x1f.broker.v1.GetCheckpointRequest\x1a\x1b.broker.v1.SignedCheckpoint\x12I\n\nGetEntries\x12\x1c.broker.v1.GetEntriesRequest\x1a\x1d.broker.v1.GetEntriesResponse\x12S\n\x11GetInclusionProof\x12#.broker.v1.GetInclusionProofRequest\x1a\x19.broker.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.broker.v1.GetConsistencyProofRequest\x1a\x1b.broker.v1.ConsistencyProof\x12V\n\x12GetProofOfDelivery\x12$.broker.v1.GetProofOfDeliveryRequest\x1a\x1a.broker.v1.ProofOfDelivery\x12\x61\n\x12GetDecisionRecords\x12$.broker.v1.GetDecisionRecordsRequest\x1a%.broker.v1.GetDecisionRecordsResponse\x12K\n\x0fGetPolicyBundle\x12 .broker.v1.GetAuditBundleRequest\x1a\x16.broker.v1.AuditBundle\x12U\n\x0e\x41\x64\x64\x43osignature\x12 .broker.v1.AddCosignatureRequest\x1a!.broker.v1.AddCosignatureResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOGLEAF']._serialized_start=61
-  _globals['_LOGLEAF']._serialized_end=464
-  _globals['_NOTICEPUBLISHED']._serialized_start=467
-  _globals['_NOTICEPUBLISHED']._serialized_end=672
-  _globals['_PLANNEDDELIVERY']._serialized_start=674
-  _globals['_PLANNEDDELIVERY']._serialized_end=728
-  _globals['_POLICYDECISION']._serialized_start=731
-  _globals['_POLICYDECISION']._serialized_end=898
-  _globals['_DELIVERYRECEIPT']._serialized_start=901
-  _globals['_DELIVERYRECEIPT']._serialized_end=1102
-  _globals['_SECTIONSWITHHELD']._serialized_start=1105
-  _globals['_SECTIONSWITHHELD']._serialized_end=1271
-  _globals['_POLICYACTIVATED']._serialized_start=1274
-  _globals['_POLICYACTIVATED']._serialized_end=1423
-  _globals['_REGISTRYCHANGE']._serialized_start=1426
-  _globals['_REGISTRYCHANGE']._serialized_end=1626
-  _globals['_LIFECYCLEEVENT']._serialized_start=1628
-  _globals['_LIFECYCLEEVENT']._serialized_end=1749
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1751
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1813
-  _globals['_SIGNEDCHECKPOINT']._serialized_start=1815
-  _globals['_SIGNEDCHECKPOINT']._serialized_end=1919
-  _globals['_ADDCOSIGNATUREREQUEST']._serialized_start=1921
-  _globals['_ADDCOSIGNATUREREQUEST']._serialized_end=1982
-  _globals['_ADDCOSIGNATURERESPONSE']._serialized_start=1984
-  _globals['_ADDCOSIGNATURERESPONSE']._serialized_end=2030
-  _globals['_GETENTRIESREQUEST']._serialized_start=2032
-  _globals['_GETENTRIESREQUEST']._serialized_end=2094
-  _globals['_LOGENTRY']._serialized_start=2096
-  _globals['_LOGENTRY']._serialized_end=2135
-  _globals['_GETENTRIESRESPONSE']._serialized_start=2137
-  _globals['_GETENTRIESRESPONSE']._serialized_end=2228
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=2230
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=2290
-  _globals['_INCLUSIONPROOF']._serialized_start=2292
-  _globals['_INCLUSIONPROOF']._serialized_end=2379
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=2381
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2445
-  _globals['_CONSISTENCYPROOF']._serialized_start=2447
-  _globals['_CONSISTENCYPROOF']._serialized_end=2517
-  _globals['_GETPROOFOFDELIVERYREQUEST']._serialized_start=2519
-  _globals['_GETPROOFOFDELIVERYREQUEST']._serialized_end=2582
-  _globals['_PROVENENTRY']._serialized_start=2584
-  _globals['_PROVENENTRY']._serialized_end=2648
-  _globals['_RECEIPTEVIDENCE']._serialized_start=2651
-  _globals['_RECEIPTEVIDENCE']._serialized_end=2805
-  _globals['_PROOFOFDELIVERY']._serialized_start=2808
-  _globals['_PROOFOFDELIVERY']._serialized_end=3094
-  _globals['_NOTICEREF']._serialized_start=3096
-  _globals['_NOTICEREF']._serialized_end=3143
-  _globals['_GETDECISIONRECORDSREQUEST']._serialized_start=3145
-  _globals['_GETDECISIONRECORDSREQUEST']._serialized_end=3211
-  _globals['_DECISIONRECORD']._serialized_start=3213
-  _globals['_DECISIONRECORD']._serialized_end=3305
-  _globals['_GETDECISIONRECORDSRESPONSE']._serialized_start=3307
-  _globals['_GETDECISIONRECORDSRESPONSE']._serialized_end=3379
-  _globals['_GETAUDITBUNDLEREQUEST']._serialized_start=3381
-  _globals['_GETAUDITBUNDLEREQUEST']._serialized_end=3421
-  _globals['_AUDITBUNDLE']._serialized_start=3423
-  _globals['_AUDITBUNDLE']._serialized_end=3469
-  _globals['_AUDITSERVICE']._serialized_start=3472
-  _globals['_AUDITSERVICE']._serialized_end=4167
+  _globals['_LOGLEAF']._serialized_start=85
+  _globals['_LOGLEAF']._serialized_end=534
+  _globals['_NOTICEPUBLISHED']._serialized_start=537
+  _globals['_NOTICEPUBLISHED']._serialized_end=742
+  _globals['_PLANNEDDELIVERY']._serialized_start=744
+  _globals['_PLANNEDDELIVERY']._serialized_end=798
+  _globals['_POLICYDECISION']._serialized_start=801
+  _globals['_POLICYDECISION']._serialized_end=968
+  _globals['_DELIVERYRECEIPT']._serialized_start=971
+  _globals['_DELIVERYRECEIPT']._serialized_end=1172
+  _globals['_SECTIONSWITHHELD']._serialized_start=1175
+  _globals['_SECTIONSWITHHELD']._serialized_end=1341
+  _globals['_POLICYACTIVATED']._serialized_start=1344
+  _globals['_POLICYACTIVATED']._serialized_end=1493
+  _globals['_REGISTRYCHANGE']._serialized_start=1496
+  _globals['_REGISTRYCHANGE']._serialized_end=1696
+  _globals['_LIFECYCLEEVENT']._serialized_start=1698
+  _globals['_LIFECYCLEEVENT']._serialized_end=1819
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1821
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1883
+  _globals['_SIGNEDCHECKPOINT']._serialized_start=1885
+  _globals['_SIGNEDCHECKPOINT']._serialized_end=1989
+  _globals['_ADDCOSIGNATUREREQUEST']._serialized_start=1991
+  _globals['_ADDCOSIGNATUREREQUEST']._serialized_end=2052
+  _globals['_ADDCOSIGNATURERESPONSE']._serialized_start=2054
+  _globals['_ADDCOSIGNATURERESPONSE']._serialized_end=2100
+  _globals['_GETENTRIESREQUEST']._serialized_start=2102
+  _globals['_GETENTRIESREQUEST']._serialized_end=2164
+  _globals['_LOGENTRY']._serialized_start=2166
+  _globals['_LOGENTRY']._serialized_end=2205
+  _globals['_GETENTRIESRESPONSE']._serialized_start=2207
+  _globals['_GETENTRIESRESPONSE']._serialized_end=2298
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=2300
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=2360
+  _globals['_INCLUSIONPROOF']._serialized_start=2362
+  _globals['_INCLUSIONPROOF']._serialized_end=2449
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=2451
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2515
+  _globals['_CONSISTENCYPROOF']._serialized_start=2517
+  _globals['_CONSISTENCYPROOF']._serialized_end=2587
+  _globals['_GETPROOFOFDELIVERYREQUEST']._serialized_start=2589
+  _globals['_GETPROOFOFDELIVERYREQUEST']._serialized_end=2652
+  _globals['_PROVENENTRY']._serialized_start=2654
+  _globals['_PROVENENTRY']._serialized_end=2718
+  _globals['_RECEIPTEVIDENCE']._serialized_start=2721
+  _globals['_RECEIPTEVIDENCE']._serialized_end=2875
+  _globals['_PROOFOFDELIVERY']._serialized_start=2878
+  _globals['_PROOFOFDELIVERY']._serialized_end=3164
+  _globals['_NOTICEREF']._serialized_start=3166
+  _globals['_NOTICEREF']._serialized_end=3213
+  _globals['_GETDECISIONRECORDSREQUEST']._serialized_start=3215
+  _globals['_GETDECISIONRECORDSREQUEST']._serialized_end=3281
+  _globals['_DECISIONRECORD']._serialized_start=3283
+  _globals['_DECISIONRECORD']._serialized_end=3375
+  _globals['_GETDECISIONRECORDSRESPONSE']._serialized_start=3377
+  _globals['_GETDECISIONRECORDSRESPONSE']._serialized_end=3449
+  _globals['_GETAUDITBUNDLEREQUEST']._serialized_start=3451
+  _globals['_GETAUDITBUNDLEREQUEST']._serialized_end=3491
+  _globals['_AUDITBUNDLE']._serialized_start=3493
+  _globals['_AUDITBUNDLE']._serialized_end=3539
+  _globals['_AUDITSERVICE']._serialized_start=3542
+  _globals['_AUDITSERVICE']._serialized_end=4237
 # @@protoc_insertion_point(module_scope)

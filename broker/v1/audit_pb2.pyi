@@ -11,6 +11,7 @@ Leaf bytes are the deterministic serialization of LogLeaf; verifiers hash
 the bytes they were given, then parse (sign and hash bytes, not objects).
 """
 
+from broker.v1 import lookup_pb2 as _lookup_pb2
 from broker.v1 import notice_pb2 as _notice_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -45,6 +46,7 @@ class LogLeaf(_message.Message):
     POLICY_ACTIVATED_FIELD_NUMBER: _builtins.int
     REGISTRY_CHANGE_FIELD_NUMBER: _builtins.int
     LIFECYCLE_FIELD_NUMBER: _builtins.int
+    LOOKUP_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     logged_at_ms: _builtins.int
@@ -63,6 +65,10 @@ class LogLeaf(_message.Message):
     def registry_change(self) -> Global___RegistryChange: ...
     @_builtins.property
     def lifecycle(self) -> Global___LifecycleEvent: ...
+    @_builtins.property
+    def lookup(self) -> _lookup_pb2.LookupPerformed:
+        """lookups (lookup.proto)"""
+
     def __init__(
         self,
         *,
@@ -75,12 +81,13 @@ class LogLeaf(_message.Message):
         policy_activated: Global___PolicyActivated | None = ...,
         registry_change: Global___RegistryChange | None = ...,
         lifecycle: Global___LifecycleEvent | None = ...,
+        lookup: _lookup_pb2.LookupPerformed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "lifecycle", b"lifecycle", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "withheld", b"withheld"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "lifecycle", b"lifecycle", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "withheld", b"withheld"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "format", b"format", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "withheld", b"withheld"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "format", b"format", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle"]  # noqa: Y015
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle", "lookup"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
 

@@ -10,7 +10,7 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import admin, audit, bench, demo, keys, node, serve
+    from broker.cli import admin, audit, bench, demo, keys, lookup, node, serve
 
     parser = argparse.ArgumentParser(
         prog="broker",
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub)  # transparency log
     demo.register(sub)
     bench.register(sub)
+    lookup.register_key_service(sub)  # + lookups: `broker lookup-key ...`
     return parser
 
 

@@ -41,7 +41,7 @@ from broker.client.types import (
 )
 from broker.core import activation as act
 from broker.core import envelope as env
-from broker.core import lifecycle, relay
+from broker.core import lifecycle, lookup, relay
 from broker.core import receipts as rcp
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
@@ -274,8 +274,13 @@ class AgencyNode(NodeLifecycle):
         version: int = 1,
         in_reply_to: str = "",
         respond_by_ms: int = 0,
+        index_tokens: Collection[bytes] = (),
     ) -> PublishedNotice:
         """Seal and publish a notice to everyone the policy allows (or the named subset).
+
+        ``index_tokens`` are lookup tokens of the notice's selectors (use
+        :class:`broker.client.lookup.Lookups` to make them from selectors); the signed
+        header commits to them, salted.
 
         Raises InvalidArgument when nobody may receive it, PermissionDenied when
         the broker offers a key the CA did not sign, and grpc.aio.AioRpcError
@@ -301,6 +306,8 @@ class AgencyNode(NodeLifecycle):
         )
         if evaluation is not None:
             header.evaluation.source, header.evaluation.information = evaluation
+        # + lookups: commit the header to the index tokens (salted digest)
+        index_salt, tokens, header.lookup_digest = lookup.seal_index(index_tokens, os.urandom)
         restrictions = restrictions or notice_pb2.OriginatorRestrictions()
         audience = await self.resolve_audience(header, restrictions, sections)
         if self.config.verify_audience:
@@ -332,6 +339,8 @@ class AgencyNode(NodeLifecycle):
             self.credentials.signing_seed,
             os.urandom,
         )
+        envelope.lookup_tokens.extend(tokens)  # + lookups
+        envelope.lookup_salt = index_salt
         response = await self.publish_envelopes([envelope])
         result = response.results[0]
         self._sent_purposes[result.notice_id] = purpose

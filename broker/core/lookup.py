@@ -143,6 +143,7 @@ class IndexedNotice:
     originator: str
     kind: str
     held_version: int = 0  # the querier holds this version (0: none)
+    purpose: str = ""  # the notice's purpose
 
 
 def release_of(
@@ -163,6 +164,7 @@ def release_of(
         originator=hit.originator,
         notice_id=hit.notice_id,
         held_version=hit.held_version,
+        purpose=hit.purpose,
         respond_within_ms=(spec.respond_within_hours if spec else 12) * HOUR_MS,
         originator_statement=notice_pb2.SignedKeyStatement.FromString(originator_statement),
     )

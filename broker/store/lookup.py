@@ -18,12 +18,19 @@ from typing import TYPE_CHECKING
 
 from broker.core.lookup import IndexedNotice, lookup_leaf
 from broker.store.api import DELIVERED, IN_FLIGHT, PENDING
+from broker.v1 import notice_pb2
 
 if TYPE_CHECKING:
     from broker.v1 import audit_pb2
 
 # SQLite's default limit of host parameters is 32766; stay well below it.
 _CHUNK = 500
+
+
+def _purpose(envelope: bytes) -> str:
+    """The purpose in a stored envelope's signed header (verified when it was accepted)."""
+    env = notice_pb2.Envelope.FromString(envelope)
+    return notice_pb2.NoticeHeader.FromString(env.header.header_bytes).purpose
 
 
 class LookupStoreMixin:
@@ -100,7 +107,7 @@ class LookupStoreMixin:
         self, notice_id: str, version: int, querier: str, now_ms: int
     ) -> IndexedNotice | None:
         head = self.conn.execute(
-            "SELECT originator, kind FROM notices WHERE notice_id=? AND version=?",
+            "SELECT originator, kind, envelope FROM notices WHERE notice_id=? AND version=?",
             (notice_id, version),
         ).fetchone()
         if head is None:
@@ -120,7 +127,9 @@ class LookupStoreMixin:
                 (notice_id, querier, DELIVERED, IN_FLIGHT, PENDING),
             ).fetchone()
             held = int(row[0] or 0)
-        return IndexedNotice(notice_id, version, str(head[0]), str(head[1]), held)
+        return IndexedNotice(
+            notice_id, version, str(head[0]), str(head[1]), held, _purpose(bytes(head[2]))
+        )
 
     def record_lookup(
         self,

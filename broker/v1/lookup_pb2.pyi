@@ -196,6 +196,7 @@ class LookupHit(_message.Message):
     HELD_VERSION_FIELD_NUMBER: _builtins.int
     RESPOND_WITHIN_MS_FIELD_NUMBER: _builtins.int
     ORIGINATOR_STATEMENT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     release: _builtins.str
     """contact, kind or action (policies/catalogue.toml)"""
     originator: _builtins.str
@@ -210,6 +211,8 @@ class LookupHit(_message.Message):
     """the querier holds this version of the notice (0: not)"""
     respond_within_ms: _builtins.int
     """the originator answers a hit notification within this"""
+    purpose: _builtins.str
+    """the notice's purpose: the hit notification serves it"""
     @_builtins.property
     def originator_statement(self) -> _notice_pb2.SignedKeyStatement:
         """to seal the hit notification to"""
@@ -225,10 +228,11 @@ class LookupHit(_message.Message):
         held_version: _builtins.int = ...,
         respond_within_ms: _builtins.int = ...,
         originator_statement: _notice_pb2.SignedKeyStatement | None = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["originator_statement", b"originator_statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "held_version", b"held_version", "kind", b"kind", "notice_id", b"notice_id", "originator", b"originator", "originator_statement", b"originator_statement", "release", b"release", "respond_within_ms", b"respond_within_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "held_version", b"held_version", "kind", b"kind", "notice_id", b"notice_id", "originator", b"originator", "originator_statement", b"originator_statement", "purpose", b"purpose", "release", b"release", "respond_within_ms", b"respond_within_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

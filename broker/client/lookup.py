@@ -1,0 +1,247 @@
+"""Lookups in the SDK: selectors -> tokens (with the lookup-key service), indexing at
+publish, hit/no-hit queries and sealed hit notifications.
+
+``LookupKeyClient`` talks to the lookup-key service over mutual TLS: it fetches
+the service's CA-signed key once, blinds each canonical form with a fresh
+random scalar, sends only blinded elements, verifies the DLEQ proof against the
+signed key and finalizes (RFC 9497 VOPRF). ``Lookups`` puts that together with
+an :class:`~broker.client.node.AgencyNode`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+from broker import pki
+from broker.client.types import PublishedNotice, now_ms
+from broker.core import lookup, oprf
+from broker.core.identity import Party
+from broker.core.policy import Bundle, compile_bundle
+from broker.core.selectors import Selector, canonical_forms, oprf_input
+from broker.errors import InvalidArgument
+from broker.v1 import agency_pb2, lookup_pb2, lookup_pb2_grpc
+
+if TYPE_CHECKING:
+    from broker.client.node import AgencyNode
+
+
+class LookupKeyClient:
+    """An agency's connection to the lookup-key service ``urn:broker:lookup:<service_id>``."""
+
+    def __init__(
+        self,
+        keys_dir: Path,
+        agency_id: str,
+        address: str,
+        service_id: str = "oprf",
+        *,
+        rpc_timeout_s: float = 10.0,
+    ) -> None:
+        self.service = Party("lookup", service_id)
+        files = pki.load_party(keys_dir, Party("agency", agency_id))
+        ca_key = pki.load_ca_certificate(files.ca_cert).public_key()
+        if not isinstance(ca_key, EllipticCurvePublicKey):
+            raise InvalidArgument("the deployment CA must use an EC P-256 key")
+        self.ca_key = ca_key
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=files.ca_cert.read_bytes(),
+            private_key=files.key.read_bytes(),
+            certificate_chain=files.cert.read_bytes(),
+        )
+        self.channel = grpc.aio.secure_channel(address, creds)
+        self.stub = lookup_pb2_grpc.LookupKeyServiceStub(self.channel)
+        self.timeout = rpc_timeout_s
+        self._key: lookup_pb2.LookupKey | None = None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def key(self) -> lookup_pb2.LookupKey:
+        """The service's public key, verified against the CA (fetched once)."""
+        if self._key is None or not now_ms() < self._key.not_after_ms:
+            signed = await self.stub.GetKey(lookup_pb2.GetLookupKeyRequest(), timeout=self.timeout)
+            self._key = lookup.verify_lookup_key(signed, self.ca_key, self.service, now_ms())
+        return self._key
+
+    async def tokens(self, forms: Sequence[str]) -> list[bytes]:
+        """The index token of each canonical form, in order.
+
+        Raises ProofError when the service's proof does not verify against its
+        CA-signed key (the service, or someone between, is not honest).
+        """
+        key = await self.key()
+        out: list[bytes] = []
+        for start in range(0, len(forms), lookup.MAX_EVALUATE):
+            inputs = [oprf_input(f) for f in forms[start : start + lookup.MAX_EVALUATE]]
+            blinds = [oprf.random_scalar(os.urandom) for _ in inputs]
+            blinded = [
+                oprf.blind(i, b, oprf.MODE_VOPRF) for i, b in zip(inputs, blinds, strict=True)
+            ]
+            resp = await self.stub.Evaluate(
+                lookup_pb2.EvaluateRequest(blinded_elements=blinded), timeout=self.timeout
+            )
+            if len(resp.evaluated_elements) != len(blinded):
+                raise oprf.ProofError("the lookup-key service answered a different batch")
+            outputs = oprf.finalize_verifiable(
+                inputs, blinds, list(resp.evaluated_elements), blinded, key.public_key, resp.proof
+            )
+            out += [lookup.token_of(o) for o in outputs]
+        return out
+
+
+@dataclass(frozen=True)
+class SelectorResult:
+    """The answer for one selector: hit when any of its variants hit."""
+
+    selector: Selector
+    forms: tuple[str, ...]
+    hits: tuple[lookup_pb2.LookupHit, ...] = ()
+    notified: tuple[str, ...] = ()  # notice ids whose originator got a hit notification
+
+    @property
+    def hit(self) -> bool:
+        return bool(self.hits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "selector": self.selector.type,
+            "hit": self.hit,
+            "hits": [
+                {
+                    "originator": h.originator,
+                    "notice_id": h.notice_id,
+                    "release": h.release,
+                    "kind": h.kind,
+                    "action": h.action,
+                    "held_version": h.held_version,
+                    "respond_within_hours": h.respond_within_ms // lookup.HOUR_MS,
+                }
+                for h in self.hits
+            ],
+            "notified": list(self.notified),
+        }
+
+
+@dataclass
+class Lookups:
+    """Lookups for one agency node."""
+
+    node: AgencyNode
+    keys: LookupKeyClient
+    _bundles: dict[str, Bundle] = field(default_factory=dict)
+
+    async def _bundle(self) -> Bundle:
+        active = await self.node._retry(
+            self.node.stub.GetActivePolicy, agency_pb2.GetActivePolicyRequest()
+        )
+        if active.version in self._bundles:
+            return self._bundles[active.version]
+        if self.node.config.verify_audience:
+            bundle = await self.node.signed_policy(active.version)
+        else:
+            from broker.core import activation as act
+
+            bundle = compile_bundle(act.bundle_files(active.bundle))
+        self._bundles[active.version] = bundle
+        return bundle
+
+    async def index_tokens(self, kind: str, selectors: Collection[Selector]) -> list[bytes]:
+        """The tokens to index a notice of ``kind`` by; the catalogue must declare each
+        selector's type for the kind (InvalidArgument says which are)."""
+        if not selectors:
+            return []
+        spec = (await self._bundle()).catalogue.lookups.get(kind)
+        allowed = spec.selectors if spec else ()
+        for s in selectors:
+            if s.type not in allowed:
+                raise InvalidArgument(
+                    f"{kind} is not searchable by {s.type}: "
+                    + (f"use {', '.join(allowed)}" if allowed else "the catalogue declares none")
+                )
+        forms = sorted({f for s in selectors for f in canonical_forms(s)})
+        return await self.keys.tokens(forms)
+
+    async def publish(
+        self, *, kind: str, selectors: Collection[Selector] = (), **kwargs: Any
+    ) -> PublishedNotice:
+        """AgencyNode.publish, indexed by ``selectors`` (every canonical variant)."""
+        tokens = await self.index_tokens(kind, selectors)
+        return await self.node.publish(kind=kind, index_tokens=tokens, **kwargs)
+
+    async def lookup(
+        self,
+        selectors: Sequence[Selector],
+        purpose: str,
+        *,
+        note: str = "",
+        notify: bool = True,
+    ) -> list[SelectorResult]:
+        """Hit or no-hit for each selector; on a hit, tell the originator (a sealed
+        reply.lookup_hit it must answer by the kind's deadline) unless ``notify`` is off."""
+        forms = [canonical_forms(s) for s in selectors]
+        flat = [f for fs in forms for f in fs]
+        tokens = await self.keys.tokens(flat)
+        resp: lookup_pb2.LookupResponse = await self.node._retry(
+            self.node.stub.Lookup, lookup_pb2.LookupRequest(tokens=tokens, purpose=purpose)
+        )
+        if len(resp.results) != len(tokens):
+            raise InvalidArgument("the broker answered a different number of tokens")
+        results = []
+        position = 0
+        by_notice: dict[str, tuple[lookup_pb2.LookupHit, list[str]]] = {}
+        for selector, fs in zip(selectors, forms, strict=True):
+            seen: dict[str, lookup_pb2.LookupHit] = {}
+            for r in resp.results[position : position + len(fs)]:
+                for h in r.hits:
+                    seen.setdefault(h.notice_id, h)
+            position += len(fs)
+            for notice_id, h in seen.items():
+                types = by_notice.setdefault(notice_id, (h, []))[1]
+                if selector.type not in types:
+                    types.append(selector.type)
+            results.append(SelectorResult(selector, fs, tuple(seen.values())))
+        notified: set[str] = set()
+        if notify:  # one sealed notification per notice hit, naming the selector types
+            for notice_id, (h, types) in by_notice.items():
+                await self._notify(h, types, purpose, note, resp.log_index)
+                notified.add(notice_id)
+        return [
+            dataclasses.replace(
+                r, notified=tuple(h.notice_id for h in r.hits if h.notice_id in notified)
+            )
+            for r in results
+        ]
+
+    async def _notify(
+        self,
+        hit: lookup_pb2.LookupHit,
+        selector_types: Sequence[str],
+        purpose: str,
+        note: str,
+        index: int,
+    ) -> None:
+        body: Mapping[str, Any] = {
+            "querier": self.node.me,
+            "at_ms": now_ms(),
+            "selectors": list(selector_types),
+            "purpose": purpose,
+            "note": note,
+            "log_index": index,
+        }
+        await self.node.reply(
+            lookup.HIT_KIND,
+            hit.notice_id,
+            {"hit": json.dumps(body, sort_keys=True).encode()},
+            to=hit.originator,
+            respond_within_ms=hit.respond_within_ms,
+            purpose=hit.purpose,  # the notice's: purpose limitation binds the originator
+        )

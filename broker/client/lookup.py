@@ -10,6 +10,7 @@ an :class:`~broker.client.node.AgencyNode`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -32,6 +33,10 @@ from broker.v1 import agency_pb2, lookup_pb2, lookup_pb2_grpc
 
 if TYPE_CHECKING:
     from broker.client.node import AgencyNode
+
+
+def _blind_all(inputs: Sequence[bytes], blinds: Sequence[bytes]) -> list[bytes]:
+    return [oprf.blind(i, b, oprf.MODE_VOPRF) for i, b in zip(inputs, blinds, strict=True)]
 
 
 class LookupKeyClient:
@@ -83,16 +88,21 @@ class LookupKeyClient:
         for start in range(0, len(forms), lookup.MAX_EVALUATE):
             inputs = [oprf_input(f) for f in forms[start : start + lookup.MAX_EVALUATE]]
             blinds = [oprf.random_scalar(os.urandom) for _ in inputs]
-            blinded = [
-                oprf.blind(i, b, oprf.MODE_VOPRF) for i, b in zip(inputs, blinds, strict=True)
-            ]
+            # The group arithmetic runs in libsodium without the GIL: off the event loop.
+            blinded = await asyncio.to_thread(_blind_all, inputs, blinds)
             resp = await self.stub.Evaluate(
                 lookup_pb2.EvaluateRequest(blinded_elements=blinded), timeout=self.timeout
             )
             if len(resp.evaluated_elements) != len(blinded):
                 raise oprf.ProofError("the lookup-key service answered a different batch")
-            outputs = oprf.finalize_verifiable(
-                inputs, blinds, list(resp.evaluated_elements), blinded, key.public_key, resp.proof
+            outputs = await asyncio.to_thread(
+                oprf.finalize_verifiable,
+                inputs,
+                blinds,
+                list(resp.evaluated_elements),
+                blinded,
+                key.public_key,
+                resp.proof,
             )
             out += [lookup.token_of(o) for o in outputs]
         return out

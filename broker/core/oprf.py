@@ -155,6 +155,11 @@ def scalar_mult_gen(scalar: bytes) -> bytes:
     return bytes(rbcl.crypto_scalarmult_ristretto255_base(scalar))
 
 
+def _mult(scalar: bytes, element: bytes) -> bytes:
+    # The same product; libsodium's fixed-base table makes it ~3x faster for G.
+    return scalar_mult_gen(scalar) if element == GENERATOR else scalar_mult(scalar, element)
+
+
 def add(p: bytes, q: bytes) -> bytes:
     """Group addition, with the identity handled."""
     if p == IDENTITY:
@@ -240,7 +245,7 @@ def generate_proof(
 ) -> bytes:
     """GenerateProof(k, A, B, C, D) with nonce ``r``: return ``c || s`` (RFC 9497 2.2.1)."""
     m, z = _composites(k, b, cs, ds, mode)
-    t2 = scalar_mult(r, a)
+    t2 = _mult(r, a)
     t3 = scalar_mult(r, m)
     c = _challenge(b, m, z, t2, t3, mode)
     s = scalar_of(_int(r) - _int(c) * _int(k))
@@ -257,7 +262,7 @@ def verify_proof(
         raise ProofError("a proof covers as many evaluated elements as blinded ones, at least one")
     c, s = check_scalar(proof[:NS], "proof challenge"), check_scalar(proof[NS:], "proof response")
     m, z = _composites(None, b, cs, ds, mode)
-    t2 = add(scalar_mult(s, a), scalar_mult(c, b))
+    t2 = add(_mult(s, a), scalar_mult(c, b))
     t3 = add(scalar_mult(s, m), scalar_mult(c, z))
     if not hmac.compare_digest(_challenge(b, m, z, t2, t3, mode), c):
         raise ProofError("the evaluator's proof does not verify against its public key")

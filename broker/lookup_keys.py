@@ -5,6 +5,10 @@ Layout, beside the service's TLS files (``broker keys issue lookup <id>``)::
     <root>/lookups/<id>/oprf.key      OPRF secret scalar skS, 32 raw bytes (0600)
     <root>/lookups/<id>/oprf.pub      SignedLookupKey: pkS signed by the CA (0644)
 
+A deployment may instead deal a key as t-of-n shares to several services
+(:func:`deal_shares`, ``broker keys deal-lookup-shares``); each holder's files look
+the same, its statement also naming its index, t, n and the group key.
+
 The key is created once and kept across certificate re-issues: every token in
 the broker's index was made with it, so replacing it means re-indexing every
 notice (README, "Lookups"). Only the statement is re-signed (serial + 1) when
@@ -14,6 +18,7 @@ the certificate is re-issued.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -26,7 +31,8 @@ from broker import pki
 from broker.core import oprf
 from broker.core.identity import Party, validate_id
 from broker.core.lookup import lookup_key_signing_input
-from broker.errors import FailedPrecondition
+from broker.core.threshold import split as threshold_split
+from broker.errors import FailedPrecondition, InvalidArgument
 from broker.v1 import lookup_pb2
 
 OPRF_KEY: Final = "oprf.key"
@@ -39,7 +45,14 @@ def _paths(root: Path, service_id: str) -> tuple[Path, Path]:
     return directory / OPRF_KEY, directory / OPRF_PUB
 
 
-def _sign(root: Path, service_id: str, sk: bytes, serial: int, now: datetime) -> bytes:
+def _sign(
+    root: Path,
+    service_id: str,
+    sk: bytes,
+    serial: int,
+    now: datetime,
+    share: lookup_pb2.LookupKey | None = None,
+) -> bytes:
     _ca_cert, ca_key = pki.load_ca(root)
     start = now - pki.CLOCK_SKEW
     key = lookup_pb2.LookupKey(
@@ -51,6 +64,9 @@ def _sign(root: Path, service_id: str, sk: bytes, serial: int, now: datetime) ->
         not_before_ms=int(start.timestamp() * 1000),
         not_after_ms=int((now + timedelta(days=STATEMENT_DAYS)).timestamp() * 1000),
     )
+    if share is not None and share.share_index:  # a threshold holder stays one
+        key.share_index, key.threshold = share.share_index, share.threshold
+        key.holders, key.group_public_key = share.holders, share.group_public_key
     data = key.SerializeToString(deterministic=True)
     signature = ca_key.sign(lookup_key_signing_input(data), ec.ECDSA(hashes.SHA256()))
     return lookup_pb2.SignedLookupKey(key=data, signature=signature).SerializeToString()
@@ -65,16 +81,56 @@ def ensure_lookup_key(root: Path, service_id: str, *, now: datetime | None = Non
     t = now or datetime.now(UTC)
     key_path, pub_path = _paths(root, service_id)
     serial = 1
+    previous = None
     if key_path.exists():
         sk = load_secret(root, service_id)
         if pub_path.exists():
-            serial = read_statement(pub_path).serial + 1
+            previous = read_statement(pub_path)
+            serial = previous.serial + 1
     else:
         pki._make_dir(key_path.parent)
         sk = oprf.random_scalar(os.urandom)
         pki._write_file(key_path, sk, pki.PRIVATE_MODE, exclusive=True)
-    pki._write_file(pub_path, _sign(root, service_id, sk, serial, t), pki.PUBLIC_MODE)
+    statement = _sign(root, service_id, sk, serial, t, previous)
+    pki._write_file(pub_path, statement, pki.PUBLIC_MODE)
     return pub_path
+
+
+def deal_shares(
+    root: Path, service_ids: Sequence[str], threshold: int, *, now: datetime | None = None
+) -> list[Path]:
+    """Deal a fresh OPRF key as t-of-n Shamir shares to lookup-key services that have
+    certificates but no OPRF key yet; the whole key exists only in this call.
+
+    Holder i (1-based, in the order given) gets ``oprf.key`` = k_i and a statement
+    naming its index, t, n and the group key. Raises FailedPrecondition when a service
+    already has a key (shares are dealt once) or has no certificate.
+    """
+    root = Path(root)
+    t = now or datetime.now(UTC)
+    if len(set(service_ids)) != len(service_ids):
+        raise InvalidArgument("name each lookup-key holder once")
+    paths = [_paths(root, sid) for sid in service_ids]
+    for sid, (key_path, _pub) in zip(service_ids, paths, strict=True):
+        if key_path.exists():
+            raise FailedPrecondition(f"{key_path} exists: shares are dealt once, to new holders")
+        if not (key_path.parent / pki.TLS_CERT).exists():
+            raise FailedPrecondition(
+                f"no certificate for urn:broker:lookup:{sid}: run `broker keys issue lookup {sid}`"
+            )
+    secret = oprf.random_scalar(os.urandom)
+    group_key = oprf.public_key(secret)
+    shares = threshold_split(secret, threshold, len(service_ids), os.urandom)
+    del secret
+    written = []
+    for i, (sid, (key_path, pub_path)) in enumerate(zip(service_ids, paths, strict=True), 1):
+        share = lookup_pb2.LookupKey(
+            share_index=i, threshold=threshold, holders=len(service_ids), group_public_key=group_key
+        )
+        pki._write_file(key_path, shares[i], pki.PRIVATE_MODE, exclusive=True)
+        pki._write_file(pub_path, _sign(root, sid, shares[i], 1, t, share), pki.PUBLIC_MODE)
+        written.append(pub_path)
+    return written
 
 
 def load_secret(root: Path, service_id: str) -> bytes:

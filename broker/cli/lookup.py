@@ -105,6 +105,10 @@ def run_counts(args: argparse.Namespace) -> int:
 def add_service_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookup-service", default=DEFAULT_SERVICE, help="lookup-key service host:port")
     p.add_argument("--lookup-id", default=DEFAULT_SERVICE_ID, help="its id (urn:broker:lookup:ID)")
+    p.add_argument(
+        "--lookup-holder", action="append", default=[], metavar="HOST:PORT=ID",
+        help="a holder of a threshold key (repeat for each; replaces --lookup-service)",
+    )  # fmt: skip
 
 
 def add_selector_flag(p: argparse.ArgumentParser) -> None:
@@ -142,6 +146,7 @@ def register_node_lookup(nsub: Any, common: Any) -> None:
         help="any selector, e.g. vin=WVWZZZ1JZXW000001 or plate=DE;B-KA 1234",
     )  # fmt: skip
     p.add_argument("--file", type=Path, help="one selector a line (TYPE=FIELD;...), # comments")
+    p.epilog = "Results come in this order: documents, persons, selectors, the file's lines."
     p.add_argument("--note", default="", help="free text for the originator on a hit")
     p.add_argument("--no-notify", action="store_true", help="do not send hit notifications")
     add_service_flags(p)
@@ -179,9 +184,19 @@ def selectors_of(args: argparse.Namespace) -> list[Selector]:
 
 
 def lookups_for(args: argparse.Namespace, node: AgencyNode) -> Lookups:
-    from broker.client.lookup import LookupKeyClient, Lookups
+    from broker.client.lookup import LookupKeyClient, Lookups, ThresholdKeyClient, TokenSource
 
-    keys = LookupKeyClient(args.keys_dir, args.agency, args.lookup_service, args.lookup_id)
+    keys: TokenSource
+    if args.lookup_holder:
+        holders = []
+        for h in args.lookup_holder:
+            address, sep, sid = h.rpartition("=")
+            if not sep or not address or not sid:
+                raise InvalidArgument(f"--lookup-holder {h!r}: write HOST:PORT=ID")
+            holders.append((address, sid))
+        keys = ThresholdKeyClient(args.keys_dir, args.agency, holders)
+    else:
+        keys = LookupKeyClient(args.keys_dir, args.agency, args.lookup_service, args.lookup_id)
     return Lookups(node, keys)
 
 

@@ -17,18 +17,18 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
 from broker.client.types import PublishedNotice, now_ms
-from broker.core import lookup, oprf
-from broker.core.identity import Party
+from broker.core import lookup, oprf, threshold
+from broker.core.identity import IdentityError, Party
 from broker.core.policy import Bundle, compile_bundle
 from broker.core.selectors import Selector, canonical_forms, oprf_input
-from broker.errors import InvalidArgument
+from broker.errors import InvalidArgument, Unavailable
 from broker.v1 import agency_pb2, lookup_pb2, lookup_pb2_grpc
 
 if TYPE_CHECKING:
@@ -108,6 +108,104 @@ class LookupKeyClient:
         return out
 
 
+class TokenSource(Protocol):
+    """Where tokens come from: one lookup-key service, or a threshold of holders."""
+
+    async def tokens(self, forms: Sequence[str]) -> list[bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class ThresholdKeyClient:
+    """Tokens from any ``t`` of ``n`` lookup-key holders (broker/core/threshold.py).
+
+    The same blinded elements go to every holder; the first ``t`` answers whose DLEQ
+    proofs verify against their own CA-signed public shares are combined (the shares
+    must interpolate to the group key). Holders that are down, slow or dishonest are
+    left out; fewer than ``t`` good answers raise Unavailable.
+    """
+
+    def __init__(
+        self,
+        keys_dir: Path,
+        agency_id: str,
+        holders: Sequence[tuple[str, str]],
+        *,
+        rpc_timeout_s: float = 10.0,
+    ) -> None:
+        self.holders = [
+            LookupKeyClient(keys_dir, agency_id, address, sid, rpc_timeout_s=rpc_timeout_s)
+            for address, sid in holders
+        ]
+
+    async def close(self) -> None:
+        for h in self.holders:
+            await h.close()
+
+    async def _keys(self) -> list[tuple[LookupKeyClient, lookup_pb2.LookupKey]]:
+        got = await asyncio.gather(*(h.key() for h in self.holders), return_exceptions=True)
+        keys = [
+            (h, k)
+            for h, k in zip(self.holders, got, strict=True)
+            if not isinstance(k, BaseException)
+        ]
+        if not keys:
+            raise Unavailable("no lookup-key holder answered")
+        first = keys[0][1]
+        for _h, k in keys:
+            if not k.share_index or (k.threshold, k.holders, k.group_public_key) != (
+                first.threshold,
+                first.holders,
+                first.group_public_key,
+            ):
+                raise IdentityError(f"{k.service} is not a holder of the same threshold key")
+        return keys
+
+    async def tokens(self, forms: Sequence[str]) -> list[bytes]:
+        keys = await self._keys()
+        t = keys[0][1].threshold
+        inputs = [oprf_input(f) for f in forms]
+        if len(inputs) > lookup.MAX_EVALUATE:
+            raise InvalidArgument(f"at most {lookup.MAX_EVALUATE} forms at once")
+        blinds = [oprf.random_scalar(os.urandom) for _ in inputs]
+        blinded = await asyncio.to_thread(_blind_all, inputs, blinds)
+        request = lookup_pb2.EvaluateRequest(blinded_elements=blinded)
+        answers = await asyncio.gather(
+            *(h.stub.Evaluate(request, timeout=h.timeout) for h, _k in keys),
+            return_exceptions=True,
+        )
+        good: dict[int, list[bytes]] = {}
+        public: dict[int, bytes] = {}
+        for (_h, key), answer in zip(keys, answers, strict=True):
+            if isinstance(answer, BaseException) or len(good) == t:
+                continue
+            evaluated = list(answer.evaluated_elements)
+            try:
+                await asyncio.to_thread(
+                    oprf.verify_proof,
+                    oprf.GENERATOR,
+                    key.public_key,
+                    blinded,
+                    evaluated,
+                    answer.proof,
+                    oprf.MODE_VOPRF,
+                )
+            except oprf.OprfError:
+                continue  # a dishonest or broken holder: use another
+            good[key.share_index] = evaluated
+            public[key.share_index] = key.public_key
+        if len(good) < t:
+            raise Unavailable(f"only {len(good)} of the {t} lookup-key holders needed answered")
+        threshold.combine_public(public, keys[0][1].group_public_key)
+        combined = threshold.combine_evaluations(
+            [{i: good[i][n] for i in good} for n in range(len(inputs))]
+        )
+        return [
+            lookup.token_of(oprf.finalize(i, b, z))
+            for i, b, z in zip(inputs, blinds, combined, strict=True)
+        ]
+
+
 @dataclass(frozen=True)
 class SelectorResult:
     """The answer for one selector: hit when any of its variants hit."""
@@ -146,7 +244,7 @@ class Lookups:
     """Lookups for one agency node."""
 
     node: AgencyNode
-    keys: LookupKeyClient
+    keys: TokenSource  # a LookupKeyClient, or a ThresholdKeyClient
     _bundles: dict[str, Bundle] = field(default_factory=dict)
 
     async def _bundle(self) -> Bundle:

@@ -261,6 +261,13 @@ def verify_lookup_key(
         oprf.check_element(key.public_key, "lookup public key")
     except oprf.OprfError as exc:
         raise IdentityError(str(exc)) from None
+    if key.share_index or key.threshold or key.holders or key.group_public_key:
+        if not 1 <= key.threshold <= key.holders or not 1 <= key.share_index <= key.holders:
+            raise IdentityError(f"the lookup key of {key.service} is a malformed threshold share")
+        try:
+            oprf.check_element(key.group_public_key, "group public key")
+        except oprf.OprfError as exc:
+            raise IdentityError(str(exc)) from None
     if not key.not_before_ms <= now_ms < key.not_after_ms:
         raise IdentityError(f"the lookup key of {key.service} is not valid now: re-issue it")
     return key

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from broker.v1 import notice_pb2 as broker_dot_v1_dot_notice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/lookup.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/notice.proto\"\x15\n\x13GetLookupKeyRequest\"\x8a\x01\n\tLookupKey\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05suite\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\r\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x0e\n\x06serial\x18\x05 \x01(\x04\x12\x15\n\rnot_before_ms\x18\x06 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x07 \x01(\x03\"1\n\x0fSignedLookupKey\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"+\n\x0f\x45valuateRequest\x12\x18\n\x10\x62linded_elements\x18\x01 \x03(\x0c\"Q\n\x10\x45valuateResponse\x12\x1a\n\x12\x65valuated_elements\x18\x01 \x03(\x0c\x12\r\n\x05proof\x18\x02 \x01(\x0c\x12\x12\n\nkey_serial\x18\x03 \x01(\x04\"0\n\rLookupRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\x0c\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"\xe0\x01\n\tLookupHit\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x12\n\noriginator\x18\x02 \x01(\t\x12\x11\n\tnotice_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x14\n\x0cheld_version\x18\x06 \x01(\r\x12\x19\n\x11respond_within_ms\x18\x07 \x01(\x03\x12;\n\x14originator_statement\x18\x08 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12\x0f\n\x07purpose\x18\t \x01(\t\"?\n\x0cLookupResult\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12\"\n\x04hits\x18\x02 \x03(\x0b\x32\x14.broker.v1.LookupHit\"M\n\x0eLookupResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.broker.v1.LookupResult\x12\x11\n\tlog_index\x18\x02 \x01(\x04\"\x8d\x01\n\x0fLookupPerformed\x12\x0f\n\x07querier\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x15\n\rtoken_digests\x18\x03 \x03(\x0c\x12\x13\n\x0bhit_indexes\x18\x04 \x03(\r\x12\x13\n\x0bhit_notices\x18\x05 \x03(\t\x12\x17\n\x0fhit_originators\x18\x06 \x03(\t2\x9d\x01\n\x10LookupKeyService\x12\x44\n\x06GetKey\x12\x1e.broker.v1.GetLookupKeyRequest\x1a\x1a.broker.v1.SignedLookupKey\x12\x43\n\x08\x45valuate\x12\x1a.broker.v1.EvaluateRequest\x1a\x1b.broker.v1.EvaluateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/lookup.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/notice.proto\"\x15\n\x13GetLookupKeyRequest\"\xdd\x01\n\tLookupKey\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05suite\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\r\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x0e\n\x06serial\x18\x05 \x01(\x04\x12\x15\n\rnot_before_ms\x18\x06 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x07 \x01(\x03\x12\x13\n\x0bshare_index\x18\x08 \x01(\r\x12\x11\n\tthreshold\x18\t \x01(\r\x12\x0f\n\x07holders\x18\n \x01(\r\x12\x18\n\x10group_public_key\x18\x0b \x01(\x0c\"1\n\x0fSignedLookupKey\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"+\n\x0f\x45valuateRequest\x12\x18\n\x10\x62linded_elements\x18\x01 \x03(\x0c\"Q\n\x10\x45valuateResponse\x12\x1a\n\x12\x65valuated_elements\x18\x01 \x03(\x0c\x12\r\n\x05proof\x18\x02 \x01(\x0c\x12\x12\n\nkey_serial\x18\x03 \x01(\x04\"0\n\rLookupRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\x0c\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"\xe0\x01\n\tLookupHit\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x12\n\noriginator\x18\x02 \x01(\t\x12\x11\n\tnotice_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x14\n\x0cheld_version\x18\x06 \x01(\r\x12\x19\n\x11respond_within_ms\x18\x07 \x01(\x03\x12;\n\x14originator_statement\x18\x08 \x01(\x0b\x32\x1d.broker.v1.SignedKeyStatement\x12\x0f\n\x07purpose\x18\t \x01(\t\"?\n\x0cLookupResult\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12\"\n\x04hits\x18\x02 \x03(\x0b\x32\x14.broker.v1.LookupHit\"M\n\x0eLookupResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.broker.v1.LookupResult\x12\x11\n\tlog_index\x18\x02 \x01(\x04\"\x8d\x01\n\x0fLookupPerformed\x12\x0f\n\x07querier\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x15\n\rtoken_digests\x18\x03 \x03(\x0c\x12\x13\n\x0bhit_indexes\x18\x04 \x03(\r\x12\x13\n\x0bhit_notices\x18\x05 \x03(\t\x12\x17\n\x0fhit_originators\x18\x06 \x03(\t2\x9d\x01\n\x10LookupKeyService\x12\x44\n\x06GetKey\x12\x1e.broker.v1.GetLookupKeyRequest\x1a\x1a.broker.v1.SignedLookupKey\x12\x43\n\x08\x45valuate\x12\x1a.broker.v1.EvaluateRequest\x1a\x1b.broker.v1.EvaluateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLOOKUPKEYREQUEST']._serialized_start=61
   _globals['_GETLOOKUPKEYREQUEST']._serialized_end=82
   _globals['_LOOKUPKEY']._serialized_start=85
-  _globals['_LOOKUPKEY']._serialized_end=223
-  _globals['_SIGNEDLOOKUPKEY']._serialized_start=225
-  _globals['_SIGNEDLOOKUPKEY']._serialized_end=274
-  _globals['_EVALUATEREQUEST']._serialized_start=276
-  _globals['_EVALUATEREQUEST']._serialized_end=319
-  _globals['_EVALUATERESPONSE']._serialized_start=321
-  _globals['_EVALUATERESPONSE']._serialized_end=402
-  _globals['_LOOKUPREQUEST']._serialized_start=404
-  _globals['_LOOKUPREQUEST']._serialized_end=452
-  _globals['_LOOKUPHIT']._serialized_start=455
-  _globals['_LOOKUPHIT']._serialized_end=679
-  _globals['_LOOKUPRESULT']._serialized_start=681
-  _globals['_LOOKUPRESULT']._serialized_end=744
-  _globals['_LOOKUPRESPONSE']._serialized_start=746
-  _globals['_LOOKUPRESPONSE']._serialized_end=823
-  _globals['_LOOKUPPERFORMED']._serialized_start=826
-  _globals['_LOOKUPPERFORMED']._serialized_end=967
-  _globals['_LOOKUPKEYSERVICE']._serialized_start=970
-  _globals['_LOOKUPKEYSERVICE']._serialized_end=1127
+  _globals['_LOOKUPKEY']._serialized_end=306
+  _globals['_SIGNEDLOOKUPKEY']._serialized_start=308
+  _globals['_SIGNEDLOOKUPKEY']._serialized_end=357
+  _globals['_EVALUATEREQUEST']._serialized_start=359
+  _globals['_EVALUATEREQUEST']._serialized_end=402
+  _globals['_EVALUATERESPONSE']._serialized_start=404
+  _globals['_EVALUATERESPONSE']._serialized_end=485
+  _globals['_LOOKUPREQUEST']._serialized_start=487
+  _globals['_LOOKUPREQUEST']._serialized_end=535
+  _globals['_LOOKUPHIT']._serialized_start=538
+  _globals['_LOOKUPHIT']._serialized_end=762
+  _globals['_LOOKUPRESULT']._serialized_start=764
+  _globals['_LOOKUPRESULT']._serialized_end=827
+  _globals['_LOOKUPRESPONSE']._serialized_start=829
+  _globals['_LOOKUPRESPONSE']._serialized_end=906
+  _globals['_LOOKUPPERFORMED']._serialized_start=909
+  _globals['_LOOKUPPERFORMED']._serialized_end=1050
+  _globals['_LOOKUPKEYSERVICE']._serialized_start=1053
+  _globals['_LOOKUPKEYSERVICE']._serialized_end=1210
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,10 @@ class LookupKey(_message.Message):
     SERIAL_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_MS_FIELD_NUMBER: _builtins.int
     NOT_AFTER_MS_FIELD_NUMBER: _builtins.int
+    SHARE_INDEX_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    GROUP_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     service: _builtins.str
     """urn:broker:lookup:<id>"""
     suite: _builtins.str
@@ -63,6 +67,16 @@ class LookupKey(_message.Message):
     serial: _builtins.int
     not_before_ms: _builtins.int
     not_after_ms: _builtins.int
+    share_index: _builtins.int
+    """A holder of a t-of-n threshold (broker/core/threshold.py); all zero for a single holder.
+    i in 1..holders; public_key is then its share k_i·G
+    """
+    threshold: _builtins.int
+    """t: how many holders evaluate together"""
+    holders: _builtins.int
+    """n"""
+    group_public_key: _builtins.bytes
+    """k·G, which the public shares interpolate to"""
     def __init__(
         self,
         *,
@@ -73,10 +87,14 @@ class LookupKey(_message.Message):
         serial: _builtins.int = ...,
         not_before_ms: _builtins.int = ...,
         not_after_ms: _builtins.int = ...,
+        share_index: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+        holders: _builtins.int = ...,
+        group_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "not_after_ms", b"not_after_ms", "not_before_ms", b"not_before_ms", "public_key", b"public_key", "serial", b"serial", "service", b"service", "suite", b"suite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_public_key", b"group_public_key", "holders", b"holders", "mode", b"mode", "not_after_ms", b"not_after_ms", "not_before_ms", b"not_before_ms", "public_key", b"public_key", "serial", b"serial", "service", b"service", "share_index", b"share_index", "suite", b"suite", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

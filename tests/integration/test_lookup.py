@@ -328,3 +328,56 @@ async def test_a_service_evaluating_with_another_key_is_caught(
     key_server.service.secret = oprf.scalar_of(424242)  # not the key the CA signed
     with pytest.raises(oprf.ProofError):
         await border.lookup([PASSPORT], "border_control")
+
+
+# -- a threshold of lookup-key holders ----------------------------------------------------------
+
+
+async def test_two_of_three_holders(broker: Running, deployment: Deployment) -> None:
+    from broker import lookup_keys, pki
+    from broker.client.lookup import ThresholdKeyClient
+    from broker.errors import Unavailable
+
+    ids = ["oprf-1", "oprf-2", "oprf-3"]
+    for sid in ids:
+        pki.issue_certificate(deployment.keys_dir, Party("lookup", sid))
+    lookup_keys.deal_shares(deployment.keys_dir, ids, 2)
+    servers = [
+        KeyServer(KeyServiceConfig(sid, deployment.keys_dir, deployment.root / sid, "127.0.0.1:0"))
+        for sid in ids
+    ]
+    for s in servers:
+        await s.start()
+    holders = [(f"127.0.0.1:{s.port}", sid) for s, sid in zip(servers, ids, strict=True)]
+    made: list[Lookups] = []
+
+    def open_(agency: str, chosen: list[tuple[str, str]] | None = None) -> Lookups:
+        keys = ThresholdKeyClient(deployment.keys_dir, agency, chosen or holders)
+        made.append(Lookups(broker.node(agency), keys))
+        return made[-1]
+
+    try:
+        fr, border = open_("FR-NCB"), open_("IT-BORDER")
+        red = await publish_red(fr, [PASSPORT])
+        assert await hit_notices(border, PASSPORT) == {red.notice_id}
+        # Any two holders give the same tokens.
+        late = open_("IT-BORDER", holders[1:])
+        assert await hit_notices(late, PASSPORT) == {red.notice_id}
+        # A dishonest holder is caught by its proof and left out.
+        servers[0].service.secret = oprf.scalar_of(99)
+        assert await hit_notices(border, PASSPORT) == {red.notice_id}
+        # One holder alone cannot evaluate: its share is not the key.
+        alone = LookupKeyClient(deployment.keys_dir, "IT-BORDER", holders[2][0], ids[2])
+        alone_tokens = await alone.tokens(list(canonical_forms(PASSPORT)))
+        await alone.close()
+        assert alone_tokens != await border.keys.tokens(list(canonical_forms(PASSPORT)))
+        # Down to one honest holder: refused.
+        await servers[1].stop(0.1)
+        with pytest.raises(Unavailable, match="only 1 of the 2"):
+            await border.lookup([PASSPORT], "border_control")
+    finally:
+        for lk in made:
+            await lk.keys.close()
+            await lk.node.close()
+        for s in servers:
+            await s.stop(0.1)

@@ -381,3 +381,37 @@ async def test_two_of_three_holders(broker: Running, deployment: Deployment) -> 
             await lk.node.close()
         for s in servers:
             await s.stop(0.1)
+
+
+async def test_a_substituted_lookup_key_is_refused(
+    broker: Running, lookups: Open, key_server: KeyServer
+) -> None:
+    """Whoever answers as the key service (a broker in the middle, say) must present the
+    CA-signed key of the service the node asked for, or the node evaluates nothing."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from broker.core.identity import IdentityError
+    from broker.core.lookup import lookup_key_signing_input
+
+    real = key_server.service.signed
+    statement = lookup_pb2.LookupKey.FromString(real.key)
+    rogue = ec.generate_private_key(ec.SECP256R1())
+    statement.public_key = oprf.public_key(oprf.scalar_of(31337))
+    forged = statement.SerializeToString()
+    key_server.service.signed = lookup_pb2.SignedLookupKey(
+        key=forged,
+        signature=rogue.sign(lookup_key_signing_input(forged), ec.ECDSA(hashes.SHA256())),
+    )
+    with pytest.raises(IdentityError, match="not signed by the deployment CA"):
+        await lookups("IT-BORDER").lookup([PASSPORT], "border_control")
+    # A genuine statement of another service is refused too.
+    key_server.service.signed = real
+    other = LookupKeyClient(
+        broker.deployment.keys_dir, "IT-BORDER", f"127.0.0.1:{key_server.port}", "elsewhere"
+    )
+    try:
+        with pytest.raises(IdentityError, match="not urn:broker:lookup:elsewhere"):
+            await other.tokens(["document:FR:P:1"])
+    finally:
+        await other.close()

@@ -11,6 +11,7 @@ an :class:`~broker.client.node.AgencyNode`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -66,8 +67,14 @@ class LookupKeyClient:
         self.stub = lookup_pb2_grpc.LookupKeyServiceStub(self.channel)
         self.timeout = rpc_timeout_s
         self._key: lookup_pb2.LookupKey | None = None
+        self._pending: list[tuple[list[str], asyncio.Future[list[bytes]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
         await self.channel.close()
 
     async def key(self) -> lookup_pb2.LookupKey:
@@ -80,32 +87,72 @@ class LookupKeyClient:
     async def tokens(self, forms: Sequence[str]) -> list[bytes]:
         """The index token of each canonical form, in order.
 
+        Concurrent calls are coalesced: while one Evaluate is in flight, the forms of
+        every caller that arrives wait and go out together in the next one (up to
+        MAX_EVALUATE), so a busy node pays the round trip and the per-batch proof work
+        once for many lookups, and an idle one adds no delay.
+
         Raises ProofError when the service's proof does not verify against its
         CA-signed key (the service, or someone between, is not honest).
         """
+        if not forms:
+            return []
+        if len(forms) > lookup.MAX_EVALUATE:  # a long list goes out alone, in chunks
+            out: list[bytes] = []
+            for start in range(0, len(forms), lookup.MAX_EVALUATE):
+                out += await self._evaluate(list(forms[start : start + lookup.MAX_EVALUATE]))
+            return out
+        future: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        self._pending.append((list(forms), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # callers scheduled in this turn join the first batch
+        while self._pending:
+            batch: list[tuple[list[str], asyncio.Future[list[bytes]]]] = []
+            size = 0
+            while self._pending and size + len(self._pending[0][0]) <= lookup.MAX_EVALUATE:
+                item = self._pending.pop(0)
+                batch.append(item)
+                size += len(item[0])
+            try:
+                tokens = await self._evaluate([f for forms, _f in batch for f in forms])
+            except BaseException as exc:
+                for _forms, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            at = 0
+            for forms, future in batch:
+                if not future.done():
+                    future.set_result(tokens[at : at + len(forms)])
+                at += len(forms)
+
+    async def _evaluate(self, forms: list[str]) -> list[bytes]:
         key = await self.key()
-        out: list[bytes] = []
-        for start in range(0, len(forms), lookup.MAX_EVALUATE):
-            inputs = [oprf_input(f) for f in forms[start : start + lookup.MAX_EVALUATE]]
-            blinds = [oprf.random_scalar(os.urandom) for _ in inputs]
-            # The group arithmetic runs in libsodium without the GIL: off the event loop.
-            blinded = await asyncio.to_thread(_blind_all, inputs, blinds)
-            resp = await self.stub.Evaluate(
-                lookup_pb2.EvaluateRequest(blinded_elements=blinded), timeout=self.timeout
-            )
-            if len(resp.evaluated_elements) != len(blinded):
-                raise oprf.ProofError("the lookup-key service answered a different batch")
-            outputs = await asyncio.to_thread(
-                oprf.finalize_verifiable,
-                inputs,
-                blinds,
-                list(resp.evaluated_elements),
-                blinded,
-                key.public_key,
-                resp.proof,
-            )
-            out += [lookup.token_of(o) for o in outputs]
-        return out
+        inputs = [oprf_input(f) for f in forms]
+        blinds = [oprf.random_scalar(os.urandom) for _ in inputs]
+        # The group arithmetic runs in libsodium without the GIL: off the event loop.
+        blinded = await asyncio.to_thread(_blind_all, inputs, blinds)
+        resp = await self.stub.Evaluate(
+            lookup_pb2.EvaluateRequest(blinded_elements=blinded), timeout=self.timeout
+        )
+        if len(resp.evaluated_elements) != len(blinded):
+            raise oprf.ProofError("the lookup-key service answered a different batch")
+        outputs = await asyncio.to_thread(
+            oprf.finalize_verifiable,
+            inputs,
+            blinds,
+            list(resp.evaluated_elements),
+            blinded,
+            key.public_key,
+            resp.proof,
+        )
+        return [lookup.token_of(o) for o in outputs]
 
 
 class TokenSource(Protocol):

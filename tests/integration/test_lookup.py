@@ -415,3 +415,23 @@ async def test_a_substituted_lookup_key_is_refused(
             await other.tokens(["document:FR:P:1"])
     finally:
         await other.close()
+
+
+async def test_concurrent_lookups_share_evaluations(
+    broker: Running, lookups: Open, key_server: KeyServer
+) -> None:
+    border = lookups("IT-BORDER")
+    forms = [f"document:FR:P:{i:09d}" for i in range(20)]
+    alone = [await border.keys.tokens([f]) for f in forms[:3]]
+    before = {a: b for a, _d, b, _e in key_server.service.counts.all()}.get("IT-BORDER", 0)
+    together = await asyncio.gather(*(border.keys.tokens([f]) for f in forms))
+    assert together[:3] == alone  # the same tokens, batched or not
+    assert len({t for [t] in together}) == 20
+    batches = {a: b for a, _d, b, _e in key_server.service.counts.all()}["IT-BORDER"] - before
+    assert batches < 20  # coalesced into fewer Evaluate calls
+    # A failing batch fails every caller in it, and the next calls still work.
+    key_server.service.secret = oprf.scalar_of(5)
+    results = await asyncio.gather(
+        *(border.keys.tokens([f]) for f in forms[:4]), return_exceptions=True
+    )
+    assert all(isinstance(r, oprf.ProofError) for r in results)

@@ -220,6 +220,62 @@ def lookup_leaf(
     return audit_pb2.LogLeaf(format=1, logged_at_ms=logged_at_ms, lookup=entry)
 
 
+# -- query patterns, for auditors ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryPattern:
+    """One querier's lookups as the log shows them."""
+
+    querier: str
+    lookups: int
+    tokens: int
+    hits: int  # tokens that hit
+    purposes: tuple[tuple[str, int], ...]
+    repeated: tuple[tuple[str, int, int], ...]  # (token digest hex, times asked, times hit)
+
+    @property
+    def no_hit_share(self) -> float:
+        return 1.0 - self.hits / self.tokens if self.tokens else 0.0
+
+
+def query_patterns(
+    entries: Iterable[lookup_pb2.LookupPerformed], repeat_at: int = 3
+) -> list[QueryPattern]:
+    """Per querier: lookups, tokens, hits, purposes, and the tokens asked ``repeat_at``
+    times or more (the same passport or name asked again and again: a fishing expedition
+    shows as many no-hits on one token). Sorted by querier."""
+    by: dict[str, list[lookup_pb2.LookupPerformed]] = {}
+    for e in entries:
+        by.setdefault(e.querier, []).append(e)
+    out = []
+    for querier in sorted(by):
+        asked: dict[bytes, int] = {}
+        hit: dict[bytes, int] = {}
+        purposes: dict[str, int] = {}
+        tokens = hits = 0
+        for e in by[querier]:
+            purposes[e.purpose] = purposes.get(e.purpose, 0) + 1
+            hit_positions = set(e.hit_indexes)
+            for i, d in enumerate(e.token_digests):
+                asked[d] = asked.get(d, 0) + 1
+                tokens += 1
+                if i in hit_positions:
+                    hit[d] = hit.get(d, 0) + 1
+                    hits += 1
+        repeated = sorted(
+            ((d.hex(), n, hit.get(d, 0)) for d, n in asked.items() if n >= repeat_at),
+            key=lambda r: (-r[1], r[0]),
+        )
+        out.append(
+            QueryPattern(
+                querier, len(by[querier]), tokens, hits, tuple(sorted(purposes.items())),
+                tuple(repeated),
+            )
+        )  # fmt: skip
+    return out
+
+
 # -- the lookup-key statement ---------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.sandbox import ADMIN_ID, LOOKUP_ID, REPO_POLICIES, Deployment
+from broker.sandbox import ADMIN_ID, AUDITOR_ID, LOOKUP_ID, REPO_POLICIES, Deployment
 
 from .test_cli import broker
 from .test_crash import free_port, start_serve
@@ -108,6 +108,20 @@ def test_node_lookup_and_publish_with_selectors(deployment: Deployment, tmp_path
             "node", "lookup", "--agency", "DE-BKA", *node, "--purpose", "x", "--file", str(bad)
         )
         assert r.returncode == 2 and "bad.txt:1: the IMEI's check digit is wrong" in r.stderr
+
+        # The auditor sees the query patterns, from the verified log.
+        audit = ["--as", f"auditor:{AUDITOR_ID}", *common]
+        for _ in range(100):
+            r = broker("audit", "lookups", *audit, "--repeat-at", "2", "--json")
+            assert r.returncode == 0, r.stderr
+            queriers = {q["querier"]: q for q in json.loads(r.stdout)["queriers"]}
+            if {"IT-BORDER", "DE-BKA"} <= set(queriers):
+                break
+            time.sleep(0.2)  # the next checkpoint covers the newest lookups
+        assert queriers["IT-BORDER"]["hits"] >= 2 and queriers["IT-BORDER"]["lookups"] == 1
+        assert queriers["DE-BKA"]["purposes"] == [["investigation", 1]]
+        r = broker("audit", "lookups", *audit)
+        assert "IT-BORDER" in r.stdout and "lookup(s) in" in r.stdout, r.stderr
 
         plain = [*common, "--state-dir", str(tmp_path / "nodes")]
         r = broker("node", "replies", "--agency", "FR-NCB", *plain, "--open", "--json")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.core import lookup
 from broker.core.lifecycle import NoticeState
+from broker.errors import FailedPrecondition, PermissionDenied
 from broker.server.wire import now_ms, parse
 from broker.v1 import lookup_pb2, notice_pb2
 
@@ -53,7 +54,11 @@ async def handle_lookup(app: BrokerApp, me: str, data: bytes) -> lookup_pb2.Look
     policy = app.policy
     tokens = lookup.check_lookup(req, policy.catalogue.purposes)
     agency = app.registry.get(me)
-    roles = agency.profile.roles if agency is not None else frozenset()
+    if agency is None:
+        raise PermissionDenied(f"{me} is not in the agency registry")
+    if agency.profile.status != "active":
+        raise FailedPrecondition(f"{me} is {agency.profile.status} and may not look up")
+    roles = agency.profile.roles
     now = now_ms()
 
     def run(store: Any) -> tuple[dict[int, list[lookup.IndexedNotice]], int]:

@@ -435,3 +435,15 @@ async def test_concurrent_lookups_share_evaluations(
         *(border.keys.tokens([f]) for f in forms[:4]), return_exceptions=True
     )
     assert all(isinstance(r, oprf.ProofError) for r in results)
+
+
+async def test_a_suspended_agency_may_not_look_up(broker: Running, lookups: Open) -> None:
+    from broker.client.admin import AdminClient
+    from broker.sandbox import ADMIN_ID
+
+    async with AdminClient(broker.deployment.keys_dir, ADMIN_ID, broker.target) as admin:
+        await admin.set_status("EU-HUB", "suspended", "audit")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await lookups("EU-HUB").lookup([PASSPORT], "investigation")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert broker.count("lookup_hits") == 0

@@ -8,7 +8,10 @@ from pathlib import Path
 
 
 def test_the_temporary_library_is_removed_at_exit() -> None:
-    code = "import sys, broker.core.oprf; print(sys.modules['rbcl._sodium'].lib_path)"
+    code = (
+        "import sys; from broker.core import oprf; oprf.public_key(oprf.scalar_of(3)); "
+        "print(sys.modules['rbcl._sodium'].lib_path)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )

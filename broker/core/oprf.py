@@ -29,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
-from typing import Final
-
-import rbcl
+from typing import Any, Final
 
 from broker.errors import InvalidArgument
 
@@ -51,6 +49,14 @@ IDENTITY: Final = bytes(NE)
 GENERATOR: Final = bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76")
 
 Rng = Callable[[int], bytes]
+
+
+def _sodium() -> Any:
+    # rbcl is imported on first use: loading its bundled libsodium takes about a second,
+    # which processes that never evaluate (the broker) need not pay.
+    import rbcl
+
+    return rbcl
 
 
 class OprfError(InvalidArgument):
@@ -98,14 +104,14 @@ def expand_message_xmd(msg: bytes, dst: bytes, length: int) -> bytes:
 def hash_to_group(msg: bytes, mode: int) -> bytes:
     """HashToGroup: hash_to_ristretto255 with DST ``"HashToGroup-" || contextString``."""
     uniform = expand_message_xmd(msg, b"HashToGroup-" + context_string(mode), 64)
-    return bytes(rbcl.crypto_core_ristretto255_from_hash(uniform))
+    return bytes(_sodium().crypto_core_ristretto255_from_hash(uniform))
 
 
 def hash_to_scalar(msg: bytes, mode: int, dst: bytes | None = None) -> bytes:
     """HashToScalar: 64 uniform bytes reduced mod L (DST ``"HashToScalar-" || contextString``)."""
     if dst is None:
         dst = b"HashToScalar-" + context_string(mode)
-    return bytes(rbcl.crypto_core_ristretto255_scalar_reduce(expand_message_xmd(msg, dst, 64)))
+    return bytes(_sodium().crypto_core_ristretto255_scalar_reduce(expand_message_xmd(msg, dst, 64)))
 
 
 # -- the group: checked deserialization and arithmetic --------------------------------------
@@ -115,7 +121,7 @@ def check_element(data: bytes, what: str = "element") -> bytes:
     """DeserializeElement: a canonical ristretto255 encoding that is not the identity."""
     if not isinstance(data, bytes) or len(data) != NE:
         raise OprfError(f"{what} must be {NE} bytes")
-    if data == IDENTITY or not rbcl.crypto_core_ristretto255_is_valid_point(data):
+    if data == IDENTITY or not _sodium().crypto_core_ristretto255_is_valid_point(data):
         raise OprfError(f"{what} is not a valid ristretto255 element")
     return data
 
@@ -143,7 +149,7 @@ def scalar_mult(scalar: bytes, element: bytes) -> bytes:
     if _int(scalar) % ORDER == 0 or element == IDENTITY:
         return IDENTITY
     try:
-        return bytes(rbcl.crypto_scalarmult_ristretto255(scalar, element))
+        return bytes(_sodium().crypto_scalarmult_ristretto255(scalar, element))
     except RuntimeError:  # libsodium refuses an identity result
         return IDENTITY
 
@@ -152,7 +158,7 @@ def scalar_mult_gen(scalar: bytes) -> bytes:
     """``scalar * G``."""
     if _int(scalar) % ORDER == 0:
         return IDENTITY
-    return bytes(rbcl.crypto_scalarmult_ristretto255_base(scalar))
+    return bytes(_sodium().crypto_scalarmult_ristretto255_base(scalar))
 
 
 def _mult(scalar: bytes, element: bytes) -> bytes:
@@ -166,7 +172,7 @@ def add(p: bytes, q: bytes) -> bytes:
         return q
     if q == IDENTITY:
         return p
-    return bytes(rbcl.crypto_core_ristretto255_add(p, q))
+    return bytes(_sodium().crypto_core_ristretto255_add(p, q))
 
 
 def scalar_inverse(scalar: bytes) -> bytes:
@@ -179,7 +185,7 @@ def scalar_inverse(scalar: bytes) -> bytes:
 def random_scalar(rng: Rng) -> bytes:
     """RandomScalar: a uniform non-zero scalar from 64 bytes of ``rng`` (rejection of zero)."""
     for _ in range(16):
-        s = bytes(rbcl.crypto_core_ristretto255_scalar_reduce(rng(64)))
+        s = bytes(_sodium().crypto_core_ristretto255_scalar_reduce(rng(64)))
         if _int(s) != 0:
             return s
     raise OprfError("the random source keeps returning zero")

@@ -16,7 +16,10 @@ and the Lookup at the broker:
 - latency at a paced rate (open loop: each lookup is timed from its scheduled start,
   so a stall is not hidden by the schedule waiting for it), p50/p99;
 - the index on disk (database and WAL after a checkpoint) and the broker's resident
-  memory, each per million tokens.
+  memory, each per million tokens;
+- the CPU time each process (node, key service, broker) spends per lookup, which other
+  work on the machine does not inflate, and the rate two idle cores could sustain at
+  that cost (a bound, labelled as such, not a measurement).
 
 Goals (issue 14): >= 2,000 lookups/s end to end; p99 <= 20 ms at 500/s. They are
 reported, never asserted. The machine's cores are shared by this process, the broker
@@ -58,8 +61,8 @@ class Report:
     build_s: float
     disk_bytes: int
     broker_rss_bytes: int
-    single: dict[str, float] = field(default_factory=dict)
-    batched: dict[str, float] = field(default_factory=dict)
+    single: dict[str, Any] = field(default_factory=dict)
+    batched: dict[str, Any] = field(default_factory=dict)
     paced: dict[str, float] = field(default_factory=dict)
     hits: int = 0
 
@@ -91,9 +94,13 @@ class Report:
                 f"{s.get('lookups_per_s', 0):,.0f} lookups/s, p50 {s.get('p50_ms', 0):.1f} ms, "
                 f"p99 {s.get('p99_ms', 0):.1f} ms (goal >= {GOAL_RATE:,.0f}/s: "
                 f"{'met' if d['goals']['single_met'] else 'not met'})",
+                f"  CPU per lookup: {_cpu_text(s)}; CPU-bound rate on 2 idle cores "
+                f"{s.get('cpu_bound_per_s_on_2_cores', 0):,.0f}/s",
                 f"passenger lists of {b.get('batch', 0):.0f}: {b.get('tokens_per_s', 0):,.0f} "
                 f"tokens/s ({b.get('lookups_per_s', 0):,.1f} lists/s), "
                 f"p99 {b.get('p99_ms', 0):.1f} ms a list",
+                f"  CPU per token: {_cpu_text(b)}; CPU-bound rate on 2 idle cores "
+                f"{b.get('cpu_bound_per_s_on_2_cores', 0):,.0f} tokens/s",
                 f"paced at {p.get('rate', 0):.0f}/s for {p.get('seconds', 0):.0f} s: "
                 f"achieved {p.get('achieved_per_s', 0):,.0f}/s, p50 {p.get('p50_ms', 0):.1f} ms, "
                 f"p99 {p.get('p99_ms', 0):.1f} ms (goal p99 <= {GOAL_P99_MS:.0f} ms: "
@@ -101,6 +108,11 @@ class Report:
                 f"hits during the runs: {self.hits}",
             ]
         )
+
+
+def _cpu_text(figures: dict[str, Any]) -> str:
+    cpu = figures.get("cpu_ms", {})
+    return ", ".join(f"{name} {ms:.2f} ms" for name, ms in sorted(cpu.items())) or "n/a"
 
 
 def prefill(database: Path, tokens: int, seed: int = 14) -> None:
@@ -163,6 +175,32 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _with_cpu(
+    run: Any, pids: dict[str, int], per: Callable[[dict[str, float]], float]
+) -> tuple[dict[str, Any], int]:
+    """Run a closed loop and add the CPU each process spent per lookup (contention-proof:
+    CPU time does not grow when other work shares the cores, wall time does)."""
+    before = {name: _cpu_s(pid) for name, pid in pids.items()}
+    node_before = time.process_time()
+    figures, hits = await run
+    n = max(1.0, per(figures))
+    cpu = {name: (_cpu_s(pid) - before[name]) * 1000 / n for name, pid in pids.items()}
+    cpu["node"] = (time.process_time() - node_before) * 1000 / n
+    figures["cpu_ms"] = cpu
+    total = sum(cpu.values())
+    figures["cpu_bound_per_s_on_2_cores"] = 2000 / total if total else 0.0
+    return figures, hits
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -252,9 +290,9 @@ async def _measure(
     batch: int,
     rate: float,
     paced_seconds: float,
-    broker_pid: int,
+    pids: dict[str, int],
     progress: Progress,
-) -> tuple[dict[str, float], dict[str, float], dict[str, float], int, int]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float], int, int]:
     from broker.client.lookup import LookupKeyClient, Lookups
     from broker.client.node import AgencyNode, NodeConfig
 
@@ -276,12 +314,18 @@ async def _measure(
         progress("published 20 indexed notices; warming up")
         await _closed_loop(border, 1.0, concurrency, 1, hit, 0)
         progress(f"closed loop, one document a lookup, {concurrency} in flight, {seconds} s")
-        single, h1 = await _closed_loop(border, seconds, concurrency, 1, hit, 1)
+        single, h1 = await _with_cpu(
+            _closed_loop(border, seconds, concurrency, 1, hit, 1), pids, lambda f: f["lookups"]
+        )
         progress(f"closed loop, passenger lists of {batch}, {seconds} s")
-        batched, h2 = await _closed_loop(border, seconds, max(1, concurrency // 4), batch, hit, 2)
+        batched, h2 = await _with_cpu(
+            _closed_loop(border, seconds, max(1, concurrency // 4), batch, hit, 2),
+            pids,
+            lambda f: f["lookups"] * f["batch"],  # per token
+        )
         progress(f"paced at {rate}/s for {paced_seconds} s")
         paced = await _paced(border, rate, paced_seconds, 3)
-        rss = _rss(broker_pid)
+        rss = _rss(pids["broker"])
     finally:
         for lk in (fr, border):
             await lk.keys.close()
@@ -335,7 +379,7 @@ def run(
                     batch,
                     rate,
                     paced_seconds,
-                    broker.pid,
+                    {"broker": broker.pid, "key_service": keysvc.pid},
                     progress,
                 )
             )

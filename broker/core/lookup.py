@@ -25,7 +25,7 @@ Pure: randomness (the salt) and time come in as parameters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Final
@@ -116,17 +116,16 @@ def check_index(header: notice_pb2.NoticeHeader, envelope: notice_pb2.Envelope) 
     return tokens
 
 
-def check_lookup(request: lookup_pb2.LookupRequest, purposes: Iterable[str]) -> list[bytes]:
+def check_lookup(request: lookup_pb2.LookupRequest, purposes: Collection[str]) -> list[bytes]:
     """The tokens of a Lookup request; raise InvalidArgument for what to fix."""
     tokens = list(request.tokens)
     if not tokens:
         raise InvalidArgument("a lookup carries at least one token")
     _check_tokens(tokens, MAX_LOOKUP_TOKENS, "lookup")
-    known = sorted(purposes)
-    if request.purpose not in known:
+    if request.purpose not in purposes:
         raise InvalidArgument(
             f"lookup purpose {request.purpose!r} is not in the catalogue: use one of "
-            f"{', '.join(known)}"
+            f"{', '.join(sorted(purposes))}"
         )
     return tokens
 

@@ -11,7 +11,6 @@ import pytest
 from broker.store.sqlite import SqliteStore
 from broker.v1 import notice_pb2
 
-
 ENVELOPE = notice_pb2.Envelope(
     header=notice_pb2.SignedHeader(
         header_bytes=notice_pb2.NoticeHeader(purpose="locate_arrest").SerializeToString()

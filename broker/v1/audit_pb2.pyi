@@ -67,7 +67,7 @@ class LogLeaf(_message.Message):
     def lifecycle(self) -> Global___LifecycleEvent: ...
     @_builtins.property
     def lookup(self) -> _lookup_pb2.LookupPerformed:
-        """lookups (lookup.proto)"""
+        """lookups (lookup.proto); 10-12 are taken on main"""
 
     def __init__(
         self,

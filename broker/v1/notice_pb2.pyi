@@ -305,7 +305,7 @@ class NoticeHeader(_message.Message):
     respond_by_ms: _builtins.int
     """replies: when an answer is due (0: none asked)"""
     lookup_digest: _builtins.bytes
-    """SHA-256("broker.v1 lookup index\\x00" || Envelope.lookup_salt"""
+    """(20-22 are taken on main) SHA-256("broker.v1 lookup index\\x00" || Envelope.lookup_salt"""
     @_builtins.property
     def handling_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """H0..H3, H3 free text as "H3:<text>" """

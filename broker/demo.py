@@ -2,8 +2,9 @@
 
 A French NCB, a German federal police office, an Italian border unit and a
 Europol-like hub. Three notices (an INTERPOL Red notice, a Yellow notice and an
-SIS Art. 36 discreet check) go out with different sections released to
-different recipients; the demo shows who received which sections, the
+SIS Art. 36 discreet check, each searchable by its selectors) go out with
+different sections released to different recipients; the demo shows who
+received which sections, the
 sections withheld and the recipient refused (each with the policy's reason),
 and verifies every signed receipt offline against the CA-bound keys. Then the
 notices live on: an update that drops a recipient, a hit report with a
@@ -22,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from broker import pki
+from broker import demo_lookup, pki
+from broker.client.lookup import Lookups
 from broker.client.node import (
     AgencyNode,
     LifecycleNotice,
@@ -37,6 +39,7 @@ from broker.core.identity import verify_key_statement
 from broker.sandbox import (
     ADMIN_ID,
     DEMO_AGENCIES,
+    LOOKUP_ID,
     WITNESS_ID,
     Deployment,
     create_deployment,
@@ -100,6 +103,8 @@ async def run_demo(
     app = BrokerApp(deployment.server_config())
     port = await app.start()
     say(f"broker listening on 127.0.0.1:{port} (mutual TLS)")
+    key_service = await demo_lookup.start_key_service(deployment)  # + lookups
+    say(f"lookup-key service {LOOKUP_ID} listening on 127.0.0.1:{key_service.port} (OPRF key)")
     version = await provision(deployment, f"127.0.0.1:{port}")
     say(
         f"administrator {ADMIN_ID} signed and activated policy {version[:16]} and signed the "
@@ -131,6 +136,7 @@ async def run_demo(
         )
         for a in deployment.agencies
     }
+    lookups = demo_lookup.lookups_for(nodes, deployment.keys_dir, key_service.port)
     received: dict[tuple[str, str], dict[str, bytes]] = {}
     got: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
     inboxes = Inboxes()
@@ -160,16 +166,16 @@ async def run_demo(
     try:
         published: list[tuple[dict[str, object], PublishedNotice]] = []
         for spec in NOTICES:
-            node = nodes[str(spec["by"])]
             restrictions = notice_pb2.OriginatorRestrictions(**spec.get("restrictions", {}))  # type: ignore[arg-type]
             sections = {k: v.encode() for k, v in spec["sections"].items()}  # type: ignore[attr-defined]
-            result = await node.publish(
+            result = await lookups[str(spec["by"])].publish(
+                selectors=demo_lookup.selectors_for(str(spec["kind"])),  # + lookups: indexed
                 kind=str(spec["kind"]),
                 purpose=str(spec["purpose"]),
                 sections=sections,
                 tlp=str(spec["tlp"]),
-                handling_codes=spec.get("handling_codes", ()),  # type: ignore[arg-type]
-                evaluation=spec.get("evaluation"),  # type: ignore[arg-type]
+                handling_codes=spec.get("handling_codes", ()),
+                evaluation=spec.get("evaluation"),
                 data_subject=int(spec.get("data_subject", notice_pb2.DATA_SUBJECT_SUSPECT)),  # type: ignore[call-overload]
                 restrictions=restrictions,
             )
@@ -181,6 +187,8 @@ async def run_demo(
             for w in result.withheld:
                 what = f"section {w.section}" if w.section else "whole notice"
                 say(f"  withheld   {w.agency_id:<10} {what}: {w.reason} [{', '.join(w.rules)}]")
+            types = sorted({s.type for s in demo_lookup.selectors_for(str(spec["kind"]))})
+            say(f"  searchable by {', '.join(types)} (OPRF tokens in the broker's index)")
 
         for _spec, result in published:
             for recipient in result.audience:
@@ -222,7 +230,8 @@ async def run_demo(
                 }
             )
         summary["notices"] = notices_out
-        summary["lifecycle"] = await _lifecycle(nodes, published, inboxes, say)
+        summary["border_checks"] = await demo_lookup.border_checks(lookups, inboxes.notices, say)
+        summary["lifecycle"] = await _lifecycle(nodes, published, inboxes, say, lookups)
         summary["audit"] = await _audit(deployment, f"127.0.0.1:{port}", published, say)
         if as_json:
             say(json.dumps(summary, indent=2))
@@ -235,6 +244,9 @@ async def run_demo(
         await asyncio.gather(*listeners, witness, return_exceptions=True)
         for node in nodes.values():
             await node.close()
+        for lk in lookups.values():
+            await lk.keys.close()
+        await key_service.stop(0.5)
         await app.stop(grace=1.0)
 
 
@@ -301,6 +313,7 @@ async def _lifecycle(
     published: list[tuple[dict[str, object], PublishedNotice]],
     inboxes: Inboxes,
     say: Say,
+    lookups: dict[str, Lookups],
 ) -> dict[str, object]:
     """Update, hit report, flag and withdrawal; every action is signed by its actor and
     acknowledged by a signed receipt from every agency it reaches."""
@@ -312,13 +325,14 @@ async def _lifecycle(
     fr, dropped = nodes["FR-NCB"], "IT-BORDER"
     sections = {k: v.encode() for k, v in red_spec["sections"].items()}  # type: ignore[attr-defined]
     sections["case_facts"] = b"Armed robbery, Paris 8e, 2026-02-12 (date corrected)"
-    v2 = await fr.publish(
+    v2 = await lookups["FR-NCB"].publish(
+        selectors=demo_lookup.selectors_for(str(red_spec["kind"])),  # still searchable
         kind=str(red_spec["kind"]),
         purpose=str(red_spec["purpose"]),
         sections=sections,
         tlp=str(red_spec["tlp"]),
-        handling_codes=red_spec.get("handling_codes", ()),  # type: ignore[arg-type]
-        evaluation=red_spec.get("evaluation"),  # type: ignore[arg-type]
+        handling_codes=red_spec.get("handling_codes", ()),
+        evaluation=red_spec.get("evaluation"),
         restrictions=notice_pb2.OriginatorRestrictions(deny_agencies=[dropped]),
         notice_id=red.notice_id,
         version=red.version + 1,

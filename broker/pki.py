@@ -87,6 +87,7 @@ KIND_DIRS: Final[dict[PartyKind, str]] = {
     "admin": "admins",
     "auditor": "auditors",
     "broker": "brokers",
+    "lookup": "lookups",  # lookup-key services; their OPRF key: broker/lookup_keys.py
 }
 BROKER_DEFAULT_DNS: Final = ("localhost",)
 BROKER_DEFAULT_IPS: Final = ("127.0.0.1", "::1")
@@ -277,10 +278,11 @@ def subject_alt_names(
 ) -> list[x509.GeneralName]:
     """Return the SANs a certificate for ``party`` gets: its URI, then DNS and IP names.
 
-    A broker given no DNS or IP names gets ``localhost``, ``127.0.0.1`` and
-    ``::1``. Raises InvalidArgument for a malformed name or address.
+    A broker or lookup-key service (both are servers) given no DNS or IP names gets
+    ``localhost``, ``127.0.0.1`` and ``::1``. Raises InvalidArgument for a malformed
+    name or address.
     """
-    if party.kind == "broker" and not dns_names and not ip_addresses:
+    if party.kind in ("broker", "lookup") and not dns_names and not ip_addresses:
         dns_names, ip_addresses = BROKER_DEFAULT_DNS, BROKER_DEFAULT_IPS
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(party.uri())]
     dns_seen: dict[str, None] = {}

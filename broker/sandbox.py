@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker import pki
+from broker import lookup_keys, pki
 from broker.config import ServerConfig
 from broker.core.identity import Party
 from broker.trustconfig import TRUST_FILE
@@ -16,6 +16,7 @@ REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 AUDITOR_ID = "dpo"  # the demo's auditor (a data-protection officer)
 WITNESS_ID = "EU-HUB"  # the demo's witness: cosigns the log's checkpoints
 ADMIN_ID = "registrar"  # the deployment's first administrator
+LOOKUP_ID = "oprf"  # the deployment's lookup-key service (urn:broker:lookup:oprf)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def create_deployment(
     pki.issue_certificate(keys, Party("broker", "broker"))
     pki.issue_certificate(keys, Party("auditor", AUDITOR_ID))  # audits the transparency log
     pki.issue_certificate(keys, Party("admin", ADMIN_ID))
+    pki.issue_certificate(keys, Party("lookup", LOOKUP_ID))  # + lookups: TLS, then its key
+    lookup_keys.ensure_lookup_key(keys, LOOKUP_ID)
     lines = ["# Agency registry: who each agency is, as the policy sees it.", ""]
     for a in agencies:
         pki.issue_agency(keys, a.id)

@@ -130,6 +130,13 @@ def register(sub: Any) -> None:
     p.add_argument("--all", action="store_true", help="list every finding (default: first 20)")
     p.set_defaults(func=run_replay)
 
+    p = asub.add_parser(  # + lookups: query patterns from the verified log
+        "lookups", help="who looked up how much: per querier, hits, and tokens asked repeatedly"
+    )
+    _conn_args(p)
+    p.add_argument("--repeat-at", type=int, default=3, help="flag tokens asked this often (3)")
+    p.set_defaults(func=run_lookups)
+
     p = asub.add_parser("cosign", help="witness: verify the latest checkpoint, then cosign it")
     _conn_args(p)
     p.add_argument("--state", type=Path, help="where the last verified checkpoint is kept")
@@ -423,3 +430,35 @@ def run_replay(args: argparse.Namespace) -> int:
         for line in replay_summary(result, limit=None if args.all else 20):
             print(line)
     return 0 if report.ok else FAILED
+
+
+def run_lookups(args: argparse.Namespace) -> int:
+    """Query patterns from every lookup leaf up to the latest verified checkpoint."""
+    from broker.core.lookup import query_patterns
+
+    trust = _trust(args)
+
+    async def go() -> tuple[int, list[Any]]:
+        async with _client(args) as client:
+            leaves = await ac.verified_leaves(client, trust)
+        return len(leaves), [leaf.lookup for _i, leaf in leaves if leaf.HasField("lookup")]
+
+    try:
+        size, entries = asyncio.run(go())
+    except FAILURES as exc:
+        return _fail(args, str(exc))
+    patterns = query_patterns(entries, max(1, args.repeat_at))
+    if args.json:
+        out = [dataclasses.asdict(p) | {"no_hit_share": p.no_hit_share} for p in patterns]
+        print(json.dumps({"ok": True, "entries": size, "queriers": out}, indent=2))
+        return 0
+    print(f"{len(entries)} lookup(s) in {size} verified log entries")
+    for p in patterns:
+        purposes = ", ".join(f"{name} {n}" for name, n in p.purposes)
+        print(
+            f"  {p.querier:<12} {p.lookups} lookup(s), {p.tokens} token(s), {p.hits} hit(s), "
+            f"{p.no_hit_share:.0%} no-hit ({purposes})"
+        )
+        for digest, asked, hits in p.repeated:
+            print(f"    token {digest[:16]} asked {asked} times, {hits} hit(s)")
+    return 0

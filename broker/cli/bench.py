@@ -83,6 +83,8 @@ def register(sub: Any) -> None:
     sp.add_argument("--json", action="store_true", help="print the figures as JSON")
     sp.set_defaults(func=run_store)
 
+    _register_lookup(benches)  # + lookups (broker/bench/lookup.py)
+
 
 def _e2e_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
@@ -250,3 +252,48 @@ def run_crash(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 1 if report.failed else 0
+
+
+# -- lookups (broker/bench/lookup.py) ---------------------------------------------------------
+
+
+def _register_lookup(benches: Any) -> None:
+    lp = benches.add_parser(
+        "lookup",
+        help="lookups end to end (OPRF round trip included) against a 10M-token index",
+        description="Pre-fill the broker's index, start `broker serve` and `broker lookup-key "
+        "serve`, then time lookups from an agency node: closed-loop throughput, and latency at a "
+        "paced rate. Goals (>= 2000/s, p99 <= 20 ms at 500/s) are reported, not asserted.",
+    )
+    lp.add_argument("--tokens", type=int, default=10_000_000, help="index size (default 10M)")
+    lp.add_argument("--seconds", type=float, default=10.0, help="each closed-loop run (10)")
+    lp.add_argument("--concurrency", type=int, default=32, help="lookups in flight (32)")
+    lp.add_argument("--batch", type=int, default=100, help="tokens a passenger list (100)")
+    lp.add_argument("--rate", type=float, default=500.0, help="paced lookups/s (500)")
+    lp.add_argument("--paced-seconds", type=float, default=10.0, help="paced run length (10)")
+    lp.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
+    lp.add_argument("--json", action="store_true", help="print the figures as JSON")
+    lp.set_defaults(func=run_lookup)
+
+
+def run_lookup(args: argparse.Namespace) -> int:
+    import sys
+
+    from broker.bench import lookup
+
+    if args.tokens < 1 or args.concurrency < 1 or args.batch < 1:
+        raise InvalidArgument("--tokens, --concurrency and --batch must be at least 1")
+    if args.seconds <= 0 or args.rate <= 0 or args.paced_seconds <= 0:
+        raise InvalidArgument("--seconds, --rate and --paced-seconds must be positive")
+    report = lookup.run(
+        args.tokens,
+        args.seconds,
+        args.concurrency,
+        args.batch,
+        args.rate,
+        args.paced_seconds,
+        args.dir,
+        lambda m: print(m, file=sys.stderr),
+    )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0

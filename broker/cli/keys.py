@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-from broker import pki
+from broker import lookup_keys, pki
 from broker.core.identity import (
     PARTY_KINDS,
     IdentityError,
@@ -93,6 +93,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = add("issue", "issue credentials for a party (for an agency: TLS, keys and statement)")
     add_party(p)
     add_names(p)
+    p.add_argument(
+        "--no-lookup-key",
+        action="store_true",
+        help="lookup service only: no OPRF key of its own (deal-lookup-shares gives it a share)",
+    )
     p.set_defaults(func=_cmd_issue)
 
     p = add(
@@ -120,6 +125,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = add("revoke", "record a party as revoked: the broker refuses it from then on")
     add_party(p)
     p.set_defaults(func=_cmd_revoke)
+
+    p = add(  # + lookups: a t-of-n threshold of lookup-key holders
+        "deal-lookup-shares",
+        "deal a new OPRF key as t-of-n shares to lookup-key services issued without one",
+    )
+    p.add_argument("ids", nargs="+", metavar="ID", help="the holders, each `keys issue lookup`-ed")
+    p.add_argument("--threshold", type=_positive_int, required=True, help="t: holders needed")
+    p.set_defaults(func=_cmd_deal_shares)
 
     p = add("show", "list the CA, parties, URIs, expiry and statement serials")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -157,9 +170,14 @@ def _issue(args: argparse.Namespace, party: Party) -> pki.PartyFiles:
         return pki.issue_agency(
             args.dir, party.id, dns_names=args.dns, ip_addresses=args.ip, days=args.days
         )
-    return pki.issue_certificate(
+    files = pki.issue_certificate(
         args.dir, party, dns_names=args.dns, ip_addresses=args.ip, days=args.days
     )
+    key_path = pki.party_directory(args.dir, party) / lookup_keys.OPRF_KEY
+    skip = getattr(args, "no_lookup_key", False) and not key_path.exists()
+    if party.kind == "lookup" and not skip:  # + lookups: its OPRF key (kept), signed statement
+        print(f"  wrote {lookup_keys.ensure_lookup_key(args.dir, party.id)} (OPRF public key)")
+    return files
 
 
 # --- commands -------------------------------------------------------------------------
@@ -216,6 +234,13 @@ def _cmd_renew(args: argparse.Namespace) -> int:
         f"renewed the key statement of agency {args.id}: serial {serial}, valid "
         f"{args.statement_days} days; register it with `broker admin agency rotate-keys {args.id}`"
     )
+    return 0
+
+
+def _cmd_deal_shares(args: argparse.Namespace) -> int:
+    paths = lookup_keys.deal_shares(args.dir, args.ids, args.threshold)
+    print(f"dealt a {args.threshold}-of-{len(args.ids)} lookup key; the whole key was never stored")
+    _print_written(paths)
     return 0
 
 

@@ -10,7 +10,7 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import admin, audit, bench, console, demo, keys, node, serve, store
+    from broker.cli import admin, audit, bench, console, demo, keys, lookup, node, serve, store
 
     parser = argparse.ArgumentParser(
         prog="broker",
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     console.register(sub)  # the web console
     demo.register(sub)
     bench.register(sub)
+    lookup.register_key_service(sub)  # + lookups: `broker lookup-key ...`
     return parser
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from broker.cli import lookup
 from broker.errors import InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
 
@@ -78,6 +79,7 @@ def register(sub: Any) -> None:
 
     _register_lifecycle(nsub)
     _register_replies(nsub)
+    lookup.register_node_lookup(nsub, _common)  # + lookups: `broker node lookup`
 
     rs = nsub.add_parser("restrict", help="change a published notice's audience restrictions")
     _common(rs)
@@ -116,6 +118,7 @@ def _notice_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-group", action="append", default=[])
     p.add_argument("--deny-group", action="append", default=[])
     p.add_argument("--expires-in-days", type=int, default=365)
+    lookup.add_selector_flag(p)  # + lookups: --selector TYPE=... (indexes the notice)
 
 
 def _section_flag(p: argparse.ArgumentParser) -> None:
@@ -268,6 +271,7 @@ def run_publish(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with _node(args) as node:
             try:
+                tokens = await lookup.publish_tokens(args, node)  # + lookups
                 result = await node.publish(
                     kind=args.kind,
                     purpose=args.purpose,
@@ -279,6 +283,7 @@ def run_publish(args: argparse.Namespace) -> int:
                     expires_in_days=args.expires_in_days,
                     notice_id=getattr(args, "notice_id", None),
                     version=getattr(args, "version", 1),
+                    index_tokens=tokens,
                 )
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)

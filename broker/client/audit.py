@@ -478,6 +478,20 @@ class ReplayResult:
     report: rp.ReplayReport
 
 
+async def verified_leaves(client: AuditClient, trust: Trust) -> list[tuple[int, audit_pb2.LogLeaf]]:
+    """Every leaf up to the latest checkpoint, checked to hash to its root (auditors)."""
+    fetched = await client.checkpoint(min_cosignatures=trust.min_cosignatures)
+    verified = trust.open(fetched.note)
+    size = verified.checkpoint.size
+    entries = await client.entries(0, size)
+    if [e.index for e in entries] != list(range(size)):
+        raise AuditFailure("this needs every entry: use an auditor certificate")
+    frontier = tree.extend(0, {}, [leaf_hash(e.leaf) for e in entries])
+    if tree.root(size, frontier) != verified.checkpoint.root:
+        raise AuditFailure(f"the entries served do not hash to checkpoint {size}'s root")
+    return [(e.index, logleaf.parse(e.leaf)) for e in entries]
+
+
 async def replay(client: AuditClient, trust: Trust) -> ReplayResult:
     """Fetch and verify every entry up to the latest checkpoint, then re-evaluate every
     logged decision (see broker.core.replay). Raises AuditFailure if the entries do not

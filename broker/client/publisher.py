@@ -35,7 +35,7 @@ from broker.client.statedb import transaction
 from broker.client.types import Draft, NodeConfig, PublishedNotice, now_ms
 from broker.core import activation as act
 from broker.core import envelope as env
-from broker.core import keymap, relay
+from broker.core import keymap, lookup, relay
 from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party
 from broker.core.policy import AgencyProfile, Bundle, PolicyError, compile_bundle
@@ -256,8 +256,13 @@ class NodePublisher:
         version: int = 1,
         in_reply_to: str = "",
         respond_by_ms: int = 0,
+        index_tokens: Collection[bytes] = (),
     ) -> PublishedNotice:
         """Seal and publish one notice to everyone the policy allows (or the named subset).
+
+        ``index_tokens`` are lookup tokens of the notice's selectors (use
+        :class:`broker.client.lookup.Lookups` to make them from selectors); the signed
+        header commits to them, salted.
 
         Raises InvalidArgument when nobody may receive it, PermissionDenied when the
         signed policy does not allow a named recipient or the broker offers a key the CA
@@ -280,6 +285,7 @@ class NodePublisher:
             version=version,
             in_reply_to=in_reply_to,
             respond_by_ms=respond_by_ms,
+            index_tokens=tuple(index_tokens),
         )
         return (await self.publish_many([draft]))[0]
 
@@ -299,9 +305,16 @@ class NodePublisher:
     async def _publish_chunk(self, drafts: Sequence[Draft]) -> list[PublishedNotice]:
         created = now_ms()
         headers = [self._header(d, created) for d in drafts]
+        # + lookups: the header commits to the notice's index tokens (a salted digest)
+        indexes = [lookup.seal_index(d.index_tokens, os.urandom) for d in drafts]
+        for header, (_salt, _tokens, digest) in zip(headers, indexes, strict=True):
+            header.lookup_digest = digest
         for attempt in (1, 2):
             view = await self.directory()
             sealed = [self._seal(d, h, view) for d, h in zip(drafts, headers, strict=True)]
+            for (envelope, _a, _w), (salt, tokens, _digest) in zip(sealed, indexes, strict=True):
+                envelope.lookup_tokens.extend(tokens)
+                envelope.lookup_salt = salt
             try:
                 response = await self.publish_envelopes([e for e, _a, _w in sealed])
             except grpc.aio.AioRpcError as exc:

@@ -64,6 +64,9 @@ class Draft:
     version: int = 1
     in_reply_to: str = ""
     respond_by_ms: int = 0
+    # Lookup tokens of the notice's selectors (broker.client.lookup.Lookups makes them);
+    # the signed header commits to them, salted (broker.core.lookup.seal_index).
+    index_tokens: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from broker.core import bounds
 from broker.errors import InvalidArgument, Unauthenticated
 from broker.v1 import notice_pb2
 
-PartyKind = Literal["agency", "admin", "auditor", "broker"]
+PartyKind = Literal["agency", "admin", "auditor", "broker", "lookup"]  # lookup: key service
 PARTY_KINDS: Final[tuple[PartyKind, ...]] = get_args(PartyKind)
 
 URI_PREFIX: Final = "urn:broker:"
@@ -74,7 +74,8 @@ def validate_kind(kind: str) -> PartyKind:
 
 @dataclass(frozen=True, order=True)
 class Party:
-    """A named participant: an agency, an administrator, an auditor or a broker.
+    """A named participant: an agency, an administrator, an auditor, a broker or a
+    lookup-key service.
 
     Construction validates: an unknown kind or an invalid id raises InvalidArgument.
     """

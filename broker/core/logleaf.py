@@ -39,7 +39,8 @@ WITHHELD = "withheld"
 POLICY_ACTIVATED = "policy_activated"
 REGISTRY_CHANGE = "registry_change"
 LIFECYCLE = "lifecycle"
-KINDS = (NOTICE, DECISION, RECEIPT, WITHHELD, POLICY_ACTIVATED, REGISTRY_CHANGE, LIFECYCLE)
+LOOKUP = "lookup"  # + lookups: LookupPerformed (broker/core/lookup.py builds it)
+KINDS = (NOTICE, DECISION, RECEIPT, WITHHELD, POLICY_ACTIVATED, REGISTRY_CHANGE, LIFECYCLE, LOOKUP)
 
 DENIED_BY_POLICY = "denied by the policy"
 NOT_SEALED = "not sealed for it by the originator"
@@ -107,6 +108,10 @@ def index_of(leaf: audit_pb2.LogLeaf) -> LeafIndex:
         e = leaf.lifecycle
         reader = e.recipient if e.kind in RECIPIENT_VISIBLE_LIFECYCLE else ""
         return LeafIndex(kind, e.notice_id, e.version, e.originator, reader)
+    if kind == LOOKUP:  # the querier sees its lookups; the originator of the first hit too
+        q = leaf.lookup
+        first = (q.hit_notices[0], q.hit_originators[0]) if q.hit_notices else ("", "")
+        return LeafIndex(kind, first[0], 0, first[1], q.querier)
     return LeafIndex(kind)  # policy and registry: auditors only
 
 
@@ -498,6 +503,14 @@ def describe(leaf: audit_pb2.LogLeaf) -> str:
         return (
             f"registry {g.agency_id} {g.change} by {g.actor} "
             f"({g.country}, {g.status}, statement serial {g.statement_serial})"
+        )
+    if kind == LOOKUP:
+        q = leaf.lookup
+        hits = len(set(q.hit_indexes))
+        where = f" ({', '.join(sorted(set(q.hit_notices)))})" if q.hit_notices else ""
+        return (
+            f"lookup by {q.querier} for {q.purpose}: {len(q.token_digests)} token(s), "
+            f"{hits} hit(s){where}"
         )
     e = leaf.lifecycle
     return f"{e.kind} {e.notice_id} v{e.version} to {e.recipient}: {e.detail}"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.core import lifecycle, logleaf
 from broker.core.lifecycle import NoticeState
+from broker.core.lookup import HIT_KIND
 from broker.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -19,6 +20,7 @@ from broker.errors import (
     NotFound,
     PermissionDenied,
 )
+from broker.server.lookup import check_hit_reply
 from broker.server.peer import caller, require_agency, require_registered
 from broker.server.wire import now_ms, parse
 from broker.store.api import NoticeRecord, ReplyRow, Store
@@ -55,7 +57,9 @@ def check_version(
         raise InvalidArgument(
             f"notice {record.notice_id} is at version {latest}; publish version {latest + 1}"
         )
-    if header.kind.startswith(REPLY_PREFIX):
+    if header.kind == HIT_KIND:  # + lookups: from the agency whose lookup hit the notice
+        check_hit_reply(store, header, recipients)
+    elif header.kind.startswith(REPLY_PREFIX):
         lifecycle.check_reply(header, recipients, store.notice_state(header.in_reply_to))
     elif header.in_reply_to:
         raise InvalidArgument("only reply.* kinds may set in_reply_to")

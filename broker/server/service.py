@@ -28,7 +28,7 @@ from broker.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from broker.server import metrics
+from broker.server import lookup, metrics
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
@@ -51,7 +51,7 @@ from broker.store.api import (
     Store,
     StoredCheckpoint,
 )
-from broker.v1 import agency_pb2, notice_pb2
+from broker.v1 import agency_pb2, lookup_pb2, notice_pb2
 
 if TYPE_CHECKING:
     from broker.server.app import BrokerApp
@@ -77,6 +77,10 @@ EVENT_KINDS = {
     "expired": agency_pb2.EVENT_KIND_EXPIRED,
     "purged": agency_pb2.EVENT_KIND_PURGED,
 }
+
+
+def key_of(o: Any) -> tuple[str, int]:
+    return (o.notice_id, o.version)
 
 
 def _ack_events(agency: str, up_to: int, store: Store) -> None:
@@ -137,6 +141,7 @@ class AgencyService(LifecycleHandlers):
             {
                 "ResolveAudience": unary("ResolveAudience", self.resolve_audience),
                 "Publish": unary("Publish", self.publish),
+                "Lookup": unary("Lookup", self.lookup),  # + lookups (broker/server/lookup.py)
                 "SubmitReceipts": unary("SubmitReceipts", self.submit_receipts),
                 "GetDeliveryStatus": unary("GetDeliveryStatus", self.delivery_status),
                 "GetActivePolicy": unary("GetActivePolicy", self.active_policy),
@@ -239,6 +244,7 @@ class AgencyService(LifecycleHandlers):
         seen: set[tuple[str, int]] = set()
         originator = registry.get(me)
         statement = originator.statement if originator is not None else b""
+        indexes: dict[tuple[str, int], list[bytes]] = {}  # + lookups: tokens per notice
         for i, e in enumerate(req.envelopes):
             try:
                 accepted = relay.accept_publish(
@@ -266,6 +272,11 @@ class AgencyService(LifecycleHandlers):
             if key in seen:
                 raise InvalidArgument(f"envelope {i}: notice {key[0]} v{key[1]} appears twice")
             seen.add(key)
+            try:  # + lookups: the tokens the signed header commits to
+                indexes[key] = lookup.index_of_envelope(header, e)
+            except BrokerError as exc:
+                prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
+                raise type(exc)(f"{prefix}{exc}") from exc
             record = NoticeRecord(
                 notice_id=header.notice_id,
                 version=header.version,
@@ -330,6 +341,8 @@ class AgencyService(LifecycleHandlers):
                             now,
                         )
                     )
+                    # + lookups: replace the notice's index entries in the same transaction
+                    lookup.store_index(store, o.notice_id, o.version, indexes[key_of(o)])
             return outcomes
 
         outcomes = await self.app.runner.call(write)
@@ -353,6 +366,10 @@ class AgencyService(LifecycleHandlers):
                     self.app.wake(r)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         return resp
+
+    # -- Lookup (broker/server/lookup.py) -------------------------------------------------
+    async def lookup(self, data: bytes, context: Ctx) -> lookup_pb2.LookupResponse:
+        return await lookup.handle_lookup(self.app, self._agency(context), data)
 
     # -- receipts ------------------------------------------------------------------------
     async def _store_receipts(

@@ -228,4 +228,46 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE tlog_checkpoints ADD COLUMN directory_root BLOB NOT NULL DEFAULT x''
     """,
+    # 7: lookups (broker/store/lookup.py): token -> notice index, per-notice refs, which
+    # querier hit which notice; triggers drop a notice's tokens when it closes (withdrawn,
+    # cancelled, expired) or its ciphertext is purged, in the same transaction
+    """
+    CREATE TABLE lookup_notices (
+        ref INTEGER PRIMARY KEY,
+        notice_id TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL
+    );
+    CREATE TABLE lookup_tokens (
+        token BLOB NOT NULL,
+        ref INTEGER NOT NULL,
+        PRIMARY KEY (token, ref)
+    ) WITHOUT ROWID;
+    CREATE INDEX lookup_tokens_ref ON lookup_tokens (ref);
+    CREATE TABLE lookup_hits (
+        querier TEXT NOT NULL,
+        notice_id TEXT NOT NULL,
+        hits INTEGER NOT NULL,
+        first_at_ms INTEGER NOT NULL,
+        last_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (querier, notice_id)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER lookup_drop_closed AFTER UPDATE OF closed ON notice_state
+    WHEN NEW.closed != '' BEGIN
+        DELETE FROM lookup_tokens WHERE ref IN
+            (SELECT ref FROM lookup_notices WHERE notice_id = NEW.notice_id);
+        DELETE FROM lookup_notices WHERE notice_id = NEW.notice_id;
+    END;
+    CREATE TRIGGER lookup_drop_purged AFTER UPDATE OF envelope ON notices
+    WHEN length(NEW.envelope) = 0 BEGIN
+        DELETE FROM lookup_tokens WHERE ref IN
+            (SELECT ref FROM lookup_notices WHERE notice_id = NEW.notice_id);
+        DELETE FROM lookup_notices WHERE notice_id = NEW.notice_id;
+    END;
+    CREATE TRIGGER lookup_drop_deleted AFTER DELETE ON notices BEGIN
+        DELETE FROM lookup_tokens WHERE ref IN
+            (SELECT ref FROM lookup_notices WHERE notice_id = OLD.notice_id
+             AND version = OLD.version);
+        DELETE FROM lookup_notices WHERE notice_id = OLD.notice_id AND version = OLD.version;
+    END;
+    """,
 )

@@ -44,6 +44,7 @@ IDENTITY_KEYS = {
     "controls": "seq",
     "deliveries": "seq",
     "events": "seq",
+    "lookup_notices": "ref",
     "policy_activations": "seq",
 }
 _ORDERED = re.compile(

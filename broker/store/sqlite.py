@@ -47,6 +47,7 @@ from broker.store.api import (
 )
 from broker.store.console_reads import ConsoleReadsMixin
 from broker.store.lifecycle import LifecycleStoreMixin
+from broker.store.lookup import LookupStoreMixin
 from broker.store.migrations import MIGRATIONS
 from broker.store.sql import Connection
 from broker.store.tlog import TransparencyLogMixin
@@ -91,7 +92,11 @@ def _receipt_refusal(
 
 
 class SqlStore(
-    AdminStoreMixin, LifecycleStoreMixin, TransparencyLogMixin, ConsoleReadsMixin
+    AdminStoreMixin,
+    LifecycleStoreMixin,
+    TransparencyLogMixin,
+    ConsoleReadsMixin,
+    LookupStoreMixin,  # + lookups (lookup.py)
 ):  # + transparency log (tlog.py), console views (console_reads.py)
     """The store over one connection; a backend adds transactions and migrations."""
 
@@ -544,9 +549,13 @@ class SqliteStore(SqlStore):
         for version in range(current + 1, len(MIGRATIONS) + 1):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[version - 1].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                pending = ""  # a trigger body holds ';': split only where a statement ends
+                for piece in MIGRATIONS[version - 1].split(";"):
+                    pending += piece + ";"
+                    if sqlite3.complete_statement(pending):
+                        if pending.strip(" \n;"):
+                            self.conn.execute(pending)
+                        pending = ""
                 self.conn.execute(f"PRAGMA user_version={version}")
                 self.conn.execute("COMMIT")
             except BaseException:

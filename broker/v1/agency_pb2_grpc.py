@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from broker.v1 import agency_pb2 as broker_dot_v1_dot_agency__pb2
+from broker.v1 import lookup_pb2 as broker_dot_v1_dot_lookup__pb2
 from broker.v1 import notice_pb2 as broker_dot_v1_dot_notice__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -44,6 +45,11 @@ class AgencyServiceStub:
                 '/broker.v1.AgencyService/Publish',
                 request_serializer=broker_dot_v1_dot_agency__pb2.PublishRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_agency__pb2.PublishResponse.FromString,
+                _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/broker.v1.AgencyService/Lookup',
+                request_serializer=broker_dot_v1_dot_lookup__pb2.LookupRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_lookup__pb2.LookupResponse.FromString,
                 _registered_method=True)
         self.Subscribe = channel.stream_stream(
                 '/broker.v1.AgencyService/Subscribe',
@@ -102,6 +108,14 @@ class AgencyServiceServicer:
     def Publish(self, request, context):
         """Publish one or more sealed notices. Atomic: either every envelope is
         durably stored and queued, or none is (the status names the bad item).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Lookup(self, request, context):
+        """Hit or no-hit per token (OPRF outputs, never selectors); on a hit, what the
+        policy releases. Every lookup is a transparency-log leaf.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +194,11 @@ def add_AgencyServiceServicer_to_server(servicer, server):
                     servicer.Publish,
                     request_deserializer=broker_dot_v1_dot_agency__pb2.PublishRequest.FromString,
                     response_serializer=broker_dot_v1_dot_agency__pb2.PublishResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=broker_dot_v1_dot_lookup__pb2.LookupRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_lookup__pb2.LookupResponse.SerializeToString,
             ),
             'Subscribe': grpc.stream_stream_rpc_method_handler(
                     servicer.Subscribe,
@@ -276,6 +295,33 @@ class AgencyService:
             '/broker.v1.AgencyService/Publish',
             broker_dot_v1_dot_agency__pb2.PublishRequest.SerializeToString,
             broker_dot_v1_dot_agency__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AgencyService/Lookup',
+            broker_dot_v1_dot_lookup__pb2.LookupRequest.SerializeToString,
+            broker_dot_v1_dot_lookup__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ a request can claim another identity.
 """
 
 from broker.v1 import agency_pb2 as _agency_pb2
+from broker.v1 import lookup_pb2 as _lookup_pb2
 from broker.v1 import notice_pb2 as _notice_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -43,6 +44,10 @@ class AgencyServiceStub:
     Publish: _grpc.UnaryUnaryMultiCallable[_agency_pb2.PublishRequest, _agency_pb2.PublishResponse]
     """Publish one or more sealed notices. Atomic: either every envelope is
     durably stored and queued, or none is (the status names the bad item).
+    """
+    Lookup: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.LookupRequest, _lookup_pb2.LookupResponse]
+    """Hit or no-hit per token (OPRF outputs, never selectors); on a hit, what the
+    policy releases. Every lookup is a transparency-log leaf.
     """
     Subscribe: _grpc.StreamStreamMultiCallable[_agency_pb2.SubscribeRequest, _agency_pb2.SubscribeResponse]
     """Deliveries for the caller, in order, under a credit window. The client
@@ -82,6 +87,10 @@ class AgencyServiceAsyncStub(AgencyServiceStub):
     Publish: _aio.UnaryUnaryMultiCallable[_agency_pb2.PublishRequest, _agency_pb2.PublishResponse]  # type: ignore[assignment]
     """Publish one or more sealed notices. Atomic: either every envelope is
     durably stored and queued, or none is (the status names the bad item).
+    """
+    Lookup: _aio.UnaryUnaryMultiCallable[_lookup_pb2.LookupRequest, _lookup_pb2.LookupResponse]  # type: ignore[assignment]
+    """Hit or no-hit per token (OPRF outputs, never selectors); on a hit, what the
+    policy releases. Every lookup is a transparency-log leaf.
     """
     Subscribe: _aio.StreamStreamMultiCallable[_agency_pb2.SubscribeRequest, _agency_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Deliveries for the caller, in order, under a credit window. The client
@@ -130,6 +139,16 @@ class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agency_pb2.PublishResponse, _abc.Awaitable[_agency_pb2.PublishResponse]]:
         """Publish one or more sealed notices. Atomic: either every envelope is
         durably stored and queued, or none is (the status names the bad item).
+        """
+
+    @_abc_1.abstractmethod
+    def Lookup(
+        self,
+        request: _lookup_pb2.LookupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookup_pb2.LookupResponse, _abc.Awaitable[_lookup_pb2.LookupResponse]]:
+        """Hit or no-hit per token (OPRF outputs, never selectors); on a hit, what the
+        policy releases. Every lookup is a transparency-log leaf.
         """
 
     @_abc_1.abstractmethod

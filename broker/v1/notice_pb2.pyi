@@ -277,6 +277,7 @@ class NoticeHeader(_message.Message):
     EMBARGO_UNTIL_MS_FIELD_NUMBER: _builtins.int
     CHECKPOINT_SIZE_FIELD_NUMBER: _builtins.int
     CHECKPOINT_ROOT_FIELD_NUMBER: _builtins.int
+    LOOKUP_DIGEST_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     notice_id: _builtins.str
@@ -319,6 +320,8 @@ class NoticeHeader(_message.Message):
     auditors and other agencies compare, so a split view of the log shows (0: none yet).
     """
     checkpoint_root: _builtins.bytes
+    lookup_digest: _builtins.bytes
+    """SHA-256("broker.v1 lookup index\\x00" || Envelope.lookup_salt"""
     @_builtins.property
     def handling_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """H0..H3, H3 free text as "H3:<text>" """
@@ -350,10 +353,11 @@ class NoticeHeader(_message.Message):
         embargo_until_ms: _builtins.int = ...,
         checkpoint_size: _builtins.int = ...,
         checkpoint_root: _builtins.bytes = ...,
+        lookup_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "embargo_until_ms", b"embargo_until_ms", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "notice_id", b"notice_id", "originator", b"originator", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "embargo_until_ms", b"embargo_until_ms", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "lookup_digest", b"lookup_digest", "notice_id", b"notice_id", "originator", b"originator", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -572,10 +576,14 @@ class Envelope(_message.Message):
     SECTION_PADDING_FIELD_NUMBER: _builtins.int
     WRAP_PADDING_FIELD_NUMBER: _builtins.int
     RESTRICTIONS_SALT_FIELD_NUMBER: _builtins.int
+    LOOKUP_TOKENS_FIELD_NUMBER: _builtins.int
+    LOOKUP_SALT_FIELD_NUMBER: _builtins.int
     restrictions: _builtins.bytes
     """serialized OriginatorRestrictions"""
     restrictions_salt: _builtins.bytes
     """32 random bytes; restrictions_digest = SHA-256(context || salt || restrictions)"""
+    lookup_salt: _builtins.bytes
+    """32 random bytes; see NoticeHeader.lookup_digest"""
     @_builtins.property
     def header(self) -> Global___SignedHeader: ...
     @_builtins.property
@@ -586,6 +594,10 @@ class Envelope(_message.Message):
     def section_padding(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaddingLeaf]: ...
     @_builtins.property
     def wrap_padding(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaddingLeaf]: ...
+    @_builtins.property
+    def lookup_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """OPRF tokens of the notice's selectors (lookup.proto), sorted"""
+
     def __init__(
         self,
         *,
@@ -596,10 +608,12 @@ class Envelope(_message.Message):
         section_padding: _abc.Iterable[Global___PaddingLeaf] | None = ...,
         wrap_padding: _abc.Iterable[Global___PaddingLeaf] | None = ...,
         restrictions_salt: _builtins.bytes = ...,
+        lookup_tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+        lookup_salt: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "restrictions", b"restrictions", "restrictions_salt", b"restrictions_salt", "section_padding", b"section_padding", "sections", b"sections", "wrap_padding", b"wrap_padding", "wraps", b"wraps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "lookup_salt", b"lookup_salt", "lookup_tokens", b"lookup_tokens", "restrictions", b"restrictions", "restrictions_salt", b"restrictions_salt", "section_padding", b"section_padding", "sections", b"sections", "wrap_padding", b"wrap_padding", "wraps", b"wraps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

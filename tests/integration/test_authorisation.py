@@ -189,6 +189,14 @@ async def empty(w: World, as_id: str) -> bytes:
     return b""
 
 
+async def lookup(w: World, as_id: str) -> bytes:
+    from broker.v1 import lookup_pb2
+
+    return lookup_pb2.LookupRequest(
+        tokens=[bytes(32)], purpose="border_control"
+    ).SerializeToString()
+
+
 async def update_restrictions(w: World, as_id: str) -> bytes:
     w.sequence += 1
     update = agency_pb2.RestrictionUpdate(
@@ -414,6 +422,7 @@ RPCS: dict[str, Rpc] = {
     "AuditService/GetPolicyBundle": Rpc(audit_bundle),
     "AuditService/AddCosignature": Rpc(add_cosignature),
     "AgencyService/GetDirectory": Rpc(empty),
+    "AgencyService/Lookup": Rpc(lookup),
     "AdminService/ListKeyStatements": Rpc(empty),
     "AuditService/ListCheckpoints": Rpc(empty),
     "AuditService/GetQueues": Rpc(empty),
@@ -457,6 +466,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "AuditService/GetPolicyBundle": _row(D, D, D, OK, D, D),
     "AuditService/AddCosignature": _row(OK, OK, D, D, OK, D),
     "AgencyService/GetDirectory": _row(OK, OK, D, D, OK, D),
+    "AgencyService/Lookup": _row(OK, OK, D, D, F, D),
     "AuditService/ListCheckpoints": _row(OK, OK, D, OK, OK, OK),
     "AuditService/GetQueues": _row(D, D, D, OK, D, D),
 }

@@ -504,7 +504,7 @@ def store_digest(database: Path) -> str:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in sorted(set(tables) - SKIP_TABLES):
             h.update(table.encode())
-            for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid"):
+            for row in sorted(conn.execute(f"SELECT * FROM {table}"), key=repr):
                 h.update(repr(row).encode())
         return h.hexdigest()
     finally:

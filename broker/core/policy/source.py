@@ -14,9 +14,10 @@ import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from broker.core.bounds import quote
+from broker.core.policy.lookups import LookupSpec, parse_lookup
 from broker.core.policy.model import (
     DATA_SUBJECTS,
     EVALUATION_INFORMATION,
@@ -300,6 +301,7 @@ class Catalogue:
     sections: Mapping[str, str]
     purposes: Mapping[str, str]
     authorities: Mapping[str, str]
+    lookups: Mapping[str, LookupSpec] = field(default_factory=dict)  # + lookups, by kind
 
 
 @dataclass
@@ -375,6 +377,7 @@ _KIND_KEYS = {
     "review_days",
     "embargo_max_hours",
     "content_fields",
+    "lookup",  # + lookups: searchable selectors (broker/core/policy/lookups.py)
 }
 
 
@@ -394,6 +397,7 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
     if not isinstance(table, dict) or not table:
         raise src.error("needs at least one [kinds.<name>] table")
     kinds = {}
+    lookups: dict[str, LookupSpec] = {}
     for name, k in table.items():
         start = src.table("kinds", name)
         where = f"kinds.{name}"
@@ -513,7 +517,14 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
             content_fields=tuple(content_fields),
             embargo_max_hours=embargo,
         )
-    return Catalogue(kinds, sections, purposes, authorities)
+        if "lookup" in k:  # + lookups: the hook; parsing lives in policy/lookups.py
+            lstart = src.table("kinds", name, "lookup")
+
+            def fail(msg: str, key: str | None, _s: int | None = lstart) -> NoReturn:
+                raise src.error(msg, src.key(_s, key) if _s is not None else at("lookup"))
+
+            lookups[name] = parse_lookup(name, k["lookup"], where, authorities, fail)
+    return Catalogue(kinds, sections, purposes, authorities, lookups)
 
 
 # -- groups -------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ NAMES = {
     notice_pb2.LIFECYCLE_LIFT_FLAG: "lift_flag",
     notice_pb2.LIFECYCLE_EXPIRED: "expired",
     notice_pb2.LIFECYCLE_SUPERSEDED: "superseded",
+    notice_pb2.LIFECYCLE_RESTRICTED: "restricted",
 }
 ORIGINATOR_ONLY = frozenset(
     {
@@ -136,7 +137,8 @@ def plan_action(
     actor may not take it, FailedPrecondition when the notice's state forbids it,
     InvalidArgument when it is malformed."""
     kind, actor = action.kind, action.actor
-    if kind not in NAMES or kind in BROKER_ONLY:
+    if kind not in NAMES or kind in BROKER_ONLY or kind == notice_pb2.LIFECYCLE_RESTRICTED:
+        # (RESTRICTED travels as the originator's signed restriction update: UpdateRestrictions)
         raise InvalidArgument("kind must be suspend, resume, withdraw, cancel, extend or a flag")
     if kind in ORIGINATOR_ONLY and actor != state.originator:
         raise PermissionDenied(f"only the originator may {NAMES[kind]} notice {state.notice_id}")
@@ -157,7 +159,10 @@ def plan_action(
         return Effect(tell=tuple(sorted(state.received)), suspended_until_ms=0)
     if kind in (notice_pb2.LIFECYCLE_WITHDRAW, notice_pb2.LIFECYCLE_CANCEL):
         closed = "withdrawn" if kind == notice_pb2.LIFECYCLE_WITHDRAW else "cancelled"
-        return Effect(tell=tuple(sorted(state.received)), purge_pending=True, closed=closed)
+        # Everyone in the signed audience, those whose copy is still pending too: each keeps
+        # a tombstone, so a copy a broker delivers later anyway is never shown.
+        everyone = tuple(sorted(state.received | state.pending))
+        return Effect(tell=everyone, purge_pending=True, closed=closed)
     if kind == notice_pb2.LIFECYCLE_EXTEND:
         if not action.reason.strip():
             raise InvalidArgument("an extension needs a justification in reason")
@@ -220,6 +225,13 @@ def check_reply(
         )
     if recipients != {referenced.originator}:
         raise PermissionDenied(f"a {header.kind} goes to the notice's originator only")
+
+
+def restricted_action_id(notice_id: str, sequence: int) -> str:
+    """The id of the control that carries an originator's signed restriction update to a
+    holder it excludes (erase your copy). Like the broker's own ids it holds '/', so it
+    can never collide with a client's UUID."""
+    return f"{notice_id}/v{sequence}/restricted"
 
 
 def broker_action(

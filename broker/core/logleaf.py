@@ -446,6 +446,31 @@ def registry_change(
     )
 
 
+def restrictions_updated(
+    *,
+    notice_id: str,
+    originator: str,
+    sequence: int,
+    update: bytes,
+    excluded: Sequence[str],
+    withheld: int,
+    logged_at_ms: int,
+) -> audit_pb2.LogLeaf:
+    """The originator changed a published notice's restrictions (its signed update's digest,
+    the holders it excludes, the queued deliveries it withheld)."""
+    return _leaf(
+        logged_at_ms,
+        restrictions=audit_pb2.RestrictionsUpdated(
+            notice_id=notice_id,
+            originator=originator,
+            sequence=sequence,
+            update_digest=hashlib.sha256(update).digest(),
+            excluded=list(excluded),
+            withheld=withheld,
+        ),
+    )
+
+
 def lifecycle(
     *,
     kind: str,

@@ -278,10 +278,7 @@ def accept_publish(
         raise InvalidArgument("header.version must be 1 or more")
     _check_times(header, now_ms, limits, policy)
     facts = facts_of(header, checked.restrictions, sorted(checked.sections))
-    try:
-        policy.check_notice(facts)
-    except PolicyError as exc:
-        raise InvalidArgument(str(exc)) from exc
+    check_restrictions(header, checked.restrictions, facts, registry, policy)
 
     wraps = checked.wrap_sections
     for recipient in wraps:
@@ -393,6 +390,41 @@ def sign_restriction_update(update: bytes, signing_seed: bytes) -> bytes:
     from broker.core.envelope_suite import ed25519_sign
 
     return ed25519_sign(signing_seed, RESTRICTION_UPDATE_CONTEXT + update)
+
+
+def check_restrictions(
+    header: notice_pb2.NoticeHeader,
+    restrictions: notice_pb2.OriginatorRestrictions,
+    facts: NoticeFacts,
+    registry: Mapping[str, RegisteredAgency],
+    policy: Bundle,
+    *,
+    signed_embargo: bool = True,
+) -> None:
+    """What Publish and UpdateRestrictions both require of a notice and its restrictions
+    (the same code, so the same messages): the catalogue's rules (kind, sections, groups,
+    countries, TLP, embargo length), agencies the registry knows, and an embargo that the
+    signed header carries too (so a recipient's node can hold the notice itself).
+    Raises InvalidArgument."""
+    try:
+        policy.check_notice(facts)
+    except PolicyError as exc:
+        raise InvalidArgument(str(exc)) from exc
+    for where, ids in (
+        ("allow_agencies", restrictions.allow_agencies),
+        ("deny_agencies", restrictions.deny_agencies),
+    ):
+        unknown = sorted(a for a in ids if a not in registry)
+        if unknown:
+            raise InvalidArgument(
+                f"restrictions.{where} names agencies the registry does not know: "
+                f"{', '.join(quote(a) for a in unknown[:5])}"
+            )
+    if signed_embargo and header.embargo_until_ms != restrictions.embargo_until_ms:
+        raise InvalidArgument(
+            "header.embargo_until_ms must equal restrictions.embargo_until_ms: the embargo is "
+            "signed in the header so that recipients can hold the notice themselves"
+        )
 
 
 def accept_restriction_update(

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 
 from broker import pki
 from broker.client.audit import AuditClient
+from broker.client.findings import FindingHandler
 from broker.client.node import AgencyNode, NodeConfig
 from broker.client.types import (
     EventHandler,
@@ -211,6 +212,7 @@ class RecordingNode(AgencyNode):
         stop: asyncio.Event,
         on_event: EventHandler | None = None,
         on_lifecycle: LifecycleHandler | None = None,
+        on_finding: FindingHandler | None = None,
     ) -> ListenStats:
         async def handle(notice: ReceivedNotice) -> None:
             self._record(Handled(notice.notice_id, notice.version))
@@ -222,7 +224,9 @@ class RecordingNode(AgencyNode):
             if on_lifecycle is not None:
                 await on_lifecycle(action)
 
-        return await super().listen(handle, stop=stop, on_event=on_event, on_lifecycle=told)
+        return await super().listen(
+            handle, stop=stop, on_event=on_event, on_lifecycle=told, on_finding=on_finding
+        )
 
     async def _stream(
         self,

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from broker.core import delivery, keymap, logleaf, relay
+from broker.core import delivery, intake, keymap, logleaf, relay
 from broker.core import envelope as env
+from broker.core import lifecycle as lifecycle_core
 from broker.core.decisions import decided_under, still_decided
 from broker.errors import (
     BrokerError,
@@ -42,6 +43,7 @@ from broker.store.api import (
     PURGED,
     WITHHELD,
     ControlReceipt,
+    ControlRow,
     DeliveryPlan,
     Event,
     LeasedControl,
@@ -357,6 +359,7 @@ class AgencyService(LifecycleHandlers):
                 duplicate=o.duplicate,
                 recipients=list(o.recipients),
                 policy_version=o.policy_version,
+                log_index=max(o.log_index, 0),
             )
             if o.duplicate:
                 metrics.DUPLICATES.inc()
@@ -491,9 +494,15 @@ class AgencyService(LifecycleHandlers):
         req = parse(agency_pb2.DeliveryStatusRequest, data)
         if not req.notice_id:
             raise InvalidArgument("DeliveryStatusRequest.notice_id is required")
-        rows = await self.app.runner.call(
-            lambda s: s.delivery_status(me, req.notice_id, req.version)
-        )
+
+        def read(store: Store) -> tuple[list[Any], list[ControlRow]]:
+            return (
+                store.delivery_status(me, req.notice_id, req.version),
+                store.action_status(req.notice_id),
+            )
+
+        rows, actions = await self.app.runner.call(read)
+        registry = self.app.registry
         resp = agency_pb2.DeliveryStatusResponse()
         for row in rows:
             status = resp.recipients.add(
@@ -505,6 +514,22 @@ class AgencyService(LifecycleHandlers):
             )
             if row.receipt is not None:
                 status.receipt.ParseFromString(row.receipt)
+                # The key that verifies it: the originator checks it against the CA itself.
+                if row.recipient in registry:
+                    status.key_statement.ParseFromString(registry[row.recipient].statement)
+        for a in actions:
+            action = resp.actions.add(
+                action_id=a.action_id,
+                kind=a.kind,
+                actor=a.actor,
+                recipient=a.recipient,
+                state=STATE.get(a.state, agency_pb2.DELIVERY_STATE_UNSPECIFIED),
+                attempts=a.attempts,
+            )
+            if a.receipt is not None:
+                action.receipt.ParseFromString(a.receipt)
+                if a.recipient in registry:
+                    action.key_statement.ParseFromString(registry[a.recipient].statement)
         return resp
 
     # -- policy for nodes; restrictions after publishing; re-check at forwarding -----------
@@ -523,11 +548,16 @@ class AgencyService(LifecycleHandlers):
         return self.app.restriction_overrides.get(notice_id, envelope.restrictions)
 
     def _recheck(
-        self, recipient: str, sections: tuple[str, ...], envelope: notice_pb2.Envelope
+        self,
+        recipient: str,
+        sections: tuple[str, ...],
+        envelope: notice_pb2.Envelope,
+        overrides: dict[str, bytes] | None = None,
     ) -> tuple[str | None, list[notice_pb2.Obligation]]:
         header = notice_pb2.NoticeHeader.FromString(envelope.header.header_bytes)
         restrictions = notice_pb2.OriginatorRestrictions.FromString(
-            self._restrictions(header.notice_id, envelope)
+            (overrides or {}).get(header.notice_id)
+            or self._restrictions(header.notice_id, envelope)
         )
         facts = relay.facts_of(header, restrictions, sections)
         agency = self.app.registry.get(recipient)
@@ -578,23 +608,92 @@ class AgencyService(LifecycleHandlers):
             req.update, req.signature, me, owner, agency.signing_key
         )
         restrictions = update.restrictions.SerializeToString(deterministic=True)
-        now = now_ms()
+        nid = update.notice_id
+        app = self.app
 
-        def write(store: Store) -> list[tuple[int, str, int, tuple[str, ...], bytes]]:
-            if store.set_restrictions(update.notice_id, update.sequence, restrictions, data, now):
-                store.record_action(
-                    me, "notice.restrictions", update.notice_id, {"sequence": update.sequence}, now
-                )
-            return store.queued_with_envelopes(update.notice_id)
+        def read(
+            store: Store,
+        ) -> tuple[Any, bytes, list[tuple[int, str, int, tuple[str, ...], bytes]]]:
+            return (
+                store.notice_state(nid),
+                store.latest_envelope(nid),
+                store.queued_with_envelopes(nid),
+            )
 
-        queued = await self.app.runner.call(write)
-        self.app.set_restriction_override(update.notice_id, restrictions)
-        withheld = 0
-        for seq, recipient, _version, sections, envelope_bytes in queued:
+        state, latest, queued = await app.runner.call(read)
+        if state is None or not latest:
+            raise FailedPrecondition(f"notice {nid} holds nothing to restrict any more")
+        header = notice_pb2.NoticeHeader.FromString(
+            notice_pb2.Envelope.FromString(latest).header.header_bytes
+        )
+        sections = sorted(
+            notice_pb2.SectionDescriptor.FromString(s.descriptor).name
+            for s in notice_pb2.Envelope.FromString(latest).sections
+        )
+        # The same checks as Publish, with the same messages (unknown groups, countries,
+        # agencies; TLP:RED without named recipients ...).
+        facts = relay.facts_of(header, update.restrictions, sections)
+        relay.check_restrictions(
+            header, update.restrictions, facts, app.registry, app.policy, signed_embargo=False
+        )
+        # Holders the new restrictions leave out are told, with the signed update, to erase.
+        excluded = sorted(
+            r
+            for r in state.received
+            if r in app.registry
+            and intake.excluded(update.restrictions, app.registry[r].profile, app.policy)
+        )
+        override = {nid: restrictions}
+        withhold = []
+        for seq, recipient, _version, queued_sections, envelope_bytes in queued:
             envelope = notice_pb2.Envelope.FromString(envelope_bytes)
-            reason, _ = self._recheck(recipient, sections, envelope)
-            if reason is not None and await self._withhold(seq, reason):
-                withheld += 1
+            reason, _ = self._recheck(recipient, queued_sections, envelope, override)
+            if reason is not None:
+                withhold.append((seq, reason))
+        now = now_ms()
+        action_id = lifecycle_core.restricted_action_id(nid, update.sequence)
+
+        def write(store: Store) -> list[Event]:
+            if not store.set_restrictions(nid, update.sequence, restrictions, data, now):
+                return []  # the same signed update again: done before
+            store.record_action(me, "notice.restrictions", nid, {"sequence": update.sequence}, now)
+            events = [
+                e for seq, reason in withhold if (e := store.withhold(seq, reason, now)) is not None
+            ]
+            if excluded:
+                store.take_action(
+                    action_id=action_id,
+                    notice_id=nid,
+                    actor=me,
+                    kind="restricted",
+                    action=req.update,
+                    signature=req.signature,
+                    effect=lifecycle_core.Effect(tell=tuple(excluded)),
+                    now_ms=now,
+                )
+            store.tlog_append(
+                [
+                    logleaf.restrictions_updated(
+                        notice_id=nid,
+                        originator=me,
+                        sequence=update.sequence,
+                        update=req.update,
+                        excluded=excluded,
+                        withheld=len(events),
+                        logged_at_ms=now,
+                    )
+                ]
+            )
+            return events
+
+        events = await app.runner.call(write)
+        app.set_restriction_override(nid, restrictions)
+        for ev in events:
+            metrics.WITHHELD.inc()
+            app.wake(ev.agency)
+        for agency_id in excluded:
+            app.wake(agency_id)
+        withheld = len(events)
         return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
 
     # -- Subscribe -----------------------------------------------------------------------
@@ -611,6 +710,12 @@ class AgencyService(LifecycleHandlers):
         out = []
         for d in leased:
             obligations = d.obligations
+            if not d.head or not d.envelope:
+                # Its content was erased (withdrawn, cancelled, expired) under a delivery
+                # row that says otherwise: nothing to send, and one bad row must not end
+                # the recipient's stream.
+                await self._withhold(d.seq, "its content was erased", leased=True)
+                continue
             if not (
                 d.cut
                 and still_decided(
@@ -621,8 +726,16 @@ class AgencyService(LifecycleHandlers):
                     now,
                 )
             ):
-                envelope = notice_pb2.Envelope.FromString(d.envelope)
-                checked = await self._forward_check(me, d, envelope)
+                try:
+                    envelope = notice_pb2.Envelope.FromString(d.envelope)
+                    checked = await self._forward_check(me, d, envelope)
+                except (DecodeError, InvalidArgument) as exc:
+                    log.warning(
+                        "stored delivery no longer checks; withheld",
+                        extra={"notice_id": d.notice_id, "error": str(exc)},
+                    )
+                    await self._withhold(d.seq, "its stored copy no longer checks", leased=True)
+                    continue
                 if checked is None:
                     continue
                 if not d.cut:  # stored before deliveries were cut at publish (migration 5)
@@ -662,8 +775,16 @@ class AgencyService(LifecycleHandlers):
         resp = agency_pb2.SubscribeResponse()
         for c in controls:
             control = resp.controls.add(sequence=c.seq, attempt=c.attempt)
-            control.action.action = c.action
-            control.action.signature = c.signature
+            if c.kind == "restricted":  # the originator's signed restriction update itself
+                control.restriction_update = c.action
+                control.restriction_signature = c.signature
+            else:
+                control.action.action = c.action
+                control.action.signature = c.signature
+            if c.superseding:  # the newer version's signed header: proof of the supersession
+                newest = notice_pb2.Delivery.FromString(c.superseding)
+                control.superseding.CopyFrom(newest.header)
+                control.originator_statement.CopyFrom(newest.originator_statement)
             actor = self.app.registry.get(c.actor)
             if actor is not None:
                 control.actor_statement.ParseFromString(actor.statement)

@@ -158,6 +158,15 @@ class AdminStoreMixin(SqlBase):
         rows = self.conn.execute("SELECT notice_id, restrictions FROM notice_restrictions")
         return {r[0]: bytes(r[1]) for r in rows}
 
+    def latest_envelope(self, notice_id: str) -> bytes:
+        """The stored envelope (without its ciphertexts) of a notice's newest version; b""
+        when there is none, or its ciphertext was purged."""
+        row = self.conn.execute(
+            "SELECT envelope FROM notices WHERE notice_id=? ORDER BY version DESC LIMIT 1",
+            (notice_id,),
+        ).fetchone()
+        return b"" if row is None else bytes(row[0])
+
     def queued_with_envelopes(
         self, notice_id: str
     ) -> list[tuple[int, str, int, tuple[str, ...], bytes]]:

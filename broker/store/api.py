@@ -92,6 +92,7 @@ class PublishOutcome:
     duplicate: bool
     recipients: tuple[str, ...]
     policy_version: str
+    log_index: int = -1  # its NoticePublished leaf (-1: a duplicate, logged before)
 
 
 @dataclass(frozen=True)
@@ -201,14 +202,31 @@ class CorpusRow:
 
 # -- lifecycle (broker/store/lifecycle.py) ------------------------------------------------
 @dataclass(frozen=True)
+class ControlRow:
+    """A control of a notice, as its originator's status shows it."""
+
+    action_id: str
+    kind: str
+    actor: str
+    recipient: str
+    state: str
+    attempts: int
+    receipt: bytes | None  # the recipient's proven acknowledgement, once it applied it
+
+
+@dataclass(frozen=True)
 class LeasedControl:
     seq: int
     recipient: str
     action_id: str
-    action: bytes
+    action: bytes  # the signed action's bytes (a RestrictionUpdate's for kind "restricted")
     signature: bytes
     actor: str
     attempt: int
+    kind: str = ""
+    # "superseded": the newest version's Delivery fields 2 and 6 (its signed header and
+    # the originator's key statement), the proof a recipient erases older versions on
+    superseding: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -385,6 +403,8 @@ class Store(Transactional, Protocol):
 
     def all_restriction_overrides(self) -> dict[str, bytes]: ...
 
+    def latest_envelope(self, notice_id: str) -> bytes: ...
+
     def queued_with_envelopes(
         self, notice_id: str
     ) -> list[tuple[int, str, int, tuple[str, ...], bytes]]: ...
@@ -431,6 +451,10 @@ class Store(Transactional, Protocol):
     ) -> int: ...
 
     def purge_pending(self, notice_id: str, below_version: int, why: str, now_ms: int) -> int: ...
+
+    def action_status(self, notice_id: str) -> list[ControlRow]:
+        """Every control of a notice, per recipient, with its acknowledgement."""
+        ...
 
     def lease_controls(
         self, recipient: str, limit: int, now_ms: int, lease_ms: int

@@ -19,6 +19,7 @@ from broker.store.api import (
     PENDING,
     PURGED,
     ControlReceipt,
+    ControlRow,
     Event,
     LeasedControl,
     ReplyRow,
@@ -216,8 +217,8 @@ class LifecycleStoreMixin(SqlBase):
         self, recipient: str, limit: int, now_ms: int, lease_ms: int
     ) -> list[LeasedControl]:
         rows = self.conn.execute(
-            "SELECT c.seq, c.action_id, a.action, a.signature, a.actor, c.attempts "
-            "FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
+            "SELECT c.seq, c.action_id, a.action, a.signature, a.actor, c.attempts, a.kind, "
+            "a.notice_id FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
             "WHERE c.recipient=? AND c.state=? ORDER BY c.seq LIMIT ?" + self.claim_rows("c"),
             (recipient, PENDING, limit),
         ).fetchall()
@@ -226,9 +227,26 @@ class LifecycleStoreMixin(SqlBase):
             [(IN_FLIGHT, now_ms + lease_ms, r[0]) for r in rows],
         )
         return [
-            LeasedControl(r[0], recipient, r[1], bytes(r[2]), bytes(r[3]), r[4], r[5] + 1)
+            LeasedControl(
+                r[0],
+                recipient,
+                r[1],
+                bytes(r[2]),
+                bytes(r[3]),
+                r[4],
+                r[5] + 1,
+                r[6],
+                self._newest_head(r[7]) if r[6] == "superseded" else b"",
+            )
             for r in rows
         ]
+
+    def _newest_head(self, notice_id: str) -> bytes:
+        row = self.conn.execute(
+            "SELECT head FROM notices WHERE notice_id=? ORDER BY version DESC LIMIT 1",
+            (notice_id,),
+        ).fetchone()
+        return b"" if row is None else bytes(row[0])
 
     def release_controls(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:
         """A new stream: what the last one left in flight goes out again at once, or is
@@ -346,6 +364,21 @@ class LifecycleStoreMixin(SqlBase):
             (notice_id,),
         ).fetchall()
         return [(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    def action_status(self, notice_id: str) -> list[ControlRow]:
+        """Every control of a notice with its acknowledgement (the proven receipt)."""
+        rows = self.conn.execute(
+            "SELECT a.action_id, a.kind, a.actor, c.recipient, c.state, c.attempts, c.receipt "
+            "FROM controls c JOIN lifecycle_actions a ON a.action_id=c.action_id "
+            "WHERE a.notice_id=? ORDER BY c.seq",
+            (notice_id,),
+        ).fetchall()
+        return [
+            ControlRow(
+                r[0], r[1], r[2], r[3], r[4], int(r[5]), None if r[6] is None else bytes(r[6])
+            )
+            for r in rows
+        ]
 
     # -- expiry and review -------------------------------------------------------------------
     def due_expiries(self, now_ms: int, limit: int = 100) -> list[str]:

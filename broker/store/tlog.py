@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from broker.core import keymap, logleaf
@@ -197,7 +198,9 @@ class TransparencyLogMixin(SqlBase):
         self._sync_activations(at_ms)
         outcomes = self.publish(items)
         leaves: list[audit_pb2.LogLeaf] = []
+        firsts: list[int] = []  # per outcome: its NoticePublished leaf's place in `leaves`
         for (n, plans), outcome in zip(items, outcomes, strict=True):
+            firsts.append(-1 if outcome.duplicate else len(leaves))
             if outcome.duplicate:
                 continue
             leaves += logleaf.publication(
@@ -217,8 +220,11 @@ class TransparencyLogMixin(SqlBase):
                 sections=n.sections,
                 refused=n.refused,
             )
-        self.tlog_append(leaves)
-        return outcomes
+        indexes = self.tlog_append(leaves)
+        return [
+            o if first < 0 else replace(o, log_index=indexes[first])
+            for o, first in zip(outcomes, firsts, strict=True)
+        ]
 
     def record_receipts_logged(
         self, receipts: Sequence[ReceiptRecord], at_ms: int

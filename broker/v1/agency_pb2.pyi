@@ -946,20 +946,77 @@ class RecipientStatus(_message.Message):
 Global___RecipientStatus: _TypeAlias = RecipientStatus  # noqa: Y015
 
 @_typing.final
+class ActionStatus(_message.Message):
+    """A lifecycle action (withdrawal, cancellation, restriction, ...) sent to one recipient,
+    with the recipient's signed acknowledgement once it applied it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    KEY_STATEMENT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    action_id: _builtins.str
+    kind: _builtins.str
+    """withdraw, cancel, restricted, suspend, ..."""
+    recipient: _builtins.str
+    state: Global___DeliveryState.ValueType
+    """PENDING, IN_FLIGHT, DELIVERED (acknowledged), DEAD_LETTERED"""
+    attempts: _builtins.int
+    actor: _builtins.str
+    """who took it ("broker" for expiry and supersession)"""
+    @_builtins.property
+    def receipt(self) -> _notice_pb2.ProvenReceipt:
+        """the acknowledgement (a Receipt with action_id set)"""
+
+    @_builtins.property
+    def key_statement(self) -> _notice_pb2.SignedKeyStatement: ...
+    def __init__(
+        self,
+        *,
+        action_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        state: Global___DeliveryState.ValueType = ...,
+        attempts: _builtins.int = ...,
+        receipt: _notice_pb2.ProvenReceipt | None = ...,
+        key_statement: _notice_pb2.SignedKeyStatement | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_statement", b"key_statement", "receipt", b"receipt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "attempts", b"attempts", "key_statement", b"key_statement", "kind", b"kind", "receipt", b"receipt", "recipient", b"recipient", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActionStatus: _TypeAlias = ActionStatus  # noqa: Y015
+
+@_typing.final
 class DeliveryStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientStatus]: ...
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActionStatus]:
+        """every lifecycle action on the notice, per recipient"""
+
     def __init__(
         self,
         *,
         recipients: _abc.Iterable[Global___RecipientStatus] | None = ...,
+        actions: _abc.Iterable[Global___ActionStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "recipients", b"recipients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

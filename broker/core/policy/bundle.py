@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable, Mapping
 
 from broker.core.bounds import quote
+from broker.core.countries import COUNTRIES
 from broker.core.policy.engine import Engine, Outcome, RegistryIndex
 from broker.core.policy.model import (
     EVALUATION_INFORMATION,
@@ -157,6 +158,17 @@ class Bundle:
 
     def _check_restrictions(self, notice: NoticeFacts, spec: KindSpec) -> None:
         r = notice.restrictions
+        for where, codes in (
+            ("allow_countries", r.allow_countries),
+            ("deny_countries", r.deny_countries),
+        ):
+            unknown = sorted(c for c in codes if c not in COUNTRIES)
+            if unknown:
+                raise PolicyError(
+                    f"restrictions.{where} names unknown country code(s) "
+                    f"{', '.join(quote(c) for c in unknown[:5])}: use ISO 3166-1 alpha-2 codes "
+                    "such as FR or DE (EU for EU-level bodies)"
+                )
         for where, names in (("allow_groups", r.allow_groups), ("deny_groups", r.deny_groups)):
             unknown = sorted(set(names) - set(self.groups))
             if unknown:

@@ -1,0 +1,152 @@
+"""What a recipient's node decides for itself about a delivery, from signed data only.
+
+The broker carries obligations, holds embargoed deliveries and tells nodes to delete
+copies, but a lying broker could drop an obligation, release a notice early or order
+an erasure that nobody signed. So the node works out, under the administrator-signed
+policy and its own administrator-signed registry entry, from the originator-signed
+header:
+
+- the obligations the policy attaches to the sections it received
+  (:func:`expected_obligations`); where they differ from what the broker carried, the
+  stricter union applies (:func:`stricter`) and the difference is reported;
+- until when the policy holds the notice for it (an embargo: :func:`held_until`);
+- when its copy must be erased: the notice's signed expiry, or a maximum retention
+  obligation, whichever comes first (:func:`erase_deadline`);
+- whether a signed restriction update excludes it (:func:`excluded`).
+
+The node does not see the originator's audience restrictions (only their salted digest),
+so it evaluates as if none were set, except that it counts itself as named where the
+notice is TLP:RED (such notices go only to recipients the originator names) and takes
+the embargo from the signed header. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from broker.core import relay
+from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, Restrictions
+from broker.v1 import notice_pb2
+
+DAY_MS = 86_400_000
+RETENTION = "max_retention_days"
+
+Key = tuple[str, str, str]  # (section, kind, rule)
+
+
+def _facts(header: notice_pb2.NoticeHeader, me: str, sections: Sequence[str]) -> NoticeFacts:
+    named = frozenset({me}) if header.tlp == notice_pb2.TLP_RED else frozenset()
+    facts = relay.facts_of(header, notice_pb2.OriginatorRestrictions(), sorted(sections))
+    return replace(
+        facts,
+        restrictions=Restrictions(allow_agencies=named, embargo_until_ms=header.embargo_until_ms),
+    )
+
+
+def expected_obligations(
+    policy: Bundle,
+    profile: AgencyProfile,
+    header: notice_pb2.NoticeHeader,
+    sections: Sequence[str],
+    now_ms: int,
+) -> tuple[notice_pb2.Obligation, ...]:
+    """The obligations the signed policy attaches, for this recipient, to `sections`."""
+    decision = policy.decide(_facts(header, profile.id, sections), profile, now_ms=now_ms)
+    return tuple(
+        notice_pb2.Obligation(section=d.section, kind=o.kind, text=o.text, rule=o.rule, days=o.days)
+        for d in decision.decisions
+        if d.allowed and d.section in sections
+        for o in d.obligations
+    )
+
+
+def held_until(
+    policy: Bundle,
+    profile: AgencyProfile,
+    header: notice_pb2.NoticeHeader,
+    sections: Sequence[str],
+    now_ms: int,
+) -> int:
+    """Until when the policy holds the notice from this recipient (0: not held)."""
+    if header.embargo_until_ms <= now_ms:
+        return 0
+    decision = policy.decide(_facts(header, profile.id, sections), profile, now_ms=now_ms)
+    return max(
+        (d.deliver_after_ms for d in decision.decisions if d.allowed and d.section in sections),
+        default=0,
+    )
+
+
+def _key(o: notice_pb2.Obligation) -> Key:
+    return (o.section, o.kind, o.rule)
+
+
+def stricter(
+    delivered: Iterable[notice_pb2.Obligation], expected: Iterable[notice_pb2.Obligation]
+) -> tuple[tuple[notice_pb2.Obligation, ...], tuple[Key, ...], tuple[Key, ...]]:
+    """(what to apply, keys the broker dropped, keys the broker added).
+
+    What applies is the union of both; where both carry a maximum retention for a
+    section, the shorter one.
+    """
+    got = {_key(o): o for o in delivered}
+    want = {_key(o): o for o in expected}
+    dropped = tuple(sorted(set(want) - set(got)))
+    added = tuple(sorted(set(got) - set(want)))
+    union = {**got, **want}
+    shortest: dict[str, notice_pb2.Obligation] = {}
+    others = []
+    for o in union.values():
+        if o.kind == RETENTION:
+            kept = shortest.get(o.section)
+            if kept is None or o.days < kept.days:
+                shortest[o.section] = o
+        else:
+            others.append(o)
+    applied = tuple(sorted([*others, *shortest.values()], key=lambda o: (_key(o), o.days)))
+    return applied, dropped, added
+
+
+def erase_deadline(
+    obligations: Iterable[notice_pb2.Obligation], received_at_ms: int, expires_at_ms: int
+) -> int:
+    """When the node must erase its copy: the signed expiry, or sooner a maximum retention."""
+    deadline = expires_at_ms
+    for o in obligations:
+        if o.kind == RETENTION and o.days > 0:
+            limit = received_at_ms + o.days * DAY_MS
+            deadline = limit if deadline <= 0 else min(deadline, limit)
+    return deadline
+
+
+def excluded(
+    restrictions: notice_pb2.OriginatorRestrictions, profile: AgencyProfile, policy: Bundle
+) -> bool:
+    """True when these restrictions leave `profile` out of the notice's audience."""
+    r = relay.restrictions_of(restrictions)
+    if profile.id in r.deny_agencies or profile.country in r.deny_countries:
+        return True
+    if any(policy.in_group(profile, g) for g in r.deny_groups):
+        return True
+    if r.has_allow_list:
+        allowed = (
+            profile.id in r.allow_agencies
+            or profile.country in r.allow_countries
+            or any(policy.in_group(profile, g) for g in r.allow_groups)
+        )
+        return not allowed
+    return False
+
+
+def newer_header(
+    superseding: notice_pb2.NoticeHeader, held: Iterable[int], notice_id: str, originator: str
+) -> bool:
+    """Whether a signed header proves a version newer than every one held."""
+    versions = list(held)
+    return (
+        superseding.notice_id == notice_id
+        and superseding.originator == originator
+        and bool(versions)
+        and superseding.version > max(versions)
+    )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from broker.cli import lookup
-from broker.errors import InvalidArgument
+from broker.errors import BrokerError, InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -480,31 +480,32 @@ def run_restrict(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    """The delivery status of a notice this node published, checked against what it
+    sealed, the receipts' signatures and the transparency log (broker/client/verify.py):
+    each recipient is verified, unverified or missing."""
+
     async def go() -> int:
         async with _node(args) as node:
             try:
-                status = await node.delivery_status(args.notice_id, args.version)
+                report = await node.verify_delivery(args.notice_id, args.version)
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
-        rows = [
-            {
-                "recipient": r.recipient,
-                "version": r.version,
-                "state": agency_pb2.DeliveryState.Name(r.state).removeprefix("DELIVERY_STATE_"),
-                "attempts": r.attempts,
-                "sections": list(r.sections),
-                "receipt": bool(r.receipt.receipt),
-            }
-            for r in status.recipients
-        ]
+            except BrokerError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         if args.json:
-            print(json.dumps(rows))
-        else:
-            for row in rows:
-                print(
-                    f"{row['recipient']:<12} v{row['version']} {row['state']:<13} "
-                    f"attempts={row['attempts']} receipt={'yes' if row['receipt'] else 'no'}"
-                )
+            print(json.dumps(report.to_json()))
+            return 0
+        for r in report.recipients:
+            state = r.state or "-"
+            print(f"{r.recipient:<12} v{r.version} {state:<13} {r.verdict:<10} {r.detail}")
+        for a in report.actions:
+            state = a.state or "-"
+            print(f"{a.recipient:<12} {a.kind:<9} {state:<13} {a.verdict:<10} {a.detail}")
+        logged = ", ".join(f"v{v}" for v in report.logged) or "none yet"
+        print(f"in the transparency log (cosigned): {logged}")
+        for f in report.findings:
+            print(f"FINDING {f.describe()}")
         return 0
 
     return asyncio.run(go())

@@ -4,11 +4,13 @@ information, corrections). Mixed into AgencyNode."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from broker import pki
+from broker.client.sent import Act, ActLog
 from broker.client.types import PublishedNotice, ReceivedNotice, now_ms
 from broker.core import lifecycle
 from broker.errors import InvalidArgument
@@ -34,6 +36,14 @@ class _Node(Protocol):
 
     @property
     def _purpose_of(self) -> Callable[[str], str]: ...
+
+    @property
+    def _remember_act(self) -> Callable[..., None]: ...
+
+    @property
+    def expected_audience(self) -> Callable[[str], tuple[str, ...]]: ...
+
+    acts: ActLog
 
 
 class NodeLifecycle:
@@ -65,7 +75,34 @@ class NodeLifecycle:
             action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)
         )
         response: agency_pb2.ActResponse = await self._retry(self.stub.Act, signed)
+        self._remember_act(kind, notice_id, signed, response)
         return response
+
+    def _remember_act(
+        self: _Node,
+        kind: notice_pb2.LifecycleKind.ValueType,
+        notice_id: str,
+        signed: notice_pb2.SignedLifecycleAction,
+        response: agency_pb2.ActResponse,
+    ) -> None:
+        """Remember what this node signed and who must acknowledge it. A withdrawal or a
+        cancellation of its own notice must reach everyone the newest version was sealed
+        for (the signed audience), whatever the broker's rows say; verify_delivery checks
+        that each was told and acknowledged."""
+        told = tuple(sorted(response.told))
+        audience = told
+        if kind in (notice_pb2.LIFECYCLE_WITHDRAW, notice_pb2.LIFECYCLE_CANCEL):
+            audience = tuple(sorted(set(self.expected_audience(notice_id)) | set(told)))
+        self.acts.record(
+            Act(
+                lifecycle.peek_action(signed).action_id,
+                notice_id,
+                lifecycle.NAMES.get(kind, "unknown"),
+                hashlib.sha256(signed.action).digest(),
+                audience,
+                now_ms(),
+            )
+        )
 
     async def suspend(
         self: _Node, notice_id: str, until_ms: int, reason: str = ""

@@ -98,3 +98,36 @@ class LogView:
                 raise LogRefused(str(exc), Evidence(kind, kept.note, note, str(exc))) from None
         self.memory.accept(CHECKPOINT, "", new.checkpoint.size, detail=note.encode())
         return new
+
+    def settle(
+        self, note: str, consistency: Sequence[bytes], *, now_s: float | None = None
+    ) -> bool:
+        """Whether this node can rely on a checkpoint the broker served with other
+        material (a proof of delivery): True when it is signed by the log key and is a
+        prefix of the cosigned checkpoint kept, or is itself acceptable (then kept);
+        False when it is newer than the one kept and not cosigned (enough) yet.
+
+        `consistency` relates it to the kept checkpoint (auditing.consistency_sizes).
+        Raises LogRefused with evidence when it forks from the kept one, PermissionDenied
+        when it does not verify.
+        """
+        try:
+            served = self.trust.open(note, min_cosignatures=0)
+        except auditing.CheckpointError as exc:
+            raise PermissionDenied(
+                f"the broker served a checkpoint that does not verify: {exc}"
+            ) from None
+        kept = self.kept
+        if kept is not None and served.checkpoint.size <= kept.checkpoint.size:
+            try:
+                auditing.check_consistency(kept.checkpoint, served.checkpoint, consistency)
+            except auditing.ForkError as exc:
+                same = served.checkpoint.size == kept.checkpoint.size
+                kind = "split-view" if same else "fork"
+                raise LogRefused(str(exc), Evidence(kind, kept.note, note, str(exc))) from None
+            return True
+        try:
+            self.accept(note, consistency, now_s=now_s)
+        except Unavailable:
+            return False
+        return True

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -27,12 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
 from broker.client.audit import load_trust
+from broker.client.findings import Finding, FindingHandler, FindingLog
 from broker.client.inbox import Inbox
+from broker.client.intake import NodeIntake
 from broker.client.lifecycle import NodeLifecycle
 from broker.client.logview import LogView
 from broker.client.memory import TrustMemory
 from broker.client.publisher import NodePublisher
-from broker.client.sent import SentLog
+from broker.client.sent import ActLog, SentLog
 from broker.client.statedb import open_state
 from broker.client.target import channel_target
 from broker.client.types import (
@@ -47,11 +49,12 @@ from broker.client.types import (
     ReceivedNotice,
     now_ms,
 )
+from broker.client.verify import NodeVerifier
 from broker.core import envelope as env
-from broker.core import lifecycle
+from broker.core import intake
 from broker.core import receipts as rcp
 from broker.core.identity import IdentityError
-from broker.errors import InvalidArgument
+from broker.errors import BrokerError, InvalidArgument
 from broker.trustconfig import TRUST_FILE, load_trust_config
 from broker.v1 import agency_pb2, agency_pb2_grpc, audit_pb2_grpc, notice_pb2
 
@@ -69,6 +72,8 @@ log = logging.getLogger("broker.client")
 
 
 # Refusals a reconnect cannot fix: the listener stops and says why.
+SWEEP_S = 1.0  # how often held notices are released and expired copies erased
+VIEW_MAX_AGE_S = 30.0  # how old the signed view deliveries are checked under may be
 FATAL = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -79,7 +84,7 @@ FATAL = {
 }
 
 
-class AgencyNode(NodePublisher, NodeLifecycle):
+class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
     """An agency's connection to the broker. Use `async with AgencyNode(config) as node`."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -122,6 +127,9 @@ class AgencyNode(NodePublisher, NodeLifecycle):
         self.inbox = Inbox(state)
         self.memory = TrustMemory(state)
         self.sent = SentLog(state)
+        self.acts = ActLog(state)
+        self.findings = FindingLog(state)
+        self._found: list[Finding] = []  # found during the current response, not yet handed
         self.trust_config = load_trust_config(config.trust_file or config.keys_dir / TRUST_FILE)
         self.log_view = LogView(
             load_trust(
@@ -188,8 +196,9 @@ class AgencyNode(NodePublisher, NodeLifecycle):
         )
 
     async def _redispatch(self, handler: Handler) -> None:
-        """Hand over notices taken in but not handled before the node last stopped."""
-        for data in self.inbox.unhandled():
+        """Hand over notices taken in but not handled before the node last stopped (not
+        those an embargo still holds: the sweep releases them)."""
+        for data in self.inbox.unhandled(now_ms()):
             delivery = notice_pb2.Delivery()
             delivery.ParseFromString(data)
             try:
@@ -204,26 +213,6 @@ class AgencyNode(NodePublisher, NodeLifecycle):
             self.inbox.mark_handled(notice.notice_id, notice.version)
             self.stats.received += 1
 
-    def _take(
-        self, delivery: notice_pb2.Delivery, batch: set[tuple[str, int]]
-    ) -> tuple[ReceivedNotice | None, notice_pb2.Receipt | None]:
-        """Open a delivery: (the notice if the application has not seen it, its receipt).
-        A delivery that does not open gets neither (it is never receipted)."""
-        try:
-            notice = self.open(delivery)
-        except env.OpenError:
-            self.stats.rejected += 1
-            log.warning(
-                "delivery did not open; not receipted", extra={"sequence": delivery.sequence}
-            )
-            return None, None
-        key = (notice.notice_id, notice.version)
-        if key in batch or self.inbox.has(*key):
-            self.stats.duplicates += 1
-            return None, self._receipt(notice)
-        batch.add(key)
-        return notice, self._receipt(notice)
-
     async def listen(
         self,
         handler: Handler,
@@ -231,13 +220,96 @@ class AgencyNode(NodePublisher, NodeLifecycle):
         stop: asyncio.Event,
         on_event: EventHandler | None = None,
         on_lifecycle: LifecycleHandler | None = None,
+        on_finding: FindingHandler | None = None,
     ) -> ListenStats:
         """Receive notices until `stop` is set, reconnecting as needed. Returns statistics.
 
+        `on_finding` gets what the node finds the broker did wrong or could not prove (a
+        stale version, an unsigned erasure, dropped obligations ...: broker/client/
+        findings.py); they are also kept in the node's state database.
         Raises grpc.aio.AioRpcError for refusals that retrying cannot fix
         (unauthenticated, permission denied).
         """
+        self._on_finding = on_finding
+        try:
+            # The signed policy and this node's own signed entry: what it recomputes
+            # obligations and embargoes with. Without them it still receives, holds
+            # embargoed notices until their signed embargo ends, and applies what it got.
+            await self.directory()
+        except (grpc.aio.AioRpcError, BrokerError) as exc:
+            log.warning("no signed view of the registry yet", extra={"error": str(exc)})
         await self._redispatch(handler)
+        sweeper = asyncio.create_task(self._sweeping(handler, stop, on_lifecycle))
+        try:
+            await self._listening(handler, stop, on_event, on_lifecycle)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        return self.stats
+
+    async def _sweeping(
+        self, handler: Handler, stop: asyncio.Event, on_lifecycle: LifecycleHandler | None
+    ) -> None:
+        """Once a second: release embargoed notices that are due, erase copies past their
+        signed expiry or maximum retention (broker/client/intake.py)."""
+        while not stop.is_set():
+            await self._sweep(handler, on_lifecycle)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=SWEEP_S)
+
+    async def _sweep(self, handler: Handler, on_lifecycle: LifecycleHandler | None) -> None:
+        now = now_ms()
+        with self.inbox.batch():
+            for data in self.inbox.due_releases(now):
+                delivery = notice_pb2.Delivery.FromString(data)
+                try:
+                    notice = self.open(delivery)
+                except env.OpenError:
+                    self.inbox.mark_handled_bytes(data)
+                    continue
+                await handler(notice)
+                self.inbox.mark_handled(notice.notice_id, notice.version)
+                self.stats.received += 1
+            for notice_id, version, why in self.inbox.due_erasures(now):
+                erased = self.inbox.erase(notice_id, version, why)
+                if erased and on_lifecycle is not None:
+                    # Erased here, at the signed deadline: the node's own act, recorded.
+                    action = notice_pb2.LifecycleAction(
+                        notice_id=notice_id,
+                        actor=self.me,
+                        kind=notice_pb2.LIFECYCLE_EXPIRED,
+                        version=version,
+                        reason=f"{why}: erased at its signed deadline",
+                        at_ms=now,
+                    )
+                    await on_lifecycle(LifecycleNotice(action, erased))
+        # The originator's side: are the notices it published provably in the log?
+        await self._verify_logged_now()
+        await self._hand_findings()
+
+    async def _fresh_view(self) -> None:
+        """Fetch the signed view again (the policy or a registry entry may have changed);
+        on failure keep the one held (its entries' own validity windows still apply)."""
+        try:
+            await self.directory(refresh=True)
+        except (grpc.aio.AioRpcError, BrokerError) as exc:
+            log.warning("signed view not refreshed", extra={"error": str(exc)})
+
+    async def _hand_findings(self) -> None:
+        found, self._found = self._found, []
+        handler = getattr(self, "_on_finding", None)
+        if handler is not None:
+            for f in found:
+                await handler(f)
+
+    async def _listening(
+        self,
+        handler: Handler,
+        stop: asyncio.Event,
+        on_event: EventHandler | None,
+        on_lifecycle: LifecycleHandler | None,
+    ) -> None:
         delay = 0.1
         while not stop.is_set():
             try:
@@ -255,7 +327,6 @@ class AgencyNode(NodePublisher, NodeLifecycle):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 delay = min(delay * 2, self.config.reconnect_max_s)
-        return self.stats
 
     async def _stream(
         self,
@@ -285,63 +356,6 @@ class AgencyNode(NodePublisher, NodeLifecycle):
             stopper.cancel()
             call.cancel()
 
-    def _actor_key(self, control: notice_pb2.ControlDelivery, actor: str) -> bytes:
-        try:
-            keys = self.verified.statement(control.actor_statement, now_ms(), actor)
-        except IdentityError as exc:
-            raise InvalidArgument(f"no CA-signed key for {actor}") from exc
-        return keys.signing_key
-
-    def _verified_action(self, control: notice_pb2.ControlDelivery) -> notice_pb2.LifecycleAction:
-        """Check who took a lifecycle action; raise InvalidArgument if it is not genuine."""
-        action = lifecycle.peek_action(control.action)
-        if action.actor == lifecycle.BROKER:
-            # The broker only ever tells us to delete (expiry, supersession): unsigned.
-            if action.kind not in lifecycle.BROKER_ONLY:
-                raise InvalidArgument("the broker may only expire or supersede")
-            return action
-        lifecycle.verify_action(control.action, self._actor_key(control, action.actor))
-        if action.kind in lifecycle.BROKER_ONLY:
-            raise InvalidArgument("only the broker expires or supersedes")
-        return action
-
-    async def _take_control(
-        self, control: notice_pb2.ControlDelivery, on_lifecycle: LifecycleHandler | None
-    ) -> notice_pb2.Receipt | None:
-        """Verify and apply a lifecycle action; return its receipt (None: refused)."""
-        signed = control.action
-        try:
-            action = self._verified_action(control)
-        except InvalidArgument as exc:
-            self.stats.rejected += 1
-            log.warning("lifecycle action refused", extra={"error": str(exc)})
-            return None
-        erased = 0
-        if action.kind == notice_pb2.LIFECYCLE_SUPERSEDED:
-            # Only the versions the new one supersedes (the broker cannot reach further).
-            erased = self.inbox.delete(action.notice_id, below_version=max(action.version, 1))
-        elif action.kind in lifecycle.DELETING:
-            erased = self.inbox.delete(action.notice_id)
-        first = self.inbox.record_action(
-            action.action_id,
-            action.notice_id,
-            lifecycle.NAMES.get(action.kind, "unknown"),
-            action.actor,
-            action.reason,
-            now_ms(),
-        )
-        if first and on_lifecycle is not None:
-            await on_lifecycle(LifecycleNotice(action, erased))
-        self.stats.actions += 1
-        return notice_pb2.Receipt(
-            notice_id=action.notice_id,
-            version=action.version,
-            recipient=self.me,
-            header_digest=hashlib.sha256(signed.action).digest(),
-            received_at_ms=now_ms(),
-            action_id=action.action_id,
-        )
-
     async def _handle(
         self,
         call: Any,
@@ -360,28 +374,36 @@ class AgencyNode(NodePublisher, NodeLifecycle):
         once otherwise, since the inbox deduplicates redeliveries)."""
         receipts = []
         taken: set[tuple[str, int]] = set()
+        if response.deliveries and time.monotonic() - self._view_at > VIEW_MAX_AGE_S:
+            await self._fresh_view()
         with self.inbox.batch():
+            # Lifecycle actions first: a withdrawal in the same response as the notice
+            # closes it before the notice could reach the application.
+            for control in response.controls:
+                receipt = await self._take_control(control, on_lifecycle)
+                if receipt is not None:
+                    receipts.append(receipt)
             for delivery in response.deliveries:
                 notice, receipt = self._take(delivery, taken)
                 if notice is not None:
                     await handler(notice)
+                    now = now_ms()
                     self.inbox.take_in(
                         notice.notice_id,
                         notice.version,
                         delivery.SerializeToString(),
-                        now_ms(),
+                        now,
                         handled=True,
+                        expires_at_ms=notice.header.expires_at_ms,
+                        erase_at_ms=intake.erase_deadline(notice.obligations, now, 0),
                     )
                     self.stats.received += 1
-                if receipt is not None:
-                    receipts.append(receipt)
-            for control in response.controls:
-                receipt = await self._take_control(control, on_lifecycle)
                 if receipt is not None:
                     receipts.append(receipt)
             for event in response.events:
                 if on_event is not None and not self.inbox.event_seen(event.sequence):
                     await on_event(event)
+        await self._hand_findings()
         if receipts:
             batch = rcp.sign_receipts(self.me, receipts, self.credentials.signing_seed)
             await call.write(agency_pb2.SubscribeRequest(receipts=batch))

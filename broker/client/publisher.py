@@ -16,8 +16,10 @@ Mixed into AgencyNode (broker/client/node.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -31,11 +33,12 @@ from broker import pki
 from broker.client.directory import Member, Verified, View, profile_of
 from broker.client.logview import LogView
 from broker.client.memory import KEY_SERIAL, POLICY, REVISION, TrustMemory
+from broker.client.sent import Act, ActLog, Sent, SentLog
 from broker.client.statedb import transaction
 from broker.client.types import Draft, NodeConfig, PublishedNotice, now_ms
 from broker.core import activation as act
 from broker.core import envelope as env
-from broker.core import keymap, lookup, relay
+from broker.core import intake, keymap, lifecycle, lookup, relay
 from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party
 from broker.core.policy import AgencyProfile, Bundle, PolicyError, compile_bundle
@@ -82,6 +85,8 @@ class NodePublisher:
     _sent_purposes: dict[str, str]
 
     memory: TrustMemory
+    sent: SentLog
+    acts: ActLog
     log_view: LogView
     trust_config: TrustConfig
     audit_stub: Any
@@ -91,6 +96,7 @@ class NodePublisher:
         self._policies: dict[str, tuple[Bundle, int]] = {}  # version -> (bundle, activation)
         self._view: View | None = None
         self._view_stale = True
+        self._view_at = 0.0  # time.monotonic() when the view was last fetched
         self._view_lock = asyncio.Lock()
         self._decisions = DecisionCache()
 
@@ -167,6 +173,7 @@ class NodePublisher:
                     view = self._verify_directory(got, policy)
             self._view = view
             self._view_stale = False
+            self._view_at = time.monotonic()
             return view
 
     def _verify_directory(self, directory: agency_pb2.Directory, policy: Bundle) -> View:
@@ -327,21 +334,41 @@ class NodePublisher:
             ):
                 self._view_stale = True
             out = []
-            for result, (_e, audience, withheld), d in zip(
-                response.results, sealed, drafts, strict=True
+            sent = []
+            for result, (envelope, audience, withheld), d, header in zip(
+                response.results, sealed, drafts, headers, strict=True
             ):
                 self._sent_purposes[result.notice_id] = d.purpose
+                # What this node signed, not what the broker says it stored.
+                digest = hashlib.sha256(envelope.header.header_bytes).digest()
+                log_index = -1 if result.duplicate else int(result.log_index)
                 out.append(
                     PublishedNotice(
-                        notice_id=result.notice_id,
-                        version=result.version,
-                        header_digest=result.header_digest,
+                        notice_id=header.notice_id,
+                        version=header.version,
+                        header_digest=digest,
                         duplicate=result.duplicate,
                         policy_version=result.policy_version,
                         audience=audience,
                         withheld=withheld,
+                        log_index=log_index,
                     )
                 )
+                sent.append(
+                    Sent(
+                        header.notice_id,
+                        header.version,
+                        header.kind,
+                        digest,
+                        audience,
+                        created,
+                        header.expires_at_ms,
+                        # A duplicate was logged when first published: look it up by proof.
+                        max(log_index, 0),
+                    )
+                )
+            # The audience sealed for, remembered: delivery status is checked against it.
+            self.sent.record(sent)
             return out
         raise AssertionError("unreachable")
 
@@ -365,6 +392,8 @@ class NodePublisher:
         )
         if d.evaluation is not None:
             header.evaluation.source, header.evaluation.information = d.evaluation
+        if d.restrictions is not None:  # signed, so that recipients can hold it themselves
+            header.embargo_until_ms = d.restrictions.embargo_until_ms
         return header
 
     def _seal(
@@ -509,6 +538,28 @@ class NodePublisher:
         request = agency_pb2.UpdateRestrictionsRequest(update=update, signature=signature)
         response: agency_pb2.UpdateRestrictionsResponse = await self._retry(
             self.stub.UpdateRestrictions, request
+        )
+        # Who the update leaves out, of those sealed for: each must acknowledge erasing
+        # its copy (or the broker must show that copy was never sent); verify_delivery checks.
+        view = await self.directory()
+        sealed = self.sent.get(notice_id)
+        audience = tuple(
+            sorted(
+                r
+                for r in (sealed[-1].audience if sealed else {})
+                if r in view.members
+                and intake.excluded(restrictions, view.members[r].profile, view.policy)
+            )
+        )
+        self.acts.record(
+            Act(
+                lifecycle.restricted_action_id(notice_id, sequence),
+                notice_id,
+                "restricted",
+                hashlib.sha256(update).digest(),
+                audience,
+                now_ms(),
+            )
         )
         return response.withheld
 

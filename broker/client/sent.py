@@ -88,3 +88,80 @@ class SentLog:
         self.conn.execute(
             "UPDATE sent SET logged=1 WHERE notice_id=? AND version=?", (notice_id, version)
         )
+
+
+@dataclass(frozen=True)
+class Act:
+    """A lifecycle action this node signed, and who must acknowledge it."""
+
+    action_id: str
+    notice_id: str
+    kind: str
+    digest: bytes  # SHA-256 of the signed bytes: what an acknowledgement names
+    audience: tuple[str, ...]
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    notice_id: str
+    version: int
+    recipient: str
+    action_id: str  # "" for a delivery receipt
+    log_index: int  # its leaf in the log (-1: acknowledgements are logged by digest only)
+    received_at_ms: int
+
+
+class ActLog:
+    """The originator's lifecycle actions and the receipts it verified (sent.py's tables)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def record(self, act: Act) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO acts (action_id, notice_id, kind, digest, audience, at_ms) "
+            "VALUES (?,?,?,?,?,?)",
+            (
+                act.action_id,
+                act.notice_id,
+                act.kind,
+                act.digest,
+                json.dumps(list(act.audience)),
+                act.at_ms,
+            ),
+        )
+
+    def of(self, notice_id: str) -> list[Act]:
+        rows = self.conn.execute(
+            "SELECT action_id, notice_id, kind, digest, audience, at_ms FROM acts "
+            "WHERE notice_id=? ORDER BY at_ms",
+            (notice_id,),
+        ).fetchall()
+        return [
+            Act(r[0], r[1], r[2], bytes(r[3]), tuple(json.loads(r[4])), int(r[5])) for r in rows
+        ]
+
+    def mark_verified(self, items: Iterable[VerifiedReceipt]) -> None:
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO verified (notice_id, version, recipient, action_id, "
+            "log_index, received_at_ms) VALUES (?,?,?,?,?,?)",
+            [
+                (v.notice_id, v.version, v.recipient, v.action_id, v.log_index, v.received_at_ms)
+                for v in items
+            ],
+        )
+
+    def verified(self, notice_id: str) -> dict[tuple[int, str, str], VerifiedReceipt]:
+        """(version, recipient, action id) -> what this node verified before."""
+        rows = self.conn.execute(
+            "SELECT notice_id, version, recipient, action_id, log_index, received_at_ms "
+            "FROM verified WHERE notice_id=?",
+            (notice_id,),
+        ).fetchall()
+        return {
+            (int(r[1]), r[2], r[3]): VerifiedReceipt(
+                r[0], int(r[1]), r[2], r[3], int(r[4]), int(r[5])
+            )
+            for r in rows
+        }

@@ -82,6 +82,34 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_due ON inbox (erase_at_ms) WHERE erase_at_ms > 0 AND delivery <> x''
     """,
+    # 3: signed extensions of a notice's expiry, kept apart from the copies held (an
+    # extension that arrives before the notice itself still applies to it); the
+    # originator's lifecycle actions (what it signed, and for whom); the receipts it
+    # verified (verified once: a later key rotation does not undo it)
+    """
+    CREATE TABLE extensions (
+        notice_id TEXT PRIMARY KEY,
+        until_ms INTEGER NOT NULL
+    );
+    CREATE TABLE acts (
+        action_id TEXT PRIMARY KEY,
+        notice_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        audience TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX acts_notice ON acts (notice_id);
+    CREATE TABLE verified (
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        action_id TEXT NOT NULL,
+        log_index INTEGER NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (notice_id, version, recipient, action_id)
+    )
+    """,
 )
 
 

@@ -78,6 +78,7 @@ class PublishedNotice:
     policy_version: str
     audience: Mapping[str, tuple[str, ...]]  # recipient -> sections sealed for it
     withheld: tuple[agency_pb2.Withholding, ...] = ()
+    log_index: int = -1  # its NoticePublished leaf, as the broker says (-1: a duplicate)
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,11 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
         assert received["sections"]["identity"] == "DOE, John"
         r = broker("node", "status", "--agency", "FR-NCB", published["notice_id"], "--json", *node)
         assert r.returncode == 0, r.stderr
-        (row,) = json.loads(r.stdout)
+        report = json.loads(r.stdout)
+        (row,) = report["recipients"]
         assert row["recipient"] == "DE-BKA"
+        # Checked by the node itself: the receipt's signature, and the log (once cosigned).
+        assert row["verdict"] in ("verified", "unverified") and report["findings"] == []
         # An unknown kind is refused, under the signed policy the node checks before sealing,
         # with the catalogue's explanation and a non-zero exit.
         r = broker(

@@ -121,8 +121,10 @@ async def test_withdrawal_reaches_every_recipient_including_one_offline(broker: 
         await until(lambda: len(a["DE-BKA"].notices) == 1 and len(it.notices) == 1)
         await it.halt()  # IT-BORDER goes offline; EU-HUB never connected at all
         result = await fr.withdraw(notice_id, "arrested in Lyon")
-        assert sorted(result.told) == ["DE-BKA", "IT-BORDER"]
-        assert result.purged == 1  # EU-HUB's copy never left the broker
+        # Every recipient in the signed audience is told, EU-HUB too: its copy never left
+        # the broker (it is purged), but the withdrawal reaches it when it connects.
+        assert sorted(result.told) == ["DE-BKA", "EU-HUB", "IT-BORDER"]
+        assert result.purged == 1
         await until(lambda: kinds(a["DE-BKA"]) == ["withdraw"])
         assert a["DE-BKA"].node.inbox.held(notice_id) == 0
         await until(lambda: any(e.kind == agency_pb2.EVENT_KIND_PURGED for e in a["FR-NCB"].events))
@@ -141,7 +143,11 @@ async def test_withdrawal_reaches_every_recipient_including_one_offline(broker: 
         assert states["EU-HUB"] == agency_pb2.DELIVERY_STATE_PURGED
         # Every control delivery is acknowledged by a signed receipt.
         rows = await broker.app.runner.call(lambda s: s.control_status(notice_id))
-        assert {(r[2], r[3]) for r in rows} == {("DE-BKA", "delivered"), ("IT-BORDER", "delivered")}
+        assert {(r[2], r[3]) for r in rows} == {
+            ("DE-BKA", "delivered"),
+            ("IT-BORDER", "delivered"),
+            ("EU-HUB", "pending"),
+        }
         # Withdrawn is final: no update, no second withdrawal.
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await fr.withdraw(notice_id, "again")

@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from broker.core import delivery, intake, keymap, logleaf, relay
+from broker.core import delivery, keymap, relay
 from broker.core import envelope as env
-from broker.core import lifecycle as lifecycle_core
 from broker.core.decisions import decided_under, still_decided
 from broker.errors import (
     BrokerError,
-    FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
@@ -33,23 +31,16 @@ from broker.server import lookup, metrics
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
+from broker.server.receipts import ReceiptHandlers
+from broker.server.restrictions import RestrictionHandlers
 from broker.server.status import abort, status_of, unary_handler
 from broker.server.wire import now_ms, parse
 from broker.store.api import (
-    DEAD,
-    DELIVERED,
-    IN_FLIGHT,
-    PENDING,
-    PURGED,
-    WITHHELD,
-    ControlReceipt,
-    ControlRow,
     DeliveryPlan,
     Event,
     LeasedControl,
     LeasedDelivery,
     NoticeRecord,
-    ReceiptRecord,
     Store,
     StoredCheckpoint,
 )
@@ -61,17 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("broker.server")
 Ctx: TypeAlias = Any  # grpc.aio.ServicerContext (grpc ships no type information)
 
-STATE = {
-    PENDING: agency_pb2.DELIVERY_STATE_PENDING,
-    IN_FLIGHT: agency_pb2.DELIVERY_STATE_IN_FLIGHT,
-    DELIVERED: agency_pb2.DELIVERY_STATE_DELIVERED,
-    DEAD: agency_pb2.DELIVERY_STATE_DEAD_LETTERED,
-    WITHHELD: agency_pb2.DELIVERY_STATE_WITHHELD,
-    PURGED: agency_pb2.DELIVERY_STATE_PURGED,
-}
 SUBSCRIBE_BATCH = 64
 SUBSCRIBE_BYTES = 6 * 1024 * 1024  # below the 8 MiB message limit, whatever the batch holds
-MAX_RECEIPT_BATCHES = 16
 EVENT_KINDS = {
     "dead_lettered": agency_pb2.EVENT_KIND_DEAD_LETTERED,
     "withheld": agency_pb2.EVENT_KIND_WITHHELD,
@@ -93,10 +75,6 @@ def _release(agency: str, max_attempts: int, store: Store) -> list[Event]:
     return store.release(agency, now_ms(), max_attempts)
 
 
-def _withhold(seq: int, reason: str, leased: bool, store: Store) -> Event | None:
-    return store.withhold(seq, reason, now_ms(), leased)
-
-
 def _poll(
     agency: str, limit: int, lease_ms: int, after_event: int, store: Store
 ) -> tuple[list[LeasedDelivery], list[LeasedControl], list[Event]]:
@@ -112,7 +90,7 @@ def _poll(
     return leased, controls, events
 
 
-class AgencyService(LifecycleHandlers):
+class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
     """Implements broker.v1.AgencyService on a BrokerApp."""
 
     def __init__(self, app: BrokerApp) -> None:
@@ -374,164 +352,6 @@ class AgencyService(LifecycleHandlers):
     async def lookup(self, data: bytes, context: Ctx) -> lookup_pb2.LookupResponse:
         return await lookup.handle_lookup(self.app, self._agency(context), data)
 
-    # -- receipts ------------------------------------------------------------------------
-    async def _store_receipts(
-        self, me: str, batches: Sequence[notice_pb2.ReceiptBatch], *, partial: bool = False
-    ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
-        """Verify every batch, then store them in one transaction: (acknowledged, refused).
-
-        A receipt counts only for what was streamed to the caller (see
-        Store.record_receipts). With `partial` (a Subscribe stream) receipts that do not
-        count are refused one by one and the others stored; otherwise the first refusal
-        is raised and nothing is stored.
-        """
-        verified = [
-            pair
-            for batch in batches
-            for pair in relay.accept_receipts(batch, me, self.app.registry, self.app.config.limits)
-        ]
-        now = now_ms()
-        records = []
-        controls = []
-        for p, r in verified:
-            if r.action_id:
-                controls.append(
-                    ControlReceipt(
-                        r.action_id, r.recipient, r.header_digest, p.SerializeToString(), now
-                    )
-                )
-                continue
-            records.append(
-                ReceiptRecord(
-                    r.notice_id,
-                    r.version,
-                    r.recipient,
-                    r.header_digest,
-                    p.SerializeToString(),
-                    now,
-                    sections=tuple(r.sections),
-                    claimed_at_ms=r.received_at_ms,
-                    receipt_digest=logleaf.receipt_digest(p.receipt),
-                    batch_root=p.batch_root,
-                )
-            )
-
-        def write(
-            store: Store,
-        ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
-            acks = []
-            refused = []
-            for o in store.receive_receipts_logged(records, now):  # + transparency log
-                if o.error is None:
-                    acks.append(agency_pb2.ReceiptAck(notice_id=o.notice_id, version=o.version))
-                elif partial:
-                    refused.append(
-                        agency_pb2.ReceiptRefusal(
-                            notice_id=o.notice_id,
-                            version=o.version,
-                            code=status_of(o.error).name,
-                            reason=str(o.error),
-                        )
-                    )
-                else:
-                    raise o.error
-            done = []
-            for action_id, notice_id, new, error in store.receive_control_receipts(controls):
-                if error is None:
-                    done.append((action_id, notice_id, new))
-                elif partial:
-                    refused.append(
-                        agency_pb2.ReceiptRefusal(
-                            notice_id=notice_id,
-                            action_id=action_id,
-                            code=status_of(error).name,
-                            reason=str(error),
-                        )
-                    )
-                else:
-                    raise error
-            first = [(a, n) for a, n, new in done if new]  # a resent receipt is not logged again
-            if first:
-                store.tlog_append(
-                    [
-                        logleaf.lifecycle(
-                            kind="acknowledged",
-                            notice_id=notice_id,
-                            version=0,
-                            originator=store.notice_owner(notice_id) or "",
-                            recipient=me,
-                            detail=action_id,
-                            logged_at_ms=now,
-                        )
-                        for action_id, notice_id in first
-                    ]
-                )
-            acks += [agency_pb2.ReceiptAck(action_id=a, notice_id=n) for a, n, _ in done]
-            return acks, refused
-
-        acks, refused = await self.app.runner.call(write)
-        metrics.RECEIPTS.inc(len(acks))
-        for refusal in refused:
-            log.warning(
-                "receipt refused",
-                extra={"notice_id": refusal.notice_id, "recipient": me, "code": refusal.code},
-            )
-        return acks, refused
-
-    async def submit_receipts(self, data: bytes, context: Ctx) -> agency_pb2.SubmitReceiptsResponse:
-        me = self._agency(context)
-        req = parse(agency_pb2.SubmitReceiptsRequest, data)
-        if not req.batches:
-            raise InvalidArgument("SubmitReceiptsRequest carries no batches")
-        if len(req.batches) > MAX_RECEIPT_BATCHES:
-            raise ResourceExhausted(f"at most {MAX_RECEIPT_BATCHES} receipt batches per request")
-        acks, _refused = await self._store_receipts(me, list(req.batches))
-        return agency_pb2.SubmitReceiptsResponse(accepted=acks)
-
-    # -- GetDeliveryStatus ---------------------------------------------------------------
-    async def delivery_status(self, data: bytes, context: Ctx) -> agency_pb2.DeliveryStatusResponse:
-        me = self._agency(context)
-        req = parse(agency_pb2.DeliveryStatusRequest, data)
-        if not req.notice_id:
-            raise InvalidArgument("DeliveryStatusRequest.notice_id is required")
-
-        def read(store: Store) -> tuple[list[Any], list[ControlRow]]:
-            return (
-                store.delivery_status(me, req.notice_id, req.version),
-                store.action_status(req.notice_id),
-            )
-
-        rows, actions = await self.app.runner.call(read)
-        registry = self.app.registry
-        resp = agency_pb2.DeliveryStatusResponse()
-        for row in rows:
-            status = resp.recipients.add(
-                recipient=row.recipient,
-                version=row.version,
-                state=STATE[row.state],
-                attempts=row.attempts,
-                sections=list(row.sections),
-            )
-            if row.receipt is not None:
-                status.receipt.ParseFromString(row.receipt)
-                # The key that verifies it: the originator checks it against the CA itself.
-                if row.recipient in registry:
-                    status.key_statement.ParseFromString(registry[row.recipient].statement)
-        for a in actions:
-            action = resp.actions.add(
-                action_id=a.action_id,
-                kind=a.kind,
-                actor=a.actor,
-                recipient=a.recipient,
-                state=STATE.get(a.state, agency_pb2.DELIVERY_STATE_UNSPECIFIED),
-                attempts=a.attempts,
-            )
-            if a.receipt is not None:
-                action.receipt.ParseFromString(a.receipt)
-                if a.recipient in registry:
-                    action.key_statement.ParseFromString(registry[a.recipient].statement)
-        return resp
-
     # -- policy for nodes; restrictions after publishing; re-check at forwarding -----------
     async def active_policy(self, data: bytes, context: Ctx) -> agency_pb2.ActivePolicy:
         self._agency(context)
@@ -543,158 +363,6 @@ class AgencyService(LifecycleHandlers):
             if row.signed_activation is not None:
                 resp.activation.ParseFromString(row.signed_activation)
         return resp
-
-    def _restrictions(self, notice_id: str, envelope: notice_pb2.Envelope) -> bytes:
-        return self.app.restriction_overrides.get(notice_id, envelope.restrictions)
-
-    def _recheck(
-        self,
-        recipient: str,
-        sections: tuple[str, ...],
-        envelope: notice_pb2.Envelope,
-        overrides: dict[str, bytes] | None = None,
-    ) -> tuple[str | None, list[notice_pb2.Obligation]]:
-        header = notice_pb2.NoticeHeader.FromString(envelope.header.header_bytes)
-        restrictions = notice_pb2.OriginatorRestrictions.FromString(
-            (overrides or {}).get(header.notice_id)
-            or self._restrictions(header.notice_id, envelope)
-        )
-        facts = relay.facts_of(header, restrictions, sections)
-        agency = self.app.registry.get(recipient)
-        return relay.recheck(
-            facts, None if agency is None else agency.profile, sections, self.app.policy, now_ms()
-        )
-
-    async def _withhold(self, seq: int, reason: str, leased: bool = False) -> bool:
-        event = await self.app.runner.call(partial(_withhold, seq, reason, leased))
-        if event is None:
-            return False
-        metrics.WITHHELD.inc()
-        log.info(
-            "delivery withheld",
-            extra={"notice_id": event.notice_id, "recipient": event.recipient, "reason": reason},
-        )
-        self.app.wake(event.agency)
-        return True
-
-    async def _forward_check(
-        self, recipient: str, d: LeasedDelivery, envelope: notice_pb2.Envelope
-    ) -> list[notice_pb2.Obligation] | None:
-        """Re-check a leased delivery against the policy, registry and restrictions of now:
-        None if it was withheld, else the obligations to carry with it."""
-        reason, obligations = self._recheck(recipient, d.sections, envelope)
-        if reason is not None:
-            await self._withhold(d.seq, reason, leased=True)
-            return None
-        return obligations
-
-    async def update_restrictions(
-        self, data: bytes, context: Ctx
-    ) -> agency_pb2.UpdateRestrictionsResponse:
-        me = self._agency(context)
-        req = parse(agency_pb2.UpdateRestrictionsRequest, data)
-        peek = agency_pb2.RestrictionUpdate()
-        try:
-            peek.ParseFromString(req.update)
-        except DecodeError as exc:
-            raise InvalidArgument("update is not a valid broker.v1.RestrictionUpdate") from exc
-        owner = await self.app.runner.call(lambda s: s.notice_owner(peek.notice_id))
-        agency = self.app.registry.get(me)
-        if agency is None:
-            raise InvalidArgument(f"{me} is not in the agency registry")
-        if agency.profile.status != "active":
-            raise FailedPrecondition(f"{me} is {agency.profile.status} and may not act on notices")
-        update = relay.accept_restriction_update(
-            req.update, req.signature, me, owner, agency.signing_key
-        )
-        restrictions = update.restrictions.SerializeToString(deterministic=True)
-        nid = update.notice_id
-        app = self.app
-
-        def read(
-            store: Store,
-        ) -> tuple[Any, bytes, list[tuple[int, str, int, tuple[str, ...], bytes]]]:
-            return (
-                store.notice_state(nid),
-                store.latest_envelope(nid),
-                store.queued_with_envelopes(nid),
-            )
-
-        state, latest, queued = await app.runner.call(read)
-        if state is None or not latest:
-            raise FailedPrecondition(f"notice {nid} holds nothing to restrict any more")
-        header = notice_pb2.NoticeHeader.FromString(
-            notice_pb2.Envelope.FromString(latest).header.header_bytes
-        )
-        sections = sorted(
-            notice_pb2.SectionDescriptor.FromString(s.descriptor).name
-            for s in notice_pb2.Envelope.FromString(latest).sections
-        )
-        # The same checks as Publish, with the same messages (unknown groups, countries,
-        # agencies; TLP:RED without named recipients ...).
-        facts = relay.facts_of(header, update.restrictions, sections)
-        relay.check_restrictions(
-            header, update.restrictions, facts, app.registry, app.policy, signed_embargo=False
-        )
-        # Holders the new restrictions leave out are told, with the signed update, to erase.
-        excluded = sorted(
-            r
-            for r in state.received
-            if r in app.registry
-            and intake.excluded(update.restrictions, app.registry[r].profile, app.policy)
-        )
-        override = {nid: restrictions}
-        withhold = []
-        for seq, recipient, _version, queued_sections, envelope_bytes in queued:
-            envelope = notice_pb2.Envelope.FromString(envelope_bytes)
-            reason, _ = self._recheck(recipient, queued_sections, envelope, override)
-            if reason is not None:
-                withhold.append((seq, reason))
-        now = now_ms()
-        action_id = lifecycle_core.restricted_action_id(nid, update.sequence)
-
-        def write(store: Store) -> list[Event]:
-            if not store.set_restrictions(nid, update.sequence, restrictions, data, now):
-                return []  # the same signed update again: done before
-            store.record_action(me, "notice.restrictions", nid, {"sequence": update.sequence}, now)
-            events = [
-                e for seq, reason in withhold if (e := store.withhold(seq, reason, now)) is not None
-            ]
-            if excluded:
-                store.take_action(
-                    action_id=action_id,
-                    notice_id=nid,
-                    actor=me,
-                    kind="restricted",
-                    action=req.update,
-                    signature=req.signature,
-                    effect=lifecycle_core.Effect(tell=tuple(excluded)),
-                    now_ms=now,
-                )
-            store.tlog_append(
-                [
-                    logleaf.restrictions_updated(
-                        notice_id=nid,
-                        originator=me,
-                        sequence=update.sequence,
-                        update=req.update,
-                        excluded=excluded,
-                        withheld=len(events),
-                        logged_at_ms=now,
-                    )
-                ]
-            )
-            return events
-
-        events = await app.runner.call(write)
-        app.set_restriction_override(nid, restrictions)
-        for ev in events:
-            metrics.WITHHELD.inc()
-            app.wake(ev.agency)
-        for agency_id in excluded:
-            app.wake(agency_id)
-        withheld = len(events)
-        return agency_pb2.UpdateRestrictionsResponse(withheld=withheld)
 
     # -- Subscribe -----------------------------------------------------------------------
     async def _forward(self, me: str, leased: Sequence[LeasedDelivery]) -> list[bytes]:

@@ -5,8 +5,10 @@ agency. The checks trust nothing the broker says without verifying it against
 :class:`Trust` (the deployment CA, the broker's log key, witness keys):
 
 * :func:`monitor`: follow checkpoints; each new one must be consistent with the
-  last one kept on disk (RFC 9162 consistency proof), else it is a fork:
-  the state is kept, evidence is written beside it. With ``check_entries``
+  last one kept on disk (RFC 9162 consistency proof), else it is a fork; one
+  older than the one kept is a rollback, one the broker cannot prove consistent
+  is unprovable: the state is kept, both signed checkpoints are written beside
+  it as evidence. With ``check_entries``
   (auditors) the entries themselves must hash to the checkpoint's root.
 * :func:`cosign`: a witness's monitor step, then its cosignature (C2SP
   tlog-cosignature) with the agency's CA-bound signing key.
@@ -52,6 +54,8 @@ from broker.errors import (
 from broker.v1 import admin_pb2, audit_pb2, audit_pb2_grpc
 
 PAGE = 1000
+ROLLBACK = "rollback"  # monitor findings (MonitorResult.verdict)
+UNPROVABLE = "unprovable"
 RECORDS_PAGE = 256
 _ERRORS: dict[grpc.StatusCode, type[BrokerError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -314,7 +318,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @dataclass(frozen=True)
 class MonitorResult:
     ok: bool
-    verdict: str  # first | same | extends | older | fork | bad-checkpoint | entries-mismatch
+    # first | same | extends (ok) | rollback | unprovable | fork | bad-checkpoint |
+    # entries-mismatch | too-few-cosignatures (findings)
+    verdict: str
     message: str
     kept_size: int | None
     size: int
@@ -325,9 +331,18 @@ class MonitorResult:
     cosignatures: int = 0  # after a witness's cosignature
     text: str = ""  # the checkpoint text verified (empty when it did not verify)
 
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        """What went wrong, with its evidence: empty when ok."""
+        if self.ok:
+            return []
+        evidence = None if self.evidence is None else str(self.evidence)
+        return [{"kind": self.verdict, "detail": self.message, "evidence": evidence}]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "findings": self.findings,
             "verdict": self.verdict,
             "message": self.message,
             "kept_size": self.kept_size,
@@ -393,7 +408,19 @@ async def monitor(
     verdict, proof = "first", []
     if kept is not None:
         sizes = auditing.consistency_sizes(kept.size, cp.size)
-        proof = [] if sizes is None else await client.consistency(*sizes)
+        try:
+            proof = [] if sizes is None else await client.consistency(*sizes)
+        except Unavailable:
+            raise
+        except BrokerError as exc:
+            message = (
+                f"the broker cannot prove checkpoint {cp.size} consistent with checkpoint "
+                f"{kept.size} this monitor verified ({exc}): the log was truncated or rewritten"
+            )
+            evidence = _evidence(state_path, state.note if state else None, new.note, message, [])
+            return MonitorResult(
+                False, UNPROVABLE, message, kept.size, cp.size, cp.root, new.cosigners, 0, evidence
+            )
         try:
             verdict = auditing.check_consistency(kept, cp, proof)
         except auditing.ForkError as exc:
@@ -404,10 +431,16 @@ async def monitor(
                 False, "fork", str(exc), kept.size, cp.size, cp.root, new.cosigners, 0, evidence
             )
     kept_size = None if kept is None else kept.size
-    if verdict == auditing.OLDER:
-        message = f"checkpoint {cp.size} is older than the one kept ({kept_size}) and consistent"
+    if verdict == auditing.OLDER and kept is not None and state is not None:
+        # A log only grows: a head older than one verified is a rollback, whatever proof
+        # of consistency the broker adds (a truncated log can prove its own prefix).
+        message = (
+            f"the broker served checkpoint {cp.size}, older than checkpoint {kept.size} this "
+            "monitor verified: a rollback or truncation of the log"
+        )
+        evidence = _evidence(state_path, state.note, new.note, message, proof)
         return MonitorResult(
-            True, verdict, message, kept_size, cp.size, cp.root, new.cosigners, text=new.text
+            False, ROLLBACK, message, kept_size, cp.size, cp.root, new.cosigners, 0, evidence
         )
 
     checked = 0
@@ -419,8 +452,14 @@ async def monitor(
         try:
             frontier, checked = await _verify_entries(client, start, frontier, cp.size)
             root = tree.root(cp.size, frontier)
-        except AuditFailure as exc:
-            return MonitorResult(False, "entries-mismatch", str(exc), kept_size, cp.size, cp.root)
+        except Unavailable:
+            raise
+        except (AuditFailure, BrokerError) as exc:
+            message = f"the broker cannot serve the entries checkpoint {cp.size} commits to: {exc}"
+            evidence = _evidence(state_path, state.note if state else None, new.note, message, [])
+            return MonitorResult(
+                False, "entries-mismatch", message, kept_size, cp.size, cp.root, (), 0, evidence
+            )
         if root != cp.root:
             message = (
                 f"the log's entries do not hash to checkpoint {cp.size}'s root: an entry was "
@@ -459,7 +498,7 @@ async def cosign(
 ) -> MonitorResult:
     """Witness: verify the latest checkpoint against the one kept, then cosign it."""
     result = await monitor(client, trust, state_path)
-    if not result.ok or result.verdict == auditing.OLDER:
+    if not result.ok:
         return result
     name = auditing.witness_name(agency.agency_id)
     line = cosign_note(result.text, name, agency.signing_seed, int(time.time()))

@@ -253,7 +253,10 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         print(f"{party.uri()} was already revoked ({path})")
     else:
         print(f"revoked {party.uri()}: recorded in {path}")
-        print("  copy revoked.txt to the broker and restart it: it reads the list at start")
+        print(
+            "  a broker using this keys directory applies it within a second (its streams "
+            "closed, its queued deliveries withheld); copy revoked.txt to any other broker"
+        )
     return 0
 
 

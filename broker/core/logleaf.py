@@ -545,3 +545,19 @@ def to_json(leaf: audit_pb2.LogLeaf) -> dict[str, Any]:
     """The leaf as JSON-ready values (bytes as base64, proto3 JSON mapping)."""
     value: dict[str, Any] = json_format.MessageToDict(leaf, preserving_proto_field_name=True)
     return value
+
+
+def party_revoked(
+    *, party: str, by: str, signed: bytes, withheld: int, logged_at_ms: int
+) -> audit_pb2.LogLeaf:
+    """A party was revoked on a running broker: by the CA's list ("ca") or by an
+    administrator's signed registry entry (its digest), with the deliveries withheld."""
+    return _leaf(
+        logged_at_ms,
+        revoked=audit_pb2.PartyRevoked(
+            party=party,
+            by=by,
+            signed_digest=hashlib.sha256(signed).digest() if signed else b"",
+            withheld=withheld,
+        ),
+    )

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from broker.core import activation as act
 from broker.core import relay
-from broker.core.identity import IdentityError, validate_id, verify_key_statement
+from broker.core.identity import IdentityError, Party, validate_id, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import AGENCY_STATUSES
@@ -416,9 +416,14 @@ class AdminService:
             raise FailedPrecondition(f"{entry.id} is revoked; register it again under a new id")
         detail = {"from": cur.status, "to": entry.status, "reason": req.reason}
         material = (cur.statement, cur.signing_key, cur.encryption_key)
-        return await self._store(
+        response = await self._store(
             admin, f"agency.{entry.status}", entry, req.entry, material, detail
         )
+        if entry.status == "revoked" and cur.status != "revoked":
+            signed = req.entry.SerializeToString(deterministic=True)
+            uri = Party("agency", entry.id).uri()
+            await self.app.revocations.revoke(frozenset({uri}), by=admin, signed=signed)
+        return response
 
     async def rotate_keys(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
         req = parse(admin_pb2.RotateAgencyKeysRequest, data)

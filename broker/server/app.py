@@ -44,6 +44,7 @@ from broker.server.replicas import (
     Message,
     ReplicaBus,
 )
+from broker.server.revocation import Revocations
 from broker.server.service import AgencyService
 from broker.server.wire import now_ms
 from broker.store import failures
@@ -108,6 +109,7 @@ class BrokerApp:
             raise error from exc
         self.runner: StoreRunner[Store] = StoreRunner(*stores)
         self.checkpoints = Checkpointer(self.runner, log_signer)  # signed log checkpoints
+        self.revocations = Revocations(self)  # live revocation (broker/server/revocation.py)
         self.sessions: dict[str, Session] = {}
         self._serials = itertools.count(1)
         self.replica_id = uuid.uuid4().hex[:12]
@@ -179,6 +181,11 @@ class BrokerApp:
         ca_key = pki.ca_public_key(self.ca_cert)
         now = now_ms()
         registry = {}
+        # A signed registry status "revoked" refuses the agency's certificate as the CA's
+        # list does (never undone on a running broker).
+        self.revoked = self.revoked | {
+            Party("agency", r.id).uri() for r in records if r.status == "revoked"
+        }
         for r in records:
             statement = notice_pb2.SignedKeyStatement.FromString(r.statement)
             try:
@@ -407,6 +414,7 @@ class BrokerApp:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
         self._tasks.append(self.checkpoints.start())  # transparency log; cancelled in stop()
+        self._tasks.append(self.revocations.start())  # watches the CA's revocation list
         log.info(
             "broker serving",
             extra={

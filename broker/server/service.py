@@ -21,10 +21,12 @@ from google.protobuf.message import DecodeError, Message
 from broker.core import delivery, keymap, relay
 from broker.core import envelope as env
 from broker.core.decisions import decided_under, still_decided
+from broker.core.identity import Party
 from broker.errors import (
     BrokerError,
     InvalidArgument,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from broker.server import lookup, metrics
@@ -563,6 +565,8 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(session.wake.wait(), timeout=self.app.poll_interval)
+            if Party("agency", me).uri() in self.app.revoked:  # revoked while streaming
+                raise Unauthenticated(f"urn:broker:agency:{me} has been revoked; stream closed")
         finally:
             metrics.SUBSCRIBERS.dec()
             reader_task.cancel()

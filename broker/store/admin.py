@@ -13,6 +13,7 @@ from broker.errors import FailedPrecondition, NotFound
 from broker.store.api import (
     DEAD,
     DELIVERED,
+    IN_FLIGHT,
     PENDING,
     WITHHELD,
     ActionRow,
@@ -181,6 +182,14 @@ class AdminStoreMixin(SqlBase):
         return [(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4])) for r in rows]
 
     # -- withholding at forwarding time -----------------------------------------------------
+    def queued_to(self, recipient: str) -> list[int]:
+        """Deliveries to `recipient` not yet final (pending or in flight), oldest first."""
+        rows = self.conn.execute(
+            "SELECT seq FROM deliveries WHERE recipient=? AND state IN (?,?) ORDER BY seq",
+            (recipient, PENDING, IN_FLIGHT),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def withhold(self, seq: int, reason: str, now_ms: int, leased: bool = False) -> Event | None:
         """Withhold a queued delivery for good and tell the originator. None if already final.
 

@@ -409,6 +409,10 @@ class Store(Transactional, Protocol):
         self, notice_id: str
     ) -> list[tuple[int, str, int, tuple[str, ...], bytes]]: ...
 
+    def queued_to(self, recipient: str) -> list[int]:
+        """Deliveries to `recipient` not yet final (pending or in flight), oldest first."""
+        ...
+
     def withhold(
         self, seq: int, reason: str, now_ms: int, leased: bool = False
     ) -> Event | None: ...

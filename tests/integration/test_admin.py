@@ -282,8 +282,9 @@ async def test_active_policy_is_served_to_agencies(broker: Running) -> None:
 
 
 async def test_node_refuses_to_seal_for_a_revoked_agency(broker: Running) -> None:
-    # The broker reads revoked.txt at start only; a node reads it when it starts, and
-    # leaves out a revoked agency the broker still lists, saying why.
+    # A node reads revoked.txt when it starts and leaves out a revoked agency, saying
+    # why, even if the broker still listed it (it drops it within a second: the live
+    # revocation of tests/integration/test_revocation_live.py).
     pki.revoke(broker.deployment.keys_dir, Party("agency", "IT-BORDER"))
     async with broker.node("FR-NCB") as fr:
         sent = await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
@@ -85,6 +86,7 @@ class Trust:
     log: Verifier
     witnesses: tuple[Verifier, ...] = ()
     min_cosignatures: int = 0
+    ca_cert: x509.Certificate | None = None  # checks administrators' signed registry entries
 
     @property
     def origin(self) -> str:
@@ -137,7 +139,7 @@ def load_trust(
             f"{min_cosignatures} cosignatures required but only {len(trusted)} witness key(s) "
             "given: add --witness or --witness-key"
         )
-    return Trust(ca_key, log, tuple(trusted), min_cosignatures)
+    return Trust(ca_key, log, tuple(trusted), min_cosignatures, ca)
 
 
 # ----------------------------------------------------------------------------- client
@@ -550,6 +552,9 @@ async def replay(client: AuditClient, trust: Trust) -> ReplayResult:
     decisions = [leaf.decision for _, leaf in leaves if leaf.HasField("decision")]
     records = await client.decision_records([(d.notice_id, d.version) for d in decisions])
     bundles = {}
-    for version in sorted({d.policy_version for d in decisions}):
+    named = {d.policy_version for d in decisions} | {
+        leaf.forwarded.policy_version for _, leaf in leaves if leaf.HasField("forwarded")
+    }
+    for version in sorted(named):
         bundles[version] = await client.bundle(version)
-    return ReplayResult(verified, rp.replay(leaves, records, bundles))
+    return ReplayResult(verified, rp.replay(leaves, records, bundles, trust.ca_cert))

@@ -39,6 +39,7 @@ WITHHELD = "withheld"
 POLICY_ACTIVATED = "policy_activated"
 REGISTRY_CHANGE = "registry_change"
 LIFECYCLE = "lifecycle"
+FORWARDED = "forwarded"  # the forwarding-time re-check (ForwardingDecision)
 LOOKUP = "lookup"  # + lookups: LookupPerformed (broker/core/lookup.py builds it)
 KINDS = (NOTICE, DECISION, RECEIPT, WITHHELD, POLICY_ACTIVATED, REGISTRY_CHANGE, LIFECYCLE, LOOKUP)
 
@@ -108,6 +109,9 @@ def index_of(leaf: audit_pb2.LogLeaf) -> LeafIndex:
         e = leaf.lifecycle
         reader = e.recipient if e.kind in RECIPIENT_VISIBLE_LIFECYCLE else ""
         return LeafIndex(kind, e.notice_id, e.version, e.originator, reader)
+    if kind == FORWARDED:
+        f = leaf.forwarded
+        return LeafIndex(kind, f.notice_id, f.version, f.originator, f.recipient)
     if kind == LOOKUP:  # the querier sees its lookups; the originator of the first hit too
         q = leaf.lookup
         first = (q.hit_notices[0], q.hit_originators[0]) if q.hit_notices else ("", "")
@@ -559,5 +563,41 @@ def party_revoked(
             by=by,
             signed_digest=hashlib.sha256(signed).digest() if signed else b"",
             withheld=withheld,
+        ),
+    )
+
+
+def forwarding_decision(
+    *,
+    notice_id: str,
+    version: int,
+    originator: str,
+    recipient: str,
+    sections: Sequence[str],
+    outcome: str,
+    policy_version: str,
+    registry_key: str,
+    restrictions: bytes,
+    record: bytes,
+    logged_at_ms: int,
+) -> audit_pb2.LogLeaf:
+    """A queued delivery re-checked when due (something changed since publish): allowed
+    or withheld, with the record of the facts and profile it was decided on, which
+    replay re-evaluates (broker/core/replay.py)."""
+    return _leaf(
+        logged_at_ms,
+        forwarded=audit_pb2.ForwardingDecision(
+            notice_id=notice_id,
+            version=version,
+            originator=originator,
+            recipient=recipient,
+            sections=sorted(sections),
+            outcome=outcome,
+            policy_version=policy_version,
+            registry_key=registry_key,
+            restrictions_digest=hashlib.sha256(restrictions).digest() if restrictions else b"",
+            rechecked=True,
+            record_digest=hashlib.sha256(record).digest(),
+            record=record,
         ),
     )

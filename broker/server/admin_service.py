@@ -231,6 +231,7 @@ class AdminService:
                 {"sequence": seq, "reason": a.reason},
                 now_ms(),
             )
+            store.tlog_sync(now_ms())  # logged before the broker decides under it
             return seq
 
         seq = await self.app.runner.call(write)
@@ -349,6 +350,7 @@ class AdminService:
             store.record_action(
                 admin, action, entry.id, {**detail, "revision": entry.revision}, now_ms()
             )
+            store.tlog_sync(now_ms())  # logged before the broker decides with it
 
         await self.app.runner.call(write)
         await self.app.reload_registry()

@@ -8,13 +8,14 @@ Mixed into AgencyService (broker/server/service.py).
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
-from broker.core import intake, logleaf, relay
+from broker.core import intake, logleaf, records, relay
 from broker.core import lifecycle as lifecycle_core
 from broker.errors import FailedPrecondition, InvalidArgument
 from broker.server import metrics
@@ -25,7 +26,7 @@ from broker.store.api import (
     LeasedDelivery,
     Store,
 )
-from broker.v1 import agency_pb2, notice_pb2
+from broker.v1 import agency_pb2, audit_pb2, notice_pb2
 
 if TYPE_CHECKING:
     from broker.server.app import BrokerApp
@@ -68,6 +69,40 @@ class RestrictionHandlers:
             facts, None if agency is None else agency.profile, sections, self.app.policy, now_ms()
         )
 
+    def _forwarding_leaf(
+        self, recipient: str, d: LeasedDelivery, envelope: notice_pb2.Envelope, outcome: str
+    ) -> audit_pb2.LogLeaf:
+        """The log's record of a forwarding-time decision: the facts and the recipient's
+        profile it was decided on (replay re-evaluates them and checks the profile against
+        the administrator-signed registry entry in force)."""
+        header = notice_pb2.NoticeHeader.FromString(envelope.header.header_bytes)
+        restrictions_bytes = self._restrictions(header.notice_id, envelope)
+        restrictions = notice_pb2.OriginatorRestrictions.FromString(restrictions_bytes)
+        facts = relay.facts_of(header, restrictions, d.sections)
+        agency = self.app.registry.get(recipient)
+        record = json.dumps(
+            {
+                "notice": records.facts_json(facts),
+                "recipient": None if agency is None else records.profile_json(agency.profile),
+            },
+            sort_keys=True,
+        ).encode()
+        return logleaf.forwarding_decision(
+            notice_id=header.notice_id,
+            version=header.version,
+            originator=header.originator,
+            recipient=recipient,
+            sections=d.sections,
+            outcome=outcome,
+            policy_version=self.app.policy.version,
+            registry_key=self.app.registry_key,
+            restrictions=restrictions_bytes
+            if header.notice_id in self.app.restriction_overrides
+            else b"",
+            record=record,
+            logged_at_ms=now_ms(),
+        )
+
     async def _withhold(self, seq: int, reason: str, leased: bool = False) -> bool:
         event = await self.app.runner.call(partial(_withhold, seq, reason, leased))
         if event is None:
@@ -81,11 +116,18 @@ class RestrictionHandlers:
         return True
 
     async def _forward_check(
-        self, recipient: str, d: LeasedDelivery, envelope: notice_pb2.Envelope
+        self,
+        recipient: str,
+        d: LeasedDelivery,
+        envelope: notice_pb2.Envelope,
+        logged: list[audit_pb2.LogLeaf],
     ) -> list[notice_pb2.Obligation] | None:
         """Re-check a leased delivery against the policy, registry and restrictions of now:
-        None if it was withheld, else the obligations to carry with it."""
+        None if it was withheld, else the obligations to carry with it. The decision's
+        leaf is added to `logged` (appended to the log before anything is streamed)."""
         reason, obligations = self._recheck(recipient, d.sections, envelope)
+        outcome = "allowed" if reason is None else "withheld"
+        logged.append(self._forwarding_leaf(recipient, d, envelope, outcome))
         if reason is not None:
             await self._withhold(d.seq, reason, leased=True)
             return None

@@ -46,7 +46,7 @@ from broker.store.api import (
     Store,
     StoredCheckpoint,
 )
-from broker.v1 import agency_pb2, lookup_pb2, notice_pb2
+from broker.v1 import agency_pb2, audit_pb2, lookup_pb2, notice_pb2
 
 if TYPE_CHECKING:
     from broker.server.app import BrokerApp
@@ -378,6 +378,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
         app = self.app
         now = now_ms()
         out = []
+        logged: list[audit_pb2.LogLeaf] = []  # forwarding-time decisions, logged first
         for d in leased:
             obligations = d.obligations
             if not d.head or not d.envelope:
@@ -398,7 +399,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
             ):
                 try:
                     envelope = notice_pb2.Envelope.FromString(d.envelope)
-                    checked = await self._forward_check(me, d, envelope)
+                    checked = await self._forward_check(me, d, envelope, logged)
                 except (DecodeError, InvalidArgument) as exc:
                     log.warning(
                         "stored delivery no longer checks; withheld",
@@ -423,6 +424,8 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                     obligations=obligations,
                 )
             )
+        if logged:
+            await app.runner.call(lambda s: s.tlog_append(logged))
         return out
 
     def _legacy_delivery(

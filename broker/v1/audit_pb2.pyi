@@ -433,6 +433,7 @@ class ForwardingDecision(_message.Message):
     RESTRICTIONS_DIGEST_FIELD_NUMBER: _builtins.int
     RECHECKED_FIELD_NUMBER: _builtins.int
     RECORD_DIGEST_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     version: _builtins.int
     originator: _builtins.str
@@ -448,6 +449,8 @@ class ForwardingDecision(_message.Message):
     """false: decided at publish, nothing changed since"""
     record_digest: _builtins.bytes
     """SHA-256 of the forwarding decision record (facts, profile)"""
+    record: _builtins.bytes
+    """that record: canonical JSON {"notice": facts, "recipient": profile}"""
     @_builtins.property
     def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -464,10 +467,11 @@ class ForwardingDecision(_message.Message):
         restrictions_digest: _builtins.bytes = ...,
         rechecked: _builtins.bool = ...,
         record_digest: _builtins.bytes = ...,
+        record: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice_id", b"notice_id", "originator", b"originator", "outcome", b"outcome", "policy_version", b"policy_version", "rechecked", b"rechecked", "recipient", b"recipient", "record_digest", b"record_digest", "registry_key", b"registry_key", "restrictions_digest", b"restrictions_digest", "sections", b"sections", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice_id", b"notice_id", "originator", b"originator", "outcome", b"outcome", "policy_version", b"policy_version", "rechecked", b"rechecked", "recipient", b"recipient", "record", b"record", "record_digest", b"record_digest", "registry_key", b"registry_key", "restrictions_digest", b"restrictions_digest", "sections", b"sections", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import pytest
 
 from broker.bundles import read_bundle_dir as read_policy_dir
-from broker.core import logleaf
+from broker.core import logleaf, records
 from broker.core import replay as rp
 from broker.core.policy import AgencyProfile, NoticeFacts, compile_bundle
 from broker.core.relay import AcceptedNotice
 from broker.sandbox import DEMO_AGENCIES, REPO_POLICIES
-from broker.v1 import audit_pb2, notice_pb2
+from broker.v1 import admin_pb2, audit_pb2, notice_pb2
 
 FILES = read_policy_dir(REPO_POLICIES)
 BUNDLE = compile_bundle(FILES)
@@ -61,6 +61,30 @@ def honest_plan() -> dict[str, list[str]]:
     for recipient, section in sorted(ALLOWED):
         plan.setdefault(recipient, []).append(section)
     return plan
+
+
+def registry_leaf(p: AgencyProfile, at_ms: int = 1, **changed: object) -> audit_pb2.LogLeaf:
+    """The broker's leaf of an administrator-signed entry (the signature is not checked
+    without a CA certificate: the integration tests check it)."""
+    fields: dict[str, object] = {
+        "country": p.country,
+        "roles": sorted(p.roles),
+        "groups": sorted(p.groups),
+        "purposes": sorted(p.purposes),
+        "status": p.status,
+        **changed,
+    }
+    entry = admin_pb2.AgencyEntry(id=p.id, revision=1, key_serial=1, **fields)  # type: ignore[arg-type]
+    signed = admin_pb2.SignedAgencyEntry(entry=entry.SerializeToString(), signature=b"s")
+    return logleaf.registry_change(
+        agency_id=p.id,
+        change="added",
+        statement=b"k",
+        actor="urn:broker:admin:ops",
+        logged_at_ms=at_ms,
+        signed_entry=signed.SerializeToString(),
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def leaves(
@@ -116,7 +140,8 @@ def run(
     files: dict[str, bytes] | None = FILES,
 ) -> rp.ReplayReport:
     records = {} if rec is None else {(NOTICE, 1): rec.encode()}
-    return rp.replay(entries, records, {VERSION: files})
+    registry = [(i - len(PROFILES), registry_leaf(p)) for i, p in enumerate(PROFILES)]
+    return rp.replay([*registry, *entries], records, {VERSION: files})
 
 
 def kinds(report: rp.ReplayReport) -> list[str]:
@@ -243,3 +268,105 @@ def test_a_decision_in_flight_across_an_activation_is_in_force() -> None:
 
     assert run(decided_at(5), rec).ok  # decided under the old bundle, logged after the switch
     assert kinds(run(decided_at(20), rec)) == [rp.NOT_IN_FORCE]
+
+
+def receipt_leaf(recipient: str, sections: Sequence[str], received_at_ms: int) -> audit_pb2.LogLeaf:
+    receipt = notice_pb2.Receipt(
+        notice_id=NOTICE,
+        version=1,
+        recipient=recipient,
+        header_digest=b"h" * 32,
+        sections=sections,
+        received_at_ms=received_at_ms,
+    )
+    proven = notice_pb2.ProvenReceipt(receipt=receipt.SerializeToString(), signer=recipient)
+    return logleaf.delivery_receipt(proven, "FR-NCB", received_at_ms)
+
+
+def test_a_profile_that_is_not_the_signed_entry_is_reported() -> None:
+    """The operator widened a recipient's profile in the database: the decision record
+    names roles the administrator never signed."""
+    rec = record()
+    victim = PROFILES[0]
+    entries = leaves(honest_plan(), rec)
+    narrowed = registry_leaf(victim, at_ms=1, roles=["liaison"])
+    report = run([(-100, narrowed), *entries], rec)
+    found = [f for f in report.findings if f.kind == rp.PROFILE_DIFFERS]
+    assert [f.recipient for f in found] == [victim.id]
+    assert "roles" in found[0].detail and "liaison" in found[0].detail
+
+
+def test_a_receipt_after_a_change_needs_a_logged_recheck() -> None:
+    """The notice's restrictions changed after publish; the recipient signed that it
+    received its copy after that: without a forwarding-time re-check in the log, the
+    broker skipped it."""
+    rec = record()
+    recipient, sections = sorted(honest_plan().items())[0]
+    changed = logleaf.restrictions_updated(
+        notice_id=NOTICE,
+        originator="FR-NCB",
+        sequence=1,
+        update=b"u",
+        excluded=(),
+        withheld=0,
+        logged_at_ms=100,
+    )
+    late = 100 + rp.SKEW_MS + 1
+    entries = [
+        *leaves(honest_plan(), rec),
+        (50, changed),
+        (51, receipt_leaf(recipient, sections, late)),
+    ]
+    assert kinds(run(entries, rec)) == [rp.UNCHECKED]
+    # Received before the change (within the clocks' skew): nothing to re-check.
+    early = [
+        *leaves(honest_plan(), rec),
+        (50, changed),
+        (51, receipt_leaf(recipient, sections, 150)),
+    ]
+    assert run(early, rec).ok
+    # With the re-check logged (and replayed under the bundle: allowed), it is clean.
+    profile = next(p for p in PROFILES if p.id == recipient)
+    forwarding = logleaf.forwarding_decision(
+        notice_id=NOTICE,
+        version=1,
+        originator="FR-NCB",
+        recipient=recipient,
+        sections=sections,
+        outcome="allowed",
+        policy_version=VERSION,
+        registry_key="r",
+        restrictions=b"",
+        record=json.dumps(
+            {"notice": records.facts_json(FACTS), "recipient": records.profile_json(profile)},
+            sort_keys=True,
+        ).encode(),
+        logged_at_ms=late - 10,
+    )
+    checked = [*leaves(honest_plan(), rec), (50, changed), (51, forwarding)]
+    checked.append((52, receipt_leaf(recipient, sections, late)))
+    assert run(checked, rec).ok, run(checked, rec).findings
+    # A re-check that claims "allowed" for what the bundle denies is reported.
+    denied_recipient, denied_section = DENIED[0]
+    lying = logleaf.forwarding_decision(
+        notice_id=NOTICE,
+        version=1,
+        originator="FR-NCB",
+        recipient=denied_recipient,
+        sections=[denied_section],
+        outcome="allowed",
+        policy_version=VERSION,
+        registry_key="r",
+        restrictions=b"",
+        record=json.dumps(
+            {
+                "notice": records.facts_json(FACTS),
+                "recipient": records.profile_json(
+                    next(p for p in PROFILES if p.id == denied_recipient)
+                ),
+            },
+            sort_keys=True,
+        ).encode(),
+        logged_at_ms=200,
+    )
+    assert rp.NOT_PERMITTED in kinds(run([*leaves(honest_plan(), rec), (60, lying)], rec))

@@ -423,6 +423,12 @@ class NodePublisher:
             withheld.append(agency_pb2.Withholding(agency_id=agency_id, reason=why))
         if d.recipients is not None:
             missing = sorted(set(d.recipients) - set(allowed))
+            refused = [a for a in missing if a in view.excluded]
+            if refused:  # the node itself will not seal for them: say why
+                raise PermissionDenied(
+                    "this node will not seal for "
+                    + "; ".join(f"{a}: {view.excluded[a]}" for a in refused)
+                )
             if missing:
                 raise PermissionDenied(
                     f"the policy does not allow {', '.join(missing)} to receive this notice"

@@ -61,6 +61,7 @@ REPLAY_ERROR = "replay-error"
 PROFILE_DIFFERS = "profile-not-signed"  # a recorded profile is not the signed entry in force
 UNCHECKED = "forwarded-without-recheck"  # received after a change, no re-check logged
 EMBARGO_BROKEN = "received-during-embargo"
+REGISTRY_ROLLBACK = "registry-rollback"  # an agency's signed entry went back in revision
 SKEW_MS = 2_000  # clocks of broker and recipients (NTP-synchronised) may differ this much
 
 Key = tuple[str, int]
@@ -80,6 +81,8 @@ class Finding:
     def describe(self) -> str:
         who = f" to {self.recipient}" if self.recipient else ""
         what = f" [{', '.join(self.sections)}]" if self.sections else ""
+        if not self.notice_id:  # about the registry, not a notice
+            return f"{self.kind}: {self.recipient} (log entry {self.index}): {self.detail}"
         return (
             f"{self.kind}: notice {self.notice_id} v{self.version}{who}{what} "
             f"(log entry {self.index}): {self.detail}"
@@ -172,6 +175,19 @@ def replay(
             in_force = leaf.policy_activated.version
         elif kind == logleaf.REGISTRY_CHANGE:
             change = registry.apply(leaf.registry_change, leaf.logged_at_ms)
+            for agency, revision, highest in registry.rollbacks:
+                flag(
+                    Finding(
+                        REGISTRY_ROLLBACK,
+                        index,
+                        "",
+                        0,
+                        f"{agency}'s registry entry went back to revision {revision} after "
+                        f"revision {highest} was logged: a stale entry served as current",
+                        agency,
+                    )
+                )
+            registry.rollbacks.clear()
             if change:
                 changes.agency.setdefault(leaf.registry_change.agency_id, []).append(
                     leaf.logged_at_ms
@@ -381,6 +397,8 @@ class _Registry:
     def __init__(self, ca_certificate: x509.Certificate | None) -> None:
         self.ca = ca_certificate
         self.entries: dict[str, dict[str, Any] | str] = {}  # id -> fields, or why unusable
+        self.revisions: dict[str, int] = {}  # the highest signed revision logged per agency
+        self.rollbacks: list[tuple[str, int, int]] = []  # (agency, revision, highest before)
 
     def apply(self, change: audit_pb2.RegistryChange, at_ms: int) -> bool:
         """Take in a RegistryChange leaf; True if the agency's profile changed."""
@@ -403,6 +421,13 @@ class _Registry:
         except (ActivationError, BrokerError, ValueError) as exc:
             self.entries[change.agency_id] = f"its signed registry entry does not verify ({exc})"
             return True
+        if entry.revision < self.revisions.get(change.agency_id, 0):
+            self.rollbacks.append(
+                (change.agency_id, entry.revision, self.revisions[change.agency_id])
+            )
+        self.revisions[change.agency_id] = max(
+            entry.revision, self.revisions.get(change.agency_id, 0)
+        )
         fields = {
             "country": entry.country,
             "roles": sorted(entry.roles),

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker import pki
+from broker.bundles import read_bundle_dir
 from broker.client import audit as ac
 from broker.client.admin import AdminClient
 from broker.client.witness import run_witness
 from broker.core import replay as rp
 from broker.core.identity import Party
+from broker.core.policy import compile_bundle
 from broker.errors import PermissionDenied
-from broker.sandbox import AUDITOR_ID, WITNESS_ID, provision
+from broker.sandbox import AUDITOR_ID, REPO_POLICIES, WITNESS_ID, provision
 from broker.server.app import BrokerApp
 from tests.integration.conftest import Running
 
@@ -122,3 +125,35 @@ async def test_a_split_view_is_refused_by_the_node(broker: Running, tmp_path: Pa
         if witness is not None:
             await witness
         await other.stop(grace=0.5)
+
+
+async def test_an_older_signed_policy_is_refused_after_a_restart(
+    broker: Running, tmp_path: Path
+) -> None:
+    """The operator re-installs a once-valid, laxer signed activation (sequence 2) after
+    the node verified sequence 3: a restarted node refuses it, naming both."""
+    keys = broker.deployment.keys_dir
+    pki.issue_certificate(keys, Party("admin", "alice"))
+    lax = read_bundle_dir(REPO_POLICIES)
+    strict_dir = tmp_path / "strict"
+    shutil.copytree(REPO_POLICIES, strict_dir)
+    (strict_dir / "rules" / "zz-no-dna.toml").write_text(
+        '[[rule]]\nid = "no-dna"\neffect = "forbid"\nreason = "test"\nsections = ["dna"]\n'
+    )
+    async with AdminClient(keys, "alice", broker.target) as admin:
+        await admin.activate(lax, "lax")
+        old = await broker.app.runner.call(lambda s: s.active_bundle())
+        await admin.activate(read_bundle_dir(strict_dir), "strict")
+    async with broker.node("FR-NCB") as fr:
+        await publish(fr, ["DE-BKA"])  # the node verifies the strict activation
+
+    def roll_back(store: Any) -> None:  # the attacker's database write
+        store.conn.execute("UPDATE policy_bundles SET active=0")
+        store.conn.execute("UPDATE policy_bundles SET active=1 WHERE version=?", (old.version,))
+
+    await broker.app.runner.call(roll_back)
+    broker.app.install_policy(compile_bundle(lax), old.signed_activation)
+    async with broker.node("FR-NCB") as restarted:
+        with pytest.raises(PermissionDenied, match=r"sequence|older|activation") as refused:
+            await publish(restarted, ["DE-BKA"])
+    assert str(old.sequence) in str(refused.value), refused.value

@@ -418,7 +418,7 @@ def run_listen(args: argparse.Namespace) -> int:
                     "lifecycle": notice.kind,
                     "notice_id": a.notice_id,
                     "actor": a.actor,
-                    "reason": a.reason,
+                    "reason": notice.reason or a.reason,  # opened, else the signed digest
                     "erased": notice.erased,
                 }
                 if a.version:
@@ -539,8 +539,8 @@ def _describe_action(notice: LifecycleNotice) -> str:
         text += f" to {a.target}"
     if a.until_ms:
         text += f" until {_when(a.until_ms)}"
-    if a.reason:
-        text += f": {a.reason}"
+    if notice.reason or a.reason:
+        text += f": {notice.reason or a.reason}"  # the opened text, else its digest
     if notice.erased:
         text += f"; erased {_copies(notice.erased)}"
     return text

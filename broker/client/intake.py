@@ -31,9 +31,11 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from broker import pki
 from broker.client.directory import View
 from broker.client.findings import Finding, FindingLog
 from broker.client.inbox import Inbox
+from broker.client.reasons import open_reason
 from broker.client.types import (
     LifecycleHandler,
     LifecycleNotice,
@@ -64,6 +66,7 @@ class NodeIntake:
     """The receiving rules of an AgencyNode (mixed in)."""
 
     me: str
+    credentials: pki.AgencyCredentials
     inbox: Inbox
     stats: ListenStats
     findings: FindingLog
@@ -321,16 +324,17 @@ class NodeIntake:
             erased = self.inbox.delete(nid, why="restricted")
         elif action.kind == notice_pb2.LIFECYCLE_EXTEND:
             self.inbox.extend(nid, action.until_ms)
+        reason = open_reason(action, self.me, self.credentials.encryption_private_key)
         first = self.inbox.record_action(
             action.action_id,
             nid,
             lifecycle.NAMES.get(action.kind, "unknown"),
             action.actor,
-            action.reason,
+            reason,
             now_ms(),
         )
         if first and on_lifecycle is not None:
-            await on_lifecycle(LifecycleNotice(action, erased))
+            await on_lifecycle(LifecycleNotice(action, erased, reason))
         self.stats.actions += 1
         signed_bytes = control.restriction_update or control.action.action
         return notice_pb2.Receipt(

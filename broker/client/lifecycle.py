@@ -9,7 +9,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import nacl.bindings
+
 from broker import pki
+from broker.client.directory import View
+from broker.client.reasons import seal_reason
 from broker.client.sent import Act, ActLog
 from broker.client.types import PublishedNotice, ReceivedNotice, now_ms
 from broker.core import lifecycle
@@ -43,6 +47,15 @@ class _Node(Protocol):
     @property
     def expected_audience(self) -> Callable[[str], tuple[str, ...]]: ...
 
+    @property
+    def directory(self) -> Callable[..., Awaitable[View]]: ...
+
+    @property
+    def _originator_of(self) -> Callable[[str], str]: ...
+
+    @property
+    def _reason_keys(self) -> Callable[[str], Awaitable[dict[str, bytes]]]: ...
+
     acts: ActLog
 
 
@@ -60,16 +73,21 @@ class NodeLifecycle:
         target: str = "",
         action_id: str | None = None,
     ) -> agency_pb2.ActResponse:
-        """Sign and send a lifecycle action; safe to retry (the action id is its key)."""
+        """Sign and send a lifecycle action; safe to retry (the action id is its key).
+
+        The reason is sealed to the agencies it is for (broker/client/reasons.py): the
+        broker sees and keeps only its digest."""
+        digest, sealed = seal_reason(reason, await self._reason_keys(notice_id))
         action = notice_pb2.LifecycleAction(
             action_id=action_id or str(uuid.uuid4()),
             notice_id=notice_id,
             actor=self.me,
             kind=kind,
-            reason=reason,
+            reason=digest,
             until_ms=until_ms,
             at_ms=now_ms(),
             target=target,
+            sealed_reason=sealed,
         ).SerializeToString(deterministic=True)
         signed = notice_pb2.SignedLifecycleAction(
             action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)
@@ -77,6 +95,17 @@ class NodeLifecycle:
         response: agency_pb2.ActResponse = await self._retry(self.stub.Act, signed)
         self._remember_act(kind, notice_id, signed, response)
         return response
+
+    async def _reason_keys(self: _Node, notice_id: str) -> dict[str, bytes]:
+        """The X25519 keys of the agencies a reason about `notice_id` is sealed for: this
+        node, and the sealed audience (its own notice) or the originator (another's)."""
+        view = await self.directory()
+        wanted = set(self.expected_audience(notice_id)) or {self._originator_of(notice_id)}
+        keys = {a: view.members[a].keys.encryption_key for a in wanted if a in view.members}
+        keys[self.me] = bytes(
+            nacl.bindings.crypto_scalarmult_base(self.credentials.encryption_private_key)
+        )
+        return keys
 
     def _remember_act(
         self: _Node,

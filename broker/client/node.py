@@ -283,7 +283,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
                         reason=f"{why}: erased at its signed deadline",
                         at_ms=now,
                     )
-                    await on_lifecycle(LifecycleNotice(action, erased))
+                    await on_lifecycle(LifecycleNotice(action, erased, action.reason))
         # The originator's side: are the notices it published provably in the log?
         await self._verify_logged_now()
         await self._hand_findings()

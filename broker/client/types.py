@@ -110,6 +110,9 @@ class LifecycleNotice:
 
     action: notice_pb2.LifecycleAction
     erased: int  # local copies the node erased because of it (withdraw, cancel, expiry ...)
+    # The reason as text when it was sealed for this agency (its signed digest otherwise):
+    # action.reason holds only the digest the broker saw (broker/client/reasons.py).
+    reason: str = ""
 
     @property
     def kind(self) -> str:

@@ -15,6 +15,7 @@ shell applies the effect in one transaction.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -70,6 +71,30 @@ def reason_digest(reason: str) -> str:
     """What the transparency log keeps of a free-text reason: its SHA-256, never the text
     (it may name people)."""
     return "sha256:" + hashlib.sha256(reason.encode()).hexdigest() if reason else ""
+
+
+MAX_SEALED_REASONS = 4096  # one box per agency told
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def check_reason(action: notice_pb2.LifecycleAction) -> None:
+    """The broker keeps no free text that can name a person: a reason travels as its
+    digest ("sha256:<hex>", signed) with the text sealed to the agencies told. Raises
+    InvalidArgument for a plain reason or oversized boxes."""
+    if action.reason and not _DIGEST.fullmatch(action.reason):
+        raise InvalidArgument(
+            "reason must be the SHA-256 of the text ('sha256:<hex>') with the text sealed to "
+            "the agencies told in sealed_reason: the broker keeps no free text (the SDK does it)"
+        )
+    if len(action.sealed_reason) > MAX_SEALED_REASONS:
+        raise InvalidArgument(f"at most {MAX_SEALED_REASONS} sealed reasons per action")
+    if action.sealed_reason and not action.reason:
+        raise InvalidArgument("sealed_reason without the reason's digest in reason")
+    for box in action.sealed_reason:
+        if not box.agency_id or len(box.sealed) > MAX_REASON_BYTES + 48:
+            raise InvalidArgument(
+                f"each sealed reason names an agency and holds at most {MAX_REASON_BYTES} bytes"
+            )
 
 
 def sign_action(action: bytes, signing_seed: bytes) -> bytes:

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from broker.core import activation as act
 from broker.core import relay
 from broker.core.identity import IdentityError, Party, validate_id, verify_key_statement
+from broker.core.lifecycle import reason_digest
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import AGENCY_STATUSES
@@ -416,7 +417,9 @@ class AdminService:
         self._same(entry, cur, "country", "roles", "groups", "purposes", "key_serial")
         if cur.status == "revoked" and entry.status != "revoked":
             raise FailedPrecondition(f"{entry.id} is revoked; register it again under a new id")
-        detail = {"from": cur.status, "to": entry.status, "reason": req.reason}
+        # The reason may name people: the broker keeps its digest only (the administrator
+        # keeps the text; issue 9, item 6).
+        detail = {"from": cur.status, "to": entry.status, "reason": reason_digest(req.reason)}
         material = (cur.statement, cur.signing_key, cur.encryption_key)
         response = await self._store(
             admin, f"agency.{entry.status}", entry, req.entry, material, detail

@@ -162,6 +162,7 @@ class LifecycleHandlers:
         action = lifecycle.verify_action(signed, agency.signing_key)
         if len(action.reason.encode()) > lifecycle.MAX_REASON_BYTES:
             raise InvalidArgument(f"reason is limited to {lifecycle.MAX_REASON_BYTES} bytes")
+        lifecycle.check_reason(action)  # a digest and sealed boxes, never the text
         if action.actor != me:
             raise PermissionDenied(f"you are {me}; you cannot act as {action.actor!r}")
         if not action.notice_id or not _is_uuid(action.action_id):

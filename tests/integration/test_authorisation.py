@@ -217,7 +217,7 @@ async def act(w: World, as_id: str) -> bytes:
         notice_id=w.notice_id,
         actor=as_id,
         kind=notice_pb2.LIFECYCLE_SUSPEND,
-        reason="checking a report",
+        reason=lifecycle.reason_digest("checking a report"),  # the text is sealed (SDK)
         until_ms=now + 3_600_000,
         at_ms=now,
     ).SerializeToString()

@@ -132,7 +132,7 @@ def _act(**fields: object) -> Callable[[Running], bytes]:
             "notice_id": NOTICE,
             "actor": "FR-NCB",
             "kind": notice_pb2.LIFECYCLE_SUSPEND,
-            "reason": "checking",
+            "reason": lifecycle.reason_digest("checking"),  # the text is sealed (SDK)
             "until_ms": 1,
         }
         values.update(fields)
@@ -373,6 +373,14 @@ CASES = [
     ),
     Case("action id 'a1'", A + "Act", FR, _act(action_id="a1"), INVALID, "not a lower-case UUID"),
     Case("a reason of 2 KB", A + "Act", FR, _act(reason="r" * 2048), INVALID, "at most 1024"),
+    Case(
+        "a reason in plain text",
+        A + "Act",
+        FR,
+        _act(reason="arrested in Lyon"),
+        INVALID,
+        "the broker keeps no free text",
+    ),
     Case("lifecycle kind 42", A + "Act", FR, _act(kind=42), INVALID, "not a LifecycleKind"),
     Case(
         "checkpoint size 2^63",

@@ -18,6 +18,7 @@ from broker.bundles import read_bundle_dir
 from broker.client.admin import AdminClient
 from broker.client.node import AgencyNode, LifecycleNotice, ReceivedNotice
 from broker.core import lifecycle
+from broker.errors import InvalidArgument
 from broker.sandbox import ADMIN_ID, REPO_POLICIES
 from broker.v1 import agency_pb2, notice_pb2
 
@@ -131,7 +132,8 @@ async def test_withdrawal_reaches_every_recipient_including_one_offline(broker: 
         # IT-BORDER comes back and gets the withdrawal.
         await it.start()
         await until(lambda: kinds(it) == ["withdraw"])
-        assert it.actions[0].action.reason == "arrested in Lyon"
+        assert it.actions[0].reason == "arrested in Lyon"  # opened from its sealed box
+        assert it.actions[0].action.reason.startswith("sha256:")  # what the broker saw
         assert it.node.inbox.held(notice_id) == 0
         # Wait for the broker to confirm both acknowledgements before going offline again.
         for node in (it.node, a["DE-BKA"].node):
@@ -331,7 +333,7 @@ async def test_review_reminder_and_extension(broker: Running, tmp_path: Path) ->
         )
         assert list(result.told) == ["DE-BKA"]
         await until(lambda: kinds(a["DE-BKA"]) == ["extend"])
-        assert "warrant renewed" in a["DE-BKA"].actions[0].action.reason
+        assert "warrant renewed" in a["DE-BKA"].actions[0].reason
         rows = await broker.app.runner.call(
             lambda s: s.conn.execute(
                 "SELECT kind, actor FROM lifecycle_actions WHERE notice_id=?", (notice_id,)
@@ -387,9 +389,8 @@ async def test_reasons_are_bounded_and_logged_by_digest(broker: Running) -> None
     async with agencies(broker, "FR-NCB", "DE-BKA") as a:
         notice_id = await publish(a["FR-NCB"].node, ["DE-BKA"])
         await until(lambda: len(a["DE-BKA"].notices) == 1)
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await a["DE-BKA"].node.flag(notice_id, "x" * 5000)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(InvalidArgument, match="limited to 1024 bytes"):
+            await a["DE-BKA"].node.flag(notice_id, "x" * 5000)  # refused before sealing
         await a["DE-BKA"].node.flag(notice_id, "Mr DOE is protected here")
     import sqlite3
 

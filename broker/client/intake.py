@@ -34,6 +34,7 @@ from google.protobuf.message import DecodeError
 from broker import pki
 from broker.client.directory import View
 from broker.client.findings import Finding, FindingLog
+from broker.client.gossip import Gossip
 from broker.client.inbox import Inbox
 from broker.client.reasons import open_reason
 from broker.client.types import (
@@ -68,6 +69,7 @@ class NodeIntake:
     me: str
     credentials: pki.AgencyCredentials
     inbox: Inbox
+    gossip: Gossip
     stats: ListenStats
     findings: FindingLog
     verified: Any  # broker.client.directory.Verified
@@ -111,6 +113,8 @@ class NodeIntake:
             )
             return None, None
         nid, version = notice.notice_id, notice.version
+        h = notice.header
+        self.gossip.note(notice.originator, nid, h.checkpoint_size, h.checkpoint_root)
         key = (nid, version)
         seen = self.inbox.versions(nid)
         if key in batch or version in seen:
@@ -315,6 +319,7 @@ class NodeIntake:
             return None
         erased = 0
         nid = action.notice_id
+        self.gossip.note(action.actor, nid, action.checkpoint_size, action.checkpoint_root)
         if action.kind in CLOSING:
             erased = self.inbox.held(nid)
             self.inbox.close_notice(nid, CLOSING[action.kind], action.action_id, now_ms())
@@ -344,6 +349,8 @@ class NodeIntake:
             header_digest=hashlib.sha256(signed_bytes).digest(),
             received_at_ms=now_ms(),
             action_id=action.action_id,
+            checkpoint_size=self.gossip.log_view.head[0],  # this node's view, signed in
+            checkpoint_root=self.gossip.log_view.head[1],
         )
 
 

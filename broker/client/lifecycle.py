@@ -13,6 +13,7 @@ import nacl.bindings
 
 from broker import pki
 from broker.client.directory import View
+from broker.client.logview import LogView
 from broker.client.reasons import seal_reason
 from broker.client.sent import Act, ActLog
 from broker.client.types import PublishedNotice, ReceivedNotice, now_ms
@@ -57,6 +58,7 @@ class _Node(Protocol):
     def _reason_keys(self) -> Callable[[str], Awaitable[dict[str, bytes]]]: ...
 
     acts: ActLog
+    log_view: LogView
 
 
 class NodeLifecycle:
@@ -88,6 +90,8 @@ class NodeLifecycle:
             at_ms=now_ms(),
             target=target,
             sealed_reason=sealed,
+            checkpoint_size=self.log_view.head[0],  # this node's view of the log, signed in
+            checkpoint_root=self.log_view.head[1],
         ).SerializeToString(deterministic=True)
         signed = notice_pb2.SignedLifecycleAction(
             action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)

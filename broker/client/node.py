@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from broker import pki
 from broker.client.audit import load_trust
 from broker.client.findings import Finding, FindingHandler, FindingLog
+from broker.client.gossip import Gossip
 from broker.client.inbox import Inbox
 from broker.client.intake import NodeIntake
 from broker.client.lifecycle import NodeLifecycle
@@ -54,9 +55,9 @@ from broker.core import envelope as env
 from broker.core import intake
 from broker.core import receipts as rcp
 from broker.core.identity import IdentityError
-from broker.errors import BrokerError, InvalidArgument
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
 from broker.trustconfig import TRUST_FILE, load_trust_config
-from broker.v1 import agency_pb2, agency_pb2_grpc, audit_pb2_grpc, notice_pb2
+from broker.v1 import agency_pb2, agency_pb2_grpc, audit_pb2, audit_pb2_grpc, notice_pb2
 
 __all__ = [  # the node and the values it takes and gives (broker.client.types)
     "AgencyNode",
@@ -141,6 +142,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
             self.trust_config,
             self.memory,
         )
+        self.gossip = Gossip(self.log_view, self._consistency_proof, self._report)
         self.stats = ListenStats()
         self._init_publisher()
         # Our own X25519 public key, once: opening a wrap then costs one scalar multiplication.
@@ -184,8 +186,22 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
             tuple(delivery.obligations),
         )
 
+    async def _consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """The broker's consistency proof; FailedPrecondition when it refuses to give one."""
+        try:
+            got = await self._retry(
+                self.audit_stub.GetConsistencyProof,
+                audit_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise FailedPrecondition(f"{exc.code().name}: {exc.details()}") from None
+        return list(got.hashes)
+
     def _receipt(self, notice: ReceivedNotice) -> notice_pb2.Receipt:
+        size, root = self.log_view.head  # this node's view, signed in (broker/client/gossip.py)
         return notice_pb2.Receipt(
+            checkpoint_size=size,
+            checkpoint_root=root,
             notice_id=notice.notice_id,
             version=notice.version,
             recipient=self.me,
@@ -286,6 +302,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
                     await on_lifecycle(LifecycleNotice(action, erased, action.reason))
         # The originator's side: are the notices it published provably in the log?
         await self._verify_logged_now()
+        await self.gossip.recheck()
         await self._hand_findings()
 
     async def _fresh_view(self) -> None:

@@ -318,6 +318,9 @@ class NodePublisher:
             header.lookup_digest = digest
         for attempt in (1, 2):
             view = await self.directory()
+            size, root = self.log_view.head  # this node's view of the log, signed in
+            for header in headers:  # (broker/client/gossip.py)
+                header.checkpoint_size, header.checkpoint_root = size, root
             sealed = [self._seal(d, h, view) for d, h in zip(drafts, headers, strict=True)]
             for (envelope, _a, _w), (salt, tokens, _digest) in zip(sealed, indexes, strict=True):
                 envelope.lookup_tokens.extend(tokens)

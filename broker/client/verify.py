@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker.client.audit import Trust
 from broker.client.findings import Finding, FindingLog
+from broker.client.gossip import Gossip
 from broker.client.logview import LogView
 from broker.client.sent import ActLog, Sent, SentLog, VerifiedReceipt
 from broker.client.types import now_ms
@@ -129,6 +130,7 @@ class NodeVerifier:
     trust_config: TrustConfig
     ca_key: EllipticCurvePublicKey
     audit_stub: Any
+    gossip: Gossip
     _found: list[Finding]
     _retry: Callable[..., Any]
     directory: Callable[..., Any]
@@ -275,6 +277,8 @@ class NodeVerifier:
         except rcp.ReceiptError as exc:
             self._report("receipt_unverified", nid, recipient, f"version {s.version}: {exc}")
             return check(UNVERIFIED, f"its receipt does not verify: {exc}")
+        # The recipient's signed view of the log, compared with ours (broker/client/gossip.py).
+        self.gossip.note(recipient, nid, receipt.checkpoint_size, receipt.checkpoint_root)
         logged = None
         if proven.report is not None:
             logged = next((r for r in proven.report.receipts if r.recipient == recipient), None)
@@ -390,6 +394,7 @@ class NodeVerifier:
                 )
         actions = self._actions(notice_id, status, known, newly)
         self.acts.mark_verified(newly)
+        await self.gossip.recheck()  # the recipients' views of the log against ours
         return DeliveryReport(
             notice_id,
             tuple(logged),

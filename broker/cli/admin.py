@@ -16,6 +16,11 @@ from google.protobuf.json_format import MessageToDict
 from broker.errors import InvalidArgument
 from broker.v1 import admin_pb2, notice_pb2
 
+POLICY_REASON = (
+    "why this bundle (signed and kept in the transparency log for auditors: describe the "
+    "policy change, never name a person)"
+)
+
 
 def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin", required=True, help="administrator id (urn:broker:admin:<id>)")
@@ -58,7 +63,7 @@ def register(sub: Any) -> None:
     a = psub.add_parser("activate", help="sign and activate a bundle directory")
     _connection(a)
     a.add_argument("dir", type=Path)
-    a.add_argument("--reason", required=True)
+    a.add_argument("--reason", required=True, help=POLICY_REASON)
     a.set_defaults(func=run_activate)
 
     h = psub.add_parser("history", help="activations, newest first")
@@ -68,7 +73,7 @@ def register(sub: Any) -> None:
     r = psub.add_parser("rollback", help="activate an earlier bundle version again")
     _connection(r)
     r.add_argument("version")
-    r.add_argument("--reason", required=True)
+    r.add_argument("--reason", required=True, help=POLICY_REASON)
     r.set_defaults(func=run_rollback)
 
     agency = asub.add_parser("agency", help="register, update, suspend, revoke, rotate keys")
@@ -88,7 +93,11 @@ def register(sub: Any) -> None:
         g = gsub.add_parser(verb, help=f"{verb} an agency")
         _connection(g)
         g.add_argument("id")
-        g.add_argument("--reason", required=True)
+        g.add_argument(
+            "--reason",
+            required=True,
+            help="why (the broker keeps only its SHA-256; keep the text in your own records)",
+        )
         g.set_defaults(func=run_status, status=status)
     g = gsub.add_parser("rotate-keys", help="bind a new CA-signed key statement")
     _connection(g)

@@ -34,6 +34,7 @@ from broker.core import auditing
 from broker.core import pod as pd
 from broker.core.identity import Party, validate_kind
 from broker.errors import InvalidArgument
+from broker.trustconfig import TRUST_FILE, load_trust_config
 from broker.v1 import audit_pb2
 
 DEFAULT_KEYS = Path("data/keys")
@@ -68,9 +69,10 @@ def _trust_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--require-cosignatures",
         type=int,
-        default=0,
+        default=None,
         metavar="K",
-        help="trust only checkpoints cosigned by at least K trusted witnesses",
+        help="trust only checkpoints cosigned by at least K trusted witnesses (default: the "
+        "deployment's trust.toml in --keys-dir, whose witnesses are trusted too; 0 without one)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -150,14 +152,23 @@ def register(sub: Any) -> None:
 
 
 def _trust(args: argparse.Namespace) -> ac.Trust:
+    """The trust anchors; the deployment's trust.toml (its witnesses and the cosignatures it
+    requires) applies unless --require-cosignatures says otherwise."""
+    witnesses = list(args.witness)
+    k = args.require_cosignatures
+    path = Path(args.keys_dir) / TRUST_FILE
+    if k is None and path.exists():
+        config = load_trust_config(path)
+        witnesses += [w for w in config.witnesses if w not in witnesses]
+        k = config.min_cosignatures
     return ac.load_trust(
         args.keys_dir,
         args.broker_id,
         log_key=args.log_key,
         ca_cert=args.ca,
-        witnesses=args.witness,
+        witnesses=witnesses,
         witness_keys=args.witness_key,
-        min_cosignatures=args.require_cosignatures,
+        min_cosignatures=k or 0,
     )
 
 

@@ -245,8 +245,17 @@ async def test_proof_of_delivery_verifies_offline(broker: Running, tmp_path: Pat
     path = tmp_path / "pod.bin"
     path.write_bytes(pod.SerializeToString())
     keys = ["--keys-dir", str(broker.deployment.keys_dir)]
-    code = main(["audit", "verify", str(path), *keys, "--json"])
+    code = main(["audit", "verify", str(path), *keys, "--json", "--require-cosignatures", "0"])
     assert code == 0
+    # By default the deployment's trust.toml applies: a checkpoint its witness cosigned.
+    for _ in range(100):
+        async with auditor(broker) as client:
+            path.write_bytes((await client.pod(notice_id)).SerializeToString())
+        if main(["audit", "verify", str(path), *keys, "--json"]) == 0:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no cosigned proof of delivery")
 
     # Any part that does not hold up fails the bundle, offline.
     other = pki.load_agency(broker.deployment.keys_dir, "IT-BORDER").statement

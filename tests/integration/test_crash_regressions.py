@@ -6,7 +6,9 @@ is what a broker killed under it leaves behind.
   version left its recipient out;
 * a recipient that held a notice whose receipt never reached the broker was not told of
   later lifecycle actions (its copy was pending again, or withheld on redelivery);
-* an UpdateRestrictions retried after its first attempt committed was refused.
+* an UpdateRestrictions retried after its first attempt committed was refused;
+* a holder whose copy was pending again when a newer version left it out was not told
+  that the newer version superseded it.
 """
 
 from __future__ import annotations
@@ -110,6 +112,27 @@ async def test_holder_whose_copy_is_pending_again_is_told_of_a_withdrawal(
         # EU-HUB's copy was pending (a pending copy may be in flight on a broker that lies).
         assert sorted(result.told) == ["EU-HUB", "IT-BORDER"]
         assert result.purged == 2
+
+
+async def test_holder_whose_copy_is_pending_again_is_told_of_a_supersession(
+    broker: Running,
+) -> None:
+    async with broker.node("FR-NCB") as fr:
+        notice_id = await publish(fr, ["DE-BKA", "IT-BORDER"])
+        assert len(await lease_and_vanish(broker, "IT-BORDER")) == 1
+        call = broker.stub(Party("agency", "IT-BORDER")).Subscribe()
+        await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=0)))
+        want = agency_pb2.DELIVERY_STATE_PENDING
+        for _ in range(200):
+            if (await states(broker, fr, notice_id))[("IT-BORDER", 1)] == want:
+                break
+            await asyncio.sleep(0.05)
+        call.cancel()
+        # Version 2 leaves IT-BORDER out: it may hold version 1 (it was sent), so it is told.
+        await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
+        status = await fr.delivery_status(notice_id)
+        told = {(a.kind, a.recipient) for a in status.actions}
+        assert ("superseded", "IT-BORDER") in told, told
 
 
 async def test_holder_withheld_on_redelivery_is_told_but_one_never_sent_is_not(

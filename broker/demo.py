@@ -501,7 +501,7 @@ def _verify_receipt(node: AgencyNode, status: agency_pb2.RecipientStatus) -> not
         (node.config.keys_dir / "agencies" / status.recipient / "statement.bin").read_bytes()
     )
     keys = verify_key_statement(statement, node.ca_key, now_ms(), expected_agency=status.recipient)
-    return rcp.verify_proven_receipt(status.receipt, keys.signing_key)
+    return rcp.verify_proven_receipt(status.receipt, keys.verify_key)
 
 
 def main(directory: Path | None = None, *, as_json: bool = False) -> int:

@@ -241,12 +241,12 @@ class NodeIntake:
             raise _Unsigned(
                 f"the supersession carries no verifiable newer header ({exc})"
             ) from None
-        from broker.core.envelope_suite import HEADER_CONTEXT, ed25519_valid
+        from broker.core.envelope import verify_header_signature
 
         signed = control.superseding
         originator = self._originator_of(nid)
         if not (
-            ed25519_valid(keys.signing_key, signed.signature, HEADER_CONTEXT + signed.header_bytes)
+            verify_header_signature(signed, keys.verify_key)
             and intake.newer_header(header, held, nid, originator)
             and header.version == action.version
         ):

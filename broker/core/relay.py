@@ -21,6 +21,7 @@ from broker.core.bounds import quote
 from broker.core.policy import AgencyProfile, Bundle, Decision, NoticeFacts, RecipientDecision
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import Restrictions
+from broker.core.suites import SuitePolicy
 from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -71,6 +72,12 @@ class RegisteredAgency:
     encryption_key: bytes
     statement: bytes
     signed_entry: bytes | None = None  # serialized SignedAgencyEntry, once an admin signed it
+    pq_signing_key: bytes = b""  # ML-DSA-65 public key when the statement carries one
+
+    @property
+    def verify_key(self) -> bytes:
+        """Ed25519, or Ed25519 || ML-DSA-65: what header and receipt signatures verify with."""
+        return self.signing_key + self.pq_signing_key
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,7 @@ def accept_publish(
     cache: dc.DecisionCache | None = None,
     registry_key: str = "",
     envelope: notice_pb2.Envelope | None = None,
+    suites: SuitePolicy | None = None,
 ) -> AcceptedNotice:
     """Check one published envelope completely; return what to store.
 
@@ -237,7 +245,8 @@ def accept_publish(
     by the bundle, `registry_key` and the shape; pass the same cache and a key that
     changes with the registry); rules and reasons are explained only for what is
     refused, and obligations once per shape and recipient. `envelope` may carry the
-    already parsed `envelope_bytes`.
+    already parsed `envelope_bytes`. `suites` (broker.toml [crypto]) names the envelope
+    suites allowed, per kind; None allows both.
 
     Raises (each with a message saying what to fix): ResourceExhausted (too
     large or too many), InvalidArgument (malformed, bad signature, unknown kind
@@ -272,8 +281,10 @@ def accept_publish(
         raise PermissionDenied(f"{caller} is not in the agency registry")
     if me.profile.status != "active":
         raise FailedPrecondition(f"{caller} is {me.profile.status} and may not publish")
-    checked = env.check_envelope(envelope, me.signing_key)
+    checked = env.check_envelope(envelope, me.verify_key)
     header = checked.header
+    if suites is not None:
+        suites.check(envelope.header.suite, header.kind)
     if header.version < 1:
         raise InvalidArgument("header.version must be 1 or more")
     _check_times(header, now_ms, limits, policy)
@@ -374,7 +385,7 @@ def accept_receipts(
     me = registry.get(caller)
     if me is None:
         raise PermissionDenied(f"{caller} is not in the agency registry")
-    verified = rcp.verify_receipts(batch, me.signing_key)
+    verified = rcp.verify_receipts(batch, me.verify_key)
     if me.profile.status != "active" and any(not r.action_id for _p, r in verified):
         raise FailedPrecondition(
             f"{caller} is {me.profile.status}: its receipts of notices do not count"

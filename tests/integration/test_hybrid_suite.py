@@ -1,0 +1,213 @@
+"""The hybrid suite end to end: real broker, real mutual TLS, real nodes; a mixed deployment
+(FR-NCB and DE-BKA hold post-quantum keys, IT-BORDER does not) during migration."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import MappingProxyType
+
+import grpc
+import pytest
+
+from broker.client.node import ReceivedNotice
+from broker.client.witness import run_witness
+from broker.core import hybrid as hy
+from broker.core import receipts as rcp
+from broker.core.envelope import SUITE, SUITE_HYBRID
+from broker.core.suites import SuitePolicy
+from broker.errors import FailedPrecondition
+from broker.sandbox import DEMO_AGENCIES, WITNESS_ID, Deployment, create_deployment, provision
+from broker.server.app import BrokerApp
+from broker.v1 import agency_pb2
+
+from .conftest import Running
+from .helpers import RED_SECTIONS
+
+pytestmark = pytest.mark.integration
+PQ_AGENCIES = ("FR-NCB", "DE-BKA", "EU-HUB")
+
+
+@pytest.fixture(scope="module")
+def mixed_template(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    return create_deployment(tmp_path_factory.mktemp("mixed"), DEMO_AGENCIES, pq=PQ_AGENCIES)
+
+
+@asynccontextmanager
+async def _broker(template: Deployment, tmp: Path, crypto: SuitePolicy) -> AsyncIterator[Running]:
+    """As conftest's start_broker, with broker.toml [crypto] set: a copy of the deployment,
+    a provisioned broker and the deployment's witness cosigning checkpoints."""
+    import shutil
+
+    root = tmp / "deployment"
+    shutil.copytree(template.root, root)
+    d = Deployment(
+        root, root / "keys", root / "registry.toml", root / "broker.toml", template.agencies
+    )
+    app = BrokerApp(d.server_config(expiry_interval_s=0.1, crypto=crypto))
+    app.poll_interval = 0.1
+    port = await app.start()
+    stop = asyncio.Event()
+    witness = None
+    try:
+        running = Running(app, d, f"127.0.0.1:{port}")
+        await provision(d, running.target)
+        witness = asyncio.create_task(
+            run_witness(
+                d.keys_dir,
+                WITNESS_ID,
+                running.target,
+                root / "witness.json",
+                stop=stop,
+                interval_s=0.1,
+            )
+        )
+        yield running
+    finally:
+        stop.set()
+        if witness is not None:
+            await witness
+        await app.stop(grace=0.5)
+
+
+@pytest.fixture
+async def mixed(mixed_template: Deployment, tmp_path: Path) -> AsyncIterator[Running]:
+    async with _broker(mixed_template, tmp_path, SuitePolicy()) as running:
+        yield running
+
+
+@pytest.fixture
+async def red_needs_hybrid(mixed_template: Deployment, tmp_path: Path) -> AsyncIterator[Running]:
+    policy = SuitePolicy(kinds=MappingProxyType({"interpol.red": frozenset({SUITE_HYBRID})}))
+    async with _broker(mixed_template, tmp_path, policy) as running:
+        yield running
+
+
+async def _receive(node: object, want: int = 1) -> list[ReceivedNotice]:
+    got: list[ReceivedNotice] = []
+    stop = asyncio.Event()
+
+    async def handle(notice: ReceivedNotice) -> None:
+        got.append(notice)
+        if len(got) >= want:
+            stop.set()
+
+    await asyncio.wait_for(node.listen(handle, stop=stop), 15)  # type: ignore[attr-defined]
+    return got
+
+
+async def test_hybrid_notice_round_trip_with_hybrid_receipt(mixed: Running) -> None:
+    async with mixed.node("FR-NCB") as fr, mixed.node("DE-BKA") as de:
+        sent = await fr.publish(
+            kind="interpol.red",
+            purpose="locate_arrest",
+            sections=RED_SECTIONS,
+            recipients=["DE-BKA"],
+            suite="hybrid",
+        )
+        [got] = await _receive(de)
+        assert got.notice_id == sent.notice_id
+        assert dict(got.sections) == {k: RED_SECTIONS[k] for k in got.sections}
+        assert set(got.sections) >= {"identity", "case_facts"}
+        row = None
+        for _ in range(200):
+            status = await fr.delivery_status(sent.notice_id)
+            row = next(r for r in status.recipients if r.recipient == "DE-BKA")
+            if row.state == agency_pb2.DELIVERY_STATE_DELIVERED:
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None and row.state == agency_pb2.DELIVERY_STATE_DELIVERED
+        assert len(row.receipt.signature) == hy.SIGNATURE_SIZE  # DE-BKA signs hybrid
+        de_keys = mixed.app.registry["DE-BKA"]
+        assert (
+            rcp.verify_proven_receipt(row.receipt, de_keys.verify_key).notice_id == sent.notice_id
+        )
+        with pytest.raises(rcp.ReceiptError):  # the Ed25519 half alone is not enough
+            rcp.verify_proven_receipt(row.receipt, de_keys.signing_key)
+
+
+async def test_node_refuses_hybrid_for_a_recipient_without_pq_keys(mixed: Running) -> None:
+    async with mixed.node("FR-NCB") as fr:
+        with pytest.raises(
+            FailedPrecondition, match=r"key statement of IT-BORDER .* no post-quantum"
+        ):
+            await fr.publish(
+                kind="interpol.red",
+                purpose="locate_arrest",
+                sections=RED_SECTIONS,
+                recipients=["DE-BKA", "IT-BORDER"],
+                suite="hybrid",
+            )
+
+
+async def test_auto_falls_back_to_classical_for_a_mixed_audience(mixed: Running) -> None:
+    async with (
+        mixed.node("FR-NCB") as fr,
+        mixed.node("IT-BORDER") as it,
+        mixed.node("DE-BKA", suite="auto") as de,
+    ):
+        mixed_audience = await fr.publish(
+            kind="interpol.red",
+            purpose="locate_arrest",
+            sections=RED_SECTIONS,
+            recipients=["DE-BKA", "IT-BORDER"],
+            suite="auto",
+        )
+        [at_it] = await _receive(it)
+        assert at_it.notice_id == mixed_audience.notice_id
+        [first] = await _receive(de)
+        assert first.notice_id == mixed_audience.notice_id
+        hybrid_only = await fr.publish(
+            kind="interpol.red",
+            purpose="locate_arrest",
+            sections=RED_SECTIONS,
+            recipients=["DE-BKA"],
+            suite="auto",
+        )
+        [second] = await _receive(de)
+        assert second.notice_id == hybrid_only.notice_id
+    suites = {
+        nid: s
+        for nid, s in _stored_suites(mixed).items()
+        if nid in (mixed_audience.notice_id, hybrid_only.notice_id)
+    }
+    assert suites == {mixed_audience.notice_id: SUITE, hybrid_only.notice_id: SUITE_HYBRID}
+
+
+def _stored_suites(b: Running) -> dict[str, str]:
+    import sqlite3
+
+    from broker.v1 import notice_pb2
+
+    conn = sqlite3.connect(f"file:{b.app.config.database}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT notice_id, envelope FROM notices").fetchall()
+    finally:
+        conn.close()
+    return {nid: notice_pb2.Envelope.FromString(e).header.suite for nid, e in rows}
+
+
+async def test_broker_refuses_classical_where_the_kind_demands_hybrid(
+    red_needs_hybrid: Running,
+) -> None:
+    async with red_needs_hybrid.node("FR-NCB") as fr:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await fr.publish(
+                kind="interpol.red",
+                purpose="locate_arrest",
+                sections=RED_SECTIONS,
+                recipients=["DE-BKA"],
+                suite="classical",
+            )
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "not allowed for notices of kind" in (info.value.details() or "")
+        sent = await fr.publish(
+            kind="interpol.red",
+            purpose="locate_arrest",
+            sections=RED_SECTIONS,
+            recipients=["DE-BKA"],
+            suite="hybrid",
+        )
+        assert sent.notice_id

@@ -134,6 +134,12 @@ def _e2e_args(p: argparse.ArgumentParser) -> None:
     a("--nats-url", help="NATS server (default nats://127.0.0.1:4222)")
     a("--rabbitmq-url", help="RabbitMQ server (default amqp://guest:guest@127.0.0.1:5672/)")
     a("--dir", type=Path, dest="scratch", help="scratch directory (default: a temp dir)")
+    a(
+        "--suite",
+        choices=("classical", "hybrid"),
+        help="our envelope suite (default classical; hybrid: PQ keys for every agency); "
+        "`broker bench suites` compares both in one run",
+    )
 
 
 def _e2e_config(args: argparse.Namespace) -> Any:
@@ -147,7 +153,7 @@ def _e2e_config(args: argparse.Namespace) -> Any:
         "recipients", "publishers", "recipient_procs", "concurrency", "batch", "window",
         "closed_seconds", "paced_seconds", "soak_seconds", "soak_rate", "backlog",
         "backlog_drain_seconds", "capacity_notices", "confirm_seconds", "drain_timeout_s",
-        "nats_url", "rabbitmq_url", "scratch",
+        "nats_url", "rabbitmq_url", "scratch", "suite",
     ):  # fmt: skip
         value = getattr(args, name)
         if value is not None:

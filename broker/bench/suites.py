@@ -154,7 +154,7 @@ def envelope_layer(recipients: int, rounds: int) -> dict[str, Any]:
     out["times_ms"] = {s: {k: _ms(v) for k, v in t.items()} for s, t in times.items()}
     out["ratios"] = {
         **{
-            f"{k}_bytes": sizes["hybrid"][k] / sizes["classical"][k]
+            k: sizes["hybrid"][k] / sizes["classical"][k]
             for k in ("envelope_bytes", "delivery_bytes")
         },
         **{

@@ -176,6 +176,7 @@ def join_statements(
             keys.encryption_key,
             signed_by[(agency_id, keys.serial)],
             pq_signing_key=keys.pq_signing_key,
+            pq_encryption_key=keys.pq_encryption_key,
         )
     return out
 

@@ -73,6 +73,7 @@ class RegisteredAgency:
     statement: bytes
     signed_entry: bytes | None = None  # serialized SignedAgencyEntry, once an admin signed it
     pq_signing_key: bytes = b""  # ML-DSA-65 public key when the statement carries one
+    pq_encryption_key: bytes = b""  # its MLKEM768X25519 key: it can open the hybrid suite
 
     @property
     def verify_key(self) -> bytes:
@@ -299,6 +300,11 @@ def accept_publish(
             raise InvalidArgument(f"recipient {quote(recipient)} is not in the agency registry")
         if recipient == caller:
             raise InvalidArgument("a notice cannot be addressed to its own originator")
+        if envelope.header.suite == env.SUITE_HYBRID and not registry[recipient].pq_encryption_key:
+            raise FailedPrecondition(
+                f"recipient {recipient}'s key statement carries no post-quantum key, so it "
+                "cannot open the hybrid suite; seal to it with the classical suite"
+            )
         unknown = sorted(set(wraps[recipient]) - set(checked.sections))
         if unknown:
             raise InvalidArgument(

@@ -205,6 +205,7 @@ class BrokerApp:
                 r.statement,
                 r.signed_entry,
                 pq_signing_key=keys.pq_signing_key,
+                pq_encryption_key=keys.pq_encryption_key,
             )
         self.registry = registry
         self.registry_key = registry_key(registry.values())

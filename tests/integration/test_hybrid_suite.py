@@ -211,3 +211,32 @@ async def test_broker_refuses_classical_where_the_kind_demands_hybrid(
             suite="hybrid",
         )
         assert sent.notice_id
+
+
+async def test_broker_refuses_a_hybrid_wrap_to_a_recipient_without_pq_keys(mixed: Running) -> None:
+    """A node that skipped its own check (or a buggy one): the broker refuses it too."""
+    import os
+
+    from broker import pki
+    from broker.core import envelope as env
+    from broker.core.identity import Party
+    from broker.v1 import notice_pb2
+
+    from .helpers import red_header
+
+    fr = pki.load_agency(mixed.deployment.keys_dir, "FR-NCB")
+    kem = hy.kem_public_key_bytes(os.urandom(96))  # a key IT-BORDER's statement does not have
+    envelope = env.seal(
+        red_header(),
+        notice_pb2.OriginatorRestrictions(),
+        [env.SectionInput(n, d) for n, d in sorted(RED_SECTIONS.items())],
+        [env.RecipientInput("IT-BORDER", bytes(32), frozenset({"identity"}), kem)],
+        fr.signing_key,
+        os.urandom,
+        suite=SUITE_HYBRID,
+    )
+    stub = mixed.stub(Party("agency", "FR-NCB"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Publish(agency_pb2.PublishRequest(envelopes=[envelope]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "IT-BORDER's key statement carries no post-quantum key" in (info.value.details() or "")

@@ -197,7 +197,7 @@ class NodeIntake:
             keys = self.verified.statement(control.actor_statement, now_ms(), actor)
         except IdentityError as exc:
             raise InvalidArgument(f"no CA-signed key for {actor}") from exc
-        key: bytes = keys.signing_key
+        key: bytes = keys.verify_key  # Ed25519, or Ed25519 || ML-DSA-65 (hybrid signatures)
         return key
 
     def _verified_action(self, control: notice_pb2.ControlDelivery) -> notice_pb2.LifecycleAction:

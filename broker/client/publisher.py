@@ -548,7 +548,7 @@ class NodePublisher:
         update = agency_pb2.RestrictionUpdate(
             notice_id=notice_id, restrictions=restrictions, sequence=sequence, at_ms=now_ms()
         ).SerializeToString(deterministic=True)
-        signature = relay.sign_restriction_update(update, self.credentials.signing_seed)
+        signature = relay.sign_restriction_update(update, self.credentials.signing_key)
         request = agency_pb2.UpdateRestrictionsRequest(update=update, signature=signature)
         response: agency_pb2.UpdateRestrictionsResponse = await self._retry(
             self.stub.UpdateRestrictions, request

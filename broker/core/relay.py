@@ -403,10 +403,11 @@ RESTRICTION_UPDATE_CONTEXT = b"broker.v1 restriction update\x00"
 
 
 def sign_restriction_update(update: bytes, signing_seed: bytes) -> bytes:
-    """The originator's Ed25519 signature over a serialized RestrictionUpdate."""
-    from broker.core.envelope_suite import ed25519_sign
+    """The originator's signature over a serialized RestrictionUpdate (Ed25519, or hybrid
+    with a 64-byte hybrid key: broker.core.hybrid.sign_as)."""
+    from broker.core.hybrid import sign_as
 
-    return ed25519_sign(signing_seed, RESTRICTION_UPDATE_CONTEXT + update)
+    return sign_as(signing_seed, RESTRICTION_UPDATE_CONTEXT, update)
 
 
 def check_restrictions(
@@ -452,9 +453,9 @@ def accept_restriction_update(
     Raises NotFound when `caller` published no such notice, InvalidArgument when the
     signature or the message is bad.
     """
-    from broker.core.envelope_suite import ed25519_valid
+    from broker.core.hybrid import valid_as
 
-    if not ed25519_valid(signing_key, signature, RESTRICTION_UPDATE_CONTEXT + update_bytes):
+    if not valid_as(signing_key, signature, RESTRICTION_UPDATE_CONTEXT, update_bytes):
         raise InvalidArgument("the restriction update's signature does not verify with your key")
     update = agency_pb2.RestrictionUpdate()
     try:

@@ -417,3 +417,35 @@ def test_delivery_for_hybrid_has_no_other_wrap() -> None:
     for other in ("NL-POLITIE", "EUROPOL"):
         sealed = notice_pb2.WrapLeaf.FromString(wrap_of(HYBRID, other).leaf).sealed
         assert sealed not in raw
+
+
+def test_lifecycle_actions_and_restriction_updates_sign_hybrid() -> None:
+    from broker.core import lifecycle, relay
+    from broker.errors import InvalidArgument
+
+    action = notice_pb2.LifecycleAction(
+        action_id="0b9e2f4c-1d2a-4c6e-9f10-3a5b7c9d1e2f",
+        notice_id="0b9e2f4c-1d2a-4c6e-9f10-3a5b7c9d1e2f",
+        actor="FR-NCB",
+        kind=notice_pb2.LIFECYCLE_WITHDRAW,
+    ).SerializeToString()
+    signed = notice_pb2.SignedLifecycleAction(
+        action=action, signature=lifecycle.sign_action(action, HYBRID_SEED)
+    )
+    assert len(signed.signature) == hy.SIGNATURE_SIZE
+    assert lifecycle.verify_action(signed, HYBRID_PK).actor == "FR-NCB"
+    for key in (ORIGINATOR_PK, HYBRID_PK):  # the Ed25519 half alone never passes
+        stripped = notice_pb2.SignedLifecycleAction(action=action, signature=signed.signature[:64])
+        with pytest.raises(InvalidArgument, match="does not verify"):
+            lifecycle.verify_action(stripped, key)
+    classical = notice_pb2.SignedLifecycleAction(
+        action=action, signature=lifecycle.sign_action(action, SIGNING_SEED)
+    )
+    assert lifecycle.verify_action(classical, ORIGINATOR_PK).actor == "FR-NCB"
+    with pytest.raises(InvalidArgument, match="does not verify"):
+        lifecycle.verify_action(classical, HYBRID_PK)  # a PQ actor is held to hybrid
+
+    update = b"\x0a\x03abc"
+    signature = relay.sign_restriction_update(update, HYBRID_SEED)
+    assert hy.valid_as(HYBRID_PK, signature, relay.RESTRICTION_UPDATE_CONTEXT, update)
+    assert not hy.valid_as(ORIGINATOR_PK, signature[:64], relay.RESTRICTION_UPDATE_CONTEXT, update)

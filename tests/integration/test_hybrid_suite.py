@@ -18,7 +18,7 @@ from broker.core import hybrid as hy
 from broker.core import receipts as rcp
 from broker.core.envelope import SUITE, SUITE_HYBRID
 from broker.core.suites import SuitePolicy
-from broker.errors import FailedPrecondition
+from broker.errors import FailedPrecondition, InvalidArgument
 from broker.sandbox import DEMO_AGENCIES, WITNESS_ID, Deployment, create_deployment, provision
 from broker.server.app import BrokerApp
 from broker.v1 import agency_pb2
@@ -240,3 +240,53 @@ async def test_broker_refuses_a_hybrid_wrap_to_a_recipient_without_pq_keys(mixed
         await stub.Publish(agency_pb2.PublishRequest(envelopes=[envelope]), timeout=10)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "IT-BORDER's key statement carries no post-quantum key" in (info.value.details() or "")
+
+
+async def test_lifecycle_actions_of_a_pq_agency_are_signed_hybrid(mixed: Running) -> None:
+    """An originator with PQ keys withdraws its hybrid notice: the action is signed hybrid,
+    the broker and the recipient both verify it, and the recipient erases its copy."""
+    from broker.client.node import LifecycleNotice
+    from broker.core import lifecycle
+
+    async with mixed.node("FR-NCB") as fr, mixed.node("DE-BKA") as de:
+        sent = await fr.publish(
+            kind="interpol.red",
+            purpose="locate_arrest",
+            sections=RED_SECTIONS,
+            recipients=["DE-BKA"],
+            suite="hybrid",
+        )
+        actions: list[LifecycleNotice] = []
+        stop = asyncio.Event()
+
+        async def on_notice(notice: ReceivedNotice) -> None:
+            await fr.withdraw(sent.notice_id, "located and arrested")
+
+        async def on_action(action: LifecycleNotice) -> None:
+            actions.append(action)
+            stop.set()
+
+        await asyncio.wait_for(de.listen(on_notice, stop=stop, on_lifecycle=on_action), 20)
+        [withdrawn] = actions
+        assert withdrawn.kind == "withdraw" and withdrawn.erased == 1
+        assert withdrawn.action.notice_id == sent.notice_id
+
+    # The signature the broker kept is hybrid, and only the hybrid verify key accepts it.
+    import sqlite3
+
+    from broker.v1 import notice_pb2
+
+    conn = sqlite3.connect(f"file:{mixed.app.config.database}?mode=ro", uri=True)
+    try:
+        action, signature = conn.execute(
+            "SELECT action, signature FROM lifecycle_actions WHERE notice_id = ?",
+            (sent.notice_id,),
+        ).fetchone()
+    finally:
+        conn.close()
+    signed = notice_pb2.SignedLifecycleAction(action=action, signature=signature)
+    assert len(signed.signature) == hy.SIGNATURE_SIZE
+    fr_keys = mixed.app.registry["FR-NCB"]
+    assert lifecycle.verify_action(signed, fr_keys.verify_key).notice_id == sent.notice_id
+    with pytest.raises(InvalidArgument, match="does not verify"):
+        lifecycle.verify_action(signed, fr_keys.signing_key)

@@ -503,6 +503,7 @@ def notices(draw: st.DrawFn) -> tuple[list[SectionInput], list[RecipientInput], 
             f"AG-{a}",
             x25519_keypair(f"AG-{a}")[0],
             frozenset(draw(st.sets(st.sampled_from(all_names)))) if all_names else frozenset(),
+            pq_encryption_key=kem_keypair(f"AG-{a}")[0],
         )
         for a in agencies
     ]
@@ -511,14 +512,21 @@ def notices(draw: st.DrawFn) -> tuple[list[SectionInput], list[RecipientInput], 
 
 @settings(max_examples=40, deadline=None)
 @given(notices())
+@pytest.mark.parametrize("suite", BOTH)
 def test_round_trip_and_no_leaks(
-    case: tuple[list[SectionInput], list[RecipientInput], bytes],
+    suite: str, case: tuple[list[SectionInput], list[RecipientInput], bytes]
 ) -> None:
     sections, recipients, seed = case
     envelope = seal(
-        make_header(), RESTRICTIONS, sections, recipients, SIGNING_SEED, shake_rng(seed)
+        make_header(),
+        RESTRICTIONS,
+        sections,
+        recipients,
+        SIGNING_KEYS[suite],
+        shake_rng(seed),
+        suite=suite,
     )
-    checked = check_envelope(envelope, ORIGINATOR_PK)
+    checked = check_envelope(envelope, HYBRID_PK)
     assert set(checked.sections) == {s.name for s in sections}
     assert set(checked.wrap_index) == {r.agency_id for r in recipients}
     header = checked.header
@@ -528,7 +536,11 @@ def test_round_trip_and_no_leaks(
     for recipient in recipients:
         delivery = delivery_for(envelope, recipient.agency_id, recipient.sections)
         opened = open_delivery(
-            delivery, recipient.agency_id, x25519_keypair(recipient.agency_id)[1], ORIGINATOR_PK
+            delivery,
+            recipient.agency_id,
+            x25519_keypair(recipient.agency_id)[1],
+            HYBRID_PK,
+            pq_encryption_private_key=kem_keypair(recipient.agency_id)[1],
         )
         assert dict(opened.sections) == {n: plain[n] for n in recipient.sections}
         raw = delivery.SerializeToString()

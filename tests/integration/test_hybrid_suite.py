@@ -290,3 +290,43 @@ async def test_lifecycle_actions_of_a_pq_agency_are_signed_hybrid(mixed: Running
     assert lifecycle.verify_action(signed, fr_keys.verify_key).notice_id == sent.notice_id
     with pytest.raises(InvalidArgument, match="does not verify"):
         lifecycle.verify_action(signed, fr_keys.signing_key)
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker.cli.main",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_publish_with_suite(mixed: Running, tmp_path: Path) -> None:
+    common = [
+        "--agency",
+        "FR-NCB",
+        "--broker",
+        mixed.target,
+        "--keys-dir",
+        str(mixed.deployment.keys_dir),
+        "--state-dir",
+        str(tmp_path / "nodes"),
+        "--kind",
+        "interpol.red",
+        "--purpose",
+        "locate_arrest",
+        *(f"--section={k}={v.decode()}" for k, v in RED_SECTIONS.items() if k != "biometrics"),
+    ]
+    code, _out, err = await _cli("node", "publish", *common, "--to", "DE-BKA", "--suite", "hybrid")
+    assert code == 0, err
+    code, _out, err = await _cli(
+        "node", "publish", *common, "--to", "IT-BORDER", "--suite", "hybrid"
+    )
+    assert code != 0
+    assert "IT-BORDER" in err and "no post-quantum keys" in err

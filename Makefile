@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/broker demo
+	$(BIN)/broker demo --suite $(or $(SUITE),classical)
 
 test: $(STAMP) check-protos lint types pytest
 

@@ -18,6 +18,8 @@ from broker import tomlfile
 from broker.core import bounds, receipts
 from broker.core.identity import validate_id
 from broker.core.relay import Limits
+from broker.core.suites import SuitePolicy
+from broker.crypto_config import check_crypto
 from broker.errors import InvalidArgument
 from broker.store.backends import check_store
 from broker.tomlfile import TomlText
@@ -43,6 +45,7 @@ class ServerConfig:
     store_pool_max: int = 4  # at most this many
     store_workers: int = 2  # transactions committed at once (StoreRunner threads)
     limits: Limits = field(default_factory=Limits)
+    crypto: SuitePolicy = field(default_factory=SuitePolicy)  # [crypto]: envelope suites allowed
 
     @property
     def database(self) -> Path:
@@ -86,10 +89,10 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
         doc, src = tomlfile.read(path, ConfigError, "config file")
         base = path.parent
     for name, value in doc.items():
-        if name not in ("server", "limits"):
+        if name not in ("server", "limits", "crypto"):
             raise ConfigError(
                 f"{src.where((), name)}: unknown table {bounds.quote(name)}: "
-                "broker.toml has [server] and [limits]"
+                "broker.toml has [server], [limits] and [crypto]"
             )
         if not isinstance(value, dict):
             raise ConfigError(
@@ -102,7 +105,8 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
             continue
         server[key] = _check_override(key, value)
     limits = _check_limits(src, dict(doc.get("limits", {})))
-    config = ServerConfig(**server, limits=Limits(**limits))
+    crypto = check_crypto(src, dict(doc.get("crypto", {})), ConfigError)
+    config = ServerConfig(**server, limits=Limits(**limits), crypto=crypto)
     try:
         check_store(
             config.store, config.store_pool_min, config.store_pool_max, config.store_workers
@@ -257,7 +261,9 @@ def _error(src: TomlText, table: str, key: str, message: str) -> ConfigError:
 
 
 def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str, Any]:
-    defaults = {f.name: f.default for f in fields(ServerConfig) if f.name != "limits"}
+    defaults = {
+        f.name: f.default for f in fields(ServerConfig) if f.name not in ("limits", "crypto")
+    }
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in defaults:
@@ -285,7 +291,7 @@ def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str
 def _check_override(key: str, value: Any) -> Any:
     """A command-line value: checked like the file's; paths relative to the current directory."""
     defaults = {f.name: f.default for f in fields(ServerConfig)}
-    if key not in defaults or key == "limits":
+    if key not in defaults or key in ("limits", "crypto"):
         raise ConfigError(f"unknown setting {key}")
     raw = str(value) if isinstance(value, Path) else value
     check = SERVER_KEYS.get(key) or _by_default(defaults[key])

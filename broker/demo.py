@@ -97,7 +97,7 @@ NOTICES: list[dict[str, object]] = [
 
 
 async def run_demo(
-    deployment: Deployment, say: Say = print, *, as_json: bool = False
+    deployment: Deployment, say: Say = print, *, as_json: bool = False, suite: str = "classical"
 ) -> dict[str, object]:
     """Run the scenario against a broker started in this process; return a summary."""
     app = BrokerApp(deployment.server_config())
@@ -132,10 +132,16 @@ async def run_demo(
                 broker=f"127.0.0.1:{port}",
                 keys_dir=deployment.keys_dir,
                 state_dir=deployment.root / "nodes",
+                suite=suite,
             )
         )
         for a in deployment.agencies
     }
+    if suite != "classical":
+        say(
+            f"every node seals with the {suite} suite: HPKE ML-KEM-768+X25519 key wraps, "
+            "Ed25519 + ML-DSA-65 signatures on headers and receipts (docs/post-quantum.md)"
+        )
     lookups = demo_lookup.lookups_for(nodes, deployment.keys_dir, key_service.port)
     received: dict[tuple[str, str], dict[str, bytes]] = {}
     got: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
@@ -501,18 +507,18 @@ def _verify_receipt(node: AgencyNode, status: agency_pb2.RecipientStatus) -> not
         (node.config.keys_dir / "agencies" / status.recipient / "statement.bin").read_bytes()
     )
     keys = verify_key_statement(statement, node.ca_key, now_ms(), expected_agency=status.recipient)
-    return rcp.verify_proven_receipt(status.receipt, keys.signing_key)
+    return rcp.verify_proven_receipt(status.receipt, keys.verify_key)
 
 
-def main(directory: Path | None = None, *, as_json: bool = False) -> int:
-    """Entry point of `broker demo`."""
+def main(directory: Path | None = None, *, as_json: bool = False, suite: str = "classical") -> int:
+    """Entry point of `broker demo` (`suite` "hybrid": every agency gets PQ keys)."""
     with tempfile.TemporaryDirectory(prefix="broker-demo-") as tmp:
         root = directory or Path(tmp)
-        deployment = create_deployment(root, DEMO_AGENCIES)
+        deployment = create_deployment(root, DEMO_AGENCIES, pq=suite != "classical")
         print(f"deployment in {root}: CA, broker and 4 agencies with CA-signed key statements")
         for a in DEMO_AGENCIES:
             print(f"  {a.id:<10} {a.country}  roles={','.join(a.roles):<14} {a.title}")
-        asyncio.run(run_demo(deployment, as_json=as_json))
+        asyncio.run(run_demo(deployment, as_json=as_json, suite=suite))
         for line in console_hint(directory):
             print(line)
     return 0

@@ -13,6 +13,8 @@ reads files, and reads the clock. The layout (documented in keys/README.md)::
     <root>/agencies/<id>/signing.key      Ed25519 seed, 32 raw bytes (0600)
     <root>/agencies/<id>/encryption.key   X25519 private key, 32 raw bytes (0600)
     <root>/agencies/<id>/statement.bin    SignedKeyStatement (0644)
+    <root>/agencies/<id>/pq-signing.key      ML-DSA-65 seed, 32 raw bytes (0600), hybrid suite only
+    <root>/agencies/<id>/pq-encryption.key   ML-KEM-768 seed || X25519 key, 96 raw bytes (0600)
     <root>/brokers/<id>/log.key       transparency-log Ed25519 seed, 32 raw bytes (0600)
     <root>/brokers/<id>/log.pub       its C2SP verifier key string (0644): what auditors trust
     <root>/<kind>s/<id>/old/<label>/  the previous generation, kept on re-issue
@@ -32,6 +34,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import secrets
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf.message import DecodeError
 
+from broker.core import hybrid as hy
 from broker.core.auditing import log_origin
 from broker.core.checkpoint import (
     NoteError,
@@ -78,6 +82,8 @@ PARTY_CA_CERT: Final = "ca.pem"
 SIGNING_KEY: Final = "signing.key"
 ENCRYPTION_KEY: Final = "encryption.key"
 STATEMENT: Final = "statement.bin"
+PQ_SIGNING_KEY: Final = "pq-signing.key"  # ML-DSA-65 seed (hybrid suite, docs/post-quantum.md)
+PQ_ENCRYPTION_KEY: Final = "pq-encryption.key"  # ML-KEM-768 seed || X25519 private key
 LOG_KEY: Final = "log.key"  # brokers/<id>/: transparency-log Ed25519 seed (0600)
 LOG_PUB: Final = "log.pub"  # brokers/<id>/: its C2SP verifier key string (0644)
 OLD_DIR: Final = "old"
@@ -133,6 +139,19 @@ class AgencyCredentials:
     encryption_private_key: bytes  # X25519 private key, 32 bytes (libsodium crypto_box)
     statement: notice_pb2.SignedKeyStatement
     files: AgencyFiles
+    pq_signing_seed: bytes = b""  # ML-DSA-65 seed, 32 bytes, when the statement has PQ keys
+    pq_encryption_private_key: bytes = b""  # KEM private key, 96 bytes (hybrid.kem_private_key)
+
+    @property
+    def hybrid(self) -> bool:
+        """True iff this agency holds the post-quantum keys of the hybrid suite."""
+        return bool(self.pq_signing_seed)
+
+    @property
+    def signing_key(self) -> bytes:
+        """What signs receipts and actions: the Ed25519 seed, or Ed25519 || ML-DSA-65 seeds
+        (64 bytes, so broker.core.hybrid.sign_as signs hybrid) when the agency has PQ keys."""
+        return self.signing_seed + self.pq_signing_seed
 
 
 # --- paths -------------------------------------------------------------------
@@ -754,8 +773,12 @@ def issue_agency(
     days: int = 825,
     statement_days: int = DEFAULT_STATEMENT_DAYS,
     now: datetime | None = None,
+    pq: bool = False,
 ) -> AgencyFiles:
     """Issue (or rotate) an agency's credentials into ``root/agencies/<id>/``.
+
+    With ``pq`` also new post-quantum keys for the hybrid suite (``pq-signing.key``,
+    ``pq-encryption.key``, 0600) whose public halves the statement carries.
 
     Creates a TLS certificate as :func:`issue_certificate`, a new Ed25519
     signing key (``signing.key``, 32-byte seed, 0600), a new X25519 encryption
@@ -792,15 +815,42 @@ def issue_agency(
             _to_ms(cert.not_valid_after_utc), not_before + statement_days * 86_400_000
         ),
     )
-    signed = sign_key_statement(ca_key, statement)
-
     files = _tls_files(ca_cert, cert, tls_key)
+    if pq:
+        pq_seed = secrets.token_bytes(hy.MLDSA_SEED_SIZE)
+        pq_kem = (
+            secrets.token_bytes(hy.MLKEM_SEED_SIZE)
+            + x25519.X25519PrivateKey.generate().private_bytes_raw()
+        )
+        _put_pq_keys(statement, pq_seed, pq_kem)
+        files[PQ_SIGNING_KEY] = (pq_seed, PRIVATE_MODE)
+        files[PQ_ENCRYPTION_KEY] = (pq_kem, PRIVATE_MODE)
+    signed = sign_key_statement(ca_key, statement)
     files[SIGNING_KEY] = (signing.private_bytes_raw(), PRIVATE_MODE)
     files[ENCRYPTION_KEY] = (encryption.private_bytes_raw(), PRIVATE_MODE)
     files[STATEMENT] = (signed.SerializeToString(), PUBLIC_MODE)
     _append_issued(root, t, party, cert, serial)
     _install(directory, files)
     return _agency_files(directory)
+
+
+def _put_pq_keys(statement: notice_pb2.KeyStatement, pq_seed: bytes, pq_kem: bytes) -> None:
+    statement.pq_signing_key = hy.mldsa_public_key(pq_seed)
+    statement.pq_encryption_key = hy.kem_public_key_bytes(pq_kem)
+
+
+def _read_pq_keys(files: AgencyFiles, hint: str) -> tuple[bytes, bytes] | None:
+    """Return (ML-DSA seed, KEM private key) when both files exist, None when neither does."""
+    sign, enc = files.directory / PQ_SIGNING_KEY, files.directory / PQ_ENCRYPTION_KEY
+    if not sign.exists() and not enc.exists():
+        return None
+    seed = _read_private(sign, "post-quantum signing key", hint)
+    kem = _read_private(enc, "post-quantum encryption key", hint)
+    if len(seed) != hy.MLDSA_SEED_SIZE or len(kem) != hy.KEM_PRIVATE_SIZE:
+        raise FailedPrecondition(
+            f"{sign} must be {hy.MLDSA_SEED_SIZE} and {enc} {hy.KEM_PRIVATE_SIZE} raw bytes"
+        )
+    return seed, kem
 
 
 def renew_statement(
@@ -840,6 +890,14 @@ def renew_statement(
         not_before_ms=start,
         not_after_ms=min(_to_ms(cert.not_valid_after_utc), start + statement_days * 86_400_000),
     )
+    current = read_statement(files.statement)
+    if notice_pb2.KeyStatement.FromString(current.statement).pq_signing_key:
+        pq = _read_pq_keys(files, hint)  # the PQ keys renew with the rest
+        if pq is None:
+            raise FailedPrecondition(
+                f"{files.directory} lacks the post-quantum keys of its statement"
+            )
+        _put_pq_keys(statement, *pq)
     signed = sign_key_statement(ca_key, statement)
     _append_issued(root, t, party, cert, serial)
     _install(directory, {STATEMENT: (signed.SerializeToString(), PUBLIC_MODE)})
@@ -946,12 +1004,26 @@ def load_agency(root: Path, agency_id: str, *, now: datetime | None = None) -> A
         raise FailedPrecondition(
             f"the keys in {files.directory} do not match its statement.bin; {rotate}"
         )
+    pq_seed, pq_kem = b"", b""
+    if keys.supports_hybrid:
+        pq = _read_pq_keys(files, hint)
+        if pq is None or (hy.mldsa_public_key(pq[0]), hy.kem_public_key_bytes(pq[1])) != (
+            keys.pq_signing_key,
+            keys.pq_encryption_key,
+        ):
+            raise FailedPrecondition(
+                f"the post-quantum keys in {files.directory} are missing or do not match its "
+                f"statement.bin; {rotate}"
+            )
+        pq_seed, pq_kem = pq
     return AgencyCredentials(
         agency_id=party.id,
         signing_seed=seed,
         encryption_private_key=enc,
         statement=signed,
         files=files,
+        pq_signing_seed=pq_seed,
+        pq_encryption_private_key=pq_kem,
     )
 
 

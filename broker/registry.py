@@ -171,7 +171,12 @@ def join_statements(
                 f"or revoked): run `broker keys issue agency {agency_id}`"
             )
         out[agency_id] = RegisteredAgency(
-            profile, keys.signing_key, keys.encryption_key, signed_by[(agency_id, keys.serial)]
+            profile,
+            keys.signing_key,
+            keys.encryption_key,
+            signed_by[(agency_id, keys.serial)],
+            pq_signing_key=keys.pq_signing_key,
+            pq_encryption_key=keys.pq_encryption_key,
         )
     return out
 

@@ -4,6 +4,7 @@ registry and broker.toml. Used by `broker demo` and by the integration tests.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,9 +118,16 @@ def _toml_list(values: tuple[str, ...]) -> str:
 
 
 def create_deployment(
-    root: Path, agencies: tuple[AgencySpec, ...] = DEMO_AGENCIES, *, listen: str = "127.0.0.1:7443"
+    root: Path,
+    agencies: tuple[AgencySpec, ...] = DEMO_AGENCIES,
+    *,
+    listen: str = "127.0.0.1:7443",
+    pq: bool | Collection[str] = False,
 ) -> Deployment:
-    """Create CA, broker certificate, agency keys and statements, registry.toml, broker.toml."""
+    """Create CA, broker certificate, agency keys and statements, registry.toml, broker.toml.
+
+    `pq` gives post-quantum keys (the hybrid suite) to every agency (True) or to those named.
+    """
     keys = root / "keys"
     pki.generate_ca(keys)
     pki.issue_certificate(keys, Party("broker", "broker"))
@@ -129,7 +137,7 @@ def create_deployment(
     lookup_keys.ensure_lookup_key(keys, LOOKUP_ID)
     lines = ["# Agency registry: who each agency is, as the policy sees it.", ""]
     for a in agencies:
-        pki.issue_agency(keys, a.id)
+        pki.issue_agency(keys, a.id, pq=pq is True or (not isinstance(pq, bool) and a.id in pq))
         lines += [
             f'[agencies."{a.id}"]',
             f'title = "{a.title}"',

@@ -65,7 +65,7 @@ class _Progress:
 
 async def _receive(node: AgencyNode, window: int, progress: _Progress) -> None:
     call = node.stub.Subscribe()
-    seed = node.credentials.signing_seed
+    seed = node.credentials.signing_key  # Ed25519, or Ed25519 || ML-DSA-65 seeds (hybrid)
     try:
         await call.write(agency_pb2.SubscribeRequest(credit=agency_pb2.Credit(credits=window)))
         while True:

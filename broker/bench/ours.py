@@ -37,7 +37,9 @@ class Ours:
 
     def start(self) -> Pipeline:
         cfg = self.config
-        deployment = create_deployment(self.scratch / "deployment", cfg.agencies())
+        deployment = create_deployment(
+            self.scratch / "deployment", cfg.agencies(), pq=cfg.suite == "hybrid"
+        )
         self.broker = procs.BrokerProcess(deployment.config_file, self.scratch / "broker.log")
         target = f"127.0.0.1:{self.broker.start()}"
         self.spec = {
@@ -45,6 +47,7 @@ class Ours:
             "keys_dir": str(deployment.keys_dir),
             "state_dir": str(self.scratch / "nodes"),
             "window": cfg.window,
+            "suite": cfg.suite,
         }
         consumers = [
             Worker("ours.recipients", {**self.spec, "agencies": chunk}) for chunk in cfg.chunks()

@@ -48,6 +48,7 @@ def node_for(spec: dict[str, Any], agency: str) -> AgencyNode:
             state_dir=Path(spec["state_dir"]),
             window=int(spec.get("window", 64)),
             rpc_timeout_s=30.0,
+            suite=str(spec.get("suite", "classical")),
         )
     )
 
@@ -208,7 +209,14 @@ async def sealer(
     for agency in recipients:
         m = members[agency]
         keys = verify_key_statement(m.key_statement, node.ca_key, now_ms(), expected_agency=agency)
-        inputs.append(env.RecipientInput(agency, keys.encryption_key, frozenset(m.sections)))
+        inputs.append(
+            env.RecipientInput(
+                agency, keys.encryption_key, frozenset(m.sections), keys.pq_encryption_key
+            )
+        )
+    hybrid = node.config.suite == "hybrid"
+    suite = env.SUITE_HYBRID if hybrid else env.SUITE
+    key = node.credentials.signing_key if hybrid else node.credentials.signing_seed
 
     def seal(tag: str, t0: float) -> notice_pb2.Envelope:
         sections = [env.SectionInput(n, d) for n, d in sorted(notice_sections(tag, t0).items())]
@@ -217,8 +225,9 @@ async def sealer(
             restrictions,
             sections,
             inputs,
-            node.credentials.signing_seed,
+            key,
             os.urandom,
+            suite=suite,
         )
 
     return seal

@@ -293,7 +293,8 @@ def text(report: dict[str, Any]) -> str:
     cfg, mach, ours, peers = report["config"], report["machine"], report["ours"], report["peers"]
     lines = [
         f"broker bench: {cfg['recipients']} recipients per notice, ~{cfg['notice_bytes']} B in "
-        f"{cfg['sections']} sections, full endpoint crypto, fsync, policy and log on",
+        f"{cfg['sections']} sections, full endpoint crypto ({cfg.get('suite', 'classical')} "
+        "suite), fsync, policy and log on",
         f"machine: {mach['cpu']} x{mach['cores']}, Linux {mach['kernel']}, Python {mach['python']},"
         f" load {mach['load_average']} at start; {report['elapsed_s']:.0f} s in all",
         f"publisher concurrency {cfg['concurrency']}, recipients in {cfg['recipient_procs']} "

@@ -51,6 +51,7 @@ class BenchConfig:
     scratch: Path | None = None
     quick: bool = False
     notes: tuple[str, ...] = field(default=())
+    suite: str = "classical"  # our envelope suite: classical | hybrid (docs/post-quantum.md)
 
     def check(self) -> BenchConfig:
         """Return self, or raise InvalidArgument naming the setting to fix."""

@@ -65,6 +65,22 @@ def register(sub: Any) -> None:
     cp.add_argument("--dir", type=Path, default=None, help="keep failing histories here")
     cp.add_argument("--json", action="store_true", help="print the counts as JSON")
     cp.set_defaults(func=run_crash)
+    qp = benches.add_parser(  # envelope suites (broker/bench/suites.py)
+        "suites",
+        help="the classical and the hybrid post-quantum suite side by side: sizes, "
+        "seal/check/open times, end-to-end latency and throughput, as ratios",
+        description="In one run: envelope sizes and seal, check and open times of both "
+        "suites, then a real broker with PQ-keyed agencies publishing alternately with "
+        "each suite (docs/post-quantum.md).",
+    )
+    qp.add_argument("--recipients", type=int, default=10, help="recipients (default 10)")
+    qp.add_argument("--rounds", type=int, default=50, help="envelope-layer rounds (default 50)")
+    qp.add_argument(
+        "--notices", type=int, default=40, help="end-to-end notices per suite (default 40; 0: skip)"
+    )
+    qp.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
+    qp.add_argument("--json", action="store_true", help="print the figures as JSON")
+    qp.set_defaults(func=run_suites)
     sp = benches.add_parser(  # stores and replicas (broker/bench/store.py)
         "store",
         help="the broker end to end on SQLite, one and two PostgreSQL replicas, as ratios",
@@ -118,6 +134,12 @@ def _e2e_args(p: argparse.ArgumentParser) -> None:
     a("--nats-url", help="NATS server (default nats://127.0.0.1:4222)")
     a("--rabbitmq-url", help="RabbitMQ server (default amqp://guest:guest@127.0.0.1:5672/)")
     a("--dir", type=Path, dest="scratch", help="scratch directory (default: a temp dir)")
+    a(
+        "--suite",
+        choices=("classical", "hybrid"),
+        help="our envelope suite (default classical; hybrid: PQ keys for every agency); "
+        "`broker bench suites` compares both in one run",
+    )
 
 
 def _e2e_config(args: argparse.Namespace) -> Any:
@@ -131,7 +153,7 @@ def _e2e_config(args: argparse.Namespace) -> Any:
         "recipients", "publishers", "recipient_procs", "concurrency", "batch", "window",
         "closed_seconds", "paced_seconds", "soak_seconds", "soak_rate", "backlog",
         "backlog_drain_seconds", "capacity_notices", "confirm_seconds", "drain_timeout_s",
-        "nats_url", "rabbitmq_url", "scratch",
+        "nats_url", "rabbitmq_url", "scratch", "suite",
     ):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
@@ -216,6 +238,20 @@ def run_store(args: argparse.Namespace) -> int:
         args.store, args.notices, args.publishers, args.dir, lambda m: print(m, file=sys.stderr)
     )
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0
+
+
+def run_suites(args: argparse.Namespace) -> int:
+    import sys
+
+    from broker.bench import suites
+
+    if args.recipients < 1 or args.rounds < 1 or args.notices < 0:
+        raise InvalidArgument("--recipients and --rounds must be at least 1, --notices 0 or more")
+    report = suites.run(
+        args.recipients, args.rounds, args.notices, args.dir, lambda m: print(m, file=sys.stderr)
+    )
+    print(json.dumps(report, indent=2) if args.json else suites.text(report))
     return 0
 
 

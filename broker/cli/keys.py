@@ -27,6 +27,7 @@ from broker.core.identity import (
     verify_key_statement,
 )
 from broker.errors import BrokerError, NotFound
+from broker.v1 import notice_pb2
 
 DEFAULT_DIR = "data/keys"
 
@@ -73,6 +74,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
         p.add_argument(
             "--ip", action="append", default=[], metavar="ADDR", help="IP SAN (repeatable)"
+        )
+        p.add_argument(
+            "--pq",
+            action="store_true",
+            help="agency only: also post-quantum keys (ML-DSA-65, ML-KEM-768+X25519) for the "
+            "hybrid suite; rotate keeps them once an agency has them (docs/post-quantum.md)",
         )
         p.add_argument(
             "--days",
@@ -159,16 +166,32 @@ def _print_files(files: pki.PartyFiles) -> None:
     paths = [files.key, files.cert, files.ca_cert]
     if isinstance(files, pki.AgencyFiles):
         paths += [files.signing_key, files.encryption_key, files.statement]
+        if _has_pq_keys(files.directory.parent.parent, Party("agency", files.directory.name)):
+            paths += [files.directory / pki.PQ_SIGNING_KEY, files.directory / pki.PQ_ENCRYPTION_KEY]
     _print_written(paths)
     if isinstance(files, pki.AgencyFiles):
         serial = pki.unverified_statement_serial(pki.read_statement(files.statement))
         print(f"  key statement serial {serial}")
 
 
+def _has_pq_keys(root: Path, party: Party) -> bool:
+    """True iff the party's current statement carries post-quantum keys (rotate keeps them)."""
+    path = pki.party_directory(root, party) / pki.STATEMENT
+    if not path.is_file():
+        return False
+    statement = notice_pb2.KeyStatement.FromString(pki.read_statement(path).statement)
+    return bool(statement.pq_signing_key)
+
+
 def _issue(args: argparse.Namespace, party: Party) -> pki.PartyFiles:
     if party.kind == "agency":
         return pki.issue_agency(
-            args.dir, party.id, dns_names=args.dns, ip_addresses=args.ip, days=args.days
+            args.dir,
+            party.id,
+            dns_names=args.dns,
+            ip_addresses=args.ip,
+            days=args.days,
+            pq=args.pq or _has_pq_keys(args.dir, party),
         )
     files = pki.issue_certificate(
         args.dir, party, dns_names=args.dns, ip_addresses=args.ip, days=args.days
@@ -334,6 +357,7 @@ def _describe_statement(
         "not_after": _iso_ms(keys.not_after_ms),
         "signing_key": keys.signing_key.hex(),
         "encryption_key": keys.encryption_key.hex(),
+        "suites": ["classical", "hybrid"] if keys.supports_hybrid else ["classical"],
     }
 
 

@@ -118,6 +118,13 @@ def _notice_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-group", action="append", default=[])
     p.add_argument("--deny-group", action="append", default=[])
     p.add_argument("--expires-in-days", type=int, default=365)
+    p.add_argument(
+        "--suite",
+        choices=("classical", "hybrid", "auto"),
+        default="classical",
+        help="envelope suite: hybrid = post-quantum wraps and signatures; auto = hybrid when "
+        "every recipient has PQ keys (docs/post-quantum.md)",
+    )
     lookup.add_selector_flag(p)  # + lookups: --selector TYPE=... (indexes the notice)
 
 
@@ -284,6 +291,7 @@ def run_publish(args: argparse.Namespace) -> int:
                     notice_id=getattr(args, "notice_id", None),
                     version=getattr(args, "version", 1),
                     index_tokens=tokens,
+                    suite=getattr(args, "suite", "classical"),
                 )
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)

@@ -204,7 +204,7 @@ class NodeIntake:
             keys = self.verified.statement(control.actor_statement, now_ms(), actor)
         except IdentityError as exc:
             raise InvalidArgument(f"no CA-signed key for {actor}") from exc
-        key: bytes = keys.signing_key
+        key: bytes = keys.verify_key  # Ed25519, or Ed25519 || ML-DSA-65 (hybrid signatures)
         return key
 
     def _verified_action(self, control: notice_pb2.ControlDelivery) -> notice_pb2.LifecycleAction:
@@ -248,12 +248,12 @@ class NodeIntake:
             raise _Unsigned(
                 f"the supersession carries no verifiable newer header ({exc})"
             ) from None
-        from broker.core.envelope_suite import HEADER_CONTEXT, ed25519_valid
+        from broker.core.envelope import verify_header_signature
 
         signed = control.superseding
         originator = self._originator_of(nid)
         if not (
-            ed25519_valid(keys.signing_key, signed.signature, HEADER_CONTEXT + signed.header_bytes)
+            verify_header_signature(signed, keys.verify_key)
             and intake.newer_header(header, held, nid, originator)
             and header.version == action.version
         ):

@@ -94,7 +94,7 @@ class NodeLifecycle:
             checkpoint_root=self.log_view.head[1],
         ).SerializeToString(deterministic=True)
         signed = notice_pb2.SignedLifecycleAction(
-            action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)
+            action=action, signature=lifecycle.sign_action(action, self.credentials.signing_key)
         )
         response: agency_pb2.ActResponse = await self._retry(self.stub.Act, signed)
         self._remember_act(kind, notice_id, signed, response)

@@ -167,7 +167,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
             keys = self.verified.statement(delivery.originator_statement, now_ms(), originator)
         except IdentityError as exc:
             raise env.OpenError() from exc
-        return keys.signing_key
+        return keys.verify_key  # Ed25519, or Ed25519 || ML-DSA-65 (hybrid suite)
 
     def open(self, delivery: notice_pb2.Delivery) -> ReceivedNotice:
         """Verify and open one delivery; raise OpenError (opaque) if anything is wrong."""
@@ -177,6 +177,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
             self.credentials.encryption_private_key,
             self._originator_key(delivery),
             self._encryption_public_key,
+            self.credentials.pq_encryption_private_key,
         )
         return ReceivedNotice(
             opened.header,
@@ -422,7 +423,8 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
                     await on_event(event)
         await self._hand_findings()
         if receipts:
-            batch = rcp.sign_receipts(self.me, receipts, self.credentials.signing_seed)
+            # hybrid once this agency has a PQ key (credentials.signing_key is then 64 bytes)
+            batch = rcp.sign_receipts(self.me, receipts, self.credentials.signing_key)
             await call.write(agency_pb2.SubscribeRequest(receipts=batch))
         taken_n = len(response.deliveries) + len(response.controls)
         if taken_n:

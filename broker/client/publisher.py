@@ -35,6 +35,7 @@ from broker.client.logview import LogView
 from broker.client.memory import KEY_SERIAL, POLICY, REVISION, TrustMemory
 from broker.client.sent import Act, ActLog, Sent, SentLog
 from broker.client.statedb import transaction
+from broker.client.suite_choice import choose_suite
 from broker.client.types import Draft, NodeConfig, PublishedNotice, now_ms
 from broker.core import activation as act
 from broker.core import envelope as env
@@ -264,12 +265,14 @@ class NodePublisher:
         in_reply_to: str = "",
         respond_by_ms: int = 0,
         index_tokens: Collection[bytes] = (),
+        suite: str | None = None,
     ) -> PublishedNotice:
         """Seal and publish one notice to everyone the policy allows (or the named subset).
 
         ``index_tokens`` are lookup tokens of the notice's selectors (use
         :class:`broker.client.lookup.Lookups` to make them from selectors); the signed
-        header commits to them, salted.
+        header commits to them, salted. ``suite`` ("classical", "hybrid" or "auto";
+        default NodeConfig.suite) picks the envelope suite (broker/client/suite_choice.py).
 
         Raises InvalidArgument when nobody may receive it, PermissionDenied when the
         signed policy does not allow a named recipient or the broker offers a key the CA
@@ -293,6 +296,7 @@ class NodePublisher:
             in_reply_to=in_reply_to,
             respond_by_ms=respond_by_ms,
             index_tokens=tuple(index_tokens),
+            suite=suite,
         )
         return (await self.publish_many([draft]))[0]
 
@@ -439,11 +443,18 @@ class NodePublisher:
             allowed = {a: s for a, s in allowed.items() if a in set(d.recipients)}
         if not allowed:
             raise InvalidArgument("the policy allows nobody to receive this notice")
+        suite = choose_suite(
+            d.suite or self.config.suite,
+            self.me,
+            self.credentials.hybrid,
+            {a: view.members[a].keys for a in allowed},
+        )
         inputs = [
             env.RecipientInput(
                 agency_id=agency_id,
                 encryption_key=view.members[agency_id].keys.encryption_key,
                 sections=sections,
+                pq_encryption_key=view.members[agency_id].keys.pq_encryption_key,
             )
             for agency_id, sections in allowed.items()
         ]
@@ -455,8 +466,11 @@ class NodePublisher:
                 for name, data in sorted(d.sections.items())
             ],
             inputs,
-            self.credentials.signing_seed,
+            self.credentials.signing_key
+            if suite == env.SUITE_HYBRID
+            else self.credentials.signing_seed,
             os.urandom,
+            suite=suite,
         )
         audience = {i.agency_id: tuple(sorted(i.sections)) for i in inputs}
         return envelope, audience, tuple(withheld)
@@ -543,7 +557,7 @@ class NodePublisher:
         update = agency_pb2.RestrictionUpdate(
             notice_id=notice_id, restrictions=restrictions, sequence=sequence, at_ms=now_ms()
         ).SerializeToString(deterministic=True)
-        signature = relay.sign_restriction_update(update, self.credentials.signing_seed)
+        signature = relay.sign_restriction_update(update, self.credentials.signing_key)
         request = agency_pb2.UpdateRestrictionsRequest(update=update, signature=signature)
         response: agency_pb2.UpdateRestrictionsResponse = await self._retry(
             self.stub.UpdateRestrictions, request

@@ -41,6 +41,7 @@ class NodeConfig:
     reconnect_max_s: float = 5.0
     trust_file: Path | None = None  # the deployment's trust.toml (default: in keys_dir)
     lb_policy: str = "pick_first"  # over several replicas: or "round_robin" (client/target.py)
+    suite: str = "classical"  # envelope suite: classical | hybrid | auto (client/suite_choice.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Draft:
     # Lookup tokens of the notice's selectors (broker.client.lookup.Lookups makes them);
     # the signed header commits to them, salted (broker.core.lookup.seal_index).
     index_tokens: tuple[bytes, ...] = ()
+    suite: str | None = None  # classical | hybrid | auto; None: NodeConfig.suite
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ class NodeVerifier:
             raise rcp.ReceiptError(f"no CA-signed key verifies it ({exc})") from None
         if proven.signer != recipient:
             raise rcp.ReceiptError(f"it is signed by {proven.signer or 'nobody'}")
-        return rcp.verify_proven_receipt(proven, keys.signing_key)
+        return rcp.verify_proven_receipt(proven, keys.verify_key)
 
     def _recipient(
         self,

@@ -41,6 +41,17 @@ rng call order of :func:`seal` (known-answer tests depend on it):
 
 Signing (Ed25519) is deterministic and draws nothing. Envelope.sections, wraps
 and padding lists are ordered by leaf_index.
+
+Hybrid suite (``suite=SUITE_HYBRID``, primitives in :mod:`broker.core.hybrid`): the same
+layout, rng order and checks (step 3 still draws its 32 bytes, which the hybrid suite
+does not use, so both suites share one rng order), except that each WrapLeaf.sealed is
+HPKE (RFC 9180, MLKEM768-X25519, HKDF-SHA256, ChaCha20-Poly1305) of the WrapBody to the
+recipient's 1216-byte KEM key, info = hybrid.wrap_info(notice, version, recipient), made
+by the `encapsulate` parameter (default hybrid.hpke_seal, which draws inside the library);
+the header signature is hybrid.hybrid_sign(key, HEADER_CONTEXT, header_bytes), and the
+signing key is the 64-byte Ed25519 seed || ML-DSA-65 seed. The suite id is in
+SignedHeader.suite and inside the signed message, so an envelope of one suite never opens
+or checks as the other.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from types import MappingProxyType
 from google.protobuf.message import DecodeError
 
 from broker.core import envelope_suite as es
+from broker.core import hybrid as hy
 from broker.core.envelope_check import CheckedEnvelope, check_envelope, delivery_for
 from broker.core.envelope_suite import (
     FORMAT,
@@ -64,6 +76,7 @@ from broker.core.envelope_suite import (
     SignatureError,
     header_digest,
 )
+from broker.core.hybrid import SUITE_HYBRID
 from broker.core.merkle import leaf_hash, root_from_hashes, verify_inclusion
 from broker.v1 import notice_pb2
 
@@ -72,6 +85,7 @@ __all__ = [
     "HEADER_CONTEXT",
     "OPEN_FAILED",
     "SUITE",
+    "SUITE_HYBRID",
     "CheckedEnvelope",
     "EnvelopeError",
     "OpenError",
@@ -86,6 +100,7 @@ __all__ = [
     "peek_originator",
     "seal",
     "sign_header",
+    "verify_header_signature",
 ]
 
 
@@ -100,6 +115,7 @@ class RecipientInput:
     agency_id: str
     encryption_key: bytes  # X25519 public key, 32 bytes
     sections: frozenset[str]  # names this recipient may read
+    pq_encryption_key: bytes = b""  # HPKE MLKEM768X25519 public key, 1216 bytes (hybrid suite)
 
 
 @dataclass(frozen=True)
@@ -109,14 +125,43 @@ class OpenedNotice:
     sections: Mapping[str, bytes]  # name -> plaintext
 
 
-def sign_header(header_bytes: bytes, signing_key: bytes) -> bytes:
-    """Return Ed25519(signing_key, HEADER_CONTEXT || header_bytes) (RFC 8032).
+def sign_header(header_bytes: bytes, signing_key: bytes, suite: str = SUITE) -> bytes:
+    """Return Ed25519(signing_key, HEADER_CONTEXT || header_bytes) (RFC 8032), or for the
+    hybrid suite hybrid.hybrid_sign(signing_key, HEADER_CONTEXT, header_bytes).
 
-    Raises EnvelopeError if signing_key is not a 32-byte Ed25519 seed.
+    Raises EnvelopeError if signing_key is not a 32-byte Ed25519 seed (classical) or a
+    64-byte hybrid signing key (hybrid), or the suite is unknown.
     """
+    if suite == SUITE_HYBRID:
+        if len(signing_key) != hy.SIGNING_KEY_SIZE:
+            raise EnvelopeError("signing_key must be a 64-byte hybrid key (Ed25519 || ML-DSA-65)")
+        return hy.hybrid_sign(signing_key, HEADER_CONTEXT, header_bytes)
+    if suite != SUITE:
+        raise EnvelopeError(f"suite {suite!r} is not one of {list(hy.SUITES)}")
     if len(signing_key) != es.KEY_SIZE:
         raise EnvelopeError("signing_key must be a 32-byte Ed25519 seed")
     return es.ed25519_sign(signing_key, HEADER_CONTEXT + header_bytes)
+
+
+def verify_header_signature(signed: notice_pb2.SignedHeader, originator_key: bytes) -> bool:
+    """Return True iff signed.signature verifies for signed.suite with the originator's key.
+
+    `originator_key` is the Ed25519 public key (32 bytes), or Ed25519 || ML-DSA-65 (1984
+    bytes) for an originator whose key statement carries a post-quantum key. The classical
+    suite uses the Ed25519 part; the hybrid suite needs both parts and both halves.
+    Never raises; an unknown suite is not valid.
+    """
+    if signed.suite == SUITE:
+        return es.ed25519_valid(
+            originator_key[: es.KEY_SIZE],
+            signed.signature,
+            HEADER_CONTEXT + signed.header_bytes,
+        )
+    if signed.suite == SUITE_HYBRID:
+        return hy.hybrid_valid(
+            originator_key, signed.signature, HEADER_CONTEXT, signed.header_bytes
+        )
+    return False
 
 
 # --- seal ---------------------------------------------------------------------------
@@ -149,8 +194,13 @@ def _check_seal_inputs(
     sections: Sequence[SectionInput],
     recipients: Sequence[RecipientInput],
     signing_key: bytes,
+    suite: str,
 ) -> None:
-    if len(signing_key) != es.KEY_SIZE:
+    if suite not in hy.SUITES:
+        raise EnvelopeError(f"suite {suite!r} is not one of {list(hy.SUITES)}")
+    if suite == SUITE_HYBRID and len(signing_key) != hy.SIGNING_KEY_SIZE:
+        raise EnvelopeError("signing_key must be a 64-byte hybrid key (Ed25519 || ML-DSA-65 seeds)")
+    if suite == SUITE and len(signing_key) != es.KEY_SIZE:
         raise EnvelopeError("signing_key must be a 32-byte Ed25519 seed")
     for field in ("notice_id", "originator"):
         value: str = getattr(header, field)
@@ -174,7 +224,17 @@ def _check_seal_inputs(
         if recipient.agency_id in agencies:
             raise EnvelopeError(f"recipients[{i}].agency_id {recipient.agency_id!r} is duplicated")
         agencies.add(recipient.agency_id)
-        if len(recipient.encryption_key) != es.KEY_SIZE:
+        if suite == SUITE_HYBRID:
+            if not recipient.pq_encryption_key:
+                raise EnvelopeError(
+                    f"recipients[{i}] {recipient.agency_id!r} has no post-quantum encryption "
+                    "key, so it cannot receive the hybrid suite"
+                )
+            if len(recipient.pq_encryption_key) != hy.KEM_PUBLIC_SIZE:
+                raise EnvelopeError(
+                    f"recipients[{i}].pq_encryption_key must be {hy.KEM_PUBLIC_SIZE} bytes"
+                )
+        elif len(recipient.encryption_key) != es.KEY_SIZE:
             raise EnvelopeError(f"recipients[{i}].encryption_key must be 32 bytes")
         unknown = sorted(recipient.sections - names)
         if unknown:
@@ -188,6 +248,9 @@ def seal(
     recipients: Sequence[RecipientInput],
     signing_key: bytes,
     rng: Callable[[int], bytes],
+    *,
+    suite: str = SUITE,
+    encapsulate: hy.Encapsulate | None = None,
 ) -> notice_pb2.Envelope:
     """Encrypt, wrap, commit and sign one notice version.
 
@@ -195,10 +258,13 @@ def seal(
     a copy gets format, restrictions_digest (salted) and the tree roots and sizes.
     The rng call order is in the module docstring. Returns the Envelope, which
     carries the restrictions and their salt for the broker only.
+    `suite` is SUITE or SUITE_HYBRID (then signing_key is the 64-byte hybrid key, each
+    recipient needs its pq_encryption_key, and `encapsulate` seals the wraps, default
+    hybrid.hpke_seal).
     Raises EnvelopeError for invalid input (names the field); ValueError if rng
     returns the wrong number of bytes.
     """
-    _check_seal_inputs(header, sections, recipients, signing_key)
+    _check_seal_inputs(header, sections, recipients, signing_key, suite)
     hdr = notice_pb2.NoticeHeader()
     hdr.CopyFrom(header)
     hdr.format = FORMAT
@@ -241,22 +307,11 @@ def seal(
         )
         for recipient in recipients
     ]
-    seed = es.draw(rng, es.KEY_SIZE)  # one ephemeral key pair for every wrap of the notice
-    if len({r.encryption_key for r in recipients}) != len(recipients):
-        raise EnvelopeError("two recipients have the same encryption key; refusing to seal")
-    try:
-        boxes = es.seal_boxes(
-            [(body, r.encryption_key) for body, r in zip(bodies, recipients, strict=True)], seed
-        )
-    except ValueError:
-        for i, recipient in enumerate(recipients):  # name the recipient whose key failed
-            try:
-                es.seal_boxes([(b"", recipient.encryption_key)], seed)
-            except ValueError:
-                raise EnvelopeError(
-                    f"recipients[{i}].encryption_key is not a usable X25519 key"
-                ) from None
-        raise
+    seed = es.draw(rng, es.KEY_SIZE)  # rng step 3, drawn in both suites (one rng order)
+    if suite == SUITE_HYBRID:
+        boxes = _hpke_wraps(hdr, bodies, recipients, encapsulate or hy.hpke_seal)
+    else:
+        boxes = _box_wraps(bodies, recipients, seed)
     wraps: list[notice_pb2.KeyWrap] = [
         notice_pb2.KeyWrap(
             leaf=es.serialize(
@@ -279,8 +334,8 @@ def seal(
     return notice_pb2.Envelope(
         header=notice_pb2.SignedHeader(
             header_bytes=header_bytes,
-            signature=sign_header(header_bytes, signing_key),
-            suite=SUITE,
+            signature=sign_header(header_bytes, signing_key, suite),
+            suite=suite,
         ),
         restrictions=restriction_bytes,
         restrictions_salt=salt,
@@ -289,6 +344,46 @@ def seal(
         section_padding=section_padding,
         wrap_padding=wrap_padding,
     )
+
+
+def _box_wraps(
+    bodies: Sequence[bytes], recipients: Sequence[RecipientInput], seed: bytes
+) -> list[bytes]:
+    """Classical wraps: sealed boxes under one ephemeral key pair, from `seed` (rng step 3)."""
+    if len({r.encryption_key for r in recipients}) != len(recipients):
+        raise EnvelopeError("two recipients have the same encryption key; refusing to seal")
+    try:
+        return es.seal_boxes(
+            [(body, r.encryption_key) for body, r in zip(bodies, recipients, strict=True)], seed
+        )
+    except ValueError:
+        for i, recipient in enumerate(recipients):  # name the recipient whose key failed
+            try:
+                es.seal_boxes([(b"", recipient.encryption_key)], seed)
+            except ValueError:
+                raise EnvelopeError(
+                    f"recipients[{i}].encryption_key is not a usable X25519 key"
+                ) from None
+        raise
+
+
+def _hpke_wraps(
+    hdr: notice_pb2.NoticeHeader,
+    bodies: Sequence[bytes],
+    recipients: Sequence[RecipientInput],
+    encapsulate: hy.Encapsulate,
+) -> list[bytes]:
+    """Hybrid wraps: one HPKE seal per recipient, info binding notice, version, recipient."""
+    out = []
+    for i, (body, recipient) in enumerate(zip(bodies, recipients, strict=True)):
+        info = hy.wrap_info(hdr.notice_id, hdr.version, recipient.agency_id)
+        try:
+            out.append(encapsulate(recipient.pq_encryption_key, body, info))
+        except ValueError:
+            raise EnvelopeError(
+                f"recipients[{i}].pq_encryption_key is not a usable MLKEM768X25519 key"
+            ) from None
+    return out
 
 
 # --- open (recipient) ---------------------------------------------------------------
@@ -319,12 +414,11 @@ def _open(
     private_key: bytes,
     originator_key: bytes,
     public_key: bytes | None,
+    pq_private_key: bytes,
 ) -> OpenedNotice:
     signed = delivery.header
-    _require(signed.suite == SUITE)
-    _require(
-        es.ed25519_valid(originator_key, signed.signature, HEADER_CONTEXT + signed.header_bytes)
-    )
+    _require(signed.suite in hy.SUITES)
+    _require(verify_header_signature(signed, originator_key))
     header = es.parse(notice_pb2.NoticeHeader, signed.header_bytes)
     _require(header.format == FORMAT)
     _require(es.is_tree_size(header.sections_tree_size) and es.is_tree_size(header.wraps_tree_size))
@@ -335,7 +429,12 @@ def _open(
     )
     leaf = es.parse(notice_pb2.WrapLeaf, wrap.leaf)
     _require(leaf.recipient == recipient)
-    body = es.parse(notice_pb2.WrapBody, es.open_box(leaf.sealed, private_key, public_key))
+    if signed.suite == SUITE_HYBRID:
+        info = hy.wrap_info(header.notice_id, header.version, recipient)
+        opened = hy.hpke_open(pq_private_key, leaf.sealed, info)
+    else:
+        opened = es.open_box(leaf.sealed, private_key, public_key)
+    body = es.parse(notice_pb2.WrapBody, opened)
     _require(body.notice_id == header.notice_id and body.version == header.version)
     _require(body.recipient == recipient)
     # The wrap leaf lists, sorted, exactly the names of the keys sealed inside.
@@ -376,8 +475,14 @@ def open_delivery(
     encryption_private_key: bytes,
     originator_signing_key: bytes,
     encryption_public_key: bytes | None = None,
+    pq_encryption_private_key: bytes = b"",
 ) -> OpenedNotice:
     """Verify and decrypt a Delivery addressed to `recipient`.
+
+    The suite named in the signed header decides: the classical suite opens the wrap
+    with the X25519 private key; the hybrid suite with `pq_encryption_private_key` (the
+    96-byte KEM private key) and needs `originator_signing_key` to be the originator's
+    Ed25519 || ML-DSA-65 verify key (1984 bytes).
 
     Verifies suite and signature (with the originator's 32-byte Ed25519 public
     key) before trusting the header, then the wrap's inclusion in wraps_root and
@@ -394,6 +499,7 @@ def open_delivery(
             encryption_private_key,
             originator_signing_key,
             encryption_public_key,
+            pq_encryption_private_key,
         )
     except (DecodeError, ValueError):  # ValueError covers merkle.ProofError
         raise OpenError from None

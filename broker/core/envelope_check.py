@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from broker.core import envelope_suite as es
+from broker.core import hybrid as hy
 from broker.core.bounds import quote
 from broker.core.envelope_suite import EnvelopeError, SignatureError
 from broker.core.merkle import inclusion_proof, leaf_hash, root_from_hashes
@@ -124,7 +125,11 @@ def _check_wraps(
     envelope: notice_pb2.Envelope,
     section_names: Collection[str],
     wrap_sections: dict[str, tuple[str, ...]],
+    suite: str,
 ) -> dict[str, int]:
+    hybrid = suite == hy.SUITE_HYBRID
+    min_sealed = hy.MIN_WRAP_SIZE if hybrid else es.SEAL_OVERHEAD
+    wrap_kind = "HPKE wrap" if hybrid else "sealed box"
     wrap_index: dict[str, int] = {}
     for i, wrap in enumerate(envelope.wraps):
         what = f"wraps[{i}]"
@@ -139,8 +144,8 @@ def _check_wraps(
         unknown = sorted(set(names) - set(section_names))
         if unknown:
             raise EnvelopeError(f"{what}.leaf.sections names sections the notice lacks: {unknown}")
-        if len(leaf.sealed) < es.SEAL_OVERHEAD:
-            raise EnvelopeError(f"{what}.leaf.sealed is shorter than a sealed box")
+        if len(leaf.sealed) < min_sealed:
+            raise EnvelopeError(f"{what}.leaf.sealed is shorter than a {wrap_kind}")
         if wrap.proof:
             raise EnvelopeError(f"{what}.proof must be empty in an envelope")
         wrap_index[leaf.recipient] = i
@@ -156,6 +161,37 @@ def _check_padding(where: str, padding: Sequence[notice_pb2.PaddingLeaf]) -> Non
             raise EnvelopeError(f"{where}[{i}].leaf must be {es.PADDING_LEAF_SIZE} bytes")
 
 
+def _check_signature(signed: notice_pb2.SignedHeader, signing_key: bytes) -> None:
+    """Check the suite and the header signature, before anything signed is parsed."""
+    if signed.suite not in hy.SUITES:
+        raise EnvelopeError(
+            f"header.suite {quote(signed.suite)} is not supported, expected one of "
+            f"{list(hy.SUITES)}"
+        )
+    if len(signing_key) not in (es.KEY_SIZE, hy.VERIFY_KEY_SIZE):
+        raise EnvelopeError(
+            f"signing_key must be a {es.KEY_SIZE}-byte Ed25519 public key or a "
+            f"{hy.VERIFY_KEY_SIZE}-byte Ed25519 || ML-DSA-65 key"
+        )
+    if signed.suite == hy.SUITE_HYBRID:
+        if len(signing_key) != hy.VERIFY_KEY_SIZE:
+            raise SignatureError(
+                "header.suite is hybrid but the originator's key statement carries no ML-DSA-65 key"
+            )
+        if not hy.hybrid_valid(
+            signing_key, signed.signature, es.HEADER_CONTEXT, signed.header_bytes
+        ):
+            raise SignatureError(
+                "header.signature does not verify as a hybrid Ed25519 + ML-DSA-65 signature "
+                "with the originator's keys (both halves must verify)"
+            )
+        return
+    if not es.ed25519_valid(
+        signing_key[: es.KEY_SIZE], signed.signature, es.HEADER_CONTEXT + signed.header_bytes
+    ):
+        raise SignatureError("header.signature does not verify with the originator's signing key")
+
+
 def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> CheckedEnvelope:
     """Verify everything about an envelope that can be verified without the keys.
 
@@ -166,18 +202,12 @@ def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> Checked
     commitments (they need the keys).
     Returns the parsed CheckedEnvelope.
     Raises SignatureError if the signature does not verify with `signing_key`
-    (the originator's 32-byte Ed25519 public key); EnvelopeError for anything
+    (the originator's 32-byte Ed25519 public key, or its 1984-byte Ed25519 || ML-DSA-65
+    key; the hybrid suite needs the latter and both halves); EnvelopeError for anything
     else, naming the item.
     """
     signed = envelope.header
-    if signed.suite != es.SUITE:
-        raise EnvelopeError(
-            f"header.suite {quote(signed.suite)} is not supported, expected {es.SUITE!r}"
-        )
-    if len(signing_key) != es.KEY_SIZE:
-        raise EnvelopeError("signing_key must be a 32-byte Ed25519 public key")
-    if not es.ed25519_valid(signing_key, signed.signature, es.HEADER_CONTEXT + signed.header_bytes):
-        raise SignatureError("header.signature does not verify with the originator's signing key")
+    _check_signature(signed, signing_key)
     header = es.parse_field(notice_pb2.NoticeHeader, signed.header_bytes, "header.header_bytes")
     _check_header(header)
     if len(envelope.restrictions_salt) != es.SALT_SIZE:
@@ -193,7 +223,7 @@ def check_envelope(envelope: notice_pb2.Envelope, signing_key: bytes) -> Checked
     positions: dict[str, int] = {}
     descriptors = _check_sections(envelope, header, positions)
     wrap_sections: dict[str, tuple[str, ...]] = {}
-    wrap_index = _check_wraps(envelope, descriptors.keys(), wrap_sections)
+    wrap_index = _check_wraps(envelope, descriptors.keys(), wrap_sections, signed.suite)
     _check_padding("section_padding", envelope.section_padding)
     _check_padding("wrap_padding", envelope.wrap_padding)
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from google.protobuf.message import DecodeError
 
 from broker.core import bounds
+from broker.core.hybrid import KEM_PUBLIC_SIZE, MLDSA_PUBLIC_SIZE
 from broker.errors import InvalidArgument, Unauthenticated
 from broker.v1 import notice_pb2
 
@@ -40,8 +41,9 @@ _ID_RE: Final = re.compile(ID_PATTERN)
 
 KEY_STATEMENT_CONTEXT: Final = b"broker.v1 key statement\x00"
 KEY_SIZE: Final = 32
-# A KeyStatement is ~120 bytes; anything much larger is not one of ours.
-MAX_STATEMENT_SIZE: Final = 1024
+# A KeyStatement is ~120 bytes, ~3.3 KiB with the post-quantum keys; anything much larger
+# is not one of ours.
+MAX_STATEMENT_SIZE: Final = 4096
 MAX_SIGNATURE_SIZE: Final = 128
 
 
@@ -167,6 +169,19 @@ class AgencyKeys:
     serial: int
     not_before_ms: int
     not_after_ms: int
+    pq_signing_key: bytes = b""  # ML-DSA-65 public key, 1952 bytes (hybrid suite), or empty
+    pq_encryption_key: bytes = b""  # HPKE MLKEM768X25519 public key, 1216 bytes, or empty
+
+    @property
+    def verify_key(self) -> bytes:
+        """Ed25519 public key, or Ed25519 || ML-DSA-65 when the statement carries a PQ key:
+        what broker.core.hybrid.valid_as and check_envelope take."""
+        return self.signing_key + self.pq_signing_key
+
+    @property
+    def supports_hybrid(self) -> bool:
+        """True iff the statement carries both post-quantum keys (the hybrid suite)."""
+        return bool(self.pq_signing_key and self.pq_encryption_key)
 
     @property
     def party(self) -> Party:
@@ -238,6 +253,12 @@ def verify_key_statement(
         raise IdentityError(f"{where}: signing key must be {KEY_SIZE} bytes")
     if len(st.encryption_key) != KEY_SIZE:
         raise IdentityError(f"{where}: encryption key must be {KEY_SIZE} bytes")
+    if bool(st.pq_signing_key) != bool(st.pq_encryption_key):
+        raise IdentityError(f"{where}: post-quantum keys must be both present or both absent")
+    if st.pq_signing_key and len(st.pq_signing_key) != MLDSA_PUBLIC_SIZE:
+        raise IdentityError(f"{where}: ML-DSA-65 key must be {MLDSA_PUBLIC_SIZE} bytes")
+    if st.pq_encryption_key and len(st.pq_encryption_key) != KEM_PUBLIC_SIZE:
+        raise IdentityError(f"{where}: MLKEM768X25519 key must be {KEM_PUBLIC_SIZE} bytes")
     if st.serial < 1:
         raise IdentityError(f"{where}: serial must be at least 1")
     if st.not_after_ms <= st.not_before_ms:
@@ -253,6 +274,8 @@ def verify_key_statement(
         serial=st.serial,
         not_before_ms=st.not_before_ms,
         not_after_ms=st.not_after_ms,
+        pq_signing_key=bytes(st.pq_signing_key),
+        pq_encryption_key=bytes(st.pq_encryption_key),
     )
 
 
@@ -284,7 +307,10 @@ def newest_key_statements(
         if seen is None or keys.serial > seen.serial:
             newest[keys.agency_id] = keys
         elif keys.serial == seen.serial and (
-            keys.signing_key != seen.signing_key or keys.encryption_key != seen.encryption_key
+            keys.signing_key != seen.signing_key
+            or keys.encryption_key != seen.encryption_key
+            or keys.pq_signing_key != seen.pq_signing_key
+            or keys.pq_encryption_key != seen.pq_encryption_key
         ):
             raise IdentityError(
                 f"conflicting key statements for agency {keys.agency_id!r} with serial "

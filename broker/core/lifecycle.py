@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from broker.core import bounds
-from broker.core.envelope_suite import ed25519_sign, ed25519_valid
+from broker.core.hybrid import sign_as, valid_as
 from broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from broker.v1 import notice_pb2
 
@@ -98,8 +98,9 @@ def check_reason(action: notice_pb2.LifecycleAction) -> None:
 
 
 def sign_action(action: bytes, signing_seed: bytes) -> bytes:
-    """The actor's Ed25519 signature over a serialized LifecycleAction."""
-    return ed25519_sign(signing_seed, LIFECYCLE_CONTEXT + action)
+    """The actor's signature over a serialized LifecycleAction: Ed25519 with a 32-byte seed,
+    hybrid Ed25519 + ML-DSA-65 with a 64-byte hybrid key (broker.core.hybrid.sign_as)."""
+    return sign_as(signing_seed, LIFECYCLE_CONTEXT, action)
 
 
 def peek_action(signed: notice_pb2.SignedLifecycleAction) -> notice_pb2.LifecycleAction:
@@ -117,8 +118,11 @@ def peek_action(signed: notice_pb2.SignedLifecycleAction) -> notice_pb2.Lifecycl
 def verify_action(
     signed: notice_pb2.SignedLifecycleAction, signing_key: bytes
 ) -> notice_pb2.LifecycleAction:
-    """Verify the actor's signature, then parse. Raises InvalidArgument."""
-    if not ed25519_valid(signing_key, signed.signature, LIFECYCLE_CONTEXT + signed.action):
+    """Verify the actor's signature, then parse. Raises InvalidArgument.
+
+    `signing_key` is the actor's verify key: Ed25519, or Ed25519 || ML-DSA-65 when its
+    statement carries a PQ key, and then only a hybrid signature verifies."""
+    if not valid_as(signing_key, signed.signature, LIFECYCLE_CONTEXT, signed.action):
         raise InvalidArgument("the lifecycle action's signature does not verify with your key")
     return peek_action(signed)
 

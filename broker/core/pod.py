@@ -142,7 +142,7 @@ def verify_pod(
                 logged.logged_at_ms,
                 expected_agency=ev.receipt.signer,
             )
-            receipt = rcp.verify_proven_receipt(ev.receipt, keys.signing_key)
+            receipt = rcp.verify_proven_receipt(ev.receipt, keys.verify_key)
         except (IdentityError, rcp.ReceiptError) as exc:
             raise PodError(f"{what}: {exc}") from None
         _same_notice((receipt.notice_id, receipt.version), pod, what)

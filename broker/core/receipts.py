@@ -5,6 +5,11 @@ deterministic serializations of the receipts, in order, and the signature is
 Ed25519 (RFC 8032) over RECEIPT_CONTEXT || u64be(n) || root, where root is the
 RFC 9162 Merkle tree head of the n leaves. Each receipt stays provable on its own
 as a ProvenReceipt (leaf, inclusion proof, root, signature). Pure.
+
+Where the hybrid suite is in force (the signer's key statement carries an ML-DSA-65
+key), the signature is the hybrid one of :mod:`broker.core.hybrid` over the same
+RECEIPT_CONTEXT and message, and a verifier holding that statement accepts nothing
+less (hybrid.valid_as): an Ed25519-only receipt from such a signer is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from broker.core import bounds
 from broker.core import envelope_suite as es
+from broker.core import hybrid as hy
 from broker.core.bounds import quote
 from broker.core.merkle import ProofError, all_inclusion_proofs, leaf_hash, root_from_hashes
 from broker.core.merkle import verify_inclusion as _verify_inclusion
@@ -61,7 +67,8 @@ def _check_size(size: int) -> None:
 def sign_receipts(
     signer: str, receipts: Sequence[notice_pb2.Receipt], signing_key: bytes
 ) -> notice_pb2.ReceiptBatch:
-    """Return a ReceiptBatch of `receipts` signed with the 32-byte Ed25519 seed `signing_key`.
+    """Return a ReceiptBatch of `receipts` signed with the 32-byte Ed25519 seed `signing_key`,
+    or hybrid (Ed25519 + ML-DSA-65) with a 64-byte hybrid signing key.
 
     Raises ReceiptError if there are no or more than MAX_BATCH receipts, a
     receipt's recipient is not `signer` or lacks its notice id, version or
@@ -72,14 +79,21 @@ def sign_receipts(
     _check_size(len(receipts))
     for i, receipt in enumerate(receipts):
         _check_receipt(receipt, signer, f"receipts[{i}]")
-    if len(signing_key) != es.KEY_SIZE:
-        raise ReceiptError("signing_key must be a 32-byte Ed25519 seed")
+    if len(signing_key) not in (es.KEY_SIZE, hy.SIGNING_KEY_SIZE):
+        raise ReceiptError("signing_key must be a 32-byte Ed25519 seed or a 64-byte hybrid key")
     leaves = [es.serialize(r) for r in receipts]
     root = root_from_hashes([leaf_hash(leaf) for leaf in leaves])
-    message = receipt_batch_message(root, len(leaves))
+    message = receipt_batch_message(root, len(leaves))[len(RECEIPT_CONTEXT) :]
     return notice_pb2.ReceiptBatch(
-        signer=signer, receipts=leaves, signature=es.ed25519_sign(signing_key, message)
+        signer=signer,
+        receipts=leaves,
+        signature=hy.sign_as(signing_key, RECEIPT_CONTEXT, message),
     )
+
+
+def _signature_valid(signing_key: bytes, signature: bytes, root: bytes, size: int) -> bool:
+    message = receipt_batch_message(root, size)[len(RECEIPT_CONTEXT) :]
+    return hy.valid_as(signing_key, signature, RECEIPT_CONTEXT, message)
 
 
 def _parse_receipt(data: bytes, signer: str, what: str) -> notice_pb2.Receipt:
@@ -98,7 +112,8 @@ def _parse_receipt(data: bytes, signer: str, what: str) -> notice_pb2.Receipt:
 def verify_receipt_batch(
     batch: notice_pb2.ReceiptBatch, signing_key: bytes
 ) -> list[notice_pb2.ProvenReceipt]:
-    """Verify a batch against the signer's 32-byte Ed25519 public key.
+    """Verify a batch against the signer's 32-byte Ed25519 public key (or its 1984-byte
+    Ed25519 || ML-DSA-65 key: then only a hybrid signature verifies).
 
     The signature is checked over the root of the receipt bytes as sent, then
     every receipt must parse and name the signer as its recipient.
@@ -117,7 +132,7 @@ def verify_receipts(
     _check_size(len(batch.receipts))
     hashes = [leaf_hash(leaf) for leaf in batch.receipts]
     root = root_from_hashes(hashes)
-    if not es.ed25519_valid(signing_key, batch.signature, receipt_batch_message(root, len(hashes))):
+    if not _signature_valid(signing_key, batch.signature, root, len(hashes)):
         raise ReceiptError(f"batch.signature does not verify with the key of {quote(batch.signer)}")
     parsed = [
         _parse_receipt(leaf, batch.signer, f"receipts[{i}]")
@@ -146,7 +161,7 @@ def verify_proven_receipt(
 ) -> notice_pb2.Receipt:
     """Check one receipt offline: its inclusion in batch_root and the signature over that root.
 
-    `signing_key` is the 32-byte Ed25519 public key of `proven.signer`.
+    `signing_key` is the verify key of `proven.signer` (as in verify_receipt_batch).
     Returns the parsed Receipt. Raises ReceiptError.
     """
     if not proven.signer:
@@ -164,8 +179,7 @@ def verify_proven_receipt(
         )
     except ProofError as exc:
         raise ReceiptError(f"receipt is not included in the batch root: {exc}") from None
-    message = receipt_batch_message(proven.batch_root, proven.batch_size)
-    if not es.ed25519_valid(signing_key, proven.signature, message):
+    if not _signature_valid(signing_key, proven.signature, proven.batch_root, proven.batch_size):
         raise ReceiptError(
             f"proven.signature does not verify with the key of {quote(proven.signer)}"
         )

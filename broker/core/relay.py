@@ -21,6 +21,7 @@ from broker.core.bounds import quote
 from broker.core.policy import AgencyProfile, Bundle, Decision, NoticeFacts, RecipientDecision
 from broker.core.policy.bundle import PolicyError
 from broker.core.policy.model import Restrictions
+from broker.core.suites import SuitePolicy
 from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -71,6 +72,13 @@ class RegisteredAgency:
     encryption_key: bytes
     statement: bytes
     signed_entry: bytes | None = None  # serialized SignedAgencyEntry, once an admin signed it
+    pq_signing_key: bytes = b""  # ML-DSA-65 public key when the statement carries one
+    pq_encryption_key: bytes = b""  # its MLKEM768X25519 key: it can open the hybrid suite
+
+    @property
+    def verify_key(self) -> bytes:
+        """Ed25519, or Ed25519 || ML-DSA-65: what header and receipt signatures verify with."""
+        return self.signing_key + self.pq_signing_key
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,7 @@ def accept_publish(
     cache: dc.DecisionCache | None = None,
     registry_key: str = "",
     envelope: notice_pb2.Envelope | None = None,
+    suites: SuitePolicy | None = None,
 ) -> AcceptedNotice:
     """Check one published envelope completely; return what to store.
 
@@ -237,7 +246,8 @@ def accept_publish(
     by the bundle, `registry_key` and the shape; pass the same cache and a key that
     changes with the registry); rules and reasons are explained only for what is
     refused, and obligations once per shape and recipient. `envelope` may carry the
-    already parsed `envelope_bytes`.
+    already parsed `envelope_bytes`. `suites` (broker.toml [crypto]) names the envelope
+    suites allowed, per kind; None allows both.
 
     Raises (each with a message saying what to fix): ResourceExhausted (too
     large or too many), InvalidArgument (malformed, bad signature, unknown kind
@@ -272,8 +282,10 @@ def accept_publish(
         raise PermissionDenied(f"{caller} is not in the agency registry")
     if me.profile.status != "active":
         raise FailedPrecondition(f"{caller} is {me.profile.status} and may not publish")
-    checked = env.check_envelope(envelope, me.signing_key)
+    checked = env.check_envelope(envelope, me.verify_key)
     header = checked.header
+    if suites is not None:
+        suites.check(envelope.header.suite, header.kind)
     if header.version < 1:
         raise InvalidArgument("header.version must be 1 or more")
     _check_times(header, now_ms, limits, policy)
@@ -288,6 +300,11 @@ def accept_publish(
             raise InvalidArgument(f"recipient {quote(recipient)} is not in the agency registry")
         if recipient == caller:
             raise InvalidArgument("a notice cannot be addressed to its own originator")
+        if envelope.header.suite == env.SUITE_HYBRID and not registry[recipient].pq_encryption_key:
+            raise FailedPrecondition(
+                f"recipient {recipient}'s key statement carries no post-quantum key, so it "
+                "cannot open the hybrid suite; seal to it with the classical suite"
+            )
         unknown = sorted(set(wraps[recipient]) - set(checked.sections))
         if unknown:
             raise InvalidArgument(
@@ -374,7 +391,7 @@ def accept_receipts(
     me = registry.get(caller)
     if me is None:
         raise PermissionDenied(f"{caller} is not in the agency registry")
-    verified = rcp.verify_receipts(batch, me.signing_key)
+    verified = rcp.verify_receipts(batch, me.verify_key)
     if me.profile.status != "active" and any(not r.action_id for _p, r in verified):
         raise FailedPrecondition(
             f"{caller} is {me.profile.status}: its receipts of notices do not count"
@@ -386,10 +403,11 @@ RESTRICTION_UPDATE_CONTEXT = b"broker.v1 restriction update\x00"
 
 
 def sign_restriction_update(update: bytes, signing_seed: bytes) -> bytes:
-    """The originator's Ed25519 signature over a serialized RestrictionUpdate."""
-    from broker.core.envelope_suite import ed25519_sign
+    """The originator's signature over a serialized RestrictionUpdate (Ed25519, or hybrid
+    with a 64-byte hybrid key: broker.core.hybrid.sign_as)."""
+    from broker.core.hybrid import sign_as
 
-    return ed25519_sign(signing_seed, RESTRICTION_UPDATE_CONTEXT + update)
+    return sign_as(signing_seed, RESTRICTION_UPDATE_CONTEXT, update)
 
 
 def check_restrictions(
@@ -435,9 +453,9 @@ def accept_restriction_update(
     Raises NotFound when `caller` published no such notice, InvalidArgument when the
     signature or the message is bad.
     """
-    from broker.core.envelope_suite import ed25519_valid
+    from broker.core.hybrid import valid_as
 
-    if not ed25519_valid(signing_key, signature, RESTRICTION_UPDATE_CONTEXT + update_bytes):
+    if not valid_as(signing_key, signature, RESTRICTION_UPDATE_CONTEXT, update_bytes):
         raise InvalidArgument("the restriction update's signature does not verify with your key")
     update = agency_pb2.RestrictionUpdate()
     try:

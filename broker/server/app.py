@@ -206,7 +206,13 @@ class BrokerApp:
                 status=r.status,
             )
             registry[r.id] = RegisteredAgency(
-                profile, keys.signing_key, keys.encryption_key, r.statement, r.signed_entry
+                profile,
+                keys.signing_key,
+                keys.encryption_key,
+                r.statement,
+                r.signed_entry,
+                pq_signing_key=keys.pq_signing_key,
+                pq_encryption_key=keys.pq_encryption_key,
             )
         self.registry = registry
         self.registry_key = registry_key(registry.values())

@@ -159,7 +159,7 @@ class LifecycleHandlers:
             raise PermissionDenied(f"{me} is not in the agency registry")
         if agency.profile.status != "active":
             raise FailedPrecondition(f"{me} is {agency.profile.status} and may not act on notices")
-        action = lifecycle.verify_action(signed, agency.signing_key)
+        action = lifecycle.verify_action(signed, agency.verify_key)
         if len(action.reason.encode()) > lifecycle.MAX_REASON_BYTES:
             raise InvalidArgument(f"reason is limited to {lifecycle.MAX_REASON_BYTES} bytes")
         lifecycle.check_reason(action)  # a digest and sealed boxes, never the text

@@ -150,7 +150,7 @@ class RestrictionHandlers:
         if agency.profile.status != "active":
             raise FailedPrecondition(f"{me} is {agency.profile.status} and may not act on notices")
         update = relay.accept_restriction_update(
-            req.update, req.signature, me, owner, agency.signing_key
+            req.update, req.signature, me, owner, agency.verify_key
         )
         restrictions = update.restrictions.SerializeToString(deterministic=True)
         nid = update.notice_id

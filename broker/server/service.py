@@ -239,6 +239,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                     cache=app.decisions,
                     registry_key=registry_key,
                     envelope=e,
+                    suites=app.config.crypto,
                 )
                 header = accepted.checked.header
                 cut = delivery.cut_notice(

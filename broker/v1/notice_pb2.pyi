@@ -375,7 +375,7 @@ class SignedHeader(_message.Message):
     signature: _builtins.bytes
     """Ed25519 over "broker.v1 notice header\\x00" || header_bytes"""
     suite: _builtins.str
-    """"ed25519+xchacha20poly1305+x25519box/v1" """
+    """"ed25519+xchacha20poly1305+x25519box/v1", or the hybrid"""
     def __init__(
         self,
         *,
@@ -490,10 +490,12 @@ class WrapLeaf(_message.Message):
     SECTIONS_FIELD_NUMBER: _builtins.int
     recipient: _builtins.str
     sealed: _builtins.bytes
-    """libsodium sealed box (X25519 + XSalsa20-Poly1305) of WrapBody"""
+    """libsodium sealed box (X25519 + XSalsa20-Poly1305) of WrapBody;"""
     @_builtins.property
     def sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """names of the section keys inside, sorted: what the broker checks"""
+        """hybrid suite: HPKE (RFC 9180) enc || ciphertext, see broker.core.hybrid
+        names of the section keys inside, sorted: what the broker checks
+        """
 
     def __init__(
         self,
@@ -946,7 +948,7 @@ class ReceiptBatch(_message.Message):
     signer: _builtins.str
     """recipient agency id"""
     signature: _builtins.bytes
-    """Ed25519 over "broker.v1 receipt batch\\x00" || u64be(size) || root"""
+    """Ed25519 over "broker.v1 receipt batch\\x00" || u64be(size) || root;"""
     @_builtins.property
     def receipts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """serialized Receipt, the Merkle leaves in order"""
@@ -1018,6 +1020,8 @@ class KeyStatement(_message.Message):
     SERIAL_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_MS_FIELD_NUMBER: _builtins.int
     NOT_AFTER_MS_FIELD_NUMBER: _builtins.int
+    PQ_SIGNING_KEY_FIELD_NUMBER: _builtins.int
+    PQ_ENCRYPTION_KEY_FIELD_NUMBER: _builtins.int
     agency_id: _builtins.str
     signing_key: _builtins.bytes
     """Ed25519 public key, 32 bytes raw"""
@@ -1026,6 +1030,12 @@ class KeyStatement(_message.Message):
     serial: _builtins.int
     not_before_ms: _builtins.int
     not_after_ms: _builtins.int
+    pq_signing_key: _builtins.bytes
+    """Post-quantum keys of the hybrid suite (docs/post-quantum.md); both empty, or both set.
+    ML-DSA-65 public key (FIPS 204), 1952 bytes raw
+    """
+    pq_encryption_key: _builtins.bytes
+    """HPKE MLKEM768X25519 public key (RFC 9180 KEM 0x647a), 1216 bytes"""
     def __init__(
         self,
         *,
@@ -1035,10 +1045,12 @@ class KeyStatement(_message.Message):
         serial: _builtins.int = ...,
         not_before_ms: _builtins.int = ...,
         not_after_ms: _builtins.int = ...,
+        pq_signing_key: _builtins.bytes = ...,
+        pq_encryption_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "encryption_key", b"encryption_key", "not_after_ms", b"not_after_ms", "not_before_ms", b"not_before_ms", "serial", b"serial", "signing_key", b"signing_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "encryption_key", b"encryption_key", "not_after_ms", b"not_after_ms", "not_before_ms", b"not_before_ms", "pq_encryption_key", b"pq_encryption_key", "pq_signing_key", b"pq_signing_key", "serial", b"serial", "signing_key", b"signing_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -100,3 +100,15 @@ def test_bench_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown mode or peer ['bogus']" in capsys.readouterr().err
     assert main(["bench", "--recipients", "3", "--recipient-procs", "4"]) == 2
     assert "--recipient-procs" in capsys.readouterr().err
+
+
+def test_bench_ours_tiny_hybrid_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`broker bench --suite hybrid`: every agency gets PQ keys, our pipeline seals hybrid
+    (publish and sealed-ahead capacity), recipients receipt hybrid."""
+    argv = [*TINY, "--modes", "closed,capacity", "--suite", "hybrid", "--dir", str(tmp_path)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["suite"] == "hybrid"
+    check_mode(report["ours"]["closed"], 3)
+    cap = report["ours"]["capacity"]
+    assert cap["complete"] and cap["deliveries"] == cap["expected_deliveries"] == 8 * 3

@@ -21,10 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.core import envelope_suite as es
+from broker.core import hybrid as hy
 from broker.core.envelope import (
     HEADER_CONTEXT,
     OPEN_FAILED,
     SUITE,
+    SUITE_HYBRID,
     EnvelopeError,
     OpenedNotice,
     OpenError,
@@ -63,6 +65,12 @@ def x25519_keypair(label: str) -> tuple[bytes, bytes]:
     return bytes(pk), bytes(sk)
 
 
+def kem_keypair(label: str) -> tuple[bytes, bytes]:
+    """(public, private) of a deterministic hybrid KEM key: ML-KEM seed || X25519 key."""
+    private = hashlib.sha512(label.encode()).digest() + hashlib.sha256(label.encode()).digest()
+    return hy.kem_public_key_bytes(private), private
+
+
 def flip(data: bytes, index: int) -> bytes:
     out = bytearray(data)
     out[index] ^= 0x01
@@ -72,9 +80,15 @@ def flip(data: bytes, index: int) -> bytes:
 SIGNING_SEED = hashlib.sha256(b"test originator FR-NCB").digest()
 ORIGINATOR_PK = es.ed25519_public_key(SIGNING_SEED)
 OTHER_PK = es.ed25519_public_key(hashlib.sha256(b"test someone else").digest())
+# The hybrid key extends the classical one: same Ed25519 seed, plus an ML-DSA-65 seed.
+HYBRID_SEED = SIGNING_SEED + hashlib.sha256(b"test originator FR-NCB ML-DSA").digest()
+HYBRID_PK = hy.verify_key(HYBRID_SEED)
+SIGNING_KEYS = {SUITE: SIGNING_SEED, SUITE_HYBRID: HYBRID_SEED}
+BOTH = (SUITE, SUITE_HYBRID)
 
 AGENCIES = ("DE-BKA", "NL-POLITIE", "EUROPOL")
 KEYS = {a: x25519_keypair(f"test recipient {a}") for a in AGENCIES}
+PQ_KEYS = {a: kem_keypair(f"test recipient {a} KEM") for a in AGENCIES}
 PLAINTEXTS = {
     "identity": b'{"family_name":"DOE","given_names":"JOHN","born":"1980-01-01"}',
     "biometrics": b"fingerprint template \x00\x01\x02",
@@ -107,17 +121,28 @@ RESTRICTIONS = notice_pb2.OriginatorRestrictions(
     allow_countries=["DE", "NL"], deny_agencies=["XX-NCB"]
 )
 SECTIONS = [SectionInput(name, text) for name, text in PLAINTEXTS.items()]
-RECIPIENTS = [RecipientInput(a, KEYS[a][0], ACCESS[a]) for a in AGENCIES]
+RECIPIENTS = [
+    RecipientInput(a, KEYS[a][0], ACCESS[a], pq_encryption_key=PQ_KEYS[a][0]) for a in AGENCIES
+]
 
 
 def make_envelope(
-    seed: bytes = b"broker.v1 kat", notice_id: str | None = None
+    seed: bytes = b"broker.v1 kat", notice_id: str | None = None, suite: str = SUITE
 ) -> notice_pb2.Envelope:
     header = make_header() if notice_id is None else make_header(notice_id)
-    return seal(header, RESTRICTIONS, SECTIONS, RECIPIENTS, SIGNING_SEED, shake_rng(seed))
+    return seal(
+        header,
+        RESTRICTIONS,
+        SECTIONS,
+        RECIPIENTS,
+        SIGNING_KEYS[suite],
+        shake_rng(seed),
+        suite=suite,
+    )
 
 
 ENVELOPE = make_envelope()
+ENVELOPES = {SUITE: ENVELOPE, SUITE_HYBRID: make_envelope(suite=SUITE_HYBRID)}
 
 
 def deliver(envelope: notice_pb2.Envelope, agency: str) -> notice_pb2.Delivery:
@@ -125,9 +150,17 @@ def deliver(envelope: notice_pb2.Envelope, agency: str) -> notice_pb2.Delivery:
 
 
 def open_as(
-    delivery: notice_pb2.Delivery, agency: str, originator_key: bytes = ORIGINATOR_PK
+    delivery: notice_pb2.Delivery, agency: str, originator_key: bytes = HYBRID_PK
 ) -> OpenedNotice:
-    return open_delivery(delivery, agency, KEYS[agency][1], originator_key)
+    """Open as `agency`, holding both its keys; HYBRID_PK serves both suites (the classical
+    suite reads its Ed25519 part)."""
+    return open_delivery(
+        delivery,
+        agency,
+        KEYS[agency][1],
+        originator_key,
+        pq_encryption_private_key=PQ_KEYS[agency][1],
+    )
 
 
 def parsed_header(envelope: notice_pb2.Envelope) -> notice_pb2.NoticeHeader:
@@ -158,7 +191,8 @@ def resign(
     if edit_header is not None:
         edit_header(header)
     out.header.header_bytes = es.serialize(header)
-    out.header.signature = sign_header(out.header.header_bytes, SIGNING_SEED)
+    suite = out.header.suite
+    out.header.signature = sign_header(out.header.header_bytes, SIGNING_KEYS[suite], suite)
     return out
 
 
@@ -469,6 +503,7 @@ def notices(draw: st.DrawFn) -> tuple[list[SectionInput], list[RecipientInput], 
             f"AG-{a}",
             x25519_keypair(f"AG-{a}")[0],
             frozenset(draw(st.sets(st.sampled_from(all_names)))) if all_names else frozenset(),
+            pq_encryption_key=kem_keypair(f"AG-{a}")[0],
         )
         for a in agencies
     ]
@@ -477,14 +512,21 @@ def notices(draw: st.DrawFn) -> tuple[list[SectionInput], list[RecipientInput], 
 
 @settings(max_examples=40, deadline=None)
 @given(notices())
+@pytest.mark.parametrize("suite", BOTH)
 def test_round_trip_and_no_leaks(
-    case: tuple[list[SectionInput], list[RecipientInput], bytes],
+    suite: str, case: tuple[list[SectionInput], list[RecipientInput], bytes]
 ) -> None:
     sections, recipients, seed = case
     envelope = seal(
-        make_header(), RESTRICTIONS, sections, recipients, SIGNING_SEED, shake_rng(seed)
+        make_header(),
+        RESTRICTIONS,
+        sections,
+        recipients,
+        SIGNING_KEYS[suite],
+        shake_rng(seed),
+        suite=suite,
     )
-    checked = check_envelope(envelope, ORIGINATOR_PK)
+    checked = check_envelope(envelope, HYBRID_PK)
     assert set(checked.sections) == {s.name for s in sections}
     assert set(checked.wrap_index) == {r.agency_id for r in recipients}
     header = checked.header
@@ -494,7 +536,11 @@ def test_round_trip_and_no_leaks(
     for recipient in recipients:
         delivery = delivery_for(envelope, recipient.agency_id, recipient.sections)
         opened = open_delivery(
-            delivery, recipient.agency_id, x25519_keypair(recipient.agency_id)[1], ORIGINATOR_PK
+            delivery,
+            recipient.agency_id,
+            x25519_keypair(recipient.agency_id)[1],
+            HYBRID_PK,
+            pq_encryption_private_key=kem_keypair(recipient.agency_id)[1],
         )
         assert dict(opened.sections) == {n: plain[n] for n in recipient.sections}
         raw = delivery.SerializeToString()
@@ -557,13 +603,16 @@ def _flip_item(j: int, pos: int) -> Callable[[Sequence[bytes]], list[bytes]]:
     return lambda items: [flip(x, pos) if k == j else x for k, x in enumerate(items)]
 
 
-def _delivery_mutators() -> dict[str, Mutator]:
-    base = deliver(ENVELOPE, "DE-BKA")
-    other = deliver(ENVELOPE, "NL-POLITIE")
-    biometrics = section_named(ENVELOPE, "biometrics")  # EUROPOL may read it, DE-BKA may not
-    extra = deliver(ENVELOPE, "EUROPOL").sections
+def _delivery_mutators(envelope: notice_pb2.Envelope) -> dict[str, Mutator]:
+    suite = envelope.header.suite
+    base = deliver(envelope, "DE-BKA")
+    other = deliver(envelope, "NL-POLITIE")
+    biometrics = section_named(envelope, "biometrics")  # EUROPOL may read it, DE-BKA may not
+    extra = deliver(envelope, "EUROPOL").sections
     biometrics = next(s for s in extra if s.descriptor == biometrics.descriptor)  # with proof
-    another_header = make_envelope(notice_id="11111111-2222-4333-8444-555555555555").header
+    another_header = make_envelope(
+        notice_id="11111111-2222-4333-8444-555555555555", suite=suite
+    ).header
     m: dict[str, Mutator] = {}
     n = len(base.header.header_bytes)
     for pos in (0, 1, n // 2, n - 1):
@@ -573,6 +622,19 @@ def _delivery_mutators() -> dict[str, Mutator]:
     m["signature[0]"] = _edit(_header, "signature", _flip_at(0))
     m["signature[63]"] = _edit(_header, "signature", _flip_at(63))
     m["signature empty"] = _edit(_header, "signature", lambda b: b"")
+    m["signature truncated"] = _edit(_header, "signature", lambda b: b[:-1])
+    m["signature last byte"] = _edit(_header, "signature", _flip_at(len(base.header.signature) - 1))
+    if suite == SUITE_HYBRID:  # either half broken, or stripped, fails
+        m["signature[64] (ML-DSA half)"] = _edit(_header, "signature", _flip_at(64))
+        m["signature ML-DSA half stripped"] = _edit(_header, "signature", lambda b: b[:64])
+        m["signature Ed25519 half stripped"] = _edit(_header, "signature", lambda b: b[64:])
+        m["suite swapped to classical"] = _edit(_header, "suite", lambda s: SUITE)
+        m["suite classical, Ed25519 half kept"] = lambda d: (
+            _set("suite", SUITE)(d.header),
+            _set("signature", d.header.signature[:64])(d.header),
+        )
+    else:
+        m["suite swapped to hybrid"] = _edit(_header, "suite", lambda s: SUITE_HYBRID)
     m["suite"] = _edit(_header, "suite", lambda s: s.replace("v1", "v2"))
     m["suite empty"] = _edit(_header, "suite", lambda s: "")
     m["header of another notice"] = lambda d: d.header.CopyFrom(another_header)
@@ -610,7 +672,8 @@ def _delivery_mutators() -> dict[str, Mutator]:
     return m
 
 
-MUTATORS = _delivery_mutators()
+MUTATORS = {suite: _delivery_mutators(ENVELOPES[suite]) for suite in BOTH}
+MUTATOR_CASES = [(suite, name) for suite in BOTH for name in sorted(MUTATORS[suite])]
 
 
 def test_baseline_delivery_opens() -> None:
@@ -625,11 +688,11 @@ def _assert_open_fails(call: Callable[[], object]) -> None:
     assert info.value.__cause__ is None
 
 
-@pytest.mark.parametrize("name", sorted(MUTATORS))
-def test_tampered_delivery_fails_opaquely(name: str) -> None:
-    delivery = deliver(ENVELOPE, "DE-BKA")
+@pytest.mark.parametrize(("suite", "name"), MUTATOR_CASES)
+def test_tampered_delivery_fails_opaquely(suite: str, name: str) -> None:
+    delivery = deliver(ENVELOPES[suite], "DE-BKA")
     original = delivery.SerializeToString()
-    MUTATORS[name](delivery)
+    MUTATORS[suite][name](delivery)
     assert delivery.SerializeToString() != original
     _assert_open_fails(lambda: open_as(delivery, "DE-BKA"))
 
@@ -649,8 +712,9 @@ def test_wrong_parties_fail_opaquely() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.data())
-def test_any_flipped_bit_fails(data: st.DataObject) -> None:
-    raw = deliver(ENVELOPE, "DE-BKA").SerializeToString()
+@pytest.mark.parametrize("suite", BOTH)
+def test_any_flipped_bit_fails(suite: str, data: st.DataObject) -> None:
+    raw = deliver(ENVELOPES[suite], "DE-BKA").SerializeToString()
     bit = data.draw(st.integers(0, len(raw) * 8 - 1))
     tampered = bytearray(raw)
     tampered[bit // 8] ^= 1 << (bit % 8)
@@ -682,20 +746,30 @@ def _replace_wrap(
 ) -> None:
     wrap = wrap_of(envelope, agency)
     leaf = es.parse(notice_pb2.WrapLeaf, wrap.leaf)
-    body = es.parse(notice_pb2.WrapBody, es.open_box(leaf.sealed, KEYS[agency][1]))
+    header = parsed_header(envelope)
+    info = hy.wrap_info(header.notice_id, header.version, agency)
+    hybrid = envelope.header.suite == SUITE_HYBRID
+    if hybrid:
+        opened = hy.hpke_open(PQ_KEYS[agency][1], leaf.sealed, info)
+    else:
+        opened = es.open_box(leaf.sealed, KEYS[agency][1])
+    body = es.parse(notice_pb2.WrapBody, opened)
     edit_body(body)
-    leaf.sealed = es.seal_box(es.serialize(body), KEYS[agency][0], bytes(32))
+    if hybrid:
+        leaf.sealed = hy.hpke_seal(PQ_KEYS[agency][0], es.serialize(body), info)
+    else:
+        leaf.sealed = es.seal_box(es.serialize(body), KEYS[agency][0], bytes(32))
     if edit_leaf is not None:
         edit_leaf(leaf)
     wrap.leaf = es.serialize(leaf)
 
 
-def _signed_variants() -> dict[str, notice_pb2.Envelope]:
+def _signed_variants(base: notice_pb2.Envelope) -> dict[str, notice_pb2.Envelope]:
     out: dict[str, notice_pb2.Envelope] = {}
 
     def variant(name: str, edit: Callable[[notice_pb2.Envelope], None], **kw: object) -> None:
         envelope = notice_pb2.Envelope()
-        envelope.CopyFrom(ENVELOPE)
+        envelope.CopyFrom(base)
         edit(envelope)
         out[name] = resign(envelope, **kw)  # type: ignore[arg-type]
 
@@ -739,12 +813,14 @@ def _signed_variants() -> dict[str, notice_pb2.Envelope]:
     return out
 
 
-SIGNED_VARIANTS = _signed_variants()
+SIGNED_VARIANTS_BY_SUITE = {suite: _signed_variants(ENVELOPES[suite]) for suite in BOTH}
+SIGNED_VARIANTS = SIGNED_VARIANTS_BY_SUITE[SUITE]
 
 
+@pytest.mark.parametrize("suite", BOTH)
 @pytest.mark.parametrize("name", sorted(SIGNED_VARIANTS))
-def test_signed_but_inconsistent_fails_opaquely(name: str) -> None:
-    envelope = SIGNED_VARIANTS[name]
+def test_signed_but_inconsistent_fails_opaquely(suite: str, name: str) -> None:
+    envelope = SIGNED_VARIANTS_BY_SUITE[suite][name]
     delivery = deliver(envelope, "DE-BKA")
     if name == "resigned unchanged":  # the helper itself is sound
         assert set(open_as(delivery, "DE-BKA").sections) == ACCESS["DE-BKA"]
@@ -908,13 +984,14 @@ CHECK_CASES: dict[str, tuple[EnvelopeEdit, type[Exception], str]] = {
 }
 
 
+@pytest.mark.parametrize("suite", BOTH)
 @pytest.mark.parametrize("name", sorted(CHECK_CASES))
-def test_check_envelope_rejects(name: str) -> None:
+def test_check_envelope_rejects(suite: str, name: str) -> None:
     edit, error, message = CHECK_CASES[name]
-    envelope = _copy()
+    envelope = _copy(ENVELOPES[suite])
     edit(envelope)
     with pytest.raises(error, match=message):
-        check_envelope(envelope, ORIGINATOR_PK)
+        check_envelope(envelope, HYBRID_PK)
 
 
 def test_check_envelope_wrong_key() -> None:
@@ -1026,7 +1103,7 @@ SIGNED_CHECK_CASES: dict[str, tuple[EnvelopeEdit, dict[str, object], str]] = {
     "wrap sealed short": (
         _wrap_leaf_edit(_set("sealed", b"x")),
         {},
-        r"wraps\[\d\].leaf.sealed is shorter than a sealed box",
+        r"wraps\[\d\].leaf.sealed is shorter than a (sealed box|HPKE wrap)",
     ),
     "no wraps": (
         _pad_out_wraps,
@@ -1036,14 +1113,15 @@ SIGNED_CHECK_CASES: dict[str, tuple[EnvelopeEdit, dict[str, object], str]] = {
 }
 
 
+@pytest.mark.parametrize("suite", BOTH)
 @pytest.mark.parametrize("name", sorted(SIGNED_CHECK_CASES))
-def test_check_envelope_rejects_signed_inconsistency(name: str) -> None:
+def test_check_envelope_rejects_signed_inconsistency(suite: str, name: str) -> None:
     edit, kw, message = SIGNED_CHECK_CASES[name]
-    envelope = _copy()
+    envelope = _copy(ENVELOPES[suite])
     edit(envelope)
     envelope = resign(envelope, **kw)  # type: ignore[arg-type]
     with pytest.raises(EnvelopeError, match=message) as info:
-        check_envelope(envelope, ORIGINATOR_PK)
+        check_envelope(envelope, HYBRID_PK)
     assert type(info.value) is EnvelopeError
 
 

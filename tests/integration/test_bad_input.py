@@ -85,6 +85,28 @@ def _resigned(edit: Callable[[notice_pb2.NoticeHeader], None]) -> Callable[[Runn
     return build
 
 
+def _hybrid_without_pq_keys(b: Running) -> bytes:
+    """A hybrid-suite envelope from FR-NCB, whose statement (here) carries no ML-DSA key:
+    whatever ML-DSA key signed it, the broker has none to check it against."""
+    import os
+
+    from broker.core import envelope as env
+    from broker.core import hybrid as hy
+
+    seed = pki.load_agency(b.deployment.keys_dir, "FR-NCB").signing_seed + bytes(32)
+    kem = hy.kem_public_key_bytes(bytes(64) + bytes([9]) * 32)
+    envelope = env.seal(
+        _header(),
+        notice_pb2.OriginatorRestrictions(),
+        [env.SectionInput("identity", b"x")],
+        [env.RecipientInput("DE-BKA", bytes(32), frozenset({"identity"}), kem)],
+        seed,
+        os.urandom,
+        suite=env.SUITE_HYBRID,
+    )
+    return agency_pb2.PublishRequest(envelopes=[envelope]).SerializeToString()
+
+
 def _codes(codes: list[str]) -> Callable[[notice_pb2.NoticeHeader], None]:
     return lambda h: h.handling_codes.extend(codes)
 
@@ -210,6 +232,14 @@ INVALID, EXHAUSTED, OK = "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "OK"
 CASES = [
     Case("not protobuf", A + "Publish", FR, lambda b: b"\xff\xff\xff", INVALID, "not a valid"),
     Case("no envelopes", A + "Publish", FR, _msg(agency_pb2.PublishRequest()), INVALID, "no"),
+    Case(
+        "hybrid suite, originator without PQ keys",
+        A + "Publish",
+        FR,
+        _hybrid_without_pq_keys,
+        INVALID,
+        "carries no ML-DSA-65 key",
+    ),
     Case(
         "notice id ../../etc/passwd",
         A + "Publish",

@@ -71,7 +71,7 @@ async def test_the_cas_list_revokes_a_connected_agency_at_once(broker: Running) 
             await publish(de.node, ["FR-NCB"])
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         async with broker.node("FR-NCB") as fresh:  # a view read after the revocation
-            with pytest.raises(PermissionDenied, match="will not seal for DE-BKA.*IT-BORDER"):
+            with pytest.raises(PermissionDenied, match=r"will not seal for DE-BKA.*IT-BORDER"):
                 await publish(fresh, ["DE-BKA", "IT-BORDER", "EU-HUB"])
 
     logged = await revoked_leaves(broker)

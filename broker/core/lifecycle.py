@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from broker.core import bounds
 from broker.core.envelope_suite import ed25519_sign, ed25519_valid
+from broker.core.requests import STEP_NAMES as REQUEST_STEP_NAMES
 from broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from broker.v1 import notice_pb2
 
@@ -43,6 +44,8 @@ NAMES = {
     notice_pb2.LIFECYCLE_EXPIRED: "expired",
     notice_pb2.LIFECYCLE_SUPERSEDED: "superseded",
     notice_pb2.LIFECYCLE_RESTRICTED: "restricted",
+    # + judicial: request steps (rules in broker/core/requests.py, not plan_action)
+    **{kind: f"request_{name}" for kind, name in REQUEST_STEP_NAMES.items()},
 }
 ORIGINATOR_ONLY = frozenset(
     {
@@ -137,7 +140,12 @@ def plan_action(
     actor may not take it, FailedPrecondition when the notice's state forbids it,
     InvalidArgument when it is malformed."""
     kind, actor = action.kind, action.actor
-    if kind not in NAMES or kind in BROKER_ONLY or kind == notice_pb2.LIFECYCLE_RESTRICTED:
+    if (
+        kind not in NAMES
+        or kind in BROKER_ONLY
+        or kind == notice_pb2.LIFECYCLE_RESTRICTED
+        or kind in REQUEST_STEP_NAMES
+    ):
         # (RESTRICTED travels as the originator's signed restriction update: UpdateRestrictions)
         raise InvalidArgument("kind must be suspend, resume, withdraw, cancel, extend or a flag")
     if kind in ORIGINATOR_ONLY and actor != state.originator:

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from broker.core.checkpoint import Signer
 from broker.core.lifecycle import Effect, NoticeState
+from broker.core.requests import Deadline, RequestState
 from broker.errors import BrokerError
 from broker.v1 import audit_pb2
 
 if TYPE_CHECKING:  # the console's views (broker/store/console_reads.py)
     from broker.store.console_reads import QueueSnapshot
+    from broker.store.requests import RequestRow
 
 # Delivery states, as stored.
 PENDING = "pending"
@@ -483,6 +485,26 @@ class Store(Transactional, Protocol):
     def record_reply(self, row: ReplyRow, recipients: Sequence[str]) -> None: ...
 
     def replies_for(self, agency: str, open_only: bool) -> list[ReplyRow]: ...
+
+    # -- + judicial: requests (see broker/store/requests.py) ---------------------------------
+    def request_head(self, notice_id: str) -> bytes: ...
+
+    def request_steps(self, notice_id: str) -> list[tuple[bytes, bytes]]: ...
+
+    def lock_request(self, notice_id: str) -> bool: ...
+
+    def save_request_step(
+        self,
+        state: RequestState,
+        running: Deadline | None,
+        action_id: str,
+        action: bytes,
+        signature: bytes,
+    ) -> None: ...
+
+    def requests_for(self, agency: str, role: str, open_only: bool) -> list[RequestRow]: ...
+
+    def due_request_reminders(self, now_ms: int) -> list[Event]: ...
 
     # -- transparency log (see broker/store/tlog.py) ------------------------------------------
     def tlog_size(self) -> int: ...

@@ -45,6 +45,7 @@ STATES: Final = (
     "refused",
     "withdrawn",
 )
+FINAL_STATES: Final = frozenset({"executed", "refused", "withdrawn"})
 STEPS: Final = (
     "issue",
     "receive",

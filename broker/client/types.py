@@ -67,6 +67,7 @@ class Draft:
     # Lookup tokens of the notice's selectors (broker.client.lookup.Lookups makes them);
     # the signed header commits to them, salted (broker.core.lookup.seal_index).
     index_tokens: tuple[bytes, ...] = ()
+    priority: int = 0  # + judicial: notice_pb2.PRIORITY_NORMAL or PRIORITY_URGENT (signed)
 
 
 @dataclass(frozen=True)

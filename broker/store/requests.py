@@ -8,7 +8,9 @@ A mixin over the store's connection, run inside the StoreRunner's transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from broker.core.requests import Deadline, RequestState
 from broker.store.api import Event
@@ -55,13 +57,31 @@ class RequestStoreMixin(SqlBase):
         ).fetchall()
         return [(bytes(a), bytes(s)) for a, s in rows]
 
-    def lock_request(self, notice_id: str) -> bool:
-        """Lock the request's row for this transaction (PostgreSQL); True if it exists."""
+    def request_row(self, notice_id: str) -> RequestRow | None:
+        """The request with its steps, its row locked for this transaction (PostgreSQL)."""
         row = self.conn.execute(
-            "SELECT notice_id FROM requests r WHERE notice_id=?" + self.lock_rows("r"),
+            "SELECT notice_id, kind, issuer, executor, priority, state, issued_at_ms, "
+            "updated_at_ms, deadline, deadline_ms, grounds FROM requests r WHERE notice_id=?"
+            + self.lock_rows("r"),
             (notice_id,),
         ).fetchone()
-        return row is not None
+        return None if row is None else self._row(row)
+
+    def _row(self, r: Sequence[Any]) -> RequestRow:
+        return RequestRow(
+            notice_id=r[0],
+            kind=r[1],
+            issuer=r[2],
+            executor=r[3],
+            priority=r[4],
+            state=r[5],
+            issued_at_ms=r[6],
+            updated_at_ms=r[7],
+            deadline=r[8],
+            deadline_ms=r[9],
+            grounds=tuple(json.loads(r[10])),
+            steps=tuple(self.request_steps(r[0])),
+        )
 
     def save_request_step(
         self,
@@ -136,23 +156,7 @@ class RequestStoreMixin(SqlBase):
             + " ORDER BY issued_at_ms DESC, notice_id",
             args,
         ).fetchall()
-        return [
-            RequestRow(
-                notice_id=r[0],
-                kind=r[1],
-                issuer=r[2],
-                executor=r[3],
-                priority=r[4],
-                state=r[5],
-                issued_at_ms=r[6],
-                updated_at_ms=r[7],
-                deadline=r[8],
-                deadline_ms=r[9],
-                grounds=tuple(json.loads(r[10])),
-                steps=tuple(self.request_steps(r[0])),
-            )
-            for r in rows
-        ]
+        return [self._row(r) for r in rows]
 
     def due_request_reminders(self, now_ms: int) -> list[Event]:
         """Remind both parties of a request whose running time limit comes near (once

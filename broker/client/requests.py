@@ -234,6 +234,7 @@ class NodeRequests:
             purpose=purpose,
             sections=sections,
             recipients=[issuer],
+            restrictions=notice_pb2.OriginatorRestrictions(allow_agencies=[issuer]),
             in_reply_to=request_id,
         )
         await self.request_step(

@@ -231,14 +231,16 @@ def plan_step(
     request's state forbids it, InvalidArgument when it is malformed. The state passed
     in is never changed."""
     step = STEP_NAMES.get(action.kind)
-    if step is None or step == "issue":
-        raise FailedPrecondition(f"request {state.notice_id} is already issued")
+    if step is None:
+        raise InvalidArgument("kind must be a request step")
     entitled = state.issuer if step in ISSUER_STEPS else state.executor
     if action.actor != entitled:
         role = "issuing" if step in ISSUER_STEPS else "executing"
         raise PermissionDenied(
             f"only the {role} authority ({entitled}) may {step} request {state.notice_id}"
         )
+    if step == "issue":
+        raise FailedPrecondition(f"request {state.notice_id} is already issued")
     sources, target = TRANSITIONS[step]
     if step in ("partial", "execute") and not spec.deadlines["normal"].decision_hours:
         sources = (*sources, "received")  # answered, not recognised (production orders)

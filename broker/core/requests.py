@@ -57,6 +57,7 @@ STEP_NAMES: dict[int, str] = {
     notice_pb2.LIFECYCLE_REQUEST_CONSENT: "consent",
 }
 STEP_KINDS = {name: kind for kind, name in STEP_NAMES.items()}
+STEPS_ORDER = tuple(STEP_KINDS)
 ISSUER_STEPS = frozenset({"issue", "provide_info", "withdraw"})
 OPEN_STATES = ("issued", "received", "info_requested", "recognised", "in_execution")
 # step -> (the states it may follow, the state it leads to; "" keeps the state)

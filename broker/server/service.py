@@ -276,6 +276,7 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                 ciphertexts=cut.ciphertexts,
                 sections=accepted.facts.sections if accepted.facts else (),
                 refused=accepted.refused(),
+                priority=header.priority,  # + judicial: urgent deliveries leased first
             )
             embargo = accepted.checked.restrictions.embargo_until_ms
             token = decided_under(policy.version, registry_key, "", embargo if embargo > now else 0)
@@ -527,6 +528,7 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                 )
                 sent = False
                 if leased:
+                    metrics.observe_waits(leased, now_ms())  # + judicial: wait per priority
                     forwarded = await self._forward(me, leased)  # withheld ones cost no credit
                     credits -= len(forwarded)
                     metrics.DELIVERIES.inc(len(forwarded))

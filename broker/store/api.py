@@ -70,6 +70,7 @@ class NoticeRecord:
     # addressed recipients, for the log's withholding leaves (read from `decisions` if empty).
     sections: tuple[str, ...] = ()
     refused: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    priority: int = 0  # + judicial: the header's signed priority (1: urgent, leased first)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ class LeasedDelivery:
     obligations: bytes = b""
     decided_under: str = ""
     ciphertexts: tuple[tuple[int, bytes], ...] = ()  # (position, ciphertext) the cut names
+    priority: int = 0  # + judicial: the signed priority
+    accepted_at_ms: int = 0  # + judicial: when the broker accepted the notice (wait metric)
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,8 @@ class Store(Transactional, Protocol):
         ...
 
     def lease(self, recipient: str, limit: int, now_ms: int, lease_ms: int) -> list[LeasedDelivery]:
-        """Mark up to `limit` pending deliveries in flight until now+lease, oldest first."""
+        """Mark up to `limit` pending deliveries in flight until now+lease, urgent ones
+        first, then oldest first."""
         ...
 
     def release(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:

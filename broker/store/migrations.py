@@ -271,7 +271,8 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     """,
     # + judicial: requests (broker/store/requests.py): each request's state and running
-    # time limit, and its signed steps in order
+    # time limit, and its signed steps in order; the signed priority of each delivery
+    # (urgent ones are leased first)
     """
     CREATE TABLE requests (
         notice_id TEXT PRIMARY KEY,
@@ -299,5 +300,7 @@ MIGRATIONS: tuple[str, ...] = (
         signature BLOB NOT NULL,
         PRIMARY KEY (notice_id, position)
     );
+    ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX deliveries_queue_priority ON deliveries (recipient, state, priority DESC, seq);
     """,
 )

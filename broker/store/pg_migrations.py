@@ -310,5 +310,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
         signature BYTEA NOT NULL,
         PRIMARY KEY (notice_id, position)
     );
+    ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX deliveries_queue_priority ON deliveries (recipient, state, priority DESC, seq);
     """,
 )

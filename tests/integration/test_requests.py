@@ -301,3 +301,43 @@ async def test_reminders_before_and_after_a_limit(broker: Running) -> None:
     got = await broker.app.runner.call(sweep(due + 1))
     assert sorted(got) == [("DE-BKA", "request_overdue"), ("FR-NCB", "request_overdue")]
     assert await broker.app.runner.call(sweep(due + 2)) == []
+
+
+async def test_urgent_notices_overtake_a_backlog(broker: Running) -> None:
+    from prometheus_client import REGISTRY
+
+    def waits(priority: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "broker_delivery_wait_seconds_count", {"priority": priority}
+        )
+        return value or 0.0
+
+    before = waits("urgent"), waits("normal")
+    sections = {"identity": b"x", "case_facts": b"y", "judicial": b"z"}
+    async with broker.node("FR-NCB") as fr:
+        backlog = [
+            (
+                await fr.publish(
+                    kind="interpol.red",
+                    purpose="locate_arrest",
+                    sections=sections,
+                    recipients=["DE-BKA"],
+                )
+            ).notice_id
+            for _ in range(6)
+        ]
+        urgent = await fr.publish(
+            kind="interpol.red",
+            purpose="locate_arrest",
+            sections=sections,
+            recipients=["DE-BKA"],
+            priority=notice_pb2.PRIORITY_URGENT,
+        )
+    async with agencies(broker, "DE-BKA") as a:
+        await until(lambda: len(a["DE-BKA"].notices) >= 7)
+        order = [n.notice_id for n in a["DE-BKA"].notices]
+    assert order[0] == urgent.notice_id  # published last, delivered first
+    assert order[1:] == backlog
+    assert a["DE-BKA"].notices[0].header.priority == notice_pb2.PRIORITY_URGENT
+    assert waits("urgent") == before[0] + 1
+    assert waits("normal") == before[1] + 6

@@ -11,7 +11,8 @@ name, each with all four languages::
     ar = "أمر التحقيق الأوروبي"
 
 Categories: ``kinds``, ``sections``, ``measures``, ``grounds`` (refusal grounds),
-``states`` and ``steps`` (of a request), ``priorities``. A label may only name what
+``states`` and ``steps`` (of a request), ``priorities``, ``deadlines`` (decision,
+execution, overdue). A label may only name what
 the catalogue or the request lifecycle defines; every request kind, each of its
 sections, measures and refusal grounds, and every state, step and priority must
 have one (the parser checks it). Lookups fall back to English, then to the name.
@@ -26,7 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 LANGUAGES: Final = ("en", "fr", "es", "ar")
-CATEGORIES: Final = ("kinds", "sections", "measures", "grounds", "states", "steps", "priorities")
+CATEGORIES: Final = (
+    "kinds",
+    "sections",
+    "measures",
+    "grounds",
+    "states",
+    "steps",
+    "priorities",
+    "deadlines",
+)
 
 # fail(message, (category, name) or None) raises a PolicyError located at that table.
 Fail = Callable[[str, tuple[str, str] | None], NoReturn]

@@ -45,6 +45,7 @@ STATES: Final = (
     "refused",
     "withdrawn",
 )
+DEADLINES: Final = ("decision", "execution", "overdue")  # time limits, as labelled
 FINAL_STATES: Final = frozenset({"executed", "refused", "withdrawn"})
 STEPS: Final = (
     "issue",

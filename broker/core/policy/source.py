@@ -564,6 +564,7 @@ def _labels(
         "states": frozenset(requestkinds.STATES),
         "steps": frozenset(requestkinds.STEPS),
         "priorities": frozenset(requestkinds.PRIORITIES),
+        "deadlines": frozenset(requestkinds.DEADLINES),
     }
     known = {"kinds": frozenset(kinds), "sections": frozenset(sections)} | lifecycle
     known |= {"measures": measures, "grounds": grounds}

@@ -52,6 +52,7 @@ LIFECYCLE = (
     [("states", s) for s in STATES]
     + [("steps", s) for s in STEPS]
     + [("priorities", "normal"), ("priorities", "urgent")]
+    + [("deadlines", d) for d in ("decision", "execution", "overdue")]
 )
 ALL_LABELS = labels(("kinds", "request.x"), ("sections", "request"), ("grounds", "x.1"), *LIFECYCLE)
 

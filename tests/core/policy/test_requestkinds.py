@@ -154,3 +154,10 @@ def test_a_language_outside_the_four_is_refused() -> None:
     assert check_language("ar") == "ar"
     with pytest.raises(ValueError, match="use one of en, fr, es, ar"):
         check_language("de")
+
+
+def test_every_shipped_kind_and_section_is_labelled() -> None:
+    cat = shipped().catalogue
+    missing = [("kinds", k) for k in cat.kinds if not cat.labels.has("kinds", k)]
+    missing += [("sections", s) for s in cat.sections if not cat.labels.has("sections", s)]
+    assert missing == [], "label these in catalogue.toml [labels] (en, fr, es, ar)"

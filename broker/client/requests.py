@@ -78,7 +78,7 @@ class RequestView:
 
 def check_summary(summary: requests_pb2.RequestSummary, view: View, as_of_ms: int) -> RequestView:
     """Verify every step of `summary` and recompute it (pure but for the view)."""
-    priority = requests.PRIORITY_NAMES.get(summary.priority, "normal")
+    priority = requests.PRIORITY_NAMES.get(summary.priority, "normal")  # replaced by the signed
     problem = ""
     actions: list[notice_pb2.LifecycleAction] = []
     for signed in summary.steps:
@@ -115,19 +115,21 @@ def check_summary(summary: requests_pb2.RequestSummary, view: View, as_of_ms: in
             problem = f"the signed steps do not follow the rules: {exc}"
         else:
             running = requests.deadline(replayed, spec)
-            state = replayed.state
+            state, priority = replayed.state, replayed.priority
             deadline_name = running.name if running else ""
             deadline_ms = running.at_ms if running else 0
             overdue = running is not None and as_of_ms > running.at_ms
-            if (state, deadline_name, deadline_ms) != (
+            if (state, deadline_name, deadline_ms, priority) != (
                 summary.state,
                 summary.deadline,
                 summary.deadline_ms,
+                requests.PRIORITY_NAMES.get(summary.priority, "normal"),
             ):
+                reported = requests.PRIORITY_NAMES.get(summary.priority, "normal")
                 problem = (
-                    f"the broker reports {summary.state} ({summary.deadline or 'no limit'} "
-                    f"{summary.deadline_ms}); the signed steps say {state} "
-                    f"({deadline_name or 'no limit'} {deadline_ms})"
+                    f"the broker reports {reported} {summary.state} "
+                    f"({summary.deadline or 'no limit'} {summary.deadline_ms}); the signed "
+                    f"steps say {priority} {state} ({deadline_name or 'no limit'} {deadline_ms})"
                 )
     return RequestView(
         notice_id=summary.notice_id,
@@ -176,7 +178,9 @@ class NodeRequests:
             expires_in_days=expires_in_days,
             priority=PRIORITIES[priority],
         )
-        await self.request_step("issue", published.notice_id, target=executor)
+        await self.request_step(
+            "issue", published.notice_id, target=executor, priority=PRIORITIES[priority]
+        )
         return published
 
     async def request_step(
@@ -190,6 +194,7 @@ class NodeRequests:
         result_notice_id: str = "",
         action_id: str | None = None,
         at_ms: int | None = None,
+        priority: int = notice_pb2.PRIORITY_NORMAL,
     ) -> agency_pb2.ActResponse:
         """Sign and send one step (issue, receive, recognise, refuse, ask_info,
         provide_info, partial, execute, withdraw, consent); safe to retry with the same
@@ -209,6 +214,7 @@ class NodeRequests:
             target=target,
             grounds=list(grounds),
             result_notice_id=result_notice_id,
+            priority=priority,  # type: ignore[arg-type]
         ).SerializeToString(deterministic=True)
         signed = notice_pb2.SignedLifecycleAction(
             action=action, signature=lifecycle.sign_action(action, self.credentials.signing_seed)
@@ -256,5 +262,5 @@ class NodeRequests:
             requests_pb2.ListRequestsRequest(role=role, open_only=open_only, as_of_ms=as_of_ms),
         )
         view = await self.directory()
-        at = as_of_ms or response.as_of_ms
+        at = as_of_ms or now_ms()  # this node's clock, not the broker's
         return [check_summary(s, view, at) for s in response.requests]

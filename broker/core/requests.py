@@ -202,6 +202,10 @@ def issue(
         raise FailedPrecondition(f"notice {notice.notice_id} is {notice.closed}")
     if not action.target or action.target == notice.originator:
         raise InvalidArgument("target must name the executing authority")
+    if priority_name(action.priority) != notice.priority:
+        raise InvalidArgument(
+            f"the issue step's priority must be the request header's ({notice.priority})"
+        )
     if notice.audience != {action.target}:
         raise FailedPrecondition(
             f"a request goes to one executing authority: seal notice {notice.notice_id} "
@@ -306,6 +310,9 @@ def replay(
     first = actions[0]
     if STEP_NAMES.get(first.kind) != "issue":
         raise FailedPrecondition(f"request {notice.notice_id} does not start with its issue")
+    # The priority is the issuer's, signed in the issue step (and checked against the
+    # header when the broker took it): a replaying node need not believe anyone else's.
+    notice = replace(notice, priority=PRIORITY_NAMES.get(first.priority, notice.priority))
     state = issue(first, notice, spec, now_ms=first.at_ms)
     for action in actions[1:]:
         state = plan_step(action, state, spec, now_ms=action.at_ms)

@@ -855,6 +855,7 @@ class LifecycleAction(_message.Message):
     SEALED_REASON_FIELD_NUMBER: _builtins.int
     GROUNDS_FIELD_NUMBER: _builtins.int
     RESULT_NOTICE_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     """UUID: the same action sent twice is one action"""
     notice_id: _builtins.str
@@ -875,6 +876,8 @@ class LifecycleAction(_message.Message):
     checkpoint_root: _builtins.bytes
     result_notice_id: _builtins.str
     """REQUEST_PARTIAL / EXECUTE: the notice carrying results"""
+    priority: Global___Priority.ValueType
+    """REQUEST_ISSUE: the request's priority, as its header says"""
     @_builtins.property
     def sealed_reason(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedReason]:
         """The reason sealed to the agencies told (the broker keeps only its SHA-256 in `reason`,
@@ -904,10 +907,11 @@ class LifecycleAction(_message.Message):
         sealed_reason: _abc.Iterable[Global___SealedReason] | None = ...,
         grounds: _abc.Iterable[_builtins.str] | None = ...,
         result_notice_id: _builtins.str = ...,
+        priority: Global___Priority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "at_ms", b"at_ms", "checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "grounds", b"grounds", "kind", b"kind", "notice_id", b"notice_id", "reason", b"reason", "result_notice_id", b"result_notice_id", "sealed_reason", b"sealed_reason", "target", b"target", "until_ms", b"until_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "at_ms", b"at_ms", "checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "grounds", b"grounds", "kind", b"kind", "notice_id", b"notice_id", "priority", b"priority", "reason", b"reason", "result_notice_id", b"result_notice_id", "sealed_reason", b"sealed_reason", "target", b"target", "until_ms", b"until_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

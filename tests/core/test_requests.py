@@ -21,6 +21,7 @@ T0 = 1_800_000_000_000
 DAY = 24 * HOUR_MS
 SPECS = shipped().catalogue.requests
 ISSUER, EXECUTOR = "FR-NCB", "DE-BKA"
+PRIORITY = {"normal": notice_pb2.PRIORITY_NORMAL, "urgent": notice_pb2.PRIORITY_URGENT}
 
 
 def action(step: str, actor: str, at_ms: int, **fields: object) -> notice_pb2.LifecycleAction:
@@ -43,9 +44,8 @@ def notice(kind: str = "request.eio", priority: str = "normal") -> RequestNotice
 def run(kind: str, *steps: tuple[str, str, int], priority: str = "normal") -> RequestState:
     """Issue at T0, then take `steps` (name, actor, at) with the clock at each step."""
     spec = SPECS[kind]
-    state = requests.issue(
-        action("issue", ISSUER, T0, target=EXECUTOR), notice(kind, priority), spec, now_ms=T0
-    )
+    signed = action("issue", ISSUER, T0, target=EXECUTOR, priority=PRIORITY[priority])
+    state = requests.issue(signed, notice(kind, priority), spec, now_ms=T0)
     for name, actor, at in steps:
         grounds = [spec.grounds[0]] if name == "refuse" else []
         state = requests.plan_step(action(name, actor, at, grounds=grounds), state, spec, now_ms=at)
@@ -169,6 +169,19 @@ def test_issue_needs_one_executing_authority_and_a_request_kind() -> None:
         requests.issue(issue, replace(notice(), kind="interpol.red"), None, now_ms=T0)
     with pytest.raises(InvalidArgument, match="minutes from the broker's clock"):
         requests.issue(issue, notice(), spec, now_ms=T0 + requests.MAX_SKEW_MS + 1)
+    with pytest.raises(InvalidArgument, match="priority must be the request header's"):
+        requests.issue(issue, notice(priority="urgent"), spec, now_ms=T0)
+
+
+def test_replay_takes_the_priority_signed_in_the_issue_step() -> None:
+    spec = SPECS["request.eio"]
+    steps = [
+        action("issue", ISSUER, T0, target=EXECUTOR, priority=notice_pb2.PRIORITY_URGENT),
+        action("receive", EXECUTOR, T0 + 1),
+    ]
+    s = requests.replay(steps, notice(priority="normal"), spec)  # whatever a broker claims
+    assert s.priority == "urgent"
+    assert requests.deadline(s, spec).at_ms == T0 + 1 + 24 * HOUR_MS  # type: ignore[union-attr]
 
 
 def test_replay_rebuilds_the_state_and_refuses_a_reordering() -> None:

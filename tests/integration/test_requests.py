@@ -217,6 +217,20 @@ async def test_illegal_transitions_change_nothing(broker: Running) -> None:
         )
         code = await code_of(fr.request_step("issue", red.notice_id, target="DE-BKA"))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
+        # The issue step's signed priority must be the header's.
+        plain = await fr.publish(
+            kind="request.eio",
+            purpose="investigation",
+            sections=EIO,
+            recipients=["DE-BKA"],
+            restrictions=notice_pb2.OriginatorRestrictions(allow_agencies=["DE-BKA"]),
+        )
+        code = await code_of(
+            fr.request_step(
+                "issue", plain.notice_id, target="DE-BKA", priority=notice_pb2.PRIORITY_URGENT
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
         # A step signed with a time far from the broker's clock is refused.
         code = await code_of(de.request_step("recognise", rid, at_ms=view.steps[-1].at_ms - DAY_MS))
         assert code == grpc.StatusCode.INVALID_ARGUMENT

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from broker.sandbox import ADMIN_ID, REPO_POLICIES, Deployment
+from broker.sandbox import ADMIN_ID, AUDITOR_ID, REPO_POLICIES, Deployment
 
 from .helpers import witness_process
 from .test_cli import broker
@@ -93,6 +93,24 @@ def test_request_commands(deployment: Deployment, tmp_path: Path) -> None:
         assert ok(node_cmd("FR-NCB", "requests", "--open")) == "no requests\n"
         bad = node_cmd("FR-NCB", "requests", "--as-of", "yesterday")
         assert bad.returncode != 0 and "2026-12-31T12:00:00Z" in bad.stderr
+        # An auditor proves from the verified log who acted when.
+        audit = ["--as", f"auditor:{AUDITOR_ID}", *common]
+        report = ok(broker("audit", "requests", "--notice", rid, "--json", *audit))
+        (timeline,) = report["requests"]
+        assert [(x["step"], x["actor"]) for x in timeline["steps"]] == [
+            ("issue", "FR-NCB"),
+            ("receive", "DE-BKA"),
+            ("refuse", "DE-BKA"),
+        ]
+        refuse = timeline["steps"][2]
+        assert (refuse["due"], refuse["late"], refuse["grounds"]) == (
+            "decision",
+            False,
+            ["eio.11.1.d"],
+        )
+        assert refuse["due_at"].endswith("Z")
+        text = ok(broker("audit", "requests", *audit))
+        assert "refuse" in text and "in time: decision due" in text
     finally:
         if "witness" in locals():
             witness.terminate()

@@ -1389,6 +1389,7 @@ class QueuesResponse(_message.Message):
     WAITING_FIELD_NUMBER: _builtins.int
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     OVERDUE_REPLIES_FIELD_NUMBER: _builtins.int
+    PRIORITY_WAITS_FIELD_NUMBER: _builtins.int
     at_ms: _builtins.int
     """the broker's clock when read"""
     @_builtins.property
@@ -1405,6 +1406,10 @@ class QueuesResponse(_message.Message):
     def overdue_replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedReply]:
         """unanswered past respond_by, oldest deadline first"""
 
+    @_builtins.property
+    def priority_waits(self) -> _containers.RepeatedCompositeFieldContainer[_requests_pb2.PriorityWait]:
+        """+ judicial: deliveries waiting, by priority"""
+
     def __init__(
         self,
         *,
@@ -1413,10 +1418,11 @@ class QueuesResponse(_message.Message):
         waiting: _abc.Iterable[Global___QueuedItem] | None = ...,
         dead_letters: _abc.Iterable[Global___QueuedItem] | None = ...,
         overdue_replies: _abc.Iterable[Global___QueuedReply] | None = ...,
+        priority_waits: _abc.Iterable[_requests_pb2.PriorityWait] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "dead_letters", b"dead_letters", "overdue_replies", b"overdue_replies", "recipients", b"recipients", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "dead_letters", b"dead_letters", "overdue_replies", b"overdue_replies", "priority_waits", b"priority_waits", "recipients", b"recipients", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -95,6 +95,36 @@ class RequestStepLogged(_message.Message):
 Global___RequestStepLogged: _TypeAlias = RequestStepLogged  # noqa: Y015
 
 @_typing.final
+class PriorityWait(_message.Message):
+    """Deliveries waiting (pending or in flight) of one signed priority: the console's view of
+    how long each priority waits (AuditService.GetQueues).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    OLDEST_ACCEPTED_AT_MS_FIELD_NUMBER: _builtins.int
+    priority: _notice_pb2.Priority.ValueType
+    waiting: _builtins.int
+    oldest_accepted_at_ms: _builtins.int
+    """the oldest waiting one's acceptance (0: none waiting)"""
+    def __init__(
+        self,
+        *,
+        priority: _notice_pb2.Priority.ValueType = ...,
+        waiting: _builtins.int = ...,
+        oldest_accepted_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["oldest_accepted_at_ms", b"oldest_accepted_at_ms", "priority", b"priority", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriorityWait: _TypeAlias = PriorityWait  # noqa: Y015
+
+@_typing.final
 class ListRequestsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

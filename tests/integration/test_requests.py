@@ -14,8 +14,10 @@ import pytest
 
 from broker.client.node import AgencyNode
 from broker.core import lifecycle, logleaf
+from broker.core.identity import Party
 from broker.core.requests import HOUR_MS
-from broker.v1 import notice_pb2
+from broker.sandbox import AUDITOR_ID
+from broker.v1 import audit_pb2, audit_pb2_grpc, notice_pb2
 
 from .conftest import Running
 from .test_lifecycle import agencies, until
@@ -347,6 +349,21 @@ async def test_urgent_notices_overtake_a_backlog(broker: Running) -> None:
             recipients=["DE-BKA"],
             priority=notice_pb2.PRIORITY_URGENT,
         )
+    # The console's queue view shows how long each priority waits.
+    channel = broker.channel(Party("auditor", AUDITOR_ID))
+    try:
+        queues = await audit_pb2_grpc.AuditServiceStub(channel).GetQueues(
+            audit_pb2.GetQueuesRequest(), timeout=10
+        )
+    finally:
+        await channel.close()
+    waits_now = {w.priority: w for w in queues.priority_waits}
+    assert waits_now[notice_pb2.PRIORITY_URGENT].waiting == 1
+    assert waits_now[notice_pb2.PRIORITY_NORMAL].waiting == 6
+    assert (
+        waits_now[notice_pb2.PRIORITY_NORMAL].oldest_accepted_at_ms
+        <= waits_now[notice_pb2.PRIORITY_URGENT].oldest_accepted_at_ms
+    )
     async with agencies(broker, "DE-BKA") as a:
         await until(lambda: len(a["DE-BKA"].notices) >= 7)
         order = [n.notice_id for n in a["DE-BKA"].notices]

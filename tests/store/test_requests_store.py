@@ -88,3 +88,14 @@ def test_request_rows_steps_and_reminders(runner: StoreRunner) -> None:
     runner.call_sync(lambda s: s.save_request_step(executed, None, "a-4", b"exe", b"sig4"))
     assert sweep(due + 3000 * HOUR) == []
     assert runner.call_sync(lambda s: s.requests_for("FR-NCB", "", True)) == []
+
+
+def test_the_queue_snapshot_counts_waiting_deliveries_by_priority(runner: StoreRunner) -> None:
+    publish(runner, *(item(notice(f"n-{i}", accepted_at_ms=NOW + i), R1) for i in range(4)))
+    late = replace(notice("u-1", accepted_at_ms=NOW + 10), priority=1)
+    publish(runner, item(late, R1))
+    snapshot = runner.call_sync(lambda s: s.queue_snapshot(NOW + 100, 10))
+    assert snapshot.priorities == [(1, 1, NOW + 10), (0, 4, NOW)]
+    lease(runner, R1, limit=100)  # in flight still waits for its receipt
+    snapshot = runner.call_sync(lambda s: s.queue_snapshot(NOW + 100, 10))
+    assert snapshot.priorities == [(1, 1, NOW + 10), (0, 4, NOW)]

@@ -139,6 +139,13 @@ def register(sub: Any) -> None:
     p.add_argument("--repeat-at", type=int, default=3, help="flag tokens asked this often (3)")
     p.set_defaults(func=run_lookups)
 
+    p = asub.add_parser(  # + judicial: request timelines from the verified log
+        "requests", help="each judicial request's signed steps, who acted when, late steps"
+    )
+    _conn_args(p)
+    p.add_argument("--notice", default="", help="only this request (its notice id)")
+    p.set_defaults(func=run_requests)
+
     p = asub.add_parser("cosign", help="witness: verify the latest checkpoint, then cosign it")
     _conn_args(p)
     p.add_argument("--state", type=Path, help="where the last verified checkpoint is kept")
@@ -472,4 +479,69 @@ def run_lookups(args: argparse.Namespace) -> int:
         )
         for digest, asked, hits in p.repeated:
             print(f"    token {digest[:16]} asked {asked} times, {hits} hit(s)")
+    return 0
+
+
+def run_requests(args: argparse.Namespace) -> int:
+    """+ judicial: every request's steps from the verified log, with late ones marked."""
+    import time
+
+    from broker.cli.requests import iso
+    from broker.core.requestaudit import timelines
+
+    trust = _trust(args)
+
+    async def go() -> list[tuple[int, audit_pb2.LogLeaf]]:
+        async with _client(args) as client:
+            return await ac.verified_leaves(client, trust)
+
+    try:
+        leaves = asyncio.run(go())
+    except FAILURES as exc:
+        return _fail(args, str(exc))
+    found = [t for t in timelines(leaves) if not args.notice or t.notice_id == args.notice]
+    now = time.time_ns() // 1_000_000
+    if args.json:
+        out = [
+            {
+                "notice_id": t.notice_id,
+                "kind": t.kind,
+                "issuer": t.issuer,
+                "executor": t.executor,
+                "deadline": t.deadline,
+                "deadline_at": iso(t.deadline_ms),
+                "overdue": t.overdue(now),
+                "steps": [
+                    {
+                        "index": s.index,
+                        "step": s.step,
+                        "actor": s.actor,
+                        "signed_at": iso(s.signed_at_ms),
+                        "state": s.state,
+                        "action_digest": s.action_digest.hex(),
+                        "due": s.due,
+                        "due_at": iso(s.due_ms),
+                        "late": s.late,
+                        "grounds": list(s.grounds),
+                    }
+                    for s in t.steps
+                ],
+            }
+            for t in found
+        ]
+        print(json.dumps({"ok": True, "entries": len(leaves), "requests": out}, indent=2))
+        return 0
+    print(f"{len(found)} request(s) in {len(leaves)} verified log entries")
+    for t in found:
+        due = f"; {t.deadline} due {iso(t.deadline_ms)}" if t.deadline else ""
+        late = " OVERDUE" if t.overdue(now) else ""
+        print(f"  {t.notice_id} {t.kind} {t.issuer} -> {t.executor}{due}{late}")
+        for s in t.steps:
+            verdict = ""
+            if s.due:
+                verdict = f" ({'LATE' if s.late else 'in time'}: {s.due} due {iso(s.due_ms)})"
+            print(
+                f"    #{s.index} {s.step:<12} by {s.actor:<10} signed {iso(s.signed_at_ms)} "
+                f"-> {s.state}{verdict}"
+            )
     return 0

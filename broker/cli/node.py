@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from broker.cli import lookup
+from broker.cli import cases, lookup
+from broker.cli import requests as requests_cli
 from broker.errors import BrokerError, InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
 
@@ -80,6 +81,8 @@ def register(sub: Any) -> None:
     _register_lifecycle(nsub)
     _register_replies(nsub)
     lookup.register_node_lookup(nsub, _common)  # + lookups: `broker node lookup`
+    requests_cli.register_node_requests(nsub, _common, _node)  # + judicial
+    cases.register_node_case(nsub, _common, _node)  # + judicial: deconfliction
 
     rs = nsub.add_parser("restrict", help="change a published notice's audience restrictions")
     _common(rs)

@@ -35,6 +35,7 @@ from broker.client.lifecycle import NodeLifecycle
 from broker.client.logview import LogView
 from broker.client.memory import TrustMemory
 from broker.client.publisher import NodePublisher
+from broker.client.requests import NodeRequests  # + judicial
 from broker.client.sent import ActLog, SentLog
 from broker.client.statedb import open_state
 from broker.client.target import channel_target
@@ -85,7 +86,7 @@ FATAL = {
 }
 
 
-class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
+class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeRequests):
     """An agency's connection to the broker. Use `async with AgencyNode(config) as node`."""
 
     def __init__(self, config: NodeConfig) -> None:

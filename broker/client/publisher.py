@@ -266,6 +266,7 @@ class NodePublisher:
         respond_by_ms: int = 0,
         index_tokens: Collection[bytes] = (),
         suite: str | None = None,
+        priority: int = notice_pb2.PRIORITY_NORMAL,
     ) -> PublishedNotice:
         """Seal and publish one notice to everyone the policy allows (or the named subset).
 
@@ -297,6 +298,7 @@ class NodePublisher:
             respond_by_ms=respond_by_ms,
             index_tokens=tuple(index_tokens),
             suite=suite,
+            priority=priority,
         )
         return (await self.publish_many([draft]))[0]
 
@@ -396,6 +398,7 @@ class NodePublisher:
             + (d.expires_in_ms if d.expires_in_ms is not None else d.expires_in_days * DAY_MS),
             in_reply_to=d.in_reply_to,
             respond_by_ms=d.respond_by_ms,
+            priority=d.priority,  # type: ignore[arg-type]
         )
         if d.evaluation is not None:
             header.evaluation.source, header.evaluation.information = d.evaluation

@@ -69,6 +69,7 @@ class Draft:
     # the signed header commits to them, salted (broker.core.lookup.seal_index).
     index_tokens: tuple[bytes, ...] = ()
     suite: str | None = None  # classical | hybrid | auto; None: NodeConfig.suite
+    priority: int = 0  # + judicial: notice_pb2.PRIORITY_NORMAL or PRIORITY_URGENT (signed)
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,13 @@ def notices(leaves: Indexed) -> dict[Key, NoticeView]:
             by_id[n.notice_id].append(view)
             view.steps.append(Step(index, leaf.logged_at_ms, kind, logleaf.describe(leaf)))
             continue
-        if kind not in (logleaf.DECISION, logleaf.RECEIPT, logleaf.WITHHELD, logleaf.LIFECYCLE):
+        if kind not in (
+            logleaf.DECISION,
+            logleaf.RECEIPT,
+            logleaf.WITHHELD,
+            logleaf.LIFECYCLE,
+            logleaf.REQUEST_STEP,  # + judicial: a request's steps join its notice's journey
+        ):
             continue
         ref = logleaf.index_of(leaf)
         targets = (
@@ -125,6 +131,8 @@ def _apply(view: NoticeView, index: int, leaf: audit_pb2.LogLeaf, kind: str) -> 
         view.withheld.append(w)
         if w.reason not in (logleaf.DENIED_BY_POLICY, logleaf.NOT_SEALED):
             view.refused[w.recipient] = f"withheld when due: {w.reason}"
+    elif kind == logleaf.REQUEST_STEP:
+        recipient = leaf.request_step.executor
     else:
         e = leaf.lifecycle
         recipient = e.recipient

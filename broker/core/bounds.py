@@ -115,6 +115,8 @@ FIELDS: Mapping[str, Bound] = MappingProxyType(
         "broker.v1.LifecycleAction.action_id": _ACTION,
         "broker.v1.LifecycleAction.notice_id": _UUID,
         "broker.v1.LifecycleAction.reason": _FREE,
+        "broker.v1.LifecycleAction.grounds": Bound(max_items=16, unique=True),  # + judicial
+        "broker.v1.LifecycleAction.result_notice_id": _UUID,  # + judicial
         "broker.v1.RestrictionUpdate.notice_id": _UUID,
         "broker.v1.UpdateRestrictionsRequest.update": Bound(max_bytes=512 * 1024),
         "broker.v1.DeliveryStatusRequest.notice_id": _UUID,

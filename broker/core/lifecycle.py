@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from broker.core import bounds
 from broker.core.hybrid import sign_as, valid_as
+from broker.core.requests import STEP_NAMES as REQUEST_STEP_NAMES
 from broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from broker.v1 import notice_pb2
 
@@ -44,6 +45,8 @@ NAMES = {
     notice_pb2.LIFECYCLE_EXPIRED: "expired",
     notice_pb2.LIFECYCLE_SUPERSEDED: "superseded",
     notice_pb2.LIFECYCLE_RESTRICTED: "restricted",
+    # + judicial: request steps (rules in broker/core/requests.py, not plan_action)
+    **{kind: f"request_{name}" for kind, name in REQUEST_STEP_NAMES.items()},
 }
 ORIGINATOR_ONLY = frozenset(
     {
@@ -166,7 +169,12 @@ def plan_action(
     actor may not take it, FailedPrecondition when the notice's state forbids it,
     InvalidArgument when it is malformed."""
     kind, actor = action.kind, action.actor
-    if kind not in NAMES or kind in BROKER_ONLY or kind == notice_pb2.LIFECYCLE_RESTRICTED:
+    if (
+        kind not in NAMES
+        or kind in BROKER_ONLY
+        or kind == notice_pb2.LIFECYCLE_RESTRICTED
+        or kind in REQUEST_STEP_NAMES
+    ):
         # (RESTRICTED travels as the originator's signed restriction update: UpdateRestrictions)
         raise InvalidArgument("kind must be suspend, resume, withdraw, cancel, extend or a flag")
     if kind in ORIGINATOR_ONLY and actor != state.originator:

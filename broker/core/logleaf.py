@@ -28,7 +28,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from broker.errors import InvalidArgument
-from broker.v1 import audit_pb2, notice_pb2
+from broker.v1 import audit_pb2, notice_pb2, requests_pb2
 
 LEAF_FORMAT = 1
 
@@ -41,7 +41,18 @@ REGISTRY_CHANGE = "registry_change"
 LIFECYCLE = "lifecycle"
 FORWARDED = "forwarded"  # the forwarding-time re-check (ForwardingDecision)
 LOOKUP = "lookup"  # + lookups: LookupPerformed (broker/core/lookup.py builds it)
-KINDS = (NOTICE, DECISION, RECEIPT, WITHHELD, POLICY_ACTIVATED, REGISTRY_CHANGE, LIFECYCLE, LOOKUP)
+REQUEST_STEP = "request_step"  # + judicial: RequestStepLogged (request_step below)
+KINDS = (
+    NOTICE,
+    DECISION,
+    RECEIPT,
+    WITHHELD,
+    POLICY_ACTIVATED,
+    REGISTRY_CHANGE,
+    LIFECYCLE,
+    LOOKUP,
+    REQUEST_STEP,
+)
 
 DENIED_BY_POLICY = "denied by the policy"
 NOT_SEALED = "not sealed for it by the originator"
@@ -116,6 +127,9 @@ def index_of(leaf: audit_pb2.LogLeaf) -> LeafIndex:
         q = leaf.lookup
         first = (q.hit_notices[0], q.hit_originators[0]) if q.hit_notices else ("", "")
         return LeafIndex(kind, first[0], 0, first[1], q.querier)
+    if kind == REQUEST_STEP:  # + judicial: both parties see every step of their request
+        st = leaf.request_step
+        return LeafIndex(kind, st.notice_id, 0, st.issuer, st.executor)
     return LeafIndex(kind)  # policy and registry: auditors only
 
 
@@ -541,6 +555,14 @@ def describe(leaf: audit_pb2.LogLeaf) -> str:
             f"lookup by {q.querier} for {q.purpose}: {len(q.token_digests)} token(s), "
             f"{hits} hit(s){where}"
         )
+    if kind == REQUEST_STEP:
+        st = leaf.request_step
+        grounds = f" on {', '.join(st.grounds)}" if st.grounds else ""
+        due = f"; {st.deadline} due at {st.deadline_ms}" if st.deadline else ""
+        return (
+            f"request {st.notice_id} ({st.kind}): {st.step} by {st.actor} at "
+            f"{st.signed_at_ms}{grounds} -> {st.state}{due}"
+        )
     e = leaf.lifecycle
     return f"{e.kind} {e.notice_id} v{e.version} to {e.recipient}: {e.detail}"
 
@@ -599,5 +621,47 @@ def forwarding_decision(
             rechecked=True,
             record_digest=hashlib.sha256(record).digest(),
             record=record,
+        ),
+    )
+
+
+# -- + judicial: request steps ------------------------------------------------------------
+
+
+def request_step(
+    *,
+    notice_id: str,
+    kind: str,
+    step: str,
+    actor: str,
+    issuer: str,
+    executor: str,
+    state: str,
+    signed_at_ms: int,
+    action: bytes,
+    deadline: str,
+    deadline_ms: int,
+    grounds: Sequence[str],
+    priority: int,
+    logged_at_ms: int,
+) -> audit_pb2.LogLeaf:
+    """The leaf of one request step: who acted when (their signed time), the digest of
+    what they signed, the state it led to and the time limit then running."""
+    return _leaf(
+        logged_at_ms,
+        request_step=requests_pb2.RequestStepLogged(
+            notice_id=notice_id,
+            kind=kind,
+            step=step,
+            actor=actor,
+            issuer=issuer,
+            executor=executor,
+            state=state,
+            signed_at_ms=signed_at_ms,
+            action_digest=hashlib.sha256(action).digest(),
+            deadline=deadline,
+            deadline_ms=deadline_ms,
+            grounds=list(grounds),
+            priority=priority,  # type: ignore[arg-type]
         ),
     )

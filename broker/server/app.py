@@ -450,6 +450,7 @@ class BrokerApp:
                 events = store.expire_leases(now, limits.max_attempts)
                 events += store.expire_controls(now, limits.max_attempts)
                 events += store.due_reviews(now, review_days)
+                events += store.due_request_reminders(now)  # + judicial
                 for notice_id in store.due_expiries(now):
                     # Each expiry on its own: one that fails must not hold back the others,
                     # nor the lease expiry above.

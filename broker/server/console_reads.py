@@ -57,6 +57,12 @@ def queues_message(snapshot: QueueSnapshot, at_ms: int) -> audit_pb2.QueuesRespo
             sent_at_ms=o.sent_at_ms,
             respond_by_ms=o.respond_by_ms,
         )
+    for priority, waiting, oldest in snapshot.priorities:  # + judicial
+        resp.priority_waits.add(
+            priority=priority,
+            waiting=waiting,
+            oldest_accepted_at_ms=oldest,
+        )
     return resp
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from broker.core import lifecycle, logleaf
 from broker.core.lifecycle import NoticeState
 from broker.core.lookup import HIT_KIND
+from broker.core.requests import is_step as is_request_step
 from broker.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -146,6 +147,11 @@ class LifecycleHandlers:
 
     app: BrokerApp
 
+    async def request_step(  # + judicial: RequestHandlers (broker/server/requests.py)
+        self, signed: notice_pb2.SignedLifecycleAction, action: notice_pb2.LifecycleAction, me: str
+    ) -> agency_pb2.ActResponse:
+        raise NotImplementedError
+
     def _caller(self, context: Ctx) -> str:
         agency = require_agency(caller(context, self.app.revoked))
         return require_registered(agency, self.app.registry)
@@ -169,6 +175,8 @@ class LifecycleHandlers:
             raise InvalidArgument("notice_id is required and action_id must be a lower-case UUID")
         if action.kind in lifecycle.BROKER_ONLY:
             raise PermissionDenied("only the broker declares a notice expired or superseded")
+        if is_request_step(action.kind):  # + judicial: broker/server/requests.py
+            return await self.request_step(signed, action, me)
         now = now_ms()
         policy = self.app.policy
 

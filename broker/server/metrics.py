@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from broker.store.api import LeasedDelivery
 
 RPCS = Counter("broker_rpcs_total", "RPCs handled", ["method", "code"])
 PUBLISHED = Counter("broker_notices_published_total", "Notice versions accepted")
@@ -17,3 +21,20 @@ COMMIT_SECONDS = Histogram(
     "Publish latency until durable",
     buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2),
 )
+
+# + judicial: how long each signed priority waits, from acceptance to its first hand-over
+DELIVERY_WAIT = Histogram(
+    "broker_delivery_wait_seconds",
+    "Time from a notice's acceptance to the first lease of each delivery, by signed priority",
+    ["priority"],
+    buckets=(0.01, 0.1, 1, 10, 60, 600, 3600, 86400),
+)
+PRIORITY_LABELS = {0: "normal", 1: "urgent"}
+
+
+def observe_waits(leased: Sequence[LeasedDelivery], now_ms: int) -> None:
+    """Record the wait of each first attempt (redeliveries waited already)."""
+    for d in leased:
+        if d.attempt == 1 and d.accepted_at_ms:
+            label = PRIORITY_LABELS.get(d.priority, "normal")
+            DELIVERY_WAIT.labels(label).observe(max(now_ms - d.accepted_at_ms, 0) / 1000)

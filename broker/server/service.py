@@ -34,6 +34,7 @@ from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
 from broker.server.receipts import ReceiptHandlers
+from broker.server.requests import RequestHandlers
 from broker.server.restrictions import RestrictionHandlers
 from broker.server.status import abort, status_of, unary_handler
 from broker.server.wire import now_ms, parse
@@ -92,7 +93,7 @@ def _poll(
     return leased, controls, events
 
 
-class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
+class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
     """Implements broker.v1.AgencyService on a BrokerApp."""
 
     def __init__(self, app: BrokerApp) -> None:
@@ -131,6 +132,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                 "Act": unary("Act", self.act),
                 "ListReplies": unary("ListReplies", self.list_replies),
                 "GetDirectory": unary("GetDirectory", self.get_directory),
+                "ListRequests": unary("ListRequests", self.list_requests),  # + judicial
                 "Subscribe": grpc.stream_stream_rpc_method_handler(subscribe),
             },
         )
@@ -277,6 +279,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                 ciphertexts=cut.ciphertexts,
                 sections=accepted.facts.sections if accepted.facts else (),
                 refused=accepted.refused(),
+                priority=header.priority,  # + judicial: urgent deliveries leased first
             )
             embargo = accepted.checked.restrictions.embargo_until_ms
             token = decided_under(policy.version, registry_key, "", embargo if embargo > now else 0)
@@ -531,6 +534,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                 )
                 sent = False
                 if leased:
+                    metrics.observe_waits(leased, now_ms())  # + judicial: wait per priority
                     forwarded = await self._forward(me, leased)  # withheld ones cost no credit
                     credits -= len(forwarded)
                     metrics.DELIVERIES.inc(len(forwarded))

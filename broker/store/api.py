@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from broker.core.checkpoint import Signer
 from broker.core.lifecycle import Effect, NoticeState
+from broker.core.requests import Deadline, RequestState
 from broker.errors import BrokerError
 from broker.v1 import audit_pb2
 
 if TYPE_CHECKING:  # the console's views (broker/store/console_reads.py)
     from broker.store.console_reads import QueueSnapshot
+    from broker.store.requests import RequestRow
 
 # Delivery states, as stored.
 PENDING = "pending"
@@ -68,6 +70,7 @@ class NoticeRecord:
     # addressed recipients, for the log's withholding leaves (read from `decisions` if empty).
     sections: tuple[str, ...] = ()
     refused: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    priority: int = 0  # + judicial: the header's signed priority (1: urgent, leased first)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class LeasedDelivery:
     obligations: bytes = b""
     decided_under: str = ""
     ciphertexts: tuple[tuple[int, bytes], ...] = ()  # (position, ciphertext) the cut names
+    priority: int = 0  # + judicial: the signed priority
+    accepted_at_ms: int = 0  # + judicial: when the broker accepted the notice (wait metric)
 
 
 @dataclass(frozen=True)
@@ -319,7 +324,8 @@ class Store(Transactional, Protocol):
         ...
 
     def lease(self, recipient: str, limit: int, now_ms: int, lease_ms: int) -> list[LeasedDelivery]:
-        """Mark up to `limit` pending deliveries in flight until now+lease, oldest first."""
+        """Mark up to `limit` pending deliveries in flight until now+lease, urgent ones
+        first, then oldest first."""
         ...
 
     def release(self, recipient: str, now_ms: int, max_attempts: int) -> list[Event]:
@@ -487,6 +493,26 @@ class Store(Transactional, Protocol):
     def record_reply(self, row: ReplyRow, recipients: Sequence[str]) -> None: ...
 
     def replies_for(self, agency: str, open_only: bool) -> list[ReplyRow]: ...
+
+    # -- + judicial: requests (see broker/store/requests.py) ---------------------------------
+    def request_head(self, notice_id: str) -> bytes: ...
+
+    def request_steps(self, notice_id: str) -> list[tuple[bytes, bytes]]: ...
+
+    def request_row(self, notice_id: str) -> RequestRow | None: ...
+
+    def save_request_step(
+        self,
+        state: RequestState,
+        running: Deadline | None,
+        action_id: str,
+        action: bytes,
+        signature: bytes,
+    ) -> None: ...
+
+    def requests_for(self, agency: str, role: str, open_only: bool) -> list[RequestRow]: ...
+
+    def due_request_reminders(self, now_ms: int) -> list[Event]: ...
 
     # -- transparency log (see broker/store/tlog.py) ------------------------------------------
     def tlog_size(self) -> int: ...

@@ -53,6 +53,8 @@ class QueueSnapshot:
     waiting: list[QueuedRow]
     dead: list[QueuedRow]
     overdue: list[ReplyRow]  # unanswered past their deadline
+    # + judicial: (priority, deliveries waiting, oldest acceptance) of pending and in flight
+    priorities: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class ConsoleReadsMixin(SqlBase):
@@ -150,11 +152,18 @@ class ConsoleReadsMixin(SqlBase):
             "ORDER BY respond_by_ms, notice_id, recipient LIMIT ?",
             (now_ms, limit),
         ).fetchall()
+        priorities = self.conn.execute(  # + judicial: how long each priority waits
+            "SELECT d.priority, COUNT(*), MIN(n.accepted_at_ms) FROM deliveries d "
+            "JOIN notices n USING (notice_id, version) WHERE d.state IN (?,?) "
+            "GROUP BY d.priority ORDER BY d.priority DESC",
+            (PENDING, IN_FLIGHT),
+        ).fetchall()
         return QueueSnapshot(
             recipients=[counts[r] for r in sorted(counts)],
             waiting=[_queued(r) for r in waiting],
             dead=[_queued(r) for r in dead],
             overdue=[ReplyRow(*r) for r in overdue],
+            priorities=[(int(p), int(n), int(o)) for p, n, o in priorities],
         )
 
 

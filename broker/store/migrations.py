@@ -270,4 +270,37 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM lookup_notices WHERE notice_id = OLD.notice_id AND version = OLD.version;
     END;
     """,
+    # + judicial: requests (broker/store/requests.py): each request's state and running
+    # time limit, and its signed steps in order; the signed priority of each delivery
+    # (urgent ones are leased first)
+    """
+    CREATE TABLE requests (
+        notice_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        executor TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        state TEXT NOT NULL,
+        issued_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        deadline TEXT NOT NULL DEFAULT '',
+        deadline_ms INTEGER NOT NULL DEFAULT 0,
+        remind_at_ms INTEGER NOT NULL DEFAULT 0,
+        reminded INTEGER NOT NULL DEFAULT 0,
+        grounds TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX requests_issuer ON requests (issuer);
+    CREATE INDEX requests_executor ON requests (executor);
+    CREATE INDEX requests_due ON requests (remind_at_ms);
+    CREATE TABLE request_steps (
+        notice_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        action_id TEXT NOT NULL UNIQUE,
+        action BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (notice_id, position)
+    );
+    ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX deliveries_queue_priority ON deliveries (recipient, state, priority DESC, seq);
+    """,
 )

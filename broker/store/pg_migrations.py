@@ -282,4 +282,35 @@ PG_MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER lookup_drop_deleted AFTER DELETE ON notices
         FOR EACH ROW EXECUTE FUNCTION lookup_drop_deleted();
     """,
+    # + judicial: requests (broker/store/requests.py)
+    """
+    CREATE TABLE requests (
+        notice_id TEXT COLLATE "C" PRIMARY KEY,
+        kind TEXT COLLATE "C" NOT NULL,
+        issuer TEXT COLLATE "C" NOT NULL,
+        executor TEXT COLLATE "C" NOT NULL,
+        priority TEXT COLLATE "C" NOT NULL,
+        state TEXT COLLATE "C" NOT NULL,
+        issued_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        deadline TEXT COLLATE "C" NOT NULL DEFAULT '',
+        deadline_ms BIGINT NOT NULL DEFAULT 0,
+        remind_at_ms BIGINT NOT NULL DEFAULT 0,
+        reminded INTEGER NOT NULL DEFAULT 0,
+        grounds TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX requests_issuer ON requests (issuer);
+    CREATE INDEX requests_executor ON requests (executor);
+    CREATE INDEX requests_due ON requests (remind_at_ms);
+    CREATE TABLE request_steps (
+        notice_id TEXT COLLATE "C" NOT NULL,
+        position INTEGER NOT NULL,
+        action_id TEXT COLLATE "C" NOT NULL UNIQUE,
+        action BYTEA NOT NULL,
+        signature BYTEA NOT NULL,
+        PRIMARY KEY (notice_id, position)
+    );
+    ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX deliveries_queue_priority ON deliveries (recipient, state, priority DESC, seq);
+    """,
 )

@@ -49,6 +49,7 @@ from broker.store.console_reads import ConsoleReadsMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.lookup import LookupStoreMixin
 from broker.store.migrations import MIGRATIONS
+from broker.store.requests import RequestStoreMixin
 from broker.store.sql import Connection
 from broker.store.tlog import TransparencyLogMixin
 
@@ -97,6 +98,7 @@ class SqlStore(
     TransparencyLogMixin,
     ConsoleReadsMixin,
     LookupStoreMixin,  # + lookups (lookup.py)
+    RequestStoreMixin,  # + judicial (requests.py)
 ):  # + transparency log (tlog.py), console views (console_reads.py)
     """The store over one connection; a backend adds transactions and migrations."""
 
@@ -220,8 +222,8 @@ class SqlStore(
                 )
             self.conn.executemany(
                 "INSERT INTO deliveries (recipient, notice_id, version, sections, state, "
-                "not_before_ms, cut, wrap, obligations, decided_under) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "not_before_ms, cut, wrap, obligations, decided_under, priority) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         p.recipient,
@@ -234,6 +236,7 @@ class SqlStore(
                         p.wrap,
                         p.obligations,
                         p.decided_under,
+                        notice.priority,
                     )
                     for p in plans
                 ],
@@ -254,12 +257,13 @@ class SqlStore(
     def lease(self, recipient: str, limit: int, now_ms: int, lease_ms: int) -> list[LeasedDelivery]:
         rows = self.conn.execute(
             "SELECT d.seq, d.notice_id, d.version, d.sections, d.attempts, n.envelope, n.head, "
-            "d.cut, d.wrap, d.obligations, d.decided_under "
+            "d.cut, d.wrap, d.obligations, d.decided_under, d.priority, n.accepted_at_ms "
             "FROM deliveries d JOIN notices n USING (notice_id, version) "
             "WHERE d.recipient=? AND d.state=? AND d.not_before_ms <= ? "
             "AND NOT EXISTS (SELECT 1 FROM notice_state s WHERE s.notice_id=d.notice_id "
             "AND (s.closed<>'' OR s.suspended_until_ms>?)) "
-            "ORDER BY d.seq LIMIT ?" + self.claim_rows("d"),
+            # + judicial: urgent first (the signed priority), then oldest first
+            "ORDER BY d.priority DESC, d.seq LIMIT ?" + self.claim_rows("d"),
             (recipient, PENDING, now_ms, now_ms, limit),
         ).fetchall()
         if not rows:
@@ -286,6 +290,8 @@ class SqlStore(
                 bytes(r[9]),
                 r[10],
                 texts.get((r[1], r[2]), ()),
+                r[11],
+                r[12],
             )
             for r in rows
         ]

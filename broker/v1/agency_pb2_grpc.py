@@ -6,6 +6,7 @@ import warnings
 from broker.v1 import agency_pb2 as broker_dot_v1_dot_agency__pb2
 from broker.v1 import lookup_pb2 as broker_dot_v1_dot_lookup__pb2
 from broker.v1 import notice_pb2 as broker_dot_v1_dot_notice__pb2
+from broker.v1 import requests_pb2 as broker_dot_v1_dot_requests__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -90,6 +91,11 @@ class AgencyServiceStub:
                 '/broker.v1.AgencyService/GetDirectory',
                 request_serializer=broker_dot_v1_dot_agency__pb2.GetDirectoryRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_agency__pb2.Directory.FromString,
+                _registered_method=True)
+        self.ListRequests = channel.unary_unary(
+                '/broker.v1.AgencyService/ListRequests',
+                request_serializer=broker_dot_v1_dot_requests__pb2.ListRequestsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_requests__pb2.ListRequestsResponse.FromString,
                 _registered_method=True)
 
 
@@ -182,6 +188,14 @@ class AgencyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRequests(self, request, context):
+        """+ judicial: the requests the caller issued or must execute, with their state,
+        deadline and every signed step (requests.proto). Steps travel through Act.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +253,11 @@ def add_AgencyServiceServicer_to_server(servicer, server):
                     servicer.GetDirectory,
                     request_deserializer=broker_dot_v1_dot_agency__pb2.GetDirectoryRequest.FromString,
                     response_serializer=broker_dot_v1_dot_agency__pb2.Directory.SerializeToString,
+            ),
+            'ListRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRequests,
+                    request_deserializer=broker_dot_v1_dot_requests__pb2.ListRequestsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_requests__pb2.ListRequestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -538,6 +557,33 @@ class AgencyService:
             '/broker.v1.AgencyService/GetDirectory',
             broker_dot_v1_dot_agency__pb2.GetDirectoryRequest.SerializeToString,
             broker_dot_v1_dot_agency__pb2.Directory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AgencyService/ListRequests',
+            broker_dot_v1_dot_requests__pb2.ListRequestsRequest.SerializeToString,
+            broker_dot_v1_dot_requests__pb2.ListRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

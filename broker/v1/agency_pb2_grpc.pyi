@@ -9,6 +9,7 @@ a request can claim another identity.
 from broker.v1 import agency_pb2 as _agency_pb2
 from broker.v1 import lookup_pb2 as _lookup_pb2
 from broker.v1 import notice_pb2 as _notice_pb2
+from broker.v1 import requests_pb2 as _requests_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -75,6 +76,10 @@ class AgencyServiceStub:
     """Every agency's administrator-signed registry entry with its CA-signed key statement:
     what a node needs, beside the signed policy, to resolve audiences itself.
     """
+    ListRequests: _grpc.UnaryUnaryMultiCallable[_requests_pb2.ListRequestsRequest, _requests_pb2.ListRequestsResponse]
+    """+ judicial: the requests the caller issued or must execute, with their state,
+    deadline and every signed step (requests.proto). Steps travel through Act.
+    """
 
 @_typing.type_check_only
 class AgencyServiceAsyncStub(AgencyServiceStub):
@@ -117,6 +122,10 @@ class AgencyServiceAsyncStub(AgencyServiceStub):
     GetDirectory: _aio.UnaryUnaryMultiCallable[_agency_pb2.GetDirectoryRequest, _agency_pb2.Directory]  # type: ignore[assignment]
     """Every agency's administrator-signed registry entry with its CA-signed key statement:
     what a node needs, beside the signed policy, to resolve audiences itself.
+    """
+    ListRequests: _aio.UnaryUnaryMultiCallable[_requests_pb2.ListRequestsRequest, _requests_pb2.ListRequestsResponse]  # type: ignore[assignment]
+    """+ judicial: the requests the caller issued or must execute, with their state,
+    deadline and every signed step (requests.proto). Steps travel through Act.
     """
 
 class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -223,6 +232,16 @@ class AgencyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agency_pb2.Directory, _abc.Awaitable[_agency_pb2.Directory]]:
         """Every agency's administrator-signed registry entry with its CA-signed key statement:
         what a node needs, beside the signed policy, to resolve audiences itself.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRequests(
+        self,
+        request: _requests_pb2.ListRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_requests_pb2.ListRequestsResponse, _abc.Awaitable[_requests_pb2.ListRequestsResponse]]:
+        """+ judicial: the requests the caller issued or must execute, with their state,
+        deadline and every signed step (requests.proto). Steps travel through Act.
         """
 
 def add_AgencyServiceServicer_to_server(servicer: AgencyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

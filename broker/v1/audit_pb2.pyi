@@ -13,6 +13,7 @@ the bytes they were given, then parse (sign and hash bytes, not objects).
 
 from broker.v1 import lookup_pb2 as _lookup_pb2
 from broker.v1 import notice_pb2 as _notice_pb2
+from broker.v1 import requests_pb2 as _requests_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -50,6 +51,7 @@ class LogLeaf(_message.Message):
     RESTRICTIONS_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
     LOOKUP_FIELD_NUMBER: _builtins.int
+    REQUEST_STEP_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     logged_at_ms: _builtins.int
@@ -78,6 +80,10 @@ class LogLeaf(_message.Message):
     def lookup(self) -> _lookup_pb2.LookupPerformed:
         """lookups (lookup.proto)"""
 
+    @_builtins.property
+    def request_step(self) -> _requests_pb2.RequestStepLogged:
+        """+ judicial (requests.proto)"""
+
     def __init__(
         self,
         *,
@@ -94,12 +100,13 @@ class LogLeaf(_message.Message):
         restrictions: Global___RestrictionsUpdated | None = ...,
         revoked: Global___PartyRevoked | None = ...,
         lookup: _lookup_pb2.LookupPerformed | None = ...,
+        request_step: _requests_pb2.RequestStepLogged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "request_step", b"request_step", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "format", b"format", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "format", b"format", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "request_step", b"request_step", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle", "forwarded", "restrictions", "revoked", "lookup"]  # noqa: Y015
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle", "forwarded", "restrictions", "revoked", "lookup", "request_step"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
 
@@ -1386,6 +1393,7 @@ class QueuesResponse(_message.Message):
     WAITING_FIELD_NUMBER: _builtins.int
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     OVERDUE_REPLIES_FIELD_NUMBER: _builtins.int
+    PRIORITY_WAITS_FIELD_NUMBER: _builtins.int
     at_ms: _builtins.int
     """the broker's clock when read"""
     @_builtins.property
@@ -1402,6 +1410,10 @@ class QueuesResponse(_message.Message):
     def overdue_replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedReply]:
         """unanswered past respond_by, oldest deadline first"""
 
+    @_builtins.property
+    def priority_waits(self) -> _containers.RepeatedCompositeFieldContainer[_requests_pb2.PriorityWait]:
+        """+ judicial: deliveries waiting, by priority"""
+
     def __init__(
         self,
         *,
@@ -1410,10 +1422,11 @@ class QueuesResponse(_message.Message):
         waiting: _abc.Iterable[Global___QueuedItem] | None = ...,
         dead_letters: _abc.Iterable[Global___QueuedItem] | None = ...,
         overdue_replies: _abc.Iterable[Global___QueuedReply] | None = ...,
+        priority_waits: _abc.Iterable[_requests_pb2.PriorityWait] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "dead_letters", b"dead_letters", "overdue_replies", b"overdue_replies", "recipients", b"recipients", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "dead_letters", b"dead_letters", "overdue_replies", b"overdue_replies", "priority_waits", b"priority_waits", "recipients", b"recipients", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

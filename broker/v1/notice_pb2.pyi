@@ -73,6 +73,22 @@ DATA_SUBJECT_NONE: DataSubjectCategory.ValueType  # 6
 """no person: objects, modus operandi"""
 Global___DataSubjectCategory: _TypeAlias = DataSubjectCategory  # noqa: Y015
 
+class _Priority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRIORITY_NORMAL: _Priority.ValueType  # 0
+    PRIORITY_URGENT: _Priority.ValueType  # 1
+
+class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper):
+    """+ judicial: how urgent a notice or request is (signed in its header)."""
+
+PRIORITY_NORMAL: Priority.ValueType  # 0
+PRIORITY_URGENT: Priority.ValueType  # 1
+Global___Priority: _TypeAlias = Priority  # noqa: Y015
+
 class _LifecycleKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -102,6 +118,30 @@ class _LifecycleKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lifecyc
     """broker: a newer version no longer includes you; delete"""
     LIFECYCLE_RESTRICTED: _LifecycleKind.ValueType  # 11
     """originator: its new restrictions exclude you; delete"""
+    LIFECYCLE_REQUEST_ISSUE: _LifecycleKind.ValueType  # 100
+    """+ judicial: the steps of a judicial cooperation request (broker/core/requests.py),
+    each signed by the party entitled to it: the issuing authority (the notice's
+    originator) or the executing authority (`target` of the REQUEST_ISSUE step).
+    issuer: the request notice goes to `target`
+    """
+    LIFECYCLE_REQUEST_RECEIVE: _LifecycleKind.ValueType  # 101
+    """executor: received (time limits start)"""
+    LIFECYCLE_REQUEST_RECOGNISE: _LifecycleKind.ValueType  # 102
+    """executor: recognised, to be executed"""
+    LIFECYCLE_REQUEST_REFUSE: _LifecycleKind.ValueType  # 103
+    """executor: refused on `grounds` (codes)"""
+    LIFECYCLE_REQUEST_ASK_INFO: _LifecycleKind.ValueType  # 104
+    """executor: more information requested"""
+    LIFECYCLE_REQUEST_PROVIDE_INFO: _LifecycleKind.ValueType  # 105
+    """issuer: the information asked for"""
+    LIFECYCLE_REQUEST_PARTIAL: _LifecycleKind.ValueType  # 106
+    """executor: partial result (in execution)"""
+    LIFECYCLE_REQUEST_EXECUTE: _LifecycleKind.ValueType  # 107
+    """executor: executed in full"""
+    LIFECYCLE_REQUEST_WITHDRAW: _LifecycleKind.ValueType  # 108
+    """issuer: withdrawn"""
+    LIFECYCLE_REQUEST_CONSENT: _LifecycleKind.ValueType  # 109
+    """executor: the person consents (EAW: 10 days)"""
 
 class LifecycleKind(_LifecycleKind, metaclass=_LifecycleKindEnumTypeWrapper):
     """Lifecycle of a published notice (INTERPOL RPD Art. 81, SIS Regs. 2018/1862 Arts. 24,
@@ -132,6 +172,30 @@ LIFECYCLE_SUPERSEDED: LifecycleKind.ValueType  # 10
 """broker: a newer version no longer includes you; delete"""
 LIFECYCLE_RESTRICTED: LifecycleKind.ValueType  # 11
 """originator: its new restrictions exclude you; delete"""
+LIFECYCLE_REQUEST_ISSUE: LifecycleKind.ValueType  # 100
+"""+ judicial: the steps of a judicial cooperation request (broker/core/requests.py),
+each signed by the party entitled to it: the issuing authority (the notice's
+originator) or the executing authority (`target` of the REQUEST_ISSUE step).
+issuer: the request notice goes to `target`
+"""
+LIFECYCLE_REQUEST_RECEIVE: LifecycleKind.ValueType  # 101
+"""executor: received (time limits start)"""
+LIFECYCLE_REQUEST_RECOGNISE: LifecycleKind.ValueType  # 102
+"""executor: recognised, to be executed"""
+LIFECYCLE_REQUEST_REFUSE: LifecycleKind.ValueType  # 103
+"""executor: refused on `grounds` (codes)"""
+LIFECYCLE_REQUEST_ASK_INFO: LifecycleKind.ValueType  # 104
+"""executor: more information requested"""
+LIFECYCLE_REQUEST_PROVIDE_INFO: LifecycleKind.ValueType  # 105
+"""issuer: the information asked for"""
+LIFECYCLE_REQUEST_PARTIAL: LifecycleKind.ValueType  # 106
+"""executor: partial result (in execution)"""
+LIFECYCLE_REQUEST_EXECUTE: LifecycleKind.ValueType  # 107
+"""executor: executed in full"""
+LIFECYCLE_REQUEST_WITHDRAW: LifecycleKind.ValueType  # 108
+"""issuer: withdrawn"""
+LIFECYCLE_REQUEST_CONSENT: LifecycleKind.ValueType  # 109
+"""executor: the person consents (EAW: 10 days)"""
 Global___LifecycleKind: _TypeAlias = LifecycleKind  # noqa: Y015
 
 @_typing.final
@@ -278,6 +342,7 @@ class NoticeHeader(_message.Message):
     CHECKPOINT_SIZE_FIELD_NUMBER: _builtins.int
     CHECKPOINT_ROOT_FIELD_NUMBER: _builtins.int
     LOOKUP_DIGEST_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     notice_id: _builtins.str
@@ -322,6 +387,11 @@ class NoticeHeader(_message.Message):
     checkpoint_root: _builtins.bytes
     lookup_digest: _builtins.bytes
     """SHA-256("broker.v1 lookup index\\x00" || Envelope.lookup_salt"""
+    priority: Global___Priority.ValueType
+    """  || sorted Envelope.lookup_tokens); empty: not searchable
+    + judicial: the originator's signed priority. Urgent deliveries are leased first and
+    urgent requests run under the shorter time limits of their kind (catalogue).
+    """
     @_builtins.property
     def handling_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """H0..H3, H3 free text as "H3:<text>" """
@@ -354,10 +424,11 @@ class NoticeHeader(_message.Message):
         checkpoint_size: _builtins.int = ...,
         checkpoint_root: _builtins.bytes = ...,
         lookup_digest: _builtins.bytes = ...,
+        priority: Global___Priority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "embargo_until_ms", b"embargo_until_ms", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "lookup_digest", b"lookup_digest", "notice_id", b"notice_id", "originator", b"originator", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "embargo_until_ms", b"embargo_until_ms", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "lookup_digest", b"lookup_digest", "notice_id", b"notice_id", "originator", b"originator", "priority", b"priority", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -784,6 +855,9 @@ class LifecycleAction(_message.Message):
     CHECKPOINT_SIZE_FIELD_NUMBER: _builtins.int
     CHECKPOINT_ROOT_FIELD_NUMBER: _builtins.int
     SEALED_REASON_FIELD_NUMBER: _builtins.int
+    GROUNDS_FIELD_NUMBER: _builtins.int
+    RESULT_NOTICE_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     """UUID: the same action sent twice is one action"""
     notice_id: _builtins.str
@@ -802,10 +876,20 @@ class LifecycleAction(_message.Message):
     checkpoint_size: _builtins.int
     """the actor's newest cosigned checkpoint (see NoticeHeader)"""
     checkpoint_root: _builtins.bytes
+    result_notice_id: _builtins.str
+    """REQUEST_PARTIAL / EXECUTE: the notice carrying results"""
+    priority: Global___Priority.ValueType
+    """REQUEST_ISSUE: the request's priority, as its header says"""
     @_builtins.property
     def sealed_reason(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedReason]:
         """The reason sealed to the agencies told (the broker keeps only its SHA-256 in `reason`,
         as "sha256:<hex>"): libsodium sealed boxes, one per agency told, by agency id.
+        """
+
+    @_builtins.property
+    def grounds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """+ judicial (request steps)
+        REQUEST_REFUSE: refusal-ground codes of the kind
         """
 
     def __init__(
@@ -823,10 +907,13 @@ class LifecycleAction(_message.Message):
         checkpoint_size: _builtins.int = ...,
         checkpoint_root: _builtins.bytes = ...,
         sealed_reason: _abc.Iterable[Global___SealedReason] | None = ...,
+        grounds: _abc.Iterable[_builtins.str] | None = ...,
+        result_notice_id: _builtins.str = ...,
+        priority: Global___Priority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "at_ms", b"at_ms", "checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "kind", b"kind", "notice_id", b"notice_id", "reason", b"reason", "sealed_reason", b"sealed_reason", "target", b"target", "until_ms", b"until_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "at_ms", b"at_ms", "checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "grounds", b"grounds", "kind", b"kind", "notice_id", b"notice_id", "priority", b"priority", "reason", b"reason", "result_notice_id", b"result_notice_id", "sealed_reason", b"sealed_reason", "target", b"target", "until_ms", b"until_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,44 @@ def test_the_guard_accepts_only_its_own_cookie_and_csrf_token() -> None:
     assert not g.session_ok("broker_console_8471=t0k")
     assert g.csrf_ok(g.csrf) and not g.csrf_ok("t0k")
     assert Guard(8470).token != Guard(8470).token  # a new token every run
+
+
+def test_requests_follow_their_latest_logged_step_and_show_overdue() -> None:
+    from broker.console import requestlog
+
+    def step(i: int, name: str, actor: str, state: str, at: int, **kw: object) -> Any:
+        leaf = logleaf.request_step(
+            notice_id="r1",
+            kind="request.eio",
+            step=name,
+            actor=actor,
+            issuer="FR",
+            executor="DE",
+            state=state,
+            signed_at_ms=at,
+            action=name.encode(),
+            deadline=str(kw.get("deadline", "")),
+            deadline_ms=int(kw.get("due", 0)),  # type: ignore[call-overload]
+            grounds=list(kw.get("grounds", [])),  # type: ignore[call-overload]
+            priority=1,
+            logged_at_ms=at,
+        )
+        return (i, leaf)
+
+    log = [
+        *leaves(),
+        step(10, "issue", "FR", "issued", 1_000),
+        step(11, "receive", "DE", "received", 2_000, deadline="decision", due=5_000),
+    ]
+    (line,) = requestlog.requests(log)
+    assert (line.state, line.last_actor, line.deadline, line.steps) == (
+        "received",
+        "DE",
+        "decision",
+        2,
+    )
+    assert (line.issued_at_ms, line.priority, line.last_index) == (1_000, "urgent", 11)
+    assert not line.overdue(5_000) and line.overdue(5_001)
+    log.append(step(12, "refuse", "DE", "refused", 3_000, grounds=["eio.11.1.d"]))
+    (line,) = requestlog.requests(log)
+    assert (line.state, line.grounds, line.overdue(10**12)) == ("refused", ("eio.11.1.d",), False)

@@ -426,6 +426,7 @@ RPCS: dict[str, Rpc] = {
     "AdminService/ListKeyStatements": Rpc(empty),
     "AuditService/ListCheckpoints": Rpc(empty),
     "AuditService/GetQueues": Rpc(empty),
+    "AgencyService/ListRequests": Rpc(empty),  # + judicial: only the caller's own requests
 }
 
 # -- what each cell must be ------------------------------------------------------------------
@@ -469,6 +470,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "AgencyService/Lookup": _row(OK, OK, D, D, F, D),
     "AuditService/ListCheckpoints": _row(OK, OK, D, OK, OK, OK),
     "AuditService/GetQueues": _row(D, D, D, OK, D, D),
+    "AgencyService/ListRequests": _row(OK, OK, D, D, OK, D),
 }
 
 

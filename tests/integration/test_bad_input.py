@@ -26,7 +26,7 @@ from broker.core import activation, lifecycle, receipts, relay
 from broker.core import envelope_suite as es
 from broker.core.identity import Party
 from broker.sandbox import ADMIN_ID, REPO_POLICIES
-from broker.v1 import admin_pb2, agency_pb2, audit_pb2, notice_pb2
+from broker.v1 import admin_pb2, agency_pb2, audit_pb2, notice_pb2, requests_pb2
 
 from .. import matrices
 from .conftest import Running
@@ -412,6 +412,55 @@ CASES = [
         "the broker keeps no free text",
     ),
     Case("lifecycle kind 42", A + "Act", FR, _act(kind=42), INVALID, "not a LifecycleKind"),
+    # + judicial: request steps and ListRequests
+    Case(
+        "a refusal with 17 grounds",
+        A + "Act",
+        FR,
+        _act(kind=notice_pb2.LIFECYCLE_REQUEST_REFUSE, grounds=[f"g{i}" for i in range(17)]),
+        INVALID,
+        "holds 17 items; at most 16",
+    ),
+    Case(
+        "a refusal ground twice",
+        A + "Act",
+        FR,
+        _act(kind=notice_pb2.LIFECYCLE_REQUEST_REFUSE, grounds=["eio.11.1.d", "eio.11.1.d"]),
+        INVALID,
+        "lists 'eio.11.1.d' twice",
+    ),
+    Case(
+        "result notice id 'r'",
+        A + "Act",
+        FR,
+        _act(kind=notice_pb2.LIFECYCLE_REQUEST_PARTIAL, result_notice_id="r"),
+        INVALID,
+        "is not a lower-case UUID",
+    ),
+    Case(
+        "a step on no request",
+        A + "Act",
+        FR,
+        _act(kind=notice_pb2.LIFECYCLE_REQUEST_RECEIVE),
+        "NOT_FOUND",
+        "no request",
+    ),
+    Case(
+        "requests of role 'judge'",
+        A + "ListRequests",
+        FR,
+        _msg(requests_pb2.ListRequestsRequest(role="judge")),
+        INVALID,
+        "role must be issuer, executor",
+    ),
+    Case(
+        "requests as of -1",
+        A + "ListRequests",
+        FR,
+        _msg(requests_pb2.ListRequestsRequest(as_of_ms=-1)),
+        INVALID,
+        "must not be negative",
+    ),
     Case(
         "checkpoint size 2^63",
         AU + "GetCheckpoint",

@@ -140,3 +140,42 @@ def test_node_lookup_and_publish_with_selectors(deployment: Deployment, tmp_path
     assert r.returncode == 0, r.stderr
     counts = {c["agency"]: c["elements"] for c in json.loads(r.stdout)}
     assert counts["IT-BORDER"] >= 3 and counts["FR-NCB"] >= 2 and counts["DE-BKA"] >= 2
+
+
+def test_node_case_registers_subjects_and_names_the_other_case(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    port = free_port()
+    serve = start_serve(deployment, port, tmp_path / "broker.log")
+    keysvc, kport = start_key_service(deployment, tmp_path)
+    common = ["--broker", f"127.0.0.1:{port}", "--keys-dir", str(deployment.keys_dir)]
+    state = ["--state-dir", str(tmp_path / "nodes")]
+    node = [*common, *state, "--lookup-service", f"127.0.0.1:{kport}"]
+    witness = witness_process([*common, *state])
+    try:
+        admin = ["--admin", ADMIN_ID, *common]
+        activate = ("admin", "policy", "activate", str(REPO_POLICIES), "--reason", "go")
+        assert broker(*activate, *admin).returncode == 0
+        assert broker("admin", "agency", "sign-registry", *admin).returncode == 0
+        r = broker(
+            "node", "case", "--agency", "FR-NCB", *node, "--facts", "FR case 17",
+            "--person", "DUPONT, Jean;14.03.1981", "--json",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        first = json.loads(r.stdout)
+        assert first["matches"] == []
+        r = broker(
+            "node", "case", "--agency", "DE-BKA", *node, "--facts", "DE case 4",
+            "--person", "Jean Dupont;1981-03-14",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert f"FR-NCB works on the same subject (case {first['case']}): told" in r.stdout
+        r = broker("node", "case", "--agency", "DE-BKA", *node, "--facts", "x")
+        assert r.returncode != 0 and "give at least one" in r.stderr
+    finally:
+        witness.terminate()
+        witness.wait(timeout=30)
+        keysvc.send_signal(signal.SIGTERM)
+        keysvc.wait(timeout=30)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0

@@ -348,6 +348,7 @@ def test_lease_marks_in_flight_and_counts_attempts(runner: StoreRunner) -> None:
         sections=("summary", "indicators"),
         attempt=1,
         envelope=n.envelope,
+        accepted_at_ms=n.accepted_at_ms,  # + judicial: for the wait-per-priority metric
     )
     row = status(runner, n)[R1, 1]
     assert (row.state, row.attempts) == (IN_FLIGHT, 1)

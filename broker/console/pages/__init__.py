@@ -17,7 +17,18 @@ AUDITOR = "auditor"
 ADMIN = "admin"
 ANY = "any"
 
-PAGE_MODULES = ("home", "log", "flows", "notices", "policy", "registry", "queues", "pod", "confirm")
+PAGE_MODULES = (
+    "home",
+    "log",
+    "flows",
+    "notices",
+    "policy",
+    "registry",
+    "queues",
+    "pod",
+    "confirm",
+    "requests",  # + judicial
+)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
 from broker.core.bounds import quote
+from broker.core.policy import labels as labels_mod
+from broker.core.policy import requestkinds
+from broker.core.policy.labels import Labels
 from broker.core.policy.lookups import LookupSpec, parse_lookup
 from broker.core.policy.model import (
     DATA_SUBJECTS,
@@ -28,6 +31,7 @@ from broker.core.policy.model import (
     TLP_LEVELS,
     KindSpec,
 )
+from broker.core.policy.requestkinds import RequestSpec, parse_request
 from broker.errors import InvalidArgument
 
 EFFECTS = ("permit", "forbid", "hold", "oblige")
@@ -302,6 +306,8 @@ class Catalogue:
     purposes: Mapping[str, str]
     authorities: Mapping[str, str]
     lookups: Mapping[str, LookupSpec] = field(default_factory=dict)  # + lookups, by kind
+    requests: Mapping[str, RequestSpec] = field(default_factory=dict)  # + judicial, by kind
+    labels: Labels = field(default_factory=Labels)  # + judicial: en, fr, es, ar
 
 
 @dataclass
@@ -378,16 +384,17 @@ _KIND_KEYS = {
     "embargo_max_hours",
     "content_fields",
     "lookup",  # + lookups: searchable selectors (broker/core/policy/lookups.py)
+    "request",  # + judicial: request kinds (broker/core/policy/requestkinds.py)
 }
 
 
 def parse_catalogue(path: str, data: bytes) -> Catalogue:
     doc, src = parse_toml(path, data)
-    unknown = sorted(set(doc) - {"purposes", "sections", "authorities", "kinds"})
+    unknown = sorted(set(doc) - {"purposes", "sections", "authorities", "kinds", "labels"})
     if unknown:
         raise src.error(
             f"unknown table {quote(unknown[0])}: the catalogue has [purposes], [sections], "
-            "[authorities] and [kinds.<name>]",
+            "[authorities], [kinds.<name>] and [labels]",
             src.key(src.table(unknown[0]), None) if src.table(unknown[0]) is not None else None,
         )
     purposes = _names_table(src, doc, "purposes", "purpose")
@@ -398,6 +405,7 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
         raise src.error("needs at least one [kinds.<name>] table")
     kinds = {}
     lookups: dict[str, LookupSpec] = {}
+    requests: dict[str, RequestSpec] = {}
     for name, k in table.items():
         start = src.table("kinds", name)
         where = f"kinds.{name}"
@@ -524,7 +532,56 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
                 raise src.error(msg, src.key(_s, key) if _s is not None else at("lookup"))
 
             lookups[name] = parse_lookup(name, k["lookup"], where, authorities, fail)
-    return Catalogue(kinds, sections, purposes, authorities, lookups)
+        if "request" in k:  # + judicial: the hook; parsing lives in policy/requestkinds.py
+            rstart = src.table("kinds", name, "request")
+
+            def rfail(msg: str, key: str | None, _s: int | None = rstart) -> NoReturn:
+                raise src.error(msg, src.key(_s, key) if _s is not None else at("request"))
+
+            requests[name] = parse_request(name, k["request"], where, rfail)
+    missing = requestkinds.check_kinds(kinds, requests)
+    if missing:
+        raise src.error(
+            f"kinds.{missing} is a request kind and needs a request table "
+            "(instrument, grounds, deadlines)",
+            src.key(src.table("kinds", missing), None),
+        )
+    labels = _labels(src, doc, kinds, sections, requests)
+    return Catalogue(kinds, sections, purposes, authorities, lookups, requests, labels)
+
+
+def _labels(
+    src: SourceText,
+    doc: dict[str, Any],
+    kinds: Mapping[str, KindSpec],
+    sections: Mapping[str, str],
+    requests: Mapping[str, RequestSpec],
+) -> Labels:
+    """+ judicial: the [labels] table, checked against what the catalogue defines."""
+    measures = frozenset(m for r in requests.values() for m in r.measures)
+    grounds = frozenset(g for r in requests.values() for g in r.grounds)
+    lifecycle = {
+        "states": frozenset(requestkinds.STATES),
+        "steps": frozenset(requestkinds.STEPS),
+        "priorities": frozenset(requestkinds.PRIORITIES),
+        "deadlines": frozenset(requestkinds.DEADLINES),
+    }
+    known = {"kinds": frozenset(kinds), "sections": frozenset(sections)} | lifecycle
+    known |= {"measures": measures, "grounds": grounds}
+    required = {
+        "kinds": frozenset(requests),
+        "sections": frozenset(s for r in requests for s in kinds[r].sections),
+        "measures": measures,
+        "grounds": grounds,
+    }
+    if requests:
+        required |= lifecycle
+
+    def fail(msg: str, at: tuple[str, str] | None) -> NoReturn:
+        start = src.table("labels", *at) if at else src.table("labels")
+        raise src.error(msg, src.key(start, None) if start is not None else None)
+
+    return labels_mod.parse_labels(doc.get("labels"), known, required, fail)
 
 
 # -- groups -------------------------------------------------------------------------------

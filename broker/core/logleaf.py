@@ -40,7 +40,18 @@ POLICY_ACTIVATED = "policy_activated"
 REGISTRY_CHANGE = "registry_change"
 LIFECYCLE = "lifecycle"
 LOOKUP = "lookup"  # + lookups: LookupPerformed (broker/core/lookup.py builds it)
-KINDS = (NOTICE, DECISION, RECEIPT, WITHHELD, POLICY_ACTIVATED, REGISTRY_CHANGE, LIFECYCLE, LOOKUP)
+CUSTODY = "custody"  # + evidence: CustodyRecorded (broker/core/custody.py builds it)
+KINDS = (
+    NOTICE,
+    DECISION,
+    RECEIPT,
+    WITHHELD,
+    POLICY_ACTIVATED,
+    REGISTRY_CHANGE,
+    LIFECYCLE,
+    LOOKUP,
+    CUSTODY,
+)
 
 DENIED_BY_POLICY = "denied by the policy"
 NOT_SEALED = "not sealed for it by the originator"
@@ -112,6 +123,9 @@ def index_of(leaf: audit_pb2.LogLeaf) -> LeafIndex:
         q = leaf.lookup
         first = (q.hit_notices[0], q.hit_originators[0]) if q.hit_notices else ("", "")
         return LeafIndex(kind, first[0], 0, first[1], q.querier)
+    if kind == CUSTODY:  # + evidence: the originator's notice; the agency that acted sees it
+        c = leaf.custody
+        return LeafIndex(kind, c.notice_id, c.version, c.originator, c.agency)
     return LeafIndex(kind)  # policy and registry: auditors only
 
 
@@ -537,6 +551,9 @@ def describe(leaf: audit_pb2.LogLeaf) -> str:
             f"lookup by {q.querier} for {q.purpose}: {len(q.token_digests)} token(s), "
             f"{hits} hit(s){where}"
         )
+    if kind == CUSTODY:
+        c = leaf.custody
+        return f"custody {c.notice_id} v{c.version} {c.section} #{c.seq}: {c.action} by {c.agency}"
     e = leaf.lifecycle
     return f"{e.kind} {e.notice_id} v{e.version} to {e.recipient}: {e.detail}"
 

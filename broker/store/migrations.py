@@ -270,4 +270,18 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM lookup_notices WHERE notice_id = OLD.notice_id AND version = OLD.version;
     END;
     """,
+    # + evidence: chains of custody of sealed attachments (broker/store/custody.py)
+    """
+    CREATE TABLE custody (
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        section TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        record_digest BLOB NOT NULL,
+        log_index INTEGER NOT NULL,
+        PRIMARY KEY (notice_id, version, section, seq)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -282,4 +282,18 @@ PG_MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER lookup_drop_deleted AFTER DELETE ON notices
         FOR EACH ROW EXECUTE FUNCTION lookup_drop_deleted();
     """,
+    # + evidence: chains of custody of sealed attachments (broker/store/custody.py)
+    """
+    CREATE TABLE custody (
+        notice_id TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL,
+        section TEXT COLLATE "C" NOT NULL,
+        seq BIGINT NOT NULL,
+        record BYTEA NOT NULL,
+        signature BYTEA NOT NULL,
+        record_digest BYTEA NOT NULL,
+        log_index BIGINT NOT NULL,
+        PRIMARY KEY (notice_id, version, section, seq)
+    );
+    """,
 )

@@ -1,0 +1,134 @@
+"""Attachment ciphertexts on disk: one file per attachment, written in order, fsynced.
+
+Layout under the attachments directory ([attachments] dir, else data_dir/attachments):
+``<hh>/<hex>.part`` while an upload is under way and ``<hh>/<hex>.ct`` once complete, where
+hex is SHA-256 of (notice id, version, section) and hh its first two characters (so no
+name a caller sends becomes a path). A part file holds whole chunks only: a resumed
+upload starts after the last whole chunk, cutting any torn tail. An upload completes when
+the last chunk is written and fsynced and the file's Merkle root over its chunks equals the
+signed header's chunks_root; then it is renamed, and the directory fsynced. Several
+replicas on PostgreSQL share one directory (a network file system); an upload holds an
+exclusive flock on its part file, so two uploads of one attachment never interleave.
+
+Everything here blocks: the service runs it in a thread (asyncio.to_thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+from typing import IO
+
+from broker.core.attachment import ABYTES, Layout, StreamingRoot
+from broker.errors import FailedPrecondition, InvalidArgument
+
+
+def _name(notice_id: str, version: int, section: str) -> str:
+    return hashlib.sha256(f"{notice_id}\x00{version}\x00{section}".encode()).hexdigest()
+
+
+class AttachmentFiles:
+    """The attachments directory of one broker (or of replicas sharing it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def paths(self, notice_id: str, version: int, section: str) -> tuple[Path, Path]:
+        """(part path, complete path) of one attachment."""
+        name = _name(notice_id, version, section)
+        folder = self.root / name[:2]
+        return folder / f"{name}.part", folder / f"{name}.ct"
+
+    def complete(self, notice_id: str, version: int, section: str) -> Path | None:
+        path = self.paths(notice_id, version, section)[1]
+        return path if path.exists() else None
+
+    def stored_chunks(self, notice_id: str, version: int, section: str, layout: Layout) -> int:
+        """Whole chunks held so far (all of them when complete)."""
+        part, done = self.paths(notice_id, version, section)
+        if done.exists():
+            return layout.chunk_count
+        try:
+            size = part.stat().st_size
+        except FileNotFoundError:
+            return 0
+        return min(size // (layout.chunk_size + ABYTES), layout.chunk_count - 1)
+
+    def open_upload(self, notice_id: str, version: int, section: str, layout: Layout) -> Upload:
+        """Start or resume an upload; FailedPrecondition when another holds it."""
+        part, done = self.paths(notice_id, version, section)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        handle = part.open("ab+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise FailedPrecondition(
+                "another upload of this attachment is under way; retry when it ends"
+            ) from None
+        stored = self.stored_chunks(notice_id, version, section, layout)
+        handle.truncate(layout.offset(stored))
+        handle.seek(0, os.SEEK_END)
+        return Upload(handle, part, done, layout, stored)
+
+
+class Upload:
+    """One upload in progress: chunks appended in order, each fsynced before it counts."""
+
+    def __init__(self, handle: IO[bytes], part: Path, done: Path, layout: Layout, stored: int):
+        self.handle, self.part, self.done, self.layout = handle, part, done, layout
+        self.stored = stored
+
+    def write(self, index: int, ciphertext: bytes) -> None:
+        """Append chunk ``index`` (the next one) durably; InvalidArgument if it is not the
+        next chunk or has the wrong length."""
+        if index != self.stored:
+            raise InvalidArgument(
+                f"chunk {index} is not the next one: the broker holds {self.stored} chunk(s); "
+                "resume from there (GetAttachmentStatus)"
+            )
+        if index >= self.layout.chunk_count:
+            raise InvalidArgument(f"the attachment has only {self.layout.chunk_count} chunk(s)")
+        want = self.layout.ciphertext_len(index)
+        if len(ciphertext) != want:
+            raise InvalidArgument(
+                f"chunk {index} is {len(ciphertext)} bytes; its signed descriptor says {want}"
+            )
+        self.handle.write(ciphertext)
+        self.handle.flush()
+        os.fdatasync(self.handle.fileno())
+        self.stored += 1
+
+    def finish(self, chunks_root: bytes) -> None:
+        """Check the whole file against the signed root and make it complete; on a
+        mismatch the part file is dropped and InvalidArgument raised."""
+        roots = StreamingRoot()
+        with self.part.open("rb") as f:
+            for i in range(self.layout.chunk_count):
+                roots.add(f.read(self.layout.ciphertext_len(i)))
+        if roots.root() != chunks_root:
+            self.part.unlink(missing_ok=True)
+            raise InvalidArgument(
+                "the uploaded chunks do not match the signed chunks_root; upload them again"
+            )
+        os.fsync(self.handle.fileno())
+        os.replace(self.part, self.done)
+        fd = os.open(self.done.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def read_chunk(handle: IO[bytes], layout: Layout, index: int) -> bytes:
+    """Chunk ``index`` of a complete ciphertext file."""
+    handle.seek(layout.offset(index))
+    return handle.read(layout.ciphertext_len(index))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.core import lifecycle
-from broker.v1 import agency_pb2, notice_pb2
+from broker.v1 import agency_pb2, evidence_pb2, notice_pb2
 
 __all__ = [
     "Draft",
@@ -67,6 +67,9 @@ class Draft:
     # Lookup tokens of the notice's selectors (broker.client.lookup.Lookups makes them);
     # the signed header commits to them, salted (broker.core.lookup.seal_index).
     index_tokens: tuple[bytes, ...] = ()
+    # + evidence: descriptors of sealed attachments (broker.client.attachments seals them);
+    # each names one of `sections`, whose content is its AttachmentKey
+    attachments: tuple[evidence_pb2.AttachmentDescriptor, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -234,9 +234,10 @@ class ChunkOpener:
         self.next_index += 1
         return bytes(plain)
 
-    def finish(self) -> None:
-        """Check that every chunk came and the whole matches the signed header."""
-        if self.next_index != self.layout.chunk_count:
+    def finish(self, trailing: bytes = b"") -> None:
+        """Check that every chunk came, nothing after them (``trailing``: bytes found past
+        the last chunk) and the whole matches the signed header."""
+        if self.next_index != self.layout.chunk_count or trailing:
             raise AttachmentError(OPEN_FAILED)
         if self.roots.root() != self.descriptor.chunks_root:
             raise AttachmentError(OPEN_FAILED)

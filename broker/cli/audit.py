@@ -29,6 +29,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from broker import pki
+from broker.cli import evidence
 from broker.client import audit as ac
 from broker.core import auditing
 from broker.core import pod as pd
@@ -136,6 +137,8 @@ def register(sub: Any) -> None:
     _conn_args(p)
     p.add_argument("--repeat-at", type=int, default=3, help="flag tokens asked this often (3)")
     p.set_defaults(func=run_lookups)
+
+    evidence.register_audit(asub, _conn_args)  # + evidence: broker audit custody
 
     p = asub.add_parser("cosign", help="witness: verify the latest checkpoint, then cosign it")
     _conn_args(p)

@@ -35,7 +35,7 @@ from nacl import bindings as sodium
 from broker.client.types import PublishedNotice, ReceivedNotice, now_ms
 from broker.core import attachment as att
 from broker.core import custody
-from broker.errors import FailedPrecondition, InvalidArgument
+from broker.errors import FailedPrecondition, InvalidArgument, NotFound
 from broker.v1 import evidence_pb2, evidence_pb2_grpc, notice_pb2
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -461,3 +461,20 @@ def _open_file(
         raise
     os.replace(part, out)
     _fsync_dir(out.parent)
+
+
+def from_inbox(node: Any, notice_id: str, version: int = 0) -> ReceivedNotice:
+    """A notice this node took in (its newest version, or ``version``), opened again from
+    the sealed delivery its inbox keeps. Raises NotFound if the inbox does not hold it."""
+    sql = "SELECT delivery FROM inbox WHERE notice_id=?"
+    params: tuple[Any, ...] = (notice_id,)
+    if version:
+        sql, params = sql + " AND version=?", (notice_id, version)
+    row = node.inbox.conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
+    if row is None or not row[0]:
+        raise NotFound(
+            f"this node holds no notice {notice_id}: receive it first (broker node listen)"
+        )
+    delivery = notice_pb2.Delivery.FromString(bytes(row[0]))
+    notice: ReceivedNotice = node.open(delivery)
+    return notice

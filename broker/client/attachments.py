@@ -401,7 +401,10 @@ class Evidence:
                 )
                 return result
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or attempt == 3:
+                # another holder appended first (FAILED_PRECONDITION; UNAVAILABLE when two
+                # replicas raced on PostgreSQL): sign the next link after the new head
+                retry = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE)
+                if exc.code() not in retry or attempt == 3:
                     raise
         raise AssertionError("unreachable")
 

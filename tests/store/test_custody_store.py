@@ -32,7 +32,9 @@ async def test_links_are_stored_logged_and_read_in_order(runner: StoreRunner) ->
     for seq in (0, 1, 2):
         record, signature, leaf = link(seq)
 
-        def put(store: Any, seq: int = seq, r: bytes = record, s: bytes = signature) -> int:
+        def put(
+            store: Any, seq: int = seq, r: bytes = record, s: bytes = signature, leaf: Any = leaf
+        ) -> int:
             index: int = store.append_custody(
                 NOTICE, 1, "photos", seq, r, s, custody.record_digest(r), leaf
             )
@@ -60,7 +62,7 @@ async def test_two_links_at_one_place_are_impossible(runner: StoreRunner) -> Non
     await runner.call(put)
     # SQLite: an IntegrityError; PostgreSQL: the runner's "nothing was stored: retry" (the
     # broker answers UNAVAILABLE there, and the SDK fetches the head and signs the next link)
-    with pytest.raises(Exception, match="(?i)unique|nothing was stored"):
+    with pytest.raises(Exception, match=r"(?i)unique|nothing was stored"):
         await runner.call(put)
     assert len(await runner.call(lambda s: s.custody_chain(NOTICE, 1, "photos"))) == 1
     assert await runner.call(lambda s: s.tlog_size()) == 1  # the failed one's leaf rolled back

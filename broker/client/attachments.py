@@ -280,8 +280,12 @@ class Evidence:
         ref = evidence_pb2.AttachmentRef(
             notice_id=header.notice_id, version=header.version, section=section
         )
+        roots = att.StreamingRoot()
         with part.open("ab+") as out:
             out.truncate(layout.offset(start))
+            out.seek(0)
+            for i in range(start):  # the chunks a broken download left, hashed again
+                roots.add(out.read(layout.ciphertext_len(i)))
             out.seek(0, os.SEEK_END)
             call = self.stub.DownloadAttachment(
                 evidence_pb2.DownloadRequest(ref=ref, from_chunk=start),
@@ -295,6 +299,7 @@ class Evidence:
                     ):
                         raise att.AttachmentError(att.OPEN_FAILED)
                     await asyncio.to_thread(out.write, chunk.ciphertext)
+                    roots.add(chunk.ciphertext)
                     expected += 1
                     progress(layout.offset(expected - 1) + len(chunk.ciphertext), total)
                     if stop_after is not None and expected - start >= stop_after:
@@ -307,7 +312,7 @@ class Evidence:
             if stop_after is not None:
                 return part
             raise att.AttachmentError(att.OPEN_FAILED)
-        if await asyncio.to_thread(_root_of, part, layout) != descriptor.chunks_root:
+        if roots.root() != descriptor.chunks_root:
             part.unlink(missing_ok=True)
             raise att.AttachmentError(att.OPEN_FAILED)
         os.replace(part, done)
@@ -427,16 +432,6 @@ def _descriptor(header: notice_pb2.NoticeHeader, section: str) -> evidence_pb2.A
         return att.descriptor_for(header, section)
     except att.AttachmentError as exc:
         raise InvalidArgument(str(exc)) from None
-
-
-def _root_of(path: Path, layout: att.Layout) -> bytes:
-    roots = att.StreamingRoot()
-    with path.open("rb") as f:
-        for i in range(layout.chunk_count):
-            roots.add(f.read(layout.ciphertext_len(i)))
-        if f.read(1):
-            raise att.AttachmentError(att.OPEN_FAILED)
-    return roots.root()
 
 
 def _open_file(

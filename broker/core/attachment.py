@@ -28,7 +28,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from broker.core import envelope_suite as es
-from broker.core.merkle import leaf_hash, node_hash
+from broker.core.merkle import node_hash
 from broker.v1 import evidence_pb2, notice_pb2
 
 ABYTES: int = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17
@@ -41,6 +41,7 @@ MIN_CHUNK_SIZE = 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024  # a chunk and its framing stay far under the 8 MiB message
 MAX_ATTACHMENTS = 8  # per notice version
 CHUNK_AD_CONTEXT = b"broker.v1 attachment chunk\x00"
+LEAF_PREFIX = b"\x00"  # RFC 9162 2.1.1, as merkle.leaf_hash
 
 
 class AttachmentError(ValueError):
@@ -160,7 +161,10 @@ class StreamingRoot:
         self.count = 0
 
     def add(self, leaf: bytes) -> None:
-        self.add_hash(leaf_hash(leaf))
+        """Add one leaf: its hash is merkle.leaf_hash(leaf), computed without copying it."""
+        h = hashlib.sha256(LEAF_PREFIX)
+        h.update(leaf)
+        self.add_hash(h.digest())
 
     def add_hash(self, h: bytes) -> None:
         size = 1

@@ -376,12 +376,13 @@ class BrokerApp:
                 ("grpc.so_reuseport", 0),
             ]
         )
+        self.evidence = EvidenceService(self)  # + evidence: attachments and custody
         server.add_generic_rpc_handlers(
             (
                 AgencyService(self).handler(),
                 AdminService(self).handler(),
                 AuditService(self).handler(),  # transparency log
-                EvidenceService(self).handler(),  # + evidence: attachments and custody
+                self.evidence.handler(),  # + evidence: attachments and custody
             )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -411,6 +412,7 @@ class BrokerApp:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
         self._tasks.append(self.checkpoints.start())  # transparency log; cancelled in stop()
+        self._tasks.append(asyncio.create_task(self.evidence.sweep_loop()))  # + evidence
         log.info(
             "broker serving",
             extra={

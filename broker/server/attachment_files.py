@@ -10,6 +10,10 @@ signed header's chunks_root; then it is renamed, and the directory fsynced. Seve
 replicas on PostgreSQL share one directory (a network file system); an upload holds an
 exclusive flock on its part file, so two uploads of one attachment never interleave.
 
+Beside them, ``<hex>.ref`` names the attachment (notice, version, section), so that the
+sweep (EvidenceService.sweep) finds the files of notices that closed or were erased and
+deletes them.
+
 Everything here blocks: the service runs it in a thread (asyncio.to_thread).
 """
 
@@ -18,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -41,6 +47,27 @@ class AttachmentFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def refs(self) -> Iterator[tuple[str, int, str]]:
+        """(notice id, version, section) of every attachment with a file here."""
+        if not self.root.exists():
+            return
+        for ref in sorted(self.root.glob("*/*.ref")):
+            try:
+                data = json.loads(ref.read_text())
+                yield str(data["notice_id"]), int(data["version"]), str(data["section"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # half-written by a crash: its upload writes it again
+
+    def remove(self, notice_id: str, version: int, section: str) -> bool:
+        """Delete an attachment's files (part, complete, ref); True if there was one."""
+        part, done = self.paths(notice_id, version, section)
+        found = False
+        for path in (part, done, done.with_suffix(".ref")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                found = True
+        return found
 
     def paths(self, notice_id: str, version: int, section: str) -> tuple[Path, Path]:
         """(part path, complete path) of one attachment."""
@@ -67,6 +94,11 @@ class AttachmentFiles:
         """Start or resume an upload; FailedPrecondition when another holds it."""
         part, done = self.paths(notice_id, version, section)
         part.parent.mkdir(parents=True, exist_ok=True)
+        ref = done.with_suffix(".ref")  # what the sweep reads to find the notice again
+        if not ref.exists():
+            ref.write_text(
+                json.dumps({"notice_id": notice_id, "version": version, "section": section})
+            )
         handle = part.open("ab+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

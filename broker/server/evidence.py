@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
     from broker.server.app import BrokerApp
 
 SERVICE_NAME = "broker.v1.EvidenceService"
-READABLE = (IN_FLIGHT, DELIVERED)  # delivery states whose recipient may fetch attachments
+SWEEP_INTERVAL_S = 60.0  # how often files of closed or erased notices are looked for
+READABLE = (IN_FLIGHT, DELIVERED)
+log = logging.getLogger("broker.server")  # delivery states whose recipient may fetch attachments
 
 
 def check_publish(header: notice_pb2.NoticeHeader, sections: set[str], max_bytes: int) -> None:
@@ -84,6 +87,39 @@ class EvidenceService:
     def __init__(self, app: BrokerApp) -> None:
         self.app = app
         self.files = AttachmentFiles(app.config.attachments_dir)
+        self.sweep_interval_s = SWEEP_INTERVAL_S
+
+    # -- erasure ---------------------------------------------------------------------
+    async def sweep(self) -> int:
+        """Delete the files of attachments whose notice version is erased (withdrawn,
+        superseded and purged, expired) or closed; the number deleted. Custody rows stay:
+        they hold digests, not content, and the log refers to them."""
+        refs = await asyncio.to_thread(lambda: list(self.files.refs()))
+        if not refs:
+            return 0
+
+        def gone(store: Any) -> list[tuple[str, int, str]]:
+            out = []
+            for nid, version, section in refs:
+                state = store.notice_state(nid)
+                if not store.envelope_at(nid, version) or (state is not None and state.closed):
+                    out.append((nid, version, section))
+            return out
+
+        removed = 0
+        for nid, version, section in await self.app.runner.call(gone):
+            if await asyncio.to_thread(self.files.remove, nid, version, section):
+                removed += 1
+        return removed
+
+    async def sweep_loop(self) -> None:
+        """Sweep every sweep_interval_s until cancelled (BrokerApp.stop)."""
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("attachment sweep failed; retrying at the next interval")
 
     def handler(self) -> grpc.GenericRpcHandler:
         def streaming(label: str, fn: Any) -> Any:
@@ -132,16 +168,26 @@ class EvidenceService:
         agency = require_agency(caller(context, self.app.revoked))
         return require_registered(agency, self.app.registry)
 
-    async def _target(self, ref: evidence_pb2.AttachmentRef) -> Target:
+    async def _target(
+        self, ref: evidence_pb2.AttachmentRef, *, custody_read: bool = False
+    ) -> Target:
+        """The attachment ``ref`` names; NotFound if none, FailedPrecondition once its notice
+        is closed (withdrawn, cancelled, expired), except to read its chain of custody."""
         _check_ref(ref)
         nid, version, section = ref.notice_id, ref.version, ref.section
 
-        def read(store: Any) -> tuple[bytes, list[tuple[str, str, str, int]]]:
-            return store.envelope_at(nid, version), store.deliveries_of(nid, version)
+        def read(store: Any) -> tuple[bytes, list[tuple[str, str, str, int]], str]:
+            state = store.notice_state(nid)
+            closed = state.closed if state is not None else ""
+            return store.envelope_at(nid, version), store.deliveries_of(nid, version), closed
 
-        envelope_bytes, deliveries = await self.app.runner.call(read)
+        envelope_bytes, deliveries, closed = await self.app.runner.call(read)
         if not envelope_bytes:
             raise NotFound(f"no notice {quote(nid)} v{version} is stored (or it was erased)")
+        if closed and not custody_read:
+            raise FailedPrecondition(
+                f"notice {nid} is {closed}: its attachments are no longer served"
+            )
         envelope = notice_pb2.Envelope.FromString(envelope_bytes)
         header = notice_pb2.NoticeHeader.FromString(envelope.header.header_bytes)
         try:
@@ -313,10 +359,19 @@ class EvidenceService:
     async def get_custody(self, data: bytes, context: Any) -> evidence_pb2.CustodyChain:
         party = caller(context, self.app.revoked)
         ref = parse(evidence_pb2.AttachmentRef, data)
-        t = await self._target(ref)
+        _check_ref(ref)
+        try:
+            readers = (await self._target(ref, custody_read=True)).readers
+        except NotFound:
+            # Erased (withdrawn, purged): the chain stays auditable by auditors and the
+            # originator; nobody else learns whether it existed.
+            owner = await self.app.runner.call(lambda s: s.notice_owner(ref.notice_id))
+            readers = frozenset({owner} if owner else ())
+            if not readers:
+                raise
         if party.kind != "auditor":
             me = require_registered(require_agency(party), self.app.registry)
-            if me not in t.readers:
+            if me not in readers:
                 raise PermissionDenied(f"{me} may not see this attachment's custody")
 
         def read(store: Any) -> list[Any]:

@@ -292,3 +292,28 @@ async def test_over_the_limit_is_refused(start_broker: object, tmp_path: Path) -
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "max_bytes" in (info.value.details() or "")
         assert running.count("notices") == 0
+
+
+async def test_a_withdrawn_notice_s_attachment_is_erased(broker: Running, tmp_path: Path) -> None:
+    source = tmp_path / "x.bin"
+    make_file(source, 2 * CHUNK)
+    async with agencies(broker, "FR-NCB", "DE-BKA") as nodes:
+        notice_id, fr = await publish_file(broker, nodes["FR-NCB"].node, source)
+        kept, _ = await publish_file(broker, nodes["FR-NCB"].node, source)
+        notice = await received(nodes["DE-BKA"], notice_id)
+        await nodes["FR-NCB"].node.withdraw(notice_id, "sent in error")
+        ev = Evidence(nodes["DE-BKA"].node)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await ev.download(notice, "photos")  # type: ignore[arg-type]
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND  # its envelope was erased
+        assert stored_file(broker, notice_id).exists()
+        assert await broker.app.evidence.sweep() == 1
+        assert not stored_file(broker, notice_id).exists()
+        assert not stored_file(broker, notice_id).with_suffix(".ref").exists()
+        assert stored_file(broker, kept).exists()  # the other notice's file stays
+        assert await broker.app.evidence.sweep() == 0
+        # the chain of custody stays auditable by the originator (and auditors)
+        assert len((await fr.chain(notice_id, 1, "photos")).entries) == 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await ev.chain(notice_id, 1, "photos")
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -317,3 +317,44 @@ async def test_a_withdrawn_notice_s_attachment_is_erased(broker: Running, tmp_pa
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await ev.chain(notice_id, 1, "photos")
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_an_upload_resumes_after_the_broker_restarts(
+    start_broker: object, tmp_path: Path
+) -> None:
+    source = tmp_path / "long.bin"
+    digest = make_file(source, 6 * CHUNK + 1)
+    first: Running = await start_broker()  # type: ignore[operator]
+    async with agencies(first, "FR-NCB") as nodes:
+        node = nodes["FR-NCB"].node
+        nid = str(uuid.uuid4())
+        sealed = seal_file(
+            source, tmp_path / "long.ct", notice_id=nid, version=1, originator="FR-NCB",
+            section="photos", chunk_size=CHUNK,
+        )  # fmt: skip
+        published = await node.publish(
+            notice_id=nid, kind="interpol.red", purpose="locate_arrest", recipients=["DE-BKA"],
+            sections={**SECTIONS, "photos": sealed.key.SerializeToString()},
+            attachments=[sealed.descriptor],
+        )  # fmt: skip
+        assert (await Evidence(node).upload(sealed, stop_after=4)).chunks_stored == 4
+    await first.app.stop(grace=0.5)
+    # a torn write at the end of the part file, as a crash mid-chunk leaves it
+    part = stored_file(first, nid).with_suffix(".part")
+    with part.open("ab") as f:
+        f.write(b"torn")
+    second: Running = await start_broker(provisioned=False)  # type: ignore[operator]
+    async with agencies(second, "FR-NCB", "DE-BKA") as nodes:
+        ev = Evidence(nodes["FR-NCB"].node)
+        ref = evidence_pb2.AttachmentRef(notice_id=nid, version=1, section="photos")
+        assert (await ev.status(ref)).chunks_stored == 4
+        assert (await ev.upload(sealed)).complete
+        await ev.record(
+            nid, 1, "photos", evidence_pb2.CUSTODY_SEALED, sealed.descriptor.chunks_root,
+            published.header_digest,
+        )  # fmt: skip
+        notice = await received(nodes["DE-BKA"], nid)
+        got = await Evidence(nodes["DE-BKA"].node).download(notice, "photos")  # type: ignore[arg-type]
+        assert got.stat().st_size == sealed.descriptor.ciphertext_size
+        out = await Evidence(nodes["DE-BKA"].node).open(notice, "photos", tmp_path / "o")  # type: ignore[arg-type]
+        assert hashlib.sha256(out.path.read_bytes()).digest() == digest

@@ -37,7 +37,8 @@ from broker.server.attachment_files import AttachmentFiles, read_chunk
 from broker.server.peer import caller, require_agency, require_registered
 from broker.server.status import abort, status_of, unary_handler
 from broker.server.wire import now_ms, parse
-from broker.store.api import DELIVERED, IN_FLIGHT
+from broker.store.api import DELIVERED, IN_FLIGHT, Store
+from broker.store.custody import CustodyRow
 from broker.v1 import evidence_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class EvidenceService:
         if not refs:
             return 0
 
-        def gone(store: Any) -> list[tuple[str, int, str]]:
+        def gone(store: Store) -> list[tuple[str, int, str]]:
             out = []
             for nid, version, section in refs:
                 state = store.notice_state(nid)
@@ -176,7 +177,7 @@ class EvidenceService:
         _check_ref(ref)
         nid, version, section = ref.notice_id, ref.version, ref.section
 
-        def read(store: Any) -> tuple[bytes, list[tuple[str, str, str, int]], str]:
+        def read(store: Store) -> tuple[bytes, list[tuple[str, str, str, int]], str]:
             state = store.notice_state(nid)
             closed = state.closed if state is not None else ""
             return store.envelope_at(nid, version), store.deliveries_of(nid, version), closed
@@ -316,7 +317,7 @@ class EvidenceService:
         originator = t.header.originator
         now = now_ms()
 
-        def run(store: Any) -> tuple[int, int]:
+        def run(store: Store) -> tuple[int, int]:
             chain = store.custody_chain(record.notice_id, record.version, record.section)
             seq = len(chain)
             previous = (
@@ -374,9 +375,8 @@ class EvidenceService:
             if me not in readers:
                 raise PermissionDenied(f"{me} may not see this attachment's custody")
 
-        def read(store: Any) -> list[Any]:
-            rows: list[Any] = store.custody_chain(ref.notice_id, ref.version, ref.section)
-            return rows
+        def read(store: Store) -> list[CustodyRow]:
+            return store.custody_chain(ref.notice_id, ref.version, ref.section)
 
         rows = await self.app.runner.call(read)
         return evidence_pb2.CustodyChain(

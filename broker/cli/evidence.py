@@ -215,6 +215,7 @@ def run_custody(args: argparse.Namespace) -> int:
                                 "evidence_digest": r.evidence_digest.hex(),
                                 "ok": r.ok,
                                 "problems": r.problems,
+                                "pending": r.pending,
                                 "links": [
                                     {
                                         "seq": link.seq,
@@ -247,7 +248,12 @@ def run_custody(args: argparse.Namespace) -> int:
                         f"  #{link.seq} {when}Z {link.action:<9} by {link.agency}{note} "
                         f"[log {link.log_index}, {link.record_digest.hex()[:12]}]"
                     )
-                print("  verified" if r.ok else "  FAILED: " + "; ".join(r.problems))
+                if r.problems:
+                    print("  FAILED: " + "; ".join(r.problems))
+                elif r.pending:
+                    print(f"  {r.pending} link(s) not yet in a checkpoint: run it again soon")
+                else:
+                    print("  verified")
         return 0 if all(r.ok for r in reports) else 1
 
     try:

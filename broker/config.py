@@ -93,7 +93,7 @@ class ConfigError(InvalidArgument):
 
 
 def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
-    """Read broker.toml (sections [server] and [limits]); relative paths are relative to it.
+    """Read broker.toml ([server], [limits], [attachments]); relative paths are relative to it.
 
     `overrides` (the command line's) replace the file's values and are checked the
     same way. Raises ConfigError naming the file, line, column and key on any problem.

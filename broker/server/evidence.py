@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from prometheus_client import Counter
 
 from broker.core import attachment as att
 from broker.core import custody
@@ -46,8 +47,17 @@ if TYPE_CHECKING:
 
 SERVICE_NAME = "broker.v1.EvidenceService"
 SWEEP_INTERVAL_S = 60.0  # how often files of closed or erased notices are looked for
-READABLE = (IN_FLIGHT, DELIVERED)
-log = logging.getLogger("broker.server")  # delivery states whose recipient may fetch attachments
+READABLE = (IN_FLIGHT, DELIVERED)  # delivery states whose recipient may fetch attachments
+log = logging.getLogger("broker.server")
+# Metrics of attachments and custody (beside broker/server/metrics.py's).
+ATTACHMENT_BYTES = Counter(
+    "broker_attachment_bytes_total", "Attachment ciphertext bytes moved", ["direction"]
+)
+ATTACHMENTS_COMPLETED = Counter(
+    "broker_attachments_completed_total", "Attachments uploaded in full and checked"
+)
+CUSTODY_LINKS = Counter("broker_custody_links_total", "Custody links accepted", ["action"])
+SWEPT = Counter("broker_attachments_swept_total", "Attachments deleted with their notice")
 
 
 def check_publish(header: notice_pb2.NoticeHeader, sections: set[str], max_bytes: int) -> None:
@@ -111,6 +121,7 @@ class EvidenceService:
         for nid, version, section in await self.app.runner.call(gone):
             if await asyncio.to_thread(self.files.remove, nid, version, section):
                 removed += 1
+        SWEPT.inc(removed)
         return removed
 
     async def sweep_loop(self) -> None:
@@ -247,8 +258,10 @@ class EvidenceService:
                     raise InvalidArgument("every chunk of an upload must name the same attachment")
                 assert upload is not None
                 await asyncio.to_thread(upload.write, int(chunk.index), chunk.ciphertext)
+                ATTACHMENT_BYTES.labels("in").inc(len(chunk.ciphertext))
                 if upload.stored == target.layout.chunk_count:
                     await asyncio.to_thread(upload.finish, target.descriptor.chunks_root)
+                    ATTACHMENTS_COMPLETED.inc()
                     break
             if target is None:
                 raise InvalidArgument("an upload must carry at least one chunk")
@@ -285,6 +298,7 @@ class EvidenceService:
         with path.open("rb") as handle:
             for i in range(int(req.from_chunk), t.layout.chunk_count):
                 chunk = await asyncio.to_thread(read_chunk, handle, t.layout, i)
+                ATTACHMENT_BYTES.labels("out").inc(len(chunk))
                 yield evidence_pb2.DownloadChunk(index=i, ciphertext=chunk).SerializeToString()
 
     # -- custody -----------------------------------------------------------------------
@@ -355,6 +369,7 @@ class EvidenceService:
             return seq, index
 
         seq, index = await self.app.runner.call(run)
+        CUSTODY_LINKS.labels(custody.ACTIONS.get(record.action, "unknown")).inc()
         return evidence_pb2.AppendCustodyResponse(seq=seq, log_index=index)
 
     async def get_custody(self, data: bytes, context: Any) -> evidence_pb2.CustodyChain:

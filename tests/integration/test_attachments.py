@@ -19,6 +19,12 @@ pytestmark = pytest.mark.asyncio
 CHUNK = 64 * 1024
 
 
+def metric(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def make_file(path: Path, size: int) -> bytes:
     """A file of `size` pseudo-random bytes; its SHA-256."""
     h = hashlib.sha256()
@@ -53,6 +59,7 @@ async def publish_file(
 async def test_round_trip_with_custody(broker: Running, tmp_path: Path) -> None:
     source = tmp_path / "image.dd"
     digest = make_file(source, 5 * CHUNK + 123)
+    moved = {d: metric("broker_attachment_bytes_total", direction=d) for d in ("in", "out")}
     async with agencies(broker, "FR-NCB", "DE-BKA") as nodes:
         notice_id, _ = await publish_file(broker, nodes["FR-NCB"].node, source)
         de = nodes["DE-BKA"]
@@ -71,6 +78,9 @@ async def test_round_trip_with_custody(broker: Running, tmp_path: Path) -> None:
             evidence_pb2.CUSTODY_RECEIVED,
             evidence_pb2.CUSTODY_OPENED,
         ]
+    size = 5 * CHUNK + 123 + 6 * att.ABYTES
+    assert metric("broker_attachment_bytes_total", direction="in") - moved["in"] == size
+    assert metric("broker_attachment_bytes_total", direction="out") - moved["out"] == size
     # the broker holds ciphertext only, outside the envelope row
     files = list(broker.app.config.attachments_dir.rglob("*.ct"))
     assert len(files) == 1

@@ -90,8 +90,11 @@ class AttachmentFiles:
             return 0
         return min(size // (layout.chunk_size + ABYTES), layout.chunk_count - 1)
 
-    def open_upload(self, notice_id: str, version: int, section: str, layout: Layout) -> Upload:
-        """Start or resume an upload; FailedPrecondition when another holds it."""
+    def open_upload(
+        self, notice_id: str, version: int, section: str, layout: Layout
+    ) -> Upload | None:
+        """Start or resume an upload; None if the attachment is complete already (another
+        upload finished it); FailedPrecondition when another upload holds it."""
         part, done = self.paths(notice_id, version, section)
         part.parent.mkdir(parents=True, exist_ok=True)
         ref = done.with_suffix(".ref")  # what the sweep reads to find the notice again
@@ -107,6 +110,11 @@ class AttachmentFiles:
             raise FailedPrecondition(
                 "another upload of this attachment is under way; retry when it ends"
             ) from None
+        if done.exists():  # completed while this one waited to open: nothing to do
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+            handle.close()
+            return None
         stored = self.stored_chunks(notice_id, version, section, layout)
         handle.truncate(layout.offset(stored))
         roots = StreamingRoot()  # over the chunks already held, then each one written
@@ -166,7 +174,12 @@ class Upload:
                 "the uploaded chunks do not match the signed chunks_root; upload them again"
             )
         os.fsync(self.handle.fileno())
-        os.replace(self.part, self.done)
+        try:
+            os.replace(self.part, self.done)
+        except FileNotFoundError:  # the sweep deleted it: the notice closed meanwhile
+            raise FailedPrecondition(
+                "the notice was closed or erased during the upload; nothing was kept"
+            ) from None
         fd = os.open(self.done.parent, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -250,13 +250,16 @@ class EvidenceService:
                     upload = await asyncio.to_thread(
                         self.files.open_upload, h.notice_id, h.version, section, target.layout
                     )
+                    if upload is None:
+                        return self._status(target)
                 elif chunk.ref != evidence_pb2.AttachmentRef(
                     notice_id=target.header.notice_id,
                     version=target.header.version,
                     section=target.descriptor.section,
                 ):
                     raise InvalidArgument("every chunk of an upload must name the same attachment")
-                assert upload is not None
+                if upload is None:  # unreachable: set with target
+                    raise FailedPrecondition("the upload did not start; retry")
                 await asyncio.to_thread(upload.write, int(chunk.index), chunk.ciphertext)
                 ATTACHMENT_BYTES.labels("in").inc(len(chunk.ciphertext))
                 if upload.stored == target.layout.chunk_count:

@@ -20,7 +20,7 @@ from broker.v1 import evidence_pb2
 from tests.adversarial.kit import SECTIONS, agencies, tamper, until
 from tests.integration.conftest import Running
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.integration
 CHUNK = 4096
 
 

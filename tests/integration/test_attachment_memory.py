@@ -18,7 +18,7 @@ from broker.client.attachments import Evidence
 from tests.adversarial.kit import SECTIONS, agencies, until
 from tests.integration.conftest import Running
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 GIB = os.environ.get("BROKER_TEST_ATTACHMENT_GIB", "")
 
@@ -80,6 +80,7 @@ async def test_memory_is_constant_in_the_file_size(broker: Running, tmp_path: Pa
     assert large < small + 4 * MIB, f"peak {small / MIB:.1f} MiB at 8 MiB, {large / MIB:.1f} at 48"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GIB, reason="set BROKER_TEST_ATTACHMENT_GIB=1 for a 1 GiB round trip")
 async def test_a_gibibyte_round_trip(broker: Running, tmp_path: Path) -> None:
     peak = await round_trip(broker, tmp_path, int(float(GIB) * 1024 * MIB))

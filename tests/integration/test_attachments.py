@@ -15,7 +15,7 @@ from broker.v1 import evidence_pb2
 from tests.adversarial.kit import SECTIONS, agencies, until
 from tests.integration.conftest import Running
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.integration
 CHUNK = 64 * 1024
 
 

@@ -22,7 +22,7 @@ from tests.adversarial.kit import SECTIONS, agencies, until
 from tests.integration.conftest import Running
 from tests.postgres import TempSchema
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from broker.sandbox import AUDITOR_ID
 from tests.adversarial.kit import agencies, until
 from tests.integration.conftest import Running
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.integration
 
 
 def node_args(b: Running, agency: str) -> list[str]:

@@ -11,7 +11,7 @@ from broker.demo_evidence import evidence_transfer
 from tests.adversarial.kit import SECTIONS, agencies, until
 from tests.integration.conftest import Running
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.integration
 
 
 async def test_evidence_transfer_prints_a_verified_chain(broker: Running, tmp_path: Path) -> None:

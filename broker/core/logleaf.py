@@ -40,18 +40,8 @@ POLICY_ACTIVATED = "policy_activated"
 REGISTRY_CHANGE = "registry_change"
 LIFECYCLE = "lifecycle"
 LOOKUP = "lookup"  # + lookups: LookupPerformed (broker/core/lookup.py builds it)
+KINDS = (NOTICE, DECISION, RECEIPT, WITHHELD, POLICY_ACTIVATED, REGISTRY_CHANGE, LIFECYCLE, LOOKUP)
 CUSTODY = "custody"  # + evidence: CustodyRecorded (broker/core/custody.py builds it)
-KINDS = (
-    NOTICE,
-    DECISION,
-    RECEIPT,
-    WITHHELD,
-    POLICY_ACTIVATED,
-    REGISTRY_CHANGE,
-    LIFECYCLE,
-    LOOKUP,
-    CUSTODY,
-)
 
 DENIED_BY_POLICY = "denied by the policy"
 NOT_SEALED = "not sealed for it by the originator"

@@ -114,3 +114,16 @@ def test_the_leaf_carries_the_record_digest() -> None:
     leaf = custody.custody_leaf(r, "FR-NCB", links[1].record, 5)
     assert leaf.custody.record_digest == custody.record_digest(links[1].record)
     assert (leaf.custody.seq, leaf.custody.action, leaf.custody.agency) == (1, "received", "DE-BKA")
+
+
+def test_the_leaf_is_indexed_for_the_originator_and_the_agency_that_acted() -> None:
+    from broker.core import logleaf
+
+    links = chain(HONEST)
+    leaf = custody.custody_leaf(custody.parse_record(links[2]), "FR-NCB", links[2].record, 5)
+    parsed = logleaf.parse(logleaf.serialize(leaf))
+    assert logleaf.kind_of(parsed) == logleaf.CUSTODY
+    assert logleaf.index_of(parsed) == logleaf.LeafIndex(
+        logleaf.CUSTODY, NOTICE, 1, "FR-NCB", "DE-BKA"
+    )
+    assert logleaf.describe(parsed) == f"custody {NOTICE} v1 photos #2: opened by DE-BKA"

@@ -26,6 +26,19 @@ from broker.tomlfile import TomlText
 
 
 @dataclass(frozen=True)
+class AttachmentsConfig:
+    """[attachments] (+ evidence): sealed attachment files (docs/evidence.md)."""
+
+    max_bytes: int = 2 * 1024**3  # plaintext bytes per attachment
+    # Where the ciphertext files live; "" means data_dir/attachments. Several replicas on
+    # PostgreSQL must all name one shared directory (a network file system mount).
+    dir: str = ""
+
+
+ATTACHMENT_MAX_BYTES = 1 << 40  # the highest [attachments] max_bytes accepted (1 TiB)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1:7443"
     broker_id: str = "broker"
@@ -46,10 +59,16 @@ class ServerConfig:
     store_workers: int = 2  # transactions committed at once (StoreRunner threads)
     limits: Limits = field(default_factory=Limits)
     crypto: SuitePolicy = field(default_factory=SuitePolicy)  # [crypto]: envelope suites allowed
+    attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
 
     @property
     def database(self) -> Path:
         return self.data_dir / "broker.sqlite3"
+
+    @property
+    def attachments_dir(self) -> Path:
+        """Where attachment ciphertexts live ([attachments] dir, else data_dir/attachments)."""
+        return Path(self.attachments.dir) if self.attachments.dir else self.data_dir / "attachments"
 
 
 _PATHS = {"data_dir", "keys_dir", "policy_dir", "registry"}
@@ -77,7 +96,7 @@ class ConfigError(InvalidArgument):
 
 
 def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
-    """Read broker.toml (sections [server] and [limits]); relative paths are relative to it.
+    """Read broker.toml ([server], [limits], [attachments]); relative paths are relative to it.
 
     `overrides` (the command line's) replace the file's values and are checked the
     same way. Raises ConfigError naming the file, line, column and key on any problem.
@@ -89,10 +108,10 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
         doc, src = tomlfile.read(path, ConfigError, "config file")
         base = path.parent
     for name, value in doc.items():
-        if name not in ("server", "limits", "crypto"):
+        if name not in ("server", "limits", "crypto", "attachments"):
             raise ConfigError(
                 f"{src.where((), name)}: unknown table {bounds.quote(name)}: "
-                "broker.toml has [server], [limits] and [crypto]"
+                "broker.toml has [server], [limits], [crypto] and [attachments]"
             )
         if not isinstance(value, dict):
             raise ConfigError(
@@ -106,7 +125,8 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
         server[key] = _check_override(key, value)
     limits = _check_limits(src, dict(doc.get("limits", {})))
     crypto = check_crypto(src, dict(doc.get("crypto", {})), ConfigError)
-    config = ServerConfig(**server, limits=Limits(**limits), crypto=crypto)
+    attachments = _check_attachments(src, dict(doc.get("attachments", {})), base)
+    config = ServerConfig(**server, limits=Limits(**limits), crypto=crypto, attachments=attachments)
     try:
         check_store(
             config.store, config.store_pool_min, config.store_pool_max, config.store_workers
@@ -262,7 +282,9 @@ def _error(src: TomlText, table: str, key: str, message: str) -> ConfigError:
 
 def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str, Any]:
     defaults = {
-        f.name: f.default for f in fields(ServerConfig) if f.name not in ("limits", "crypto")
+        f.name: f.default
+        for f in fields(ServerConfig)
+        if f.name not in ("limits", "crypto", "attachments")
     }
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -291,7 +313,7 @@ def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str
 def _check_override(key: str, value: Any) -> Any:
     """A command-line value: checked like the file's; paths relative to the current directory."""
     defaults = {f.name: f.default for f in fields(ServerConfig)}
-    if key not in defaults or key in ("limits", "crypto"):
+    if key not in defaults or key in ("limits", "crypto", "attachments"):
         raise ConfigError(f"unknown setting {key}")
     raw = str(value) if isinstance(value, Path) else value
     check = SERVER_KEYS.get(key) or _by_default(defaults[key])
@@ -328,3 +350,27 @@ def _check_limits(src: TomlText, values: dict[str, Any]) -> dict[str, Any]:
                 src, "limits", key, f"[limits] {key} must be {exc}, not {_shown(value)}"
             ) from None
     return out
+
+
+def _check_attachments(src: TomlText, values: dict[str, Any], base: Path) -> AttachmentsConfig:
+    """[attachments]: max_bytes (an integer of bytes) and dir (a path, relative to the file)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            if key == "max_bytes":
+                out[key] = _integer(value, 1, ATTACHMENT_MAX_BYTES)
+            elif key == "dir":
+                p = Path(_path(key, value))
+                out[key] = str(p if p.is_absolute() else base / p)
+            else:
+                raise _error(
+                    src,
+                    "attachments",
+                    key,
+                    f"unknown key {bounds.quote(key)} in [attachments]: use one of dir, max_bytes",
+                )
+        except _Wrong as exc:
+            raise _error(
+                src, "attachments", key, f"[attachments] {key} must be {exc}, not {_shown(value)}"
+            ) from None
+    return AttachmentsConfig(**out)

@@ -108,6 +108,18 @@ CASES = [
     ),
     _c("broker.toml", "unknown key", "[server]\n  bogus = 1\n", "unknown key 'bogus' in"),
     _c("broker.toml", "unknown table", "[quotas]\nx = 1\n", "unknown table 'quotas'"),
+    _c(  # + evidence
+        "broker.toml",
+        "attachments max_bytes = 0",
+        "[attachments]\nmax_bytes = 0\n",
+        r"\[attachments\] max_bytes must be an integer from 1",
+    ),
+    _c(
+        "broker.toml",
+        "attachments unknown key",
+        "[attachments]\nmax_size = 1\n",
+        r"unknown key 'max_size' in \[attachments\]",
+    ),
     _c("broker.toml", "TOML syntax", "[server\n", "invalid TOML"),
     _c("broker.toml", "nested 5000 deep", NESTED, "nested too deeply"),
     _c("broker.toml", "not UTF-8", b"\xff\xfe", "not UTF-8"),

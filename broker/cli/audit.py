@@ -29,6 +29,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from broker import pki
+from broker.cli import evidence
 from broker.client import audit as ac
 from broker.core import auditing
 from broker.core import pod as pd
@@ -145,6 +146,7 @@ def register(sub: Any) -> None:
     _conn_args(p)
     p.add_argument("--notice", default="", help="only this request (its notice id)")
     p.set_defaults(func=run_requests)
+    evidence.register_audit(asub, _conn_args)  # + evidence: broker audit custody
 
     p = asub.add_parser("cosign", help="witness: verify the latest checkpoint, then cosign it")
     _conn_args(p)

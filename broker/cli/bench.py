@@ -100,6 +100,7 @@ def register(sub: Any) -> None:
     sp.set_defaults(func=run_store)
 
     _register_lookup(benches)  # + lookups (broker/bench/lookup.py)
+    _register_attachments(benches)  # + evidence (broker/bench/attachments.py)
 
 
 def _e2e_args(p: argparse.ArgumentParser) -> None:
@@ -332,4 +333,39 @@ def run_lookup(args: argparse.Namespace) -> int:
         lambda m: print(m, file=sys.stderr),
     )
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0
+
+
+# -- attachments (broker/bench/attachments.py) -----------------------------------------------
+
+
+def _register_attachments(benches: Any) -> None:
+    ap = benches.add_parser(
+        "attachments",
+        help="a sealed attachment end to end with fsync, beside a plain file copy; peak RSS",
+        description="Copy a file (read, write, fsync), then move it sealed from one agency to "
+        "another through `broker serve`: seal, publish, upload, download, check, open, each "
+        "fsynced, with custody links. MB/s of each step and of the whole, and peak RSS.",
+    )
+    ap.add_argument("--size", type=int, default=1024, help="file size in MiB (default 1024)")
+    ap.add_argument("--chunk-kib", type=int, default=1024, help="chunk size in KiB (1024)")
+    ap.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.set_defaults(func=run_attachments)
+
+
+def run_attachments(args: argparse.Namespace) -> int:
+    import sys
+
+    from broker.bench import attachments
+
+    if args.size < 1 or not 1 <= args.chunk_kib <= 4096:
+        raise InvalidArgument("--size must be at least 1 MiB and --chunk-kib from 1 to 4096")
+    report = attachments.run(
+        args.size * 1024 * 1024,
+        args.chunk_kib * 1024,
+        args.dir,
+        lambda m: print(m, file=sys.stderr),
+    )
+    print(attachments.main_json(report) if args.json else report.text())
     return 0

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from broker.cli import cases, lookup
+from broker.cli import cases, evidence, lookup
 from broker.cli import requests as requests_cli
 from broker.errors import BrokerError, InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
@@ -57,6 +57,8 @@ def register(sub: Any) -> None:
     )
     _notice_flags(up)
     up.set_defaults(func=run_publish)
+
+    evidence.register_node(nsub, _common, _section_flag)  # + evidence: attach, fetch
 
     lis = nsub.add_parser("listen", help="receive notices and lifecycle actions (one line each)")
     _common(lis)

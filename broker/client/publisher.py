@@ -46,7 +46,7 @@ from broker.core.policy import AgencyProfile, Bundle, PolicyError, compile_bundl
 from broker.core.relay import TLP_NAMES
 from broker.errors import INTERNAL_TEXT, InvalidArgument, PermissionDenied, Unavailable
 from broker.trustconfig import TrustConfig
-from broker.v1 import admin_pb2, agency_pb2, notice_pb2
+from broker.v1 import admin_pb2, agency_pb2, evidence_pb2, notice_pb2
 
 log = logging.getLogger("broker.client")
 TLP_VALUES = {name: value for value, name in TLP_NAMES.items()}
@@ -267,6 +267,7 @@ class NodePublisher:
         index_tokens: Collection[bytes] = (),
         suite: str | None = None,
         priority: int = notice_pb2.PRIORITY_NORMAL,
+        attachments: Collection[evidence_pb2.AttachmentDescriptor] = (),
     ) -> PublishedNotice:
         """Seal and publish one notice to everyone the policy allows (or the named subset).
 
@@ -299,6 +300,7 @@ class NodePublisher:
             index_tokens=tuple(index_tokens),
             suite=suite,
             priority=priority,
+            attachments=tuple(attachments),
         )
         return (await self.publish_many([draft]))[0]
 
@@ -402,6 +404,7 @@ class NodePublisher:
         )
         if d.evaluation is not None:
             header.evaluation.source, header.evaluation.information = d.evaluation
+        header.attachments.extend(d.attachments)  # + evidence: signed with the header
         if d.restrictions is not None:  # signed, so that recipients can hold it themselves
             header.embargo_until_ms = d.restrictions.embargo_until_ms
         return header

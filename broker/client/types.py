@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.core import lifecycle
-from broker.v1 import agency_pb2, notice_pb2
+from broker.v1 import agency_pb2, evidence_pb2, notice_pb2
 
 __all__ = [
     "Draft",
@@ -70,6 +70,9 @@ class Draft:
     index_tokens: tuple[bytes, ...] = ()
     suite: str | None = None  # classical | hybrid | auto; None: NodeConfig.suite
     priority: int = 0  # + judicial: notice_pb2.PRIORITY_NORMAL or PRIORITY_URGENT (signed)
+    # + evidence: descriptors of sealed attachments (broker.client.attachments seals them);
+    # each names one of `sections`, whose content is its AttachmentKey
+    attachments: tuple[evidence_pb2.AttachmentDescriptor, ...] = ()
 
 
 @dataclass(frozen=True)

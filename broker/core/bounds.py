@@ -136,6 +136,16 @@ FIELDS: Mapping[str, Bound] = MappingProxyType(
         "broker.v1.GetDecisionRecordsRequest.notices": Bound(max_items=256),
         "broker.v1.NoticeRef.notice_id": _UUID,
         "broker.v1.AddCosignatureRequest.signature_line": Bound(max_bytes=512, text=True),
+        # + evidence: attachments and custody (evidence.proto); a chunk is at most 4 MiB
+        # of plaintext plus secretstream's 17 bytes
+        "broker.v1.NoticeHeader.attachments": Bound(max_items=8, unique="section"),
+        "broker.v1.AttachmentRef.notice_id": _UUID,
+        "broker.v1.UploadChunk.ciphertext": Bound(max_bytes=4 * 1024 * 1024 + 17),
+        "broker.v1.DownloadChunk.ciphertext": Bound(max_bytes=4 * 1024 * 1024 + 17),
+        "broker.v1.AttachmentKey.notice_id": _UUID,
+        "broker.v1.CustodyRecord.notice_id": _UUID,
+        "broker.v1.CustodyRecord.note": _FREE,
+        "broker.v1.SignedCustody.record": Bound(max_bytes=4096),
     }
 )
 

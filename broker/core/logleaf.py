@@ -53,6 +53,7 @@ KINDS = (
     LOOKUP,
     REQUEST_STEP,
 )
+CUSTODY = "custody"  # + evidence: CustodyRecorded (broker/core/custody.py builds it)
 
 DENIED_BY_POLICY = "denied by the policy"
 NOT_SEALED = "not sealed for it by the originator"
@@ -130,6 +131,9 @@ def index_of(leaf: audit_pb2.LogLeaf) -> LeafIndex:
     if kind == REQUEST_STEP:  # + judicial: both parties see every step of their request
         st = leaf.request_step
         return LeafIndex(kind, st.notice_id, 0, st.issuer, st.executor)
+    if kind == CUSTODY:  # + evidence: the originator's notice; the agency that acted sees it
+        c = leaf.custody
+        return LeafIndex(kind, c.notice_id, c.version, c.originator, c.agency)
     return LeafIndex(kind)  # policy and registry: auditors only
 
 
@@ -563,6 +567,9 @@ def describe(leaf: audit_pb2.LogLeaf) -> str:
             f"request {st.notice_id} ({st.kind}): {st.step} by {st.actor} at "
             f"{st.signed_at_ms}{grounds} -> {st.state}{due}"
         )
+    if kind == CUSTODY:
+        c = leaf.custody
+        return f"custody {c.notice_id} v{c.version} {c.section} #{c.seq}: {c.action} by {c.agency}"
     e = leaf.lifecycle
     return f"{e.kind} {e.notice_id} v{e.version} to {e.recipient}: {e.detail}"
 

@@ -35,6 +35,8 @@ from broker.server import metrics
 from broker.server.admin_service import AdminService
 from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # transparency log
 from broker.server.checkpoints import Checkpointer  # transparency log
+from broker.server.evidence import SERVICE_NAME as EVIDENCE_SERVICE_NAME
+from broker.server.evidence import EvidenceService  # + evidence: attachments, custody
 from broker.server.replicas import (
     POLICY,
     REGISTRY,
@@ -387,15 +389,18 @@ class BrokerApp:
                 ("grpc.so_reuseport", 0),
             ]
         )
+        self.evidence = EvidenceService(self)  # + evidence: attachments and custody
         server.add_generic_rpc_handlers(
             (
                 AgencyService(self).handler(),
                 AdminService(self).handler(),
                 AuditService(self).handler(),  # transparency log
+                self.evidence.handler(),  # + evidence: attachments and custody
             )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [SERVICE_NAME, ADMIN_SERVICE_NAME, AUDIT_SERVICE_NAME, health.SERVICE_NAME]
+        names.append(EVIDENCE_SERVICE_NAME)
         if self.config.reflection:
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
@@ -421,6 +426,7 @@ class BrokerApp:
         self._tasks.append(asyncio.create_task(self._expire_loop()))
         self._tasks.append(self.checkpoints.start())  # transparency log; cancelled in stop()
         self._tasks.append(self.revocations.start())  # watches the CA's revocation list
+        self._tasks.append(asyncio.create_task(self.evidence.sweep_loop()))  # + evidence
         log.info(
             "broker serving",
             extra={

@@ -29,7 +29,7 @@ from broker.errors import (
     Unauthenticated,
     Unavailable,
 )
-from broker.server import lookup, metrics
+from broker.server import evidence, lookup, metrics
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
@@ -259,6 +259,10 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
             seen.add(key)
             try:  # + lookups: the tokens the signed header commits to
                 indexes[key] = lookup.index_of_envelope(header, e)
+                # + evidence: attachment descriptors bound to sealed sections, within limits
+                evidence.check_publish(
+                    header, set(accepted.checked.sections), app.config.attachments.max_bytes
+                )
             except BrokerError as exc:
                 prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
                 raise type(exc)(f"{prefix}{exc}") from exc

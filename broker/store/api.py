@@ -21,6 +21,7 @@ from broker.v1 import audit_pb2
 
 if TYPE_CHECKING:  # the console's views (broker/store/console_reads.py)
     from broker.store.console_reads import QueueSnapshot
+    from broker.store.custody import CustodyRow  # + evidence
     from broker.store.requests import RequestRow
 
 # Delivery states, as stored.
@@ -581,3 +582,22 @@ class Store(Transactional, Protocol):
     ) -> tuple[list[StoredCheckpoint], int]: ...
 
     def queue_snapshot(self, now_ms: int, limit: int) -> QueueSnapshot: ...
+
+    # -- + evidence: attachments' notices and chains of custody (broker/store/custody.py) ---
+    def envelope_at(self, notice_id: str, version: int) -> bytes: ...
+
+    def deliveries_of(self, notice_id: str, version: int) -> list[tuple[str, str, str, int]]: ...
+
+    def custody_chain(self, notice_id: str, version: int, section: str) -> list[CustodyRow]: ...
+
+    def append_custody(
+        self,
+        notice_id: str,
+        version: int,
+        section: str,
+        seq: int,
+        record: bytes,
+        signature: bytes,
+        record_digest: bytes,
+        leaf: audit_pb2.LogLeaf,
+    ) -> int: ...

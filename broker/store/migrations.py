@@ -303,4 +303,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX deliveries_queue_priority ON deliveries (recipient, state, priority DESC, seq);
     """,
+    # + evidence: chains of custody of sealed attachments (broker/store/custody.py)
+    """
+    CREATE TABLE custody (
+        notice_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        section TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        record_digest BLOB NOT NULL,
+        log_index INTEGER NOT NULL,
+        PRIMARY KEY (notice_id, version, section, seq)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -313,4 +313,18 @@ PG_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX deliveries_queue_priority ON deliveries (recipient, state, priority DESC, seq);
     """,
+    # + evidence: chains of custody of sealed attachments (broker/store/custody.py)
+    """
+    CREATE TABLE custody (
+        notice_id TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL,
+        section TEXT COLLATE "C" NOT NULL,
+        seq BIGINT NOT NULL,
+        record BYTEA NOT NULL,
+        signature BYTEA NOT NULL,
+        record_digest BYTEA NOT NULL,
+        log_index BIGINT NOT NULL,
+        PRIMARY KEY (notice_id, version, section, seq)
+    );
+    """,
 )

@@ -46,6 +46,7 @@ from broker.store.api import (
     ReceiptRecord,
 )
 from broker.store.console_reads import ConsoleReadsMixin
+from broker.store.custody import CustodyStoreMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.lookup import LookupStoreMixin
 from broker.store.migrations import MIGRATIONS
@@ -99,6 +100,7 @@ class SqlStore(
     ConsoleReadsMixin,
     LookupStoreMixin,  # + lookups (lookup.py)
     RequestStoreMixin,  # + judicial (requests.py)
+    CustodyStoreMixin,  # + evidence: chains of custody (custody.py)
 ):  # + transparency log (tlog.py), console views (console_reads.py)
     """The store over one connection; a backend adds transactions and migrations."""
 

@@ -11,6 +11,7 @@ Leaf bytes are the deterministic serialization of LogLeaf; verifiers hash
 the bytes they were given, then parse (sign and hash bytes, not objects).
 """
 
+from broker.v1 import evidence_pb2 as _evidence_pb2
 from broker.v1 import lookup_pb2 as _lookup_pb2
 from broker.v1 import notice_pb2 as _notice_pb2
 from broker.v1 import requests_pb2 as _requests_pb2
@@ -52,6 +53,7 @@ class LogLeaf(_message.Message):
     REVOKED_FIELD_NUMBER: _builtins.int
     LOOKUP_FIELD_NUMBER: _builtins.int
     REQUEST_STEP_FIELD_NUMBER: _builtins.int
+    CUSTODY_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     logged_at_ms: _builtins.int
@@ -84,6 +86,10 @@ class LogLeaf(_message.Message):
     def request_step(self) -> _requests_pb2.RequestStepLogged:
         """+ judicial (requests.proto)"""
 
+    @_builtins.property
+    def custody(self) -> _evidence_pb2.CustodyRecorded:
+        """+ evidence (evidence.proto)"""
+
     def __init__(
         self,
         *,
@@ -101,12 +107,13 @@ class LogLeaf(_message.Message):
         revoked: Global___PartyRevoked | None = ...,
         lookup: _lookup_pb2.LookupPerformed | None = ...,
         request_step: _requests_pb2.RequestStepLogged | None = ...,
+        custody: _evidence_pb2.CustodyRecorded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "request_step", b"request_step", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custody", b"custody", "decision", b"decision", "entry", b"entry", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "request_step", b"request_step", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry", b"entry", "format", b"format", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "request_step", b"request_step", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custody", b"custody", "decision", b"decision", "entry", b"entry", "format", b"format", "forwarded", b"forwarded", "lifecycle", b"lifecycle", "logged_at_ms", b"logged_at_ms", "lookup", b"lookup", "notice", b"notice", "policy_activated", b"policy_activated", "receipt", b"receipt", "registry_change", b"registry_change", "request_step", b"request_step", "restrictions", b"restrictions", "revoked", b"revoked", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle", "forwarded", "restrictions", "revoked", "lookup", "request_step"]  # noqa: Y015
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["notice", "decision", "receipt", "withheld", "policy_activated", "registry_change", "lifecycle", "forwarded", "restrictions", "revoked", "lookup", "request_step", "custody"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
 

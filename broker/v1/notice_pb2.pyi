@@ -5,6 +5,7 @@ Sealed notice wire format. Signed structures travel as the exact bytes that
 were signed (header_bytes beside signature); receivers verify, then parse.
 """
 
+from broker.v1 import evidence_pb2 as _evidence_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -343,6 +344,7 @@ class NoticeHeader(_message.Message):
     CHECKPOINT_ROOT_FIELD_NUMBER: _builtins.int
     LOOKUP_DIGEST_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     notice_id: _builtins.str
@@ -398,6 +400,10 @@ class NoticeHeader(_message.Message):
 
     @_builtins.property
     def evaluation(self) -> Global___Evaluation: ...
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[_evidence_pb2.AttachmentDescriptor]:
+        """+ evidence (evidence.proto): the sealed attachments, each bound to one of its sections."""
+
     def __init__(
         self,
         *,
@@ -425,10 +431,11 @@ class NoticeHeader(_message.Message):
         checkpoint_root: _builtins.bytes = ...,
         lookup_digest: _builtins.bytes = ...,
         priority: Global___Priority.ValueType = ...,
+        attachments: _abc.Iterable[_evidence_pb2.AttachmentDescriptor] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "embargo_until_ms", b"embargo_until_ms", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "lookup_digest", b"lookup_digest", "notice_id", b"notice_id", "originator", b"originator", "priority", b"priority", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "checkpoint_root", b"checkpoint_root", "checkpoint_size", b"checkpoint_size", "created_at_ms", b"created_at_ms", "data_subject", b"data_subject", "embargo_until_ms", b"embargo_until_ms", "evaluation", b"evaluation", "expires_at_ms", b"expires_at_ms", "format", b"format", "handling_codes", b"handling_codes", "in_reply_to", b"in_reply_to", "kind", b"kind", "lookup_digest", b"lookup_digest", "notice_id", b"notice_id", "originator", b"originator", "priority", b"priority", "purpose", b"purpose", "respond_by_ms", b"respond_by_ms", "restrictions_digest", b"restrictions_digest", "sections_root", b"sections_root", "sections_tree_size", b"sections_tree_size", "tlp", b"tlp", "version", b"version", "wraps_root", b"wraps_root", "wraps_tree_size", b"wraps_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

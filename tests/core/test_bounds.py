@@ -12,11 +12,11 @@ from hypothesis import given, settings
 
 from broker.core import bounds
 from broker.core.bounds import INT64_MAX, BoundsError
-from broker.v1 import admin_pb2, agency_pb2, audit_pb2, notice_pb2
+from broker.v1 import admin_pb2, agency_pb2, audit_pb2, evidence_pb2, notice_pb2
 
 from ..fuzz.strategies import REQUEST_TYPES, SIGNED_TYPES, messages
 
-FILES = (notice_pb2, agency_pb2, admin_pb2, audit_pb2)
+FILES = (notice_pb2, agency_pb2, admin_pb2, audit_pb2, evidence_pb2)  # + evidence
 UUID = "123e4567-e89b-42d3-a456-426614174000"
 
 

@@ -17,12 +17,13 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import strategies as st
 
 from broker.core import bounds
-from broker.v1 import admin_pb2, agency_pb2, audit_pb2, notice_pb2
+from broker.v1 import admin_pb2, agency_pb2, audit_pb2, evidence_pb2, notice_pb2
 
 SERVICES = (
     agency_pb2.DESCRIPTOR.services_by_name["AgencyService"],
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    evidence_pb2.DESCRIPTOR.services_by_name["EvidenceService"],  # + evidence
 )
 # Every RPC's request type, from the service descriptors (a new RPC is covered at once).
 REQUEST_TYPES: tuple[type[Message], ...] = tuple(
@@ -44,6 +45,8 @@ SIGNED_TYPES: tuple[type[Message], ...] = (
     agency_pb2.RestrictionUpdate,
     admin_pb2.PolicyActivation,
     admin_pb2.AgencyEntry,
+    evidence_pb2.CustodyRecord,  # + evidence
+    evidence_pb2.AttachmentKey,
 )
 
 UUID = "123e4567-e89b-42d3-a456-426614174000"

@@ -45,11 +45,11 @@ from broker.sandbox import (
     provision,
 )
 from broker.server.app import BrokerApp
-from broker.v1 import admin_pb2, agency_pb2, audit_pb2, notice_pb2
+from broker.v1 import admin_pb2, agency_pb2, audit_pb2, evidence_pb2, notice_pb2
 
 from .. import matrices
 from ..fuzz.strategies import SERVICES
-from .helpers import red_header, seal
+from .helpers import RED_SECTIONS, red_header, seal
 from .test_bad_input import sign_entry
 
 pytestmark = pytest.mark.integration
@@ -92,6 +92,9 @@ class World:
     sequence: int = 0
     rotated: bool = False
     leased: bool = False
+    # + evidence: a notice FR-NCB sent DE-BKA with an uploaded attachment in "photos"
+    attachment: evidence_pb2.AttachmentRef = field(default_factory=evidence_pb2.AttachmentRef)
+    attachment_digests: tuple[bytes, bytes] = (b"", b"")  # (chunks_root, header digest)
 
     def seed(self, agency: str) -> bytes:
         if agency not in self.seeds:
@@ -362,6 +365,99 @@ async def add_cosignature(w: World, as_id: str) -> bytes:
     return audit_pb2.AddCosignatureRequest(size=cp.size, signature_line=line).SerializeToString()
 
 
+# + evidence: attachments and custody -----------------------------------------------------------
+
+
+async def _attachment_fixture(w: World) -> None:
+    """FR-NCB seals a small file in "photos" for DE-BKA, publishes, uploads it and signs the
+    first custody link."""
+    from broker.client.attachments import seal_file
+
+    source = w.root / "evidence.bin"
+    source.write_bytes(bytes(range(256)) * 16)
+    header = red_header(OWNER)
+    sealed = seal_file(
+        source,
+        w.root / "evidence.ct",
+        notice_id=header.notice_id,
+        version=1,
+        originator=OWNER,
+        section="photos",
+        chunk_size=1024,
+    )
+    header.attachments.append(sealed.descriptor)
+    sections = {**RED_SECTIONS, "photos": sealed.key.SerializeToString()}
+    envelope = seal(w.keys, header, {RECIPIENT: POLICE | {"photos"}}, sections)
+    digest = es.header_digest(envelope.header.header_bytes)
+    await w.unary(
+        "own",
+        "broker.v1.AgencyService/Publish",
+        agency_pb2.PublishRequest(envelopes=[envelope]).SerializeToString(),
+    )
+    w.attachment = evidence_pb2.AttachmentRef(
+        notice_id=header.notice_id, version=1, section="photos"
+    )
+    w.attachment_digests = (sealed.descriptor.chunks_root, digest)
+    data = sealed.ciphertext.read_bytes()
+    size = 1024 + 17
+    chunks = [
+        evidence_pb2.UploadChunk(
+            ref=w.attachment, index=i, ciphertext=data[i * size : (i + 1) * size]
+        ).SerializeToString()
+        for i in range(sealed.descriptor.chunk_count)
+    ]
+    upload = w.channels["own"].stream_unary("/broker.v1.EvidenceService/UploadAttachment")
+    await upload(iter(chunks), timeout=30)
+    await w.unary("own", "broker.v1.EvidenceService/AppendCustody", _custody(w, OWNER, 0))
+
+
+def _custody(w: World, as_id: str, seq: int, previous: bytes = b"") -> bytes:
+    from broker.core import custody
+
+    ref = w.attachment
+    record = evidence_pb2.CustodyRecord(
+        notice_id=ref.notice_id,
+        version=ref.version,
+        section=ref.section,
+        evidence_digest=w.attachment_digests[0],
+        header_digest=w.attachment_digests[1],
+        seq=seq,
+        previous_digest=previous
+        or custody.genesis(ref.notice_id, ref.version, ref.section, w.attachment_digests[0]),
+        agency=as_id,
+        action=evidence_pb2.CUSTODY_SEALED if seq == 0 else evidence_pb2.CUSTODY_FORWARDED,
+        at_ms=time.time_ns() // 1_000_000,
+        note="matrix",
+    )
+    return custody.sign_record(record, w.seed(as_id)).SerializeToString()
+
+
+async def upload_attachment(w: World, as_id: str) -> bytes:
+    return evidence_pb2.UploadChunk(
+        ref=w.attachment, index=0, ciphertext=bytes(1024 + 17)
+    ).SerializeToString()
+
+
+async def attachment_ref(w: World, as_id: str) -> bytes:
+    return w.attachment.SerializeToString()
+
+
+async def download_attachment(w: World, as_id: str) -> bytes:
+    return evidence_pb2.DownloadRequest(ref=w.attachment).SerializeToString()
+
+
+async def append_custody(w: World, as_id: str) -> bytes:
+    from broker.core import custody
+
+    chain = evidence_pb2.CustodyChain.FromString(
+        await w.unary(
+            "own", "broker.v1.EvidenceService/GetCustody", w.attachment.SerializeToString()
+        )
+    )
+    last = chain.entries[-1].signed.record
+    return _custody(w, as_id, len(chain.entries), custody.record_digest(last))
+
+
 # -- what an OK reveals of the owner's data ----------------------------------------------------
 
 
@@ -389,6 +485,8 @@ class Rpc:
     other_sends_owners: bool = False  # "another agency" sends the owner's bytes, not its own
     reveals: Callable[[World, bytes], bool] | None = None
     stream: bool = False
+    client_stream: bool = False  # + evidence: stream-unary (one message)
+    server_stream: bool = False  # + evidence: unary-stream
 
 
 RPCS: dict[str, Rpc] = {
@@ -427,6 +525,12 @@ RPCS: dict[str, Rpc] = {
     "AuditService/ListCheckpoints": Rpc(empty),
     "AuditService/GetQueues": Rpc(empty),
     "AgencyService/ListRequests": Rpc(empty),  # + judicial: only the caller's own requests
+    # + evidence
+    "EvidenceService/UploadAttachment": Rpc(upload_attachment, client_stream=True),
+    "EvidenceService/GetAttachmentStatus": Rpc(attachment_ref),
+    "EvidenceService/DownloadAttachment": Rpc(download_attachment, server_stream=True),
+    "EvidenceService/AppendCustody": Rpc(append_custody),
+    "EvidenceService/GetCustody": Rpc(attachment_ref),
 }
 
 # -- what each cell must be ------------------------------------------------------------------
@@ -471,6 +575,12 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "AuditService/ListCheckpoints": _row(OK, OK, D, OK, OK, OK),
     "AuditService/GetQueues": _row(D, D, D, OK, D, D),
     "AgencyService/ListRequests": _row(OK, OK, D, D, OK, D),
+    # + evidence: the originator; recipients of the section; auditors read custody
+    "EvidenceService/UploadAttachment": _row(OK, D, D, D, D, D),
+    "EvidenceService/GetAttachmentStatus": _row(OK, D, D, D, D, D),
+    "EvidenceService/DownloadAttachment": _row(OK, D, D, D, D, D),
+    "EvidenceService/AppendCustody": _row(OK, D, D, D, D, D),
+    "EvidenceService/GetCustody": _row(OK, D, D, OK, D, D),
 }
 
 
@@ -500,7 +610,16 @@ async def call(world: World, name: str, column: str) -> str:
             async for _ in stream:
                 pass
             return OK
-        reply = await world.unary(column, method, data)
+        if rpc.client_stream:  # + evidence
+            reply = await world.channels[column].stream_unary("/" + method)(
+                iter([data]), timeout=30
+            )
+        elif rpc.server_stream:
+            async for _ in world.channels[column].unary_stream("/" + method)(data, timeout=30):
+                pass
+            return OK
+        else:
+            reply = await world.unary(column, method, data)
     except grpc.aio.AioRpcError as exc:
         return exc.code().name
     if rpc.reveals is not None and not rpc.reveals(world, reply):
@@ -558,6 +677,9 @@ async def test_authorisation_matrix(tmp_path: Path) -> None:
         await channel.unary_unary("/broker.v1.AgencyService/Publish")(
             agency_pb2.PublishRequest(envelopes=[envelope]).SerializeToString(), timeout=30
         )
+        world.channels["own"] = channel
+        await _attachment_fixture(world)  # + evidence
+        del world.channels["own"]
         await channel.close()
     finally:
         await app.stop(grace=0.5)

@@ -26,7 +26,7 @@ from broker.core import activation, lifecycle, receipts, relay
 from broker.core import envelope_suite as es
 from broker.core.identity import Party
 from broker.sandbox import ADMIN_ID, REPO_POLICIES
-from broker.v1 import admin_pb2, agency_pb2, audit_pb2, notice_pb2, requests_pb2
+from broker.v1 import admin_pb2, agency_pb2, audit_pb2, evidence_pb2, notice_pb2, requests_pb2
 
 from .. import matrices
 from .conftest import Running
@@ -227,6 +227,7 @@ def _frame(data: bytes) -> bytes:  # several stream messages in one byte string
 A = "broker.v1.AgencyService/"
 AD = "broker.v1.AdminService/"
 AU = "broker.v1.AuditService/"
+EV = "broker.v1.EvidenceService/"  # + evidence
 INVALID, EXHAUSTED, OK = "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "OK"
 
 CASES = [
@@ -576,6 +577,71 @@ CASES = [
         _msg(admin_pb2.SetAgencyStatusRequest(reason="r" * 2048)),
         INVALID,
         "reason is 2048 bytes",
+    ),
+    # + evidence: attachments and custody
+    Case(
+        "attachment of notice ../../etc/passwd",
+        EV + "GetAttachmentStatus",
+        FR,
+        _msg(evidence_pb2.AttachmentRef(notice_id="../../etc/passwd", version=1, section="photos")),
+        INVALID,
+        "is not a lower-case UUID",
+    ),
+    Case(
+        "attachment of a notice never published",
+        EV + "GetAttachmentStatus",
+        FR,
+        _msg(evidence_pb2.AttachmentRef(notice_id=NOTICE, version=1, section="photos")),
+        "NOT_FOUND",
+        "no notice",
+    ),
+    Case(
+        "attachment version 0",
+        EV + "DownloadAttachment",
+        FR,
+        _msg(
+            evidence_pb2.DownloadRequest(
+                ref=evidence_pb2.AttachmentRef(notice_id=NOTICE, version=0, section="photos")
+            )
+        ),
+        INVALID,
+        "ref.version must be 1 or more",
+    ),
+    Case(
+        "an upload chunk of 5 MiB",
+        EV + "UploadAttachment",
+        FR,
+        _msg(
+            evidence_pb2.UploadChunk(
+                ref=evidence_pb2.AttachmentRef(notice_id=NOTICE, version=1, section="photos"),
+                ciphertext=bytes(5 * 1024 * 1024),
+            )
+        ),
+        INVALID,
+        "ciphertext is 5242880 bytes",
+    ),
+    Case(
+        "a custody record that is not protobuf",
+        EV + "AppendCustody",
+        FR,
+        _msg(evidence_pb2.SignedCustody(record=b"\xff\xff", signature=bytes(64))),
+        INVALID,
+        "not a valid broker.v1.CustodyRecord",
+    ),
+    Case(
+        "a custody record in another agency's name",
+        EV + "AppendCustody",
+        FR,
+        _msg(
+            evidence_pb2.SignedCustody(
+                record=evidence_pb2.CustodyRecord(
+                    notice_id=NOTICE, version=1, section="photos", agency="DE-BKA"
+                ).SerializeToString(),
+                signature=bytes(64),
+            )
+        ),
+        "PERMISSION_DENIED",
+        "a custody record by",
     ),
 ]
 

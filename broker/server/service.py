@@ -27,7 +27,7 @@ from broker.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from broker.server import lookup, metrics
+from broker.server import lookup, metrics, oplog
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
@@ -326,6 +326,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
             return outcomes
 
         outcomes = await self.app.runner.call(write)
+        records = {(r.notice_id, r.version): r for r, _plans in items}
         for agency_id in told:
             self.app.wake(agency_id)
         resp = agency_pb2.PublishResponse(directory_digest=registry_key)
@@ -343,6 +344,21 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                 metrics.DUPLICATES.inc()
             else:
                 metrics.PUBLISHED.inc()
+                record = records[(o.notice_id, o.version)]
+                # Withheld at publish: addressed recipients the policy refused sections.
+                withheld = len({recipient for recipient, _s, _r in record.refused})
+                metrics.WITHHELD.inc(withheld)
+                oplog.published(
+                    o.notice_id,
+                    o.version,
+                    me,
+                    record.kind,
+                    o.header_digest,
+                    o.recipients,
+                    withheld,
+                    o.log_index,
+                    o.policy_version,
+                )
                 for r in o.recipients:
                     self.app.wake(r)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -408,6 +424,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                     continue
                 if not d.cut:  # stored before deliveries were cut at publish (migration 5)
                     out.append(self._legacy_delivery(me, d, envelope, checked))
+                    oplog.delivery(oplog.SENT, d.notice_id, d.version, me, attempt=d.attempt)
                     continue
                 obligations = delivery.encode_obligations(checked)
             out.append(
@@ -421,6 +438,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                     obligations=obligations,
                 )
             )
+            oplog.delivery(oplog.SENT, d.notice_id, d.version, me, attempt=d.attempt)
         return out
 
     def _legacy_delivery(
@@ -506,6 +524,9 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
             # A new stream takes over: whatever a previous stream left in flight is
             # redelivered now (or dead-lettered if out of attempts).
             for ev in await self.app.runner.call(partial(_release, me, limits.max_attempts)):
+                if ev.kind == "dead_lettered":
+                    metrics.DEAD_LETTERS.inc()
+                oplog.delivery(ev.kind, ev.notice_id, ev.version, ev.recipient)
                 self.app.wake(ev.agency)
             for ev in await self.app.runner.call(
                 lambda s: s.release_controls(me, now_ms(), limits.max_attempts)

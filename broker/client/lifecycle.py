@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from broker import pki
+from broker.client import plain
 from broker.client.sent import Act, ActLog
 from broker.client.types import PublishedNotice, ReceivedNotice, now_ms
 from broker.core import lifecycle
@@ -52,7 +53,7 @@ class NodeLifecycle:
     # -- lifecycle ------------------------------------------------------------------------
     async def act(
         self: _Node,
-        kind: notice_pb2.LifecycleKind.ValueType,
+        kind: str | int,
         notice_id: str,
         *,
         reason: str = "",
@@ -60,12 +61,13 @@ class NodeLifecycle:
         target: str = "",
         action_id: str | None = None,
     ) -> agency_pb2.ActResponse:
-        """Sign and send a lifecycle action; safe to retry (the action id is its key)."""
+        """Sign and send a lifecycle action ("suspend", "withdraw" ... or its protobuf
+        number); safe to retry (the action id is its key)."""
         action = notice_pb2.LifecycleAction(
             action_id=action_id or str(uuid.uuid4()),
             notice_id=notice_id,
             actor=self.me,
-            kind=kind,
+            kind=plain.lifecycle_kind(kind),
             reason=reason,
             until_ms=until_ms,
             at_ms=now_ms(),
@@ -144,7 +146,7 @@ class NodeLifecycle:
         self: _Node,
         kind: str,
         in_reply_to: ReceivedNotice | str,
-        sections: Mapping[str, bytes],
+        sections: Mapping[str, bytes | str],
         *,
         to: str | None = None,
         respond_within_ms: int = 0,

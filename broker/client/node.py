@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
 from broker.client.audit import load_trust
+from broker.client.errors import TypedErrors
 from broker.client.findings import Finding, FindingHandler, FindingLog
 from broker.client.inbox import Inbox
 from broker.client.intake import NodeIntake
@@ -36,6 +37,7 @@ from broker.client.memory import TrustMemory
 from broker.client.publisher import NodePublisher
 from broker.client.sent import ActLog, SentLog
 from broker.client.statedb import open_state
+from broker.client.stream import NodeStream
 from broker.client.target import channel_target
 from broker.client.types import (
     Draft,
@@ -84,7 +86,7 @@ FATAL = {
 }
 
 
-class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
+class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeStream):
     """An agency's connection to the broker. Use `async with AgencyNode(config) as node`."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -119,6 +121,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", int(config.reconnect_max_s * 1000)),
             ],
+            interceptors=[TypedErrors()],  # refusals raise broker.client.errors types
         )
         self.stub = agency_pb2_grpc.AgencyServiceStub(self.channel)
         self.audit_stub = audit_pb2_grpc.AuditServiceStub(self.channel)
@@ -155,6 +158,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle):
         await self.close()
 
     async def close(self) -> None:
+        await self.close_notice_streams()  # `async for` loops left early (stream.py)
         await self.channel.close()
         self.inbox.close()
 

@@ -26,6 +26,7 @@ from broker.errors import (
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
+    prefixed,
 )
 from broker.server import lookup, metrics, oplog
 from broker.server.audit_service import checkpoint_message
@@ -246,8 +247,9 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                     [(p.recipient, p.sections, p.obligations) for p in accepted.plans],
                 )
             except BrokerError as exc:
-                prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
-                raise type(exc)(f"{prefix}{exc}") from exc
+                if len(req.envelopes) == 1:
+                    raise
+                raise prefixed(exc, f"envelope {i}: ") from exc
             key = (header.notice_id, header.version)
             if key in seen:
                 raise InvalidArgument(f"envelope {i}: notice {key[0]} v{key[1]} appears twice")
@@ -255,8 +257,9 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
             try:  # + lookups: the tokens the signed header commits to
                 indexes[key] = lookup.index_of_envelope(header, e)
             except BrokerError as exc:
-                prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
-                raise type(exc)(f"{prefix}{exc}") from exc
+                if len(req.envelopes) == 1:
+                    raise
+                raise prefixed(exc, f"envelope {i}: ") from exc
             record = NoticeRecord(
                 notice_id=header.notice_id,
                 version=header.version,

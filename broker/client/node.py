@@ -154,11 +154,12 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeStr
     async def __aenter__(self) -> AgencyNode:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, kind: object, *exc: object) -> None:
+        await self.close_notice_streams(handled=kind is None)  # `async for` left early
         await self.close()
 
     async def close(self) -> None:
-        await self.close_notice_streams()  # `async for` loops left early (stream.py)
+        await self.close_notice_streams()  # stream.py
         await self.channel.close()
         self.inbox.close()
 

@@ -6,12 +6,12 @@
 
 Built on `listen`: the node verifies and opens each delivery, keeps it in its inbox, and
 signs the receipt once the notice is handled. A notice counts as handled when the loop
-asks for the next one. Leaving the loop (break, return, an exception) leaves the notice
-the loop was on unhandled: listening stops when the stream is closed (`aclose()`, the end
-of ``async with node.notices() as notices``, or the node's own close), and that notice
-is handed again at the next start, with any that reached the node in the same batch as
-it (at least once, never lost: an application that must not act twice keeps the
-(notice_id, version) pairs it acted on).
+asks for the next one, or leaves normally (``break``, ``return``, `stop` set): the stream
+then stops listening once the receipt is sent. When the loop ends by an exception (seen
+by ``async with node.notices() as notices`` or ``async with AgencyNode(...)``), the
+notice it was on stays unhandled and is handed again at the next start, with any that
+reached the node in the same batch (at least once, never lost: an application that must
+not act twice keeps the (notice_id, version) pairs it acted on).
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ class _Listener(Protocol):
     async def listen(self, handler: Handler, *, stop: asyncio.Event) -> ListenStats: ...
 
 
+class _Closed(Exception):
+    """Raised in the listener's handler once the stream is closed: what it was handing
+    stays unhandled in the inbox (handed again at the next start)."""
+
+
+CLOSE_WAIT_S = 10.0  # how long a closing stream lets the listener send its receipts
+
+
 class NoticeStream:
     """An async iterator (and async context manager) over the notices a node receives."""
 
@@ -40,6 +48,8 @@ class NoticeStream:
         self._closed = False
 
     async def _handler(self, notice: ReceivedNotice) -> None:
+        if self._closed:
+            raise _Closed
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._handed.put((notice, done))
         await done  # the loop asked for the next one: handled, receipt it
@@ -55,12 +65,11 @@ class NoticeStream:
             raise StopAsyncIteration
         if self._listening is None:
             self._listening = asyncio.create_task(self._node.listen(self._handler, stop=self._stop))
+        listening = self._listening
         taking = asyncio.create_task(self._handed.get())
         stopping = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait(
-                {taking, self._listening, stopping}, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({taking, listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
             if not taking.done():
@@ -68,34 +77,47 @@ class NoticeStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await taking
         if taking.cancelled():
-            listening = self._listening
             await self.aclose()
             if listening.done() and not listening.cancelled():
-                listening.result()  # raises what ended the listener
+                error = listening.exception()
+                if error is not None and not isinstance(error, _Closed):
+                    raise error  # what ended the listener (a revoked certificate ...)
             raise StopAsyncIteration
         notice, self._current = taking.result()
         return notice
 
-    async def aclose(self) -> None:
-        """Stop listening; a notice handed but not moved past stays unhandled."""
+    async def aclose(self, *, handled: bool = True) -> None:
+        """Stop listening. The notice the loop is on counts as handled (and is receipted)
+        unless `handled` is False (the loop failed on it)."""
         if self._closed:
             return
         self._closed = True
         self._on_close(self)
+        current, self._current = self._current, None
+        if current is not None:
+            if handled:
+                current.set_result(None)
+            else:
+                current.set_exception(_Closed())
+        while not self._handed.empty():  # handed but never taken: not handled
+            _notice, done = self._handed.get_nowait()
+            done.set_exception(_Closed())
+        self._stop.set()
         task, self._listening = self._listening, None
-        if task is not None and not task.done():
+        if task is None:
+            return
+        await asyncio.wait({task}, timeout=CLOSE_WAIT_S)
+        if not task.done():
             task.cancel()
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-            if not task.cancelled():
-                task.exception()  # retrieved: reported by __anext__ when it matters
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved; __anext__ reports one that matters
 
     async def __aenter__(self) -> NoticeStream:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    async def __aexit__(self, kind: object, *exc: object) -> None:
+        await self.aclose(handled=kind is None)
 
 
 class NodeStream:
@@ -116,7 +138,8 @@ class NodeStream:
         streams.add(stream)
         return stream
 
-    async def close_notice_streams(self) -> None:
-        """Close every stream still open (the node's close calls it)."""
+    async def close_notice_streams(self, *, handled: bool = True) -> None:
+        """Close every stream still open (the node's close calls it; `handled` False when
+        the node's ``async with`` ends by an exception)."""
         for stream in list(self._notice_streams()):
-            await stream.aclose()
+            await stream.aclose(handled=handled)

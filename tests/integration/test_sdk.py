@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import grpc
 import pytest
@@ -109,15 +110,39 @@ async def test_text_sections_plain_enums_and_an_async_iterator(broker: Running) 
     assert first.sections["identity"] == MISSING.encode("utf-8")
     assert first.sections["case_facts"] == b"last seen at the station"
     assert {n.notice_id for n in got} == {sent.notice_id, second.notice_id}
-    # The loop left on the second notice before asking for another: it was not handled,
-    # so the next start hands it again (at least once, never lost).
+    # Leaving the loop by `break` counts the notice it was on as handled: both receipted.
+    async with broker.node("FR-NCB") as fr:
+        for notice in got:
+            await wait_delivered(fr, notice.notice_id, "DE-BKA")
+        third = await fr.publish(
+            kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS
+        )
+    # A loop that fails on a notice leaves it unhandled: the next start hands it again.
+    async with broker.node("DE-BKA") as de:
+        with pytest.raises(RuntimeError, match="the application failed"):
+            async with de.notices() as stream:
+                async for notice in stream:
+                    assert notice.notice_id == third.notice_id
+                    raise RuntimeError("the application failed")
+    stop = asyncio.Event()
     again: list[str] = []
-    async with broker.node("DE-BKA") as de, de.notices() as stream:
-        async for notice in stream:
+    async with broker.node("DE-BKA") as de:
+        async for notice in de.notices(stop=stop):
             again.append(notice.notice_id)
-            if notice.notice_id == got[1].notice_id or len(again) == 2:
-                break
-    assert got[1].notice_id in again
+            stop.set()  # the loop ends when it asks for the next one
+    assert again == [third.notice_id]
+    async with broker.node("FR-NCB") as fr:
+        await wait_delivered(fr, third.notice_id, "DE-BKA")
+
+
+async def wait_delivered(node: Any, notice_id: str, recipient: str) -> None:
+    for _ in range(100):
+        status = await node.delivery_status(notice_id)
+        states = {r.recipient: r.state for r in status.recipients}
+        if states.get(recipient) == agency_pb2.DELIVERY_STATE_DELIVERED:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{notice_id} not delivered to {recipient}: {status}")
 
 
 async def test_bad_sections_and_enum_names_fail_before_anything_is_sent(broker: Running) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -190,3 +192,65 @@ async def test_a_taken_metrics_port_is_one_clear_error() -> None:
             await OpsPort.bind(f"127.0.0.1:{first.port}")
     finally:
         await first.close()
+
+
+async def test_a_broker_process_logs_text_lines_with_their_fields_and_serves_its_port(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    from broker.client.witness import run_witness
+    from broker.sandbox import WITNESS_ID, provision
+
+    from .test_crash import free_port, node, start_serve
+
+    text = deployment.config_file.read_text()
+    deployment.config_file.write_text(
+        text.replace("[server]\n", '[server]\nlog_format = "text"\n', 1)
+    )
+    port, mport = free_port(), free_port()
+    log = tmp_path / "broker.log"
+    proc = start_serve(deployment, port, log, metrics=f"127.0.0.1:{mport}")
+    try:
+        assert await fetch(mport, "/readyz") == (200, "ready\n")
+        await provision(deployment, f"127.0.0.1:{port}")
+        witness_stop = asyncio.Event()
+        witness = asyncio.create_task(
+            run_witness(
+                deployment.keys_dir,
+                WITNESS_ID,
+                f"127.0.0.1:{port}",
+                deployment.root / "witness.json",
+                stop=witness_stop,
+                interval_s=0.1,
+            )
+        )
+        try:
+            async with node(deployment, "FR-NCB", port) as fr:
+                sent = await fr.publish(
+                    kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS
+                )
+        finally:
+            witness_stop.set()
+            await witness
+        status, metrics_text = await fetch(mport, "/metrics")
+        assert status == 200 and metric(metrics_text, "broker_deliveries_pending") >= 1
+        assert (await fetch(mport, "/nothing"))[0] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    published = [line for line in lines if "event=notice.published" in line]
+    assert len(published) == 1, lines
+    line = published[0]
+    assert " INFO broker.ops: notice published " in line
+    for field in (
+        f"notice_id={sent.notice_id}",
+        "version=1",
+        "originator=FR-NCB",
+        "kind=interpol.red",
+        f"header_digest={sent.header_digest.hex()[:32]}",
+    ):
+        assert field in line, line
+    assert any("event=policy.activate" in x and "admin=registrar" in x for x in lines)
+    assert any("event=agency.update" in x for x in lines)  # provision signs the registry
+    assert not any(v.decode() in "\n".join(lines) for v in RED_SECTIONS.values())
+    assert not any(x.lstrip().startswith("{") for x in lines)  # text, not JSON

@@ -10,7 +10,8 @@ text written by an agency. broker/logs.py renders them as JSON or key=value text
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+
+from broker.store.api import NoticeRecord, PublishOutcome
 
 log = logging.getLogger("broker.ops")
 
@@ -22,35 +23,28 @@ REQUEUED = "requeued"
 DEAD_LETTERED = "dead_lettered"
 
 
-def published(
-    notice_id: str,
-    version: int,
-    originator: str,
-    kind: str,
-    header_digest: bytes,
-    recipients: Iterable[str],
-    withheld: int,
-    log_index: int,
-    policy_version: str,
-) -> None:
-    """A notice version was accepted and stored."""
-    to = sorted(recipients)
+def published(outcome: PublishOutcome, record: NoticeRecord) -> int:
+    """A notice version was accepted and stored; returns how many addressed recipients
+    the policy refused some section (withheld at publish)."""
+    to = sorted(outcome.recipients)
+    withheld = len({recipient for recipient, _section, _rules in record.refused})
     log.info(
         "notice published",
         extra={
             "event": "notice.published",
-            "notice_id": notice_id,
-            "version": version,
-            "originator": originator,
-            "kind": kind,
-            "header_digest": header_digest.hex()[:32],
+            "notice_id": outcome.notice_id,
+            "version": outcome.version,
+            "originator": record.originator,
+            "kind": record.kind,
+            "header_digest": outcome.header_digest.hex()[:32],
             "recipients": len(to),
             "to": ",".join(to),
             "withheld": withheld,
-            "log_index": log_index,
-            "policy_version": policy_version[:12],
+            "log_index": outcome.log_index,
+            "policy_version": outcome.policy_version[:12],
         },
     )
+    return withheld
 
 
 def delivery(state: str, notice_id: str, version: int, recipient: str, **more: object) -> None:

@@ -347,21 +347,8 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                 metrics.DUPLICATES.inc()
             else:
                 metrics.PUBLISHED.inc()
-                record = records[(o.notice_id, o.version)]
                 # Withheld at publish: addressed recipients the policy refused sections.
-                withheld = len({recipient for recipient, _s, _r in record.refused})
-                metrics.WITHHELD.inc(withheld)
-                oplog.published(
-                    o.notice_id,
-                    o.version,
-                    me,
-                    record.kind,
-                    o.header_digest,
-                    o.recipients,
-                    withheld,
-                    o.log_index,
-                    o.policy_version,
-                )
+                metrics.WITHHELD.inc(oplog.published(o, records[(o.notice_id, o.version)]))
                 for r in o.recipients:
                     self.app.wake(r)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)

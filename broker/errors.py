@@ -3,7 +3,8 @@
     BrokerError                 base: a reason a caller can act on
     ├── InvalidArgument         malformed or out-of-range input
     ├── Unauthenticated         no or unknown identity
-    ├── PermissionDenied        identity known, action not allowed (incl. policy refusals)
+    ├── PermissionDenied        identity known, action not allowed
+    │   └── PolicyRefused       the policy refused it: carries each rule and reason
     ├── NotFound
     ├── AlreadyExists           same id, different content (a replay that is not idempotent)
     ├── FailedPrecondition      state does not allow it (expired, revoked, stale)
@@ -15,6 +16,8 @@ is an internal error answered with fixed text.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # What the broker answers (status INTERNAL) for anything unexpected; details stay in its log.
 INTERNAL_TEXT = "internal error; the broker logged it"
@@ -34,6 +37,34 @@ class Unauthenticated(BrokerError):
 
 class PermissionDenied(BrokerError):
     pass
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refusal by the policy: who may not read which section, under which rules, why."""
+
+    recipient: str
+    section: str
+    rules: tuple[str, ...]
+    reason: str
+
+
+class PolicyRefused(PermissionDenied):
+    """The policy refused the request; `refusals` say for whom, which rules and why (the
+    broker sends them to the caller beside the status, broker/server/status.py)."""
+
+    def __init__(self, message: str, refusals: tuple[Refusal, ...] = ()) -> None:
+        super().__init__(message)
+        self.refusals = refusals
+
+
+def prefixed(exc: BrokerError, prefix: str) -> BrokerError:
+    """`exc` again with `prefix` before its message (a policy refusal keeps its refusals)."""
+    if not prefix:
+        return exc
+    if isinstance(exc, PolicyRefused):
+        return type(exc)(f"{prefix}{exc}", exc.refusals)
+    return type(exc)(f"{prefix}{exc}")
 
 
 class NotFound(BrokerError):

@@ -10,7 +10,19 @@ from broker.errors import BrokerError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import admin, audit, bench, console, demo, keys, lookup, node, serve, store
+    from broker.cli import (
+        admin,
+        audit,
+        backup,
+        bench,
+        console,
+        demo,
+        keys,
+        lookup,
+        node,
+        serve,
+        store,
+    )
 
     parser = argparse.ArgumentParser(
         prog="broker",
@@ -19,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.register(sub)
     store.register(sub)
+    backup.register(sub)  # `broker backup` and `broker restore`
     keys.register(sub)
     node.register(sub)
     admin.register(sub)

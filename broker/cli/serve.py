@@ -12,10 +12,13 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.config import ServerConfig, load_config
 from broker.logs import setup_logging
+
+if TYPE_CHECKING:
+    from broker.server.app import BrokerApp
 
 log = logging.getLogger("broker.server")
 
@@ -56,28 +59,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(config: ServerConfig, port_file: Path | None = None) -> int:
-    from broker.errors import FailedPrecondition
     from broker.server.app import BrokerApp
+    from broker.server.opsport import OpsPort
 
+    ops = None
     if config.metrics_listen:
-        # Bind the metrics port first: a port in use is a clear error, not a half-started broker.
-        from prometheus_client import start_http_server
-
-        host, _, mport = config.metrics_listen.rpartition(":")
-        try:
-            start_http_server(int(mport), addr=host or "127.0.0.1")
-        except (OSError, ValueError) as exc:
-            raise FailedPrecondition(
-                f"cannot serve metrics on {config.metrics_listen} ({exc}); "
-                "set metrics_listen to a free host:port, or '' to disable"
-            ) from exc
-        log.info("metrics serving", extra={"listen": config.metrics_listen})
-    app = BrokerApp(config)
+        # Bind the operator's port first: a port in use is a clear error, not a
+        # half-started broker. /readyz says "starting" until the broker serves.
+        ops = await OpsPort.bind(config.metrics_listen)
+        log.info("metrics serving", extra={"listen": config.metrics_listen, "port": ops.port})
     try:
-        port = await app.start()
-    except BaseException:
-        await app.stop(grace=0)  # close the store and release the data directory first
-        raise
+        app = BrokerApp(config)
+        try:
+            port = await app.start()
+        except BaseException:
+            await app.stop(grace=0)  # close the store and release the data directory first
+            raise
+        if ops is not None:
+            ops.attach(app)
+        return await _serve_until_stopped(app, port, port_file)
+    finally:
+        if ops is not None:
+            await ops.close()
+
+
+async def _serve_until_stopped(app: BrokerApp, port: int, port_file: Path | None) -> int:
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(str(port))

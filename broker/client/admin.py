@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker import pki
+from broker.client.errors import TypedErrors
 from broker.core import activation as act
 from broker.core.identity import Party
 from broker.errors import InvalidArgument
@@ -57,7 +58,7 @@ class AdminClient:
             private_key=self.files.key.read_bytes(),
             certificate_chain=self.files.cert.read_bytes(),
         )
-        self.channel = grpc.aio.secure_channel(broker, creds)
+        self.channel = grpc.aio.secure_channel(broker, creds, interceptors=[TypedErrors()])
         self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
 
     async def __aenter__(self) -> AdminClient:

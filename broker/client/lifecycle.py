@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import nacl.bindings
 
 from broker import pki
+from broker.client import plain
 from broker.client.directory import View
 from broker.client.logview import LogView
 from broker.client.reasons import seal_reason
@@ -67,7 +68,7 @@ class NodeLifecycle:
     # -- lifecycle ------------------------------------------------------------------------
     async def act(
         self: _Node,
-        kind: notice_pb2.LifecycleKind.ValueType,
+        kind: str | int,
         notice_id: str,
         *,
         reason: str = "",
@@ -75,16 +76,18 @@ class NodeLifecycle:
         target: str = "",
         action_id: str | None = None,
     ) -> agency_pb2.ActResponse:
-        """Sign and send a lifecycle action; safe to retry (the action id is its key).
+        """Sign and send a lifecycle action ("suspend", "withdraw" ... or its protobuf
+        number); safe to retry (the action id is its key).
 
         The reason is sealed to the agencies it is for (broker/client/reasons.py): the
         broker sees and keeps only its digest."""
+        kind_value = plain.lifecycle_kind(kind)
         digest, sealed = seal_reason(reason, await self._reason_keys(notice_id))
         action = notice_pb2.LifecycleAction(
             action_id=action_id or str(uuid.uuid4()),
             notice_id=notice_id,
             actor=self.me,
-            kind=kind,
+            kind=kind_value,
             reason=digest,
             until_ms=until_ms,
             at_ms=now_ms(),
@@ -97,7 +100,7 @@ class NodeLifecycle:
             action=action, signature=lifecycle.sign_action(action, self.credentials.signing_key)
         )
         response: agency_pb2.ActResponse = await self._retry(self.stub.Act, signed)
-        self._remember_act(kind, notice_id, signed, response)
+        self._remember_act(kind_value, notice_id, signed, response)
         return response
 
     async def _reason_keys(self: _Node, notice_id: str) -> dict[str, bytes]:
@@ -177,7 +180,7 @@ class NodeLifecycle:
         self: _Node,
         kind: str,
         in_reply_to: ReceivedNotice | str,
-        sections: Mapping[str, bytes],
+        sections: Mapping[str, bytes | str],
         *,
         to: str | None = None,
         respond_within_ms: int = 0,

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
 from broker.client.audit import load_trust
+from broker.client.errors import TypedErrors
 from broker.client.findings import Finding, FindingHandler, FindingLog
 from broker.client.gossip import Gossip
 from broker.client.inbox import Inbox
@@ -38,6 +39,7 @@ from broker.client.publisher import NodePublisher
 from broker.client.requests import NodeRequests  # + judicial
 from broker.client.sent import ActLog, SentLog
 from broker.client.statedb import open_state
+from broker.client.stream import NodeStream
 from broker.client.target import channel_target
 from broker.client.types import (
     Draft,
@@ -86,7 +88,7 @@ FATAL = {
 }
 
 
-class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeRequests):
+class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeRequests, NodeStream):
     """An agency's connection to the broker. Use `async with AgencyNode(config) as node`."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -121,6 +123,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", int(config.reconnect_max_s * 1000)),
             ],
+            interceptors=[TypedErrors()],  # refusals raise broker.client.errors types
         )
         self.stub = agency_pb2_grpc.AgencyServiceStub(self.channel)
         self.audit_stub = audit_pb2_grpc.AuditServiceStub(self.channel)
@@ -154,10 +157,12 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
     async def __aenter__(self) -> AgencyNode:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, kind: object, *exc: object) -> None:
+        await self.close_notice_streams(handled=kind is None)  # `async for` left early
         await self.close()
 
     async def close(self) -> None:
+        await self.close_notice_streams()  # stream.py
         await self.channel.close()
         self.inbox.close()
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from google.protobuf.message import DecodeError
 
 from broker import pki
+from broker.client import plain
 from broker.client.directory import Member, Verified, View, profile_of
 from broker.client.logview import LogView
 from broker.client.memory import KEY_SERIAL, POLICY, REVISION, TrustMemory
@@ -44,7 +45,14 @@ from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party
 from broker.core.policy import AgencyProfile, Bundle, PolicyError, compile_bundle
 from broker.core.relay import TLP_NAMES
-from broker.errors import INTERNAL_TEXT, InvalidArgument, PermissionDenied, Unavailable
+from broker.errors import (
+    INTERNAL_TEXT,
+    InvalidArgument,
+    PermissionDenied,
+    PolicyRefused,
+    Refusal,
+    Unavailable,
+)
 from broker.trustconfig import TrustConfig
 from broker.v1 import admin_pb2, agency_pb2, evidence_pb2, notice_pb2
 
@@ -253,7 +261,7 @@ class NodePublisher:
         purpose: str,
         sections: Mapping[str, bytes | str],
         tlp: str = "AMBER",
-        data_subject: int = notice_pb2.DATA_SUBJECT_SUSPECT,
+        data_subject: str | int = "suspect",
         handling_codes: Collection[str] = (),
         evaluation: tuple[str, str] | None = None,
         restrictions: notice_pb2.OriginatorRestrictions | None = None,
@@ -312,6 +320,9 @@ class NodePublisher:
         """
         if not drafts:
             return []
+        for d in drafts:  # TypeError now, before anything is fetched, sealed or sent
+            plain.sections_bytes(d.sections)
+            plain.data_subject(d.data_subject)
         out: list[PublishedNotice] = []
         for chunk in _chunks(drafts):
             out.extend(await self._publish_chunk(chunk))
@@ -392,7 +403,7 @@ class NodePublisher:
             originator=self.me,
             kind=d.kind,
             purpose=d.purpose,
-            data_subject=d.data_subject,  # type: ignore[arg-type]
+            data_subject=plain.data_subject(d.data_subject),
             tlp=TLP_VALUES[d.tlp],
             handling_codes=list(d.handling_codes),
             created_at_ms=created,
@@ -443,8 +454,15 @@ class NodePublisher:
                     + "; ".join(f"{a}: {view.excluded[a]}" for a in refused)
                 )
             if missing:
-                raise PermissionDenied(
-                    f"the policy does not allow {', '.join(missing)} to receive this notice"
+                raise PolicyRefused(
+                    f"the policy does not allow {', '.join(missing)} to receive this notice",
+                    tuple(
+                        Refusal(x.recipient, x.section, x.rules, x.reason)
+                        for agency_id in missing
+                        if agency_id in view.members
+                        for x in shape.decision(agency_id).decisions
+                        if not x.allowed
+                    ),
                 )
             allowed = {a: s for a, s in allowed.items() if a in set(d.recipients)}
         if not allowed:
@@ -468,8 +486,8 @@ class NodePublisher:
             header,
             restrictions,
             [
-                env.SectionInput(name, data if isinstance(data, bytes) else data.encode())
-                for name, data in sorted(d.sections.items())
+                env.SectionInput(name, data)
+                for name, data in sorted(plain.sections_bytes(d.sections).items())
             ],
             inputs,
             self.credentials.signing_key

@@ -54,7 +54,7 @@ class Draft:
     purpose: str
     sections: Mapping[str, bytes | str]  # str is sent as UTF-8
     tlp: str = "AMBER"
-    data_subject: int = notice_pb2.DATA_SUBJECT_SUSPECT
+    data_subject: str | int = "suspect"  # or "convicted", "victim" ... (broker.client.plain)
     handling_codes: tuple[str, ...] = ()
     evaluation: tuple[str, str] | None = None
     restrictions: notice_pb2.OriginatorRestrictions | None = None
@@ -108,6 +108,22 @@ class ReceivedNotice:
     @property
     def originator(self) -> str:
         return self.header.originator
+
+    @property
+    def kind(self) -> str:
+        return self.header.kind
+
+    @property
+    def data_subject(self) -> str:
+        """ "suspect", "victim" ... as the originator signed it."""
+        from broker.client.plain import data_subject_name
+
+        return data_subject_name(self.header.data_subject)
+
+    def text(self, section: str) -> str:
+        """A section's content as text (UTF-8); KeyError if the notice has no such section
+        (or this recipient was not given it)."""
+        return self.sections[section].decode("utf-8")
 
 
 @dataclass(frozen=True)

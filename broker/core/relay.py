@@ -27,6 +27,8 @@ from broker.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    PolicyRefused,
+    Refusal,
     ResourceExhausted,
 )
 from broker.v1 import agency_pb2, notice_pb2
@@ -323,9 +325,10 @@ def accept_publish(
                 if d.section in mine and not d.allowed
             ]
             why = "; ".join(f"{d.section}: {d.reason} [{', '.join(d.rules)}]" for d in refused)
-            raise PermissionDenied(
+            raise PolicyRefused(
                 f"policy {policy.version[:12]} does not allow {recipient} to read: {why}. "
-                "Resolve the audience again and re-seal; nothing was stored"
+                "Resolve the audience again and re-seal; nothing was stored",
+                tuple(Refusal(d.recipient, d.section, d.rules, d.reason) for d in refused),
             )
         hold = shape.deliver_after_ms(recipient, mine)
         plans.append(

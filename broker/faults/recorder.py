@@ -25,6 +25,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from broker import pki
+from broker.client import plain
 from broker.client.audit import AuditClient
 from broker.client.findings import FindingHandler
 from broker.client.node import AgencyNode, NodeConfig
@@ -163,7 +164,7 @@ class RecordingNode(AgencyNode):
 
     async def act(
         self,
-        kind: notice_pb2.LifecycleKind.ValueType,
+        kind: str | int,
         notice_id: str,
         *,
         reason: str = "",
@@ -172,7 +173,8 @@ class RecordingNode(AgencyNode):
         action_id: str | None = None,
     ) -> agency_pb2.ActResponse:
         action_id = action_id or str(uuid.uuid4())
-        self._record(ActAttempt(action_id, notice_id, lifecycle.NAMES.get(kind, "unknown")))
+        name = lifecycle.NAMES.get(plain.lifecycle_kind(kind), "unknown")
+        self._record(ActAttempt(action_id, notice_id, name))
         try:
             response = await super().act(
                 kind,

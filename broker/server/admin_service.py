@@ -31,7 +31,7 @@ from broker.errors import (
     PermissionDenied,
 )
 from broker.registry import catalogue_problem
-from broker.server import console_reads
+from broker.server import console_reads, oplog
 from broker.server.peer import caller
 from broker.server.status import unary_handler
 from broker.server.wire import now_ms, parse
@@ -237,6 +237,7 @@ class AdminService:
 
         seq = await self.app.runner.call(write)
         self.app.install_policy(bundle, signed)
+        oplog.policy_activated(bundle.version, admin, seq)
         return admin_pb2.ActivatePolicyResponse(version=bundle.version, sequence=seq)
 
     async def history(self, data: bytes, admin: str) -> admin_pb2.PolicyHistoryResponse:
@@ -355,6 +356,7 @@ class AdminService:
 
         await self.app.runner.call(write)
         await self.app.reload_registry()
+        oplog.registry_changed(action, entry.id, admin, entry.status, entry.revision)
         return admin_pb2.AgencyResponse(agency=entry)
 
     @staticmethod

@@ -31,7 +31,7 @@ from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import RegisteredAgency
 from broker.errors import FailedPrecondition, InvalidArgument, Unavailable
 from broker.registry import join_statements, parse_registry
-from broker.server import metrics
+from broker.server import metrics, oplog
 from broker.server.admin_service import AdminService
 from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # transparency log
 from broker.server.checkpoints import Checkpointer  # transparency log
@@ -126,6 +126,7 @@ class BrokerApp:
                 self._on_replica_connected,
             )
         self.server: grpc.aio.Server | None = None
+        self.stopping = False  # stop() began: /readyz answers 503
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.health = health.aio.HealthServicer()
@@ -478,16 +479,19 @@ class BrokerApp:
             for ev in events:
                 if ev.kind == "dead_lettered":
                     metrics.DEAD_LETTERS.inc()
-                log.warning(
-                    f"notice {ev.kind}",
-                    extra={"notice_id": ev.notice_id, "recipient": ev.recipient},
-                )
+                    oplog.delivery(oplog.DEAD_LETTERED, ev.notice_id, ev.version, ev.recipient)
+                else:
+                    log.warning(
+                        f"notice {ev.kind}",
+                        extra={"notice_id": ev.notice_id, "recipient": ev.recipient},
+                    )
                 self.wake(ev.agency)
             for session in list(self.sessions.values()):
                 session.wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting work, let RPCs finish for `grace` seconds, then close the store."""
+        self.stopping = True
         await self.health.enter_graceful_shutdown()
         for session in self.sessions.values():
             session.closed.set()

@@ -38,3 +38,26 @@ def observe_waits(leased: Sequence[LeasedDelivery], now_ms: int) -> None:
         if d.attempt == 1 and d.accepted_at_ms:
             label = PRIORITY_LABELS.get(d.priority, "normal")
             DELIVERY_WAIT.labels(label).observe(max(now_ms - d.accepted_at_ms, 0) / 1000)
+
+
+# Gauges read from the store when /metrics is scraped (broker/server/opsport.py).
+PENDING = Gauge(
+    "broker_deliveries_pending", "Deliveries waiting to be sent or receipted (pending, in flight)"
+)
+EMBARGOED = Gauge("broker_deliveries_embargoed", "Pending deliveries held by an embargo")
+DEAD = Gauge("broker_deliveries_dead", "Dead letters: deliveries given up, not yet resolved")
+OLDEST_WAITING = Gauge(
+    "broker_deliveries_oldest_waiting_seconds", "Age of the oldest delivery still waiting"
+)
+OVERDUE_REPLIES = Gauge("broker_replies_overdue", "Replies past their respond-by time")
+LOG_SIZE = Gauge("broker_log_size", "Entries in the transparency log")
+LOG_HEAD_AGE = Gauge(
+    "broker_log_head_age_seconds", "Seconds since the newest signed checkpoint was issued"
+)
+LOG_COSIGNED = Gauge(
+    "broker_log_head_cosignatures", "Witness cosignatures on the newest signed checkpoint"
+)
+CERT_EXPIRY = Gauge(
+    "broker_certificate_expiry_seconds", "Seconds until the broker's own TLS certificate expires"
+)
+READY = Gauge("broker_ready", "1 while the broker serves and its store answers, else 0")

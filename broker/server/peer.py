@@ -11,6 +11,7 @@ from cryptography import x509
 
 from broker.core.identity import IdentityError, Party, party_from_certificate
 from broker.errors import PermissionDenied, Unauthenticated
+from broker.server import oplog
 
 
 @lru_cache(maxsize=1024)
@@ -29,6 +30,15 @@ def caller(context: grpc.aio.ServicerContext[Any, Any], revoked: frozenset[str])
     (require_client_auth); here the party is read from the certificate and
     checked against the revocation list.
     """
+    try:
+        return _caller(context, revoked)
+    except Unauthenticated as exc:
+        party = getattr(exc, "party", "")
+        oplog.caller_refused(str(context.peer() or ""), party, str(exc))
+        raise
+
+
+def _caller(context: grpc.aio.ServicerContext[Any, Any], revoked: frozenset[str]) -> Party:
     auth = context.auth_context()
     pems = auth.get("x509_pem_cert") or []
     if not pems:
@@ -38,7 +48,9 @@ def caller(context: grpc.aio.ServicerContext[Any, Any], revoked: frozenset[str])
     except IdentityError as exc:
         raise Unauthenticated(str(exc)) from exc
     if party.uri() in revoked:
-        raise Unauthenticated(f"{party.uri()} has been revoked")
+        refused = Unauthenticated(f"{party.uri()} has been revoked")
+        refused.party = party.uri()  # type: ignore[attr-defined]
+        raise refused
     return party
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.core import logleaf, relay
 from broker.errors import InvalidArgument, ResourceExhausted
-from broker.server import metrics
+from broker.server import metrics, oplog
 from broker.server.peer import caller, require_agency, require_registered
 from broker.server.status import status_of
 from broker.server.wire import now_ms, parse
@@ -99,14 +99,19 @@ class ReceiptHandlers:
                 )
             )
 
+        delivered: list[tuple[str, int]] = []  # first receipts: the delivery is delivered
+
         def write(
             store: Store,
         ) -> tuple[list[agency_pb2.ReceiptAck], list[agency_pb2.ReceiptRefusal]]:
             acks = []
             refused = []
+            delivered.clear()
             for o in store.receive_receipts_logged(records, now):  # + transparency log
                 if o.error is None:
                     acks.append(agency_pb2.ReceiptAck(notice_id=o.notice_id, version=o.version))
+                    if o.first:
+                        delivered.append((o.notice_id, o.version))
                 elif partial:
                     refused.append(
                         agency_pb2.ReceiptRefusal(
@@ -154,6 +159,8 @@ class ReceiptHandlers:
 
         acks, refused = await self.app.runner.call(write)
         metrics.RECEIPTS.inc(len(acks))
+        for notice_id, version in delivered:
+            oplog.delivery(oplog.DELIVERED, notice_id, version, me)
         for refusal in refused:
             log.warning(
                 "receipt refused",

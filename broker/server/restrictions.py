@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from broker.core import intake, logleaf, records, relay
 from broker.core import lifecycle as lifecycle_core
 from broker.errors import FailedPrecondition, InvalidArgument
-from broker.server import metrics
+from broker.server import metrics, oplog
 from broker.server.peer import caller, require_agency, require_registered
 from broker.server.wire import now_ms, parse
 from broker.store.api import (
@@ -108,9 +108,8 @@ class RestrictionHandlers:
         if event is None:
             return False
         metrics.WITHHELD.inc()
-        log.info(
-            "delivery withheld",
-            extra={"notice_id": event.notice_id, "recipient": event.recipient, "reason": reason},
+        oplog.delivery(
+            oplog.WITHHELD, event.notice_id, event.version, event.recipient, reason=reason
         )
         self.app.wake(event.agency)
         return True
@@ -235,6 +234,7 @@ class RestrictionHandlers:
         app.set_restriction_override(nid, restrictions)
         for ev in events:
             metrics.WITHHELD.inc()
+            oplog.delivery(oplog.WITHHELD, ev.notice_id, ev.version, ev.recipient)
             app.wake(ev.agency)
         for agency_id in excluded:
             app.wake(agency_id)

@@ -28,8 +28,9 @@ from broker.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    prefixed,
 )
-from broker.server import evidence, lookup, metrics
+from broker.server import evidence, lookup, metrics, oplog
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
@@ -251,8 +252,9 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                     [(p.recipient, p.sections, p.obligations) for p in accepted.plans],
                 )
             except BrokerError as exc:
-                prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
-                raise type(exc)(f"{prefix}{exc}") from exc
+                if len(req.envelopes) == 1:
+                    raise
+                raise prefixed(exc, f"envelope {i}: ") from exc
             key = (header.notice_id, header.version)
             if key in seen:
                 raise InvalidArgument(f"envelope {i}: notice {key[0]} v{key[1]} appears twice")
@@ -264,8 +266,9 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                     header, set(accepted.checked.sections), app.config.attachments.max_bytes
                 )
             except BrokerError as exc:
-                prefix = f"envelope {i}: " if len(req.envelopes) > 1 else ""
-                raise type(exc)(f"{prefix}{exc}") from exc
+                if len(req.envelopes) == 1:
+                    raise
+                raise prefixed(exc, f"envelope {i}: ") from exc
             record = NoticeRecord(
                 notice_id=header.notice_id,
                 version=header.version,
@@ -336,6 +339,7 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
             return outcomes
 
         outcomes = await self.app.runner.call(write)
+        records = {(r.notice_id, r.version): r for r, _plans in items}
         for agency_id in told:
             self.app.wake(agency_id)
         resp = agency_pb2.PublishResponse(directory_digest=registry_key)
@@ -353,6 +357,8 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                 metrics.DUPLICATES.inc()
             else:
                 metrics.PUBLISHED.inc()
+                # Withheld at publish: addressed recipients the policy refused sections.
+                metrics.WITHHELD.inc(oplog.published(o, records[(o.notice_id, o.version)]))
                 for r in o.recipients:
                     self.app.wake(r)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -419,6 +425,7 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                     continue
                 if not d.cut:  # stored before deliveries were cut at publish (migration 5)
                     out.append(self._legacy_delivery(me, d, envelope, checked))
+                    oplog.delivery(oplog.SENT, d.notice_id, d.version, me, attempt=d.attempt)
                     continue
                 obligations = delivery.encode_obligations(checked)
             out.append(
@@ -432,6 +439,7 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                     obligations=obligations,
                 )
             )
+            oplog.delivery(oplog.SENT, d.notice_id, d.version, me, attempt=d.attempt)
         if logged:
             await app.runner.call(lambda s: s.tlog_append(logged))
         return out
@@ -519,6 +527,9 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
             # A new stream takes over: whatever a previous stream left in flight is
             # redelivered now (or dead-lettered if out of attempts).
             for ev in await self.app.runner.call(partial(_release, me, limits.max_attempts)):
+                if ev.kind == "dead_lettered":
+                    metrics.DEAD_LETTERS.inc()
+                oplog.delivery(ev.kind, ev.notice_id, ev.version, ev.recipient)
                 self.app.wake(ev.agency)
             for ev in await self.app.runner.call(
                 lambda s: s.release_controls(me, now_ms(), limits.max_attempts)

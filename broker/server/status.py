@@ -7,6 +7,7 @@ never leak.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -55,9 +56,35 @@ def status_message(exc: errors.BrokerError) -> str:
     return cut + marker
 
 
+# A policy refusal's rules and reasons travel in this trailing metadata entry, as JSON
+# (binary, so reasons in any script survive): [{"recipient", "section", "rules",
+# "reason"}, ...], at most MAX_REFUSALS of them (broker/client/errors.py reads it).
+REFUSAL_KEY = "broker-refusal-bin"
+MAX_REFUSALS = 16
+
+
+def refusal_metadata(exc: errors.BrokerError) -> tuple[tuple[str, bytes], ...]:
+    """The trailing metadata that carries `exc`'s refusals (none for other errors)."""
+    if not isinstance(exc, errors.PolicyRefused) or not exc.refusals:
+        return ()
+    rows = [
+        {"recipient": r.recipient, "section": r.section, "rules": list(r.rules), "reason": r.reason}
+        for r in exc.refusals[:MAX_REFUSALS]
+    ]
+    data = json.dumps(rows, ensure_ascii=False).encode()
+    while len(data) > MAX_MESSAGE_BYTES * 4 and len(rows) > 1:  # stay far below 8 KiB
+        rows.pop()
+        data = json.dumps(rows, ensure_ascii=False).encode()
+    return ((REFUSAL_KEY, data),)
+
+
 async def abort(context: Any, exc: BaseException) -> NoReturn:
-    """Abort the RPC with the status for `exc` (its message capped by status_message)."""
+    """Abort the RPC with the status for `exc` (its message capped by status_message;
+    a policy refusal's rules and reasons in the trailing metadata)."""
     if isinstance(exc, errors.BrokerError):
+        trailing = refusal_metadata(exc)
+        if trailing:
+            await context.abort(status_of(exc), status_message(exc), trailing_metadata=trailing)
         await context.abort(status_of(exc), status_message(exc))
     log.error("unexpected error in RPC", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_TEXT)

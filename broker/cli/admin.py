@@ -13,14 +13,15 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from broker.cli import common
 from broker.errors import InvalidArgument
 from broker.v1 import admin_pb2, notice_pb2
 
 
 def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin", required=True, help="administrator id (urn:broker:admin:<id>)")
-    p.add_argument("--broker", default="127.0.0.1:7443", help="broker host:port")
-    p.add_argument("--keys-dir", type=Path, default=Path("data/keys"))
+    common.add_target(p)
+    common.add_keys(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from broker import pki
+from broker.cli import common
 from broker.client import audit as ac
 from broker.core import auditing
 from broker.core import pod as pd
@@ -55,7 +56,7 @@ def _party(text: str) -> Party:
 
 
 def _trust_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keys-dir", type=Path, default=DEFAULT_KEYS, help="deployment keys directory")
+    common.add_keys(p)
     p.add_argument("--broker-id", default="broker", help="whose log key to trust (default: broker)")
     p.add_argument("--log-key", type=Path, help="the broker's log.pub (default: from --keys-dir)")
     p.add_argument("--ca", type=Path, help="CA certificate (default: <keys-dir>/ca/ca.pem)")
@@ -76,7 +77,7 @@ def _trust_args(p: argparse.ArgumentParser) -> None:
 
 
 def _conn_args(p: argparse.ArgumentParser, *, default_as: str | None = None) -> None:
-    p.add_argument("--broker", default="127.0.0.1:7443", help="broker host:port")
+    common.add_target(p)
     p.add_argument(
         "--as",
         dest="party",

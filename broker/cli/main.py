@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from broker.errors import BrokerError
 
+# gRPC's C core writes its own lines to stderr (handshake failures, retries); the CLI
+# names causes itself (broker/cli/preflight.py). Set GRPC_VERBOSITY to see them again.
+# Before grpc is first imported: the core reads it once.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
+def version() -> str:
+    """This installation's version, e.g. 0.1.0."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("sealed-notice-broker")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0.1.0+source"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from broker.cli import admin, audit, bench, console, demo, keys, lookup, node, serve, store
+    from broker.cli import (
+        admin,
+        audit,
+        bench,
+        common,
+        console,
+        demo,
+        keys,
+        lookup,
+        node,
+        serve,
+        status,
+        store,
+    )
 
     parser = argparse.ArgumentParser(
         prog="broker",
         description="Sealed notice broker: signed, end-to-end encrypted notices between agencies.",
     )
+    parser.add_argument("--version", action="version", version=f"broker {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status.register(sub)
     serve.register(sub)
     store.register(sub)
     keys.register(sub)
@@ -27,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     bench.register(sub)
     lookup.register_key_service(sub)  # + lookups: `broker lookup-key ...`
+    common.show_defaults(parser)  # every --help shows its defaults
     return parser
 
 

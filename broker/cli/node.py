@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import signal
 import sys
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from broker.cli import lookup
+from broker.cli import common, lookup, notice_fields, preflight
+from broker.core.identity import Party
 from broker.errors import BrokerError, InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
 
@@ -30,9 +32,9 @@ if TYPE_CHECKING:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agency", required=True, help="this node's agency id, e.g. FR-NCB")
-    p.add_argument("--broker", default="127.0.0.1:7443", help="broker host:port")
-    p.add_argument("--keys-dir", type=Path, default=Path("data/keys"), help="deployment keys")
+    common.add_agency(p)
+    common.add_target(p)
+    common.add_keys(p)
     p.add_argument("--state-dir", type=Path, default=Path("data/nodes"), help="node inbox")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -104,20 +106,48 @@ def register(sub: Any) -> None:
 
 
 def _notice_flags(p: argparse.ArgumentParser) -> None:
-    """The content flags of `publish` and `update`."""
-    p.add_argument("--kind", required=True, help="catalogue kind, e.g. interpol.red")
-    p.add_argument("--purpose", required=True, help="e.g. locate_arrest")
+    """The content flags of `publish` and `update`: every header field a kind can require."""
+    p.add_argument("--kind", required=True, help="catalogue kind, e.g. interpol.red, sis.art32")
+    p.add_argument(
+        "--purpose", required=True, help="one of the kind's purposes, e.g. locate_arrest"
+    )
     p.add_argument("--tlp", default="AMBER", help="CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
+    p.add_argument(
+        "--data-subject",
+        choices=notice_fields.DATA_SUBJECTS,
+        help="LED Art. 6 category of the person (default: the kind's only category, else "
+        "suspect where the kind allows it; otherwise required)",
+    )
+    p.add_argument(
+        "--evaluation",
+        type=notice_fields.evaluation,
+        metavar="SOURCE+INFO",
+        help="Europol 4x4 evaluation: source A/B/C/X and information 1-4, e.g. B2",
+    )
     _section_flag(p)
-    p.add_argument("--handling", action="append", default=[], help="handling code, e.g. H2")
+    p.add_argument(
+        "--handling", action="append", default=[], help="handling code H0, H1, H2 or 'H3:<text>'"
+    )
     p.add_argument("--to", action="append", help="only these recipients (default: all allowed)")
-    p.add_argument("--allow-agency", action="append", default=[])
-    p.add_argument("--deny-agency", action="append", default=[])
-    p.add_argument("--allow-country", action="append", default=[])
-    p.add_argument("--deny-country", action="append", default=[])
-    p.add_argument("--allow-group", action="append", default=[])
-    p.add_argument("--deny-group", action="append", default=[])
-    p.add_argument("--expires-in-days", type=int, default=365)
+    p.add_argument("--allow-agency", action="append", default=[], metavar="ID")
+    p.add_argument("--deny-agency", action="append", default=[], metavar="ID")
+    p.add_argument("--allow-country", action="append", default=[], metavar="CC")
+    p.add_argument("--deny-country", action="append", default=[], metavar="CC")
+    p.add_argument("--allow-group", action="append", default=[], metavar="GROUP")
+    p.add_argument("--deny-group", action="append", default=[], metavar="GROUP")
+    p.add_argument(
+        "--embargo-hours",
+        type=_positive_float,
+        help="reach the coordination hubs only, for this many hours (kinds with an embargo)",
+    )
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in-days", type=_positive_int, default=365)
+    expiry.add_argument(
+        "--expires-at",
+        type=notice_fields.iso_time,
+        metavar="ISO-8601",
+        help="expiry as a date or UTC time, e.g. 2027-06-30 or 2027-06-30T12:00:00Z",
+    )
     lookup.add_selector_flag(p)  # + lookups: --selector TYPE=... (indexes the notice)
 
 
@@ -228,15 +258,20 @@ def _register_replies(nsub: Any) -> None:
     rp.set_defaults(func=run_replies)
 
 
-def _node(args: argparse.Namespace) -> Any:
+def _node(args: argparse.Namespace, *, checked: bool = False, check_content: bool = False) -> Any:
+    """The agency node, once the connection is checked (broker/cli/preflight.py): a
+    broker that is not there, or a certificate that cannot work, is named in ~2 s."""
     from broker.client.node import AgencyNode, NodeConfig
 
+    if not checked:
+        preflight.check_connection(args.keys_dir, Party("agency", args.agency), args.broker)
     return AgencyNode(
         NodeConfig(
             agency_id=args.agency,
             broker=args.broker,
             keys_dir=args.keys_dir,
             state_dir=args.state_dir,
+            check_content=check_content,
         )
     )
 
@@ -269,18 +304,25 @@ def run_publish(args: argparse.Namespace) -> int:
     sections = _sections(args.section)
 
     async def go() -> int:
-        async with _node(args) as node:
+        async with _node(args, check_content=True) as node:
             try:
+                view = await node.directory()
+                subject = notice_fields.data_subject(view.policy, args.kind, args.data_subject)
+                expiry = notice_fields.expiry(args.expires_at, args.expires_in_days, _now_ms())
+                if args.embargo_hours:
+                    restrictions.embargo_until_ms = _now_ms() + int(args.embargo_hours * HOUR_MS)
                 tokens = await lookup.publish_tokens(args, node)  # + lookups
                 result = await node.publish(
                     kind=args.kind,
                     purpose=args.purpose,
                     sections=sections,
                     tlp=args.tlp,
+                    data_subject=subject,
+                    evaluation=args.evaluation,
                     handling_codes=args.handling,
                     restrictions=restrictions,
                     recipients=args.to,
-                    expires_in_days=args.expires_in_days,
+                    expires_in_ms=expiry,
                     notice_id=getattr(args, "notice_id", None),
                     version=getattr(args, "version", 1),
                     index_tokens=tokens,
@@ -431,7 +473,9 @@ def run_listen(args: argparse.Namespace) -> int:
             else:
                 print(f"lifecycle: {_describe_action(notice)}", flush=True)
 
-        async with _node(args) as node:
+        if not await _wait_for_broker(args, stop):
+            return 0
+        async with _node(args, checked=True) as node:
             try:
                 await node.listen(handle, stop=stop, on_event=on_event, on_lifecycle=on_lifecycle)
             except grpc.aio.AioRpcError as exc:
@@ -439,6 +483,30 @@ def run_listen(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(go())
+
+
+async def _wait_for_broker(args: argparse.Namespace, stop: asyncio.Event) -> bool:
+    """Until the broker answers: say once, on stderr, that the node waits for it and why,
+    then check again every second. A certificate that cannot work is raised at once.
+    Returns False when `stop` was set first."""
+    party = Party("agency", args.agency)
+    said = ""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(
+                preflight.check_connection, args.keys_dir, party, args.broker, deadline_s=1.0
+            )
+        except preflight.BrokerUnreachable as exc:
+            if str(exc) != said:
+                print(f"broker: waiting for a broker at {args.broker}: {exc}", file=sys.stderr)
+                said = str(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            continue
+        if said:
+            print(f"broker: connected to {args.broker}", file=sys.stderr, flush=True)
+        return True
+    return False
 
 
 def _text_or_base64(data: bytes) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from broker.cli import common
+from broker.cli import common, preflight
+from broker.core.identity import Party
 from broker.errors import InvalidArgument
 from broker.v1 import admin_pb2, notice_pb2
 
@@ -112,6 +113,8 @@ def register(sub: Any) -> None:
 def _client(args: argparse.Namespace) -> Any:
     from broker.client.admin import AdminClient
 
+    party = Party("admin", args.admin)
+    preflight.check_connection(args.keys_dir, party, args.broker)  # the cause, in ~2 s
     return AdminClient(args.keys_dir, args.admin, args.broker)
 
 

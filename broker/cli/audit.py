@@ -29,7 +29,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from broker import pki
-from broker.cli import common
+from broker.cli import common, preflight
 from broker.client import audit as ac
 from broker.core import auditing
 from broker.core import pod as pd
@@ -163,6 +163,7 @@ def _trust(args: argparse.Namespace) -> ac.Trust:
 
 
 def _client(args: argparse.Namespace) -> ac.AuditClient:
+    preflight.check_connection(args.keys_dir, args.party, args.broker)  # the cause, in ~2 s
     return ac.AuditClient(args.broker, args.keys_dir, args.party)
 
 

@@ -371,6 +371,7 @@ def run_witness(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if args.timeout:
             loop.call_later(args.timeout, stop.set)
+        await _wait_for_broker(args, stop)  # says so while there is none; bad certs raise
         state = args.state_dir / f"{args.agency}.witness.json"
         turns = await witness(
             args.keys_dir, args.agency, args.broker, state, stop=stop, interval_s=args.interval

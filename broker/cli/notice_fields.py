@@ -72,3 +72,25 @@ def data_subject(policy: Bundle, kind: str, given: str | None) -> int:
     if "suspect" in spec.data_subjects:
         return data_subject_value("suspect")
     raise InvalidArgument(f"{kind} needs --data-subject: one of {', '.join(spec.data_subjects)}")
+
+
+# What the catalogue's refusals ask for, and the `node publish` flag that gives it.
+FLAG_HINTS = (
+    ("needs a data subject", "--data-subject"),
+    ("data subject ", "--data-subject"),
+    ("needs an evaluation", "--evaluation, e.g. B2"),
+    ("evaluation ", "--evaluation, e.g. B2"),
+    ("handling code", "--handling"),
+    ("requires section", "--section NAME=TEXT or --field SECTION.FIELD=VALUE"),
+    ("content: section", "--field SECTION.FIELD=VALUE"),
+    ("embargo", "--embargo-hours"),
+)
+
+
+def with_flag(message: str) -> str:
+    """A policy refusal with the flag that fixes it, e.g. "... needs an evaluation (source
+    A/B/C/X, info 1-4) [--evaluation, e.g. B2]"; other messages unchanged."""
+    for needle, flag in FLAG_HINTS:
+        if needle in message:
+            return f"{message} [{flag}]"
+    return message

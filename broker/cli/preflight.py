@@ -38,7 +38,7 @@ from broker.errors import BrokerError, FailedPrecondition, Unavailable
 DEADLINE_S = 2.0  # the whole check, dial and handshake included
 X509_EXPIRED = 10  # OpenSSL verify codes (X509_V_ERR_*)
 X509_NOT_YET_VALID = 9
-X509_HOSTNAME_MISMATCH = 62
+X509_NAME_MISMATCH = (62, 64)  # hostname, IP address
 
 
 class ConnectionProblem(BrokerError):
@@ -251,7 +251,7 @@ def _untrusted_broker(
     exc: ssl.SSLCertVerificationError, endpoint: Endpoint, files: pki.PartyFiles, timeout: float
 ) -> ConnectionProblem:
     code = exc.verify_code
-    if code == X509_HOSTNAME_MISMATCH:
+    if code in X509_NAME_MISMATCH:
         names = _server_names(_peer_certificate(endpoint, timeout))
         return FailedPreconditionProblem(
             f"wrong broker name: the broker's certificate is for {names}, not {endpoint.host!r}; "

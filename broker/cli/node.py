@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from broker.cli import common, lookup, notice_fields, preflight
+from broker.core import relay
 from broker.core.identity import Party
 from broker.errors import BrokerError, InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
@@ -425,6 +426,17 @@ def run_listen(args: argparse.Namespace) -> int:
                             "version": notice.version,
                             "originator": notice.originator,
                             "kind": notice.header.kind,
+                            "purpose": notice.header.purpose,
+                            "data_subject": notice_fields.data_subject_name(
+                                notice.header.data_subject
+                            ),
+                            "evaluation": notice.header.evaluation.source
+                            + notice.header.evaluation.information,
+                            "tlp": relay.TLP_NAMES.get(notice.header.tlp, ""),
+                            "handling_codes": list(notice.header.handling_codes),
+                            "expires_at_ms": notice.header.expires_at_ms,
+                            "expires_at": _iso(notice.header.expires_at_ms),
+                            "embargo_until_ms": notice.header.embargo_until_ms,
                             "sections": sections,
                             "obligations": [
                                 {
@@ -606,6 +618,10 @@ DAY_MS = 86_400_000
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _when(ms: int) -> str:

@@ -23,6 +23,15 @@ def data_subject_value(name: str) -> int:
     return int(notice_pb2.DataSubjectCategory.Value(f"DATA_SUBJECT_{name.upper()}"))
 
 
+def data_subject_name(value: int) -> str:
+    """The catalogue's name of a wire value ("" for unspecified or unknown)."""
+    try:
+        name: str = notice_pb2.DataSubjectCategory.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        return ""
+    return "" if value == 0 else name.removeprefix("DATA_SUBJECT_").lower()
+
+
 def evaluation(text: str) -> tuple[str, str]:
     """'B2' (or 'B/2', 'b2') -> ('B', '2'): Europol 4x4, source A/B/C/X, information 1-4."""
     code = text.replace("/", "").replace(" ", "").upper()

@@ -417,7 +417,7 @@ class AdminService:
         # bootstrap entries' first signature, a renewal) is recorded as what it is.
         changed = {k: v for k, v in detail.items() if v[0] != v[1]}
         action = "agency.update" if changed else "agency.sign"
-        detail = changed or {"revision": [entry.revision - 1, entry.revision]}
+        detail = changed  # the revision is added to every action's detail
         return await self._store(admin, action, entry, req.entry, material, detail)
 
     async def set_status(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -210,3 +211,39 @@ def test_listen_says_when_it_waits_and_when_it_connects(
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+
+
+def test_serve_refuses_a_data_directory_that_holds_no_store(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc = start_serve(deployment, port, tmp_path / "broker.log")  # its store: root/broker
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    serve = [
+        sys.executable, "-m", "broker.cli.main", "serve", "--config", str(deployment.config_file),
+        "--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", str(deployment.root),
+    ]  # fmt: skip
+    r = subprocess.run(serve, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"broker: error: data directory {deployment.root} holds no broker store")
+    assert f"(expected {deployment.root / 'broker.sqlite3'})" in line
+    assert f"did you mean --data-dir {deployment.root / 'broker'}?" in line and "--init" in line
+    assert not (deployment.root / "broker.sqlite3").exists()  # nothing was created
+    port_file = tmp_path / "port"
+    started = subprocess.Popen(
+        [*serve, "--init", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            if port_file.exists() or started.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert port_file.exists(), "broker serve --init did not start"
+        assert (deployment.root / "broker.sqlite3").exists()
+    finally:
+        started.send_signal(signal.SIGTERM)
+        started.wait(30)

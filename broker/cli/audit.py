@@ -29,7 +29,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from broker import pki
-from broker.cli import common, preflight
+from broker.cli import common, preflight, render
 from broker.client import audit as ac
 from broker.core import auditing
 from broker.core import pod as pd
@@ -205,6 +205,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
                     "size": cp.size,
                     "root": cp.root.hex(),
                     "cosigners": list(verified.cosigners),
+                    "issued_at_ms": fetched.issued_at_ms,
+                    "issued_at": render.iso_ms(fetched.issued_at_ms) or None,
                     "note": verified.note,
                 },
                 indent=2,
@@ -212,6 +214,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         )
     else:
         print(f"checkpoint of {cp.origin}: {cp.size} entries, root {cp.root.hex()}")
+        if fetched.issued_at_ms:
+            print(f"  signed at {render.iso_ms(fetched.issued_at_ms)}")
         print(f"  signature verified with {trust.log.name}+{trust.log.key_id.hex()}")
         if verified.cosigners:
             print(f"  cosigned by {', '.join(verified.cosigners)}")
@@ -239,6 +243,7 @@ def _pod_json(report: pd.PodReport) -> dict[str, Any]:
                 "recipient": r.recipient,
                 "sections": list(r.sections),
                 "received_at_ms": r.received_at_ms,
+                "received_at": render.iso_ms(r.received_at_ms) or None,
                 "log_index": r.log_index,
             }
             for r in report.receipts
@@ -260,8 +265,8 @@ def print_pod(report: pd.PodReport) -> None:
     print(f"  decided under policy {report.policy_version[:16]}")
     for r in report.receipts:
         print(
-            f"  {r.recipient:<12} receipt signed with its CA-bound key, logged at entry "
-            f"{r.log_index}: {', '.join(r.sections)}"
+            f"  {r.recipient:<12} received {render.iso_ms(r.received_at_ms)}, receipt signed "
+            f"with its CA-bound key, logged at entry {r.log_index}: {', '.join(r.sections)}"
         )
     for recipient in report.pending:
         print(f"  {recipient:<12} no receipt yet")

@@ -499,6 +499,7 @@ def run_listen(args: argparse.Namespace) -> int:
                     row["version"] = a.version
                 if a.until_ms:
                     row["until_ms"] = a.until_ms
+                    row["until"] = _iso(a.until_ms)
                 if a.target:
                     row["target"] = a.target
                 print(json.dumps(row), flush=True)
@@ -625,7 +626,8 @@ def _iso(ms: int) -> str:
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """Times on the terminal: ISO 8601, UTC (as in every --json beside its _ms number)."""
+    return _iso(ms)
 
 
 def _copies(n: int) -> str:
@@ -673,6 +675,7 @@ def _act(args: argparse.Namespace, kind: str, call: ActCall, until_ms: int = 0) 
             }
             if until_ms:
                 row["until_ms"] = until_ms
+                row["until"] = _iso(until_ms)
             print(json.dumps(row))
         else:
             until = f" until {_when(until_ms)}" if until_ms else ""
@@ -832,7 +835,9 @@ def run_replies(args: argparse.Namespace) -> int:
                     "from": getattr(r, "from"),
                     "to": r.to,
                     "sent_at_ms": r.sent_at_ms,
+                    "sent_at": _iso(r.sent_at_ms),
                     "respond_by_ms": r.respond_by_ms,
+                    "respond_by": _iso(r.respond_by_ms) if r.respond_by_ms else None,
                     "answered_by": r.answered_by,
                     "overdue": r.overdue,
                     "state": _reply_state(r),

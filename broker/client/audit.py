@@ -393,7 +393,18 @@ async def monitor(
     verdict, proof = "first", []
     if kept is not None:
         sizes = auditing.consistency_sizes(kept.size, cp.size)
-        proof = [] if sizes is None else await client.consistency(*sizes)
+        try:
+            proof = [] if sizes is None else await client.consistency(*sizes)
+        except InvalidArgument as exc:
+            if kept.size <= cp.size:
+                raise
+            message = (
+                f"the log now has {cp.size} entries but this monitor verified {kept.size} "
+                f"before ({state_path}): the broker's log was rolled back or replaced (a "
+                f"new data directory?); if a new deployment was started on purpose, move "
+                f"{state_path} away ({exc})"
+            )
+            return MonitorResult(False, "rollback", message, kept.size, cp.size, cp.root)
         try:
             verdict = auditing.check_consistency(kept, cp, proof)
         except auditing.ForkError as exc:

@@ -5,6 +5,7 @@ subprocess's time bound (gRPC alone retried for ~12 s and ended in core text).""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,3 +248,30 @@ def test_serve_refuses_a_data_directory_that_holds_no_store(
     finally:
         started.send_signal(signal.SIGTERM)
         started.wait(30)
+
+
+def test_a_monitor_names_a_replaced_log(deployment: Deployment, tmp_path: Path) -> None:
+    state = tmp_path / "monitor.json"
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    proc = start_serve(deployment, port, tmp_path / "broker.log")
+    try:
+        admin = ["--admin", ADMIN_ID]
+        r = run("admin", "agency", "sign-registry", *admin, keys=deployment.keys_dir, target=target)
+        assert r.returncode == 0, r.stderr
+        monitor = ["audit", "monitor", "--as", f"auditor:{AUDITOR_ID}", "--state", str(state)]
+        r = run(*monitor, keys=deployment.keys_dir, target=target)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    shutil.rmtree(deployment.root / "broker")  # a new, empty data directory: a new log
+    proc = start_serve(deployment, port, tmp_path / "broker.log")
+    try:
+        r = run(*monitor, keys=deployment.keys_dir, target=target)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "the broker's log was rolled back or replaced" in r.stdout + r.stderr
+        assert f"move {state} away" in r.stdout + r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

@@ -239,7 +239,7 @@ def _line(r: SelectorResult) -> list[str]:
 
 
 def run_lookup(args: argparse.Namespace) -> int:
-    from broker.cli.node import _node
+    from broker.cli.nodeargs import _node
 
     selectors = selectors_of(args)
 

@@ -71,8 +71,13 @@ def one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import grpc  # imported by build_parser already, after GRPC_VERBOSITY was set
+
     try:
         result: int = args.func(args)
+    except grpc.aio.AioRpcError as exc:  # a broker's answer no command caught: one line
+        print(f"broker: {exc.code().name}: {one_line(exc.details() or '')}", file=sys.stderr)
+        return 1
     except BrokerError as exc:
         print(f"broker: error: {one_line(str(exc))}", file=sys.stderr)
         return 2

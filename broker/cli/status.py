@@ -79,7 +79,14 @@ async def _checks(args: argparse.Namespace, party: Party) -> dict[str, Any]:
 
     from broker import pki
     from broker.client import audit as ac
-    from broker.v1 import agency_pb2, agency_pb2_grpc, audit_pb2, audit_pb2_grpc
+    from broker.v1 import (
+        admin_pb2,
+        admin_pb2_grpc,
+        agency_pb2,
+        agency_pb2_grpc,
+        audit_pb2,
+        audit_pb2_grpc,
+    )
 
     files = pki.load_party(args.keys_dir, party)
     creds = grpc.ssl_channel_credentials(
@@ -105,6 +112,16 @@ async def _checks(args: argparse.Namespace, party: Party) -> dict[str, Any]:
             if active is not None:
                 signed = bool(active.activation.activation)
                 out["policy"] = {"ok": signed, "version": active.version, "signed": signed}
+        elif party.kind == "admin":
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            history = await call(
+                "policy", admin.PolicyHistory(admin_pb2.PolicyHistoryRequest(), timeout=5)
+            )
+            if history is not None:
+                active = [e for e in history.entries if e.active]
+                signed = bool(active) and active[0].admin != "bootstrap"
+                version = active[0].version if active else None
+                out["policy"] = {"ok": signed, "version": version, "signed": signed}
         else:
             out["policy"] = {"ok": True, "version": None, "note": "agencies see the policy"}
         if party.kind in ("agency", "auditor"):

@@ -230,6 +230,8 @@ def test_admin_json_schema_rollback_by_prefix_and_status(cli: Cli, tmp_path: Pat
     status = cli.ok("status", "--as", f"auditor:{AUDITOR_ID}", "--json")
     assert isinstance(status, dict) and status["ok"] is True, status
     assert status["log"]["size"] > 0 and isinstance(status["queues"]["pending"], int)
+    as_admin = cli.ok("status", "--as", f"admin:{ADMIN_ID}", "--json")
+    assert isinstance(as_admin, dict) and as_admin["policy"]["version"] == first, as_admin
     env = dict(cli.env, BROKER_AGENCY="FR-NCB")
     r = subprocess.run(
         [sys.executable, "-m", "broker.cli.main", "status"],

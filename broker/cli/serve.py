@@ -58,21 +58,34 @@ def run(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
     )
     if not config.store:  # SQLite: the store is a file under data_dir
-        check_data_dir(config.data_dir, init=args.init)
+        defaults = args.config is None and args.data_dir is None
+        check_data_dir(config.data_dir, init=args.init, defaults=defaults)
     setup_logging(config.log_level, config.log_format)
     return asyncio.run(serve(config, args.port_file))
 
 
-def check_data_dir(data_dir: Path, *, init: bool) -> None:
+def check_data_dir(data_dir: Path, *, init: bool, defaults: bool = False) -> None:
     """Refuse a data directory that holds files but no broker store, unless `init`: it is
     most likely the parent of the real one (`data` for `data/broker`), and starting there
-    would begin a new, empty deployment beside the real one. A missing or empty directory
-    is a new deployment. Raises FailedPrecondition naming the directory and what it
-    should hold (and the subdirectory that does hold a store, if one does)."""
+    would begin a new, empty deployment beside the real one. With the built-in defaults
+    (`defaults`: no --config, no --data-dir) a missing one is refused too: `broker serve`
+    run from another directory would start a new deployment there. Otherwise a missing
+    or empty directory is a new deployment (a broker.toml or --data-dir names it).
+    Raises FailedPrecondition naming the directory and what it should hold (and the
+    subdirectory that does hold a store, if one does)."""
     from broker.errors import FailedPrecondition
 
     store = data_dir / STORE_FILE
-    if init or store.exists() or not data_dir.is_dir():
+    if init or store.exists():
+        return
+    if defaults and not data_dir.exists():
+        raise FailedPrecondition(
+            f"no deployment here: the default data directory {data_dir} (under "
+            f"{Path.cwd()}) does not exist. Run from the deployment's directory, give "
+            "--config broker.toml or --data-dir DIR, or --init to start a new, empty "
+            "deployment here"
+        )
+    if not data_dir.is_dir():
         return
     try:
         entries = sorted(p.name for p in data_dir.iterdir())

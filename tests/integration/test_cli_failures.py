@@ -275,3 +275,19 @@ def test_a_monitor_names_a_replaced_log(deployment: Deployment, tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_serve_with_the_defaults_refuses_a_directory_without_a_deployment(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", "serve", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert f"the default data directory data/broker (under {tmp_path}) does not exist" in line
+    assert "--config broker.toml or --data-dir DIR, or --init" in line
+    assert not (tmp_path / "data").exists()  # nothing was created

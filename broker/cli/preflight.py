@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,11 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_targets(target: str) -> list[Endpoint]:
+    """Every address of a `--broker` value: host:port, [v6]:port, or a list of replicas."""
+    return [parse_target(part) for part in target.split(",")] if target else [parse_target("")]
 
 
 def parse_target(target: str) -> Endpoint:
@@ -188,13 +194,39 @@ def check_connection(
     about `deadline_s`. Returns None when the connection will work; raises
     ConnectionProblem (or pki's NotFound / FailedPrecondition) otherwise."""
     files = check_local(keys_dir, party)
-    endpoint = parse_target(target)
+    endpoints = parse_targets(target)
     who = f"{party.kind} {party.id}"
     start = time.monotonic()
 
     def left() -> float:
         return max(0.2, deadline_s - (time.monotonic() - start))
 
+    # Replicas share one identity: the name checked is the first address's host, as the
+    # SDK's channel checks it (broker/client/target.py). One replica answering is enough.
+    unreachable: list[BrokerUnreachable] = []
+    for endpoint in endpoints:
+        try:
+            _dial(endpoint, endpoints[0].host, files, who, left, deadline_s)
+        except BrokerUnreachable as exc:
+            unreachable.append(exc)
+            continue
+        return
+    if len(endpoints) > 1:
+        raise BrokerUnreachable(
+            f"none of the {len(endpoints)} broker replicas answered; the first: {unreachable[0]}"
+        )
+    raise unreachable[0]
+
+
+def _dial(
+    endpoint: Endpoint,
+    server_name: str,
+    files: pki.PartyFiles,
+    who: str,
+    left: Callable[[], float],
+    deadline_s: float,
+) -> None:
+    """One TCP connection and TLS handshake to `endpoint`; raises ConnectionProblem."""
     try:
         raw = socket.create_connection((endpoint.host, endpoint.port), timeout=left())
     except socket.gaierror as exc:
@@ -220,7 +252,7 @@ def check_connection(
     with raw:
         raw.settimeout(left())
         try:
-            with _tls_context(files).wrap_socket(raw, server_hostname=endpoint.host) as tls:
+            with _tls_context(files).wrap_socket(raw, server_hostname=server_name) as tls:
                 tls.settimeout(left())
                 try:
                     first = tls.recv(9)  # the broker's HTTP/2 SETTINGS frame header
@@ -232,7 +264,7 @@ def check_connection(
                         f"it does not accept the certificate of {who}"
                     )
         except ssl.SSLCertVerificationError as exc:
-            raise _untrusted_broker(exc, endpoint, files, left()) from exc
+            raise _untrusted_broker(exc, endpoint, server_name, files, left()) from exc
         except ssl.SSLError as exc:
             raise _refused_by_broker(exc, who) from exc
         except TimeoutError as exc:
@@ -248,13 +280,17 @@ def check_connection(
 
 
 def _untrusted_broker(
-    exc: ssl.SSLCertVerificationError, endpoint: Endpoint, files: pki.PartyFiles, timeout: float
+    exc: ssl.SSLCertVerificationError,
+    endpoint: Endpoint,
+    server_name: str,
+    files: pki.PartyFiles,
+    timeout: float,
 ) -> ConnectionProblem:
     code = exc.verify_code
     if code in X509_NAME_MISMATCH:
         names = _server_names(_peer_certificate(endpoint, timeout))
         return FailedPreconditionProblem(
-            f"wrong broker name: the broker's certificate is for {names}, not {endpoint.host!r}; "
+            f"wrong broker name: the broker's certificate is for {names}, not {server_name!r}; "
             "connect by a name it carries (--broker or BROKER_TARGET), or re-issue it with "
             "`broker keys issue broker ID --dns NAME --ip ADDRESS`"
         )

@@ -79,6 +79,7 @@ async def _checks(args: argparse.Namespace, party: Party) -> dict[str, Any]:
 
     from broker import pki
     from broker.client import audit as ac
+    from broker.client.target import channel_target
     from broker.v1 import (
         admin_pb2,
         admin_pb2_grpc,
@@ -95,7 +96,8 @@ async def _checks(args: argparse.Namespace, party: Party) -> dict[str, Any]:
         certificate_chain=files.cert.read_bytes(),
     )
     out: dict[str, Any] = {}
-    async with grpc.aio.secure_channel(args.broker, creds) as channel:
+    target, options = channel_target(args.broker)  # one broker, or its replicas
+    async with grpc.aio.secure_channel(target, creds, options=options) as channel:
 
         async def call(name: str, coro: Any) -> Any:
             try:

@@ -291,3 +291,13 @@ def test_serve_with_the_defaults_refuses_a_directory_without_a_deployment(tmp_pa
     assert f"the default data directory data/broker (under {tmp_path}) does not exist" in line
     assert "--config broker.toml or --data-dir DIR, or --init" in line
     assert not (tmp_path / "data").exists()  # nothing was created
+
+
+def test_replicas_one_answering_is_enough(deployment: Deployment, served: str) -> None:
+    down = f"127.0.0.1:{free_port()}"
+    r = run("status", "--as", "agency:FR-NCB", keys=deployment.keys_dir, target=f"{down},{served}")
+    assert "ok   broker" in r.stdout, r.stdout + r.stderr
+    assert "ok   log" in r.stdout  # the calls went through the replica that answers
+    assert "UNSIGNED bootstrap bundle" in r.stdout and r.returncode == 1  # not provisioned
+    line = one_line(run(*publish_args(), keys=deployment.keys_dir, target=f"{down},{down}"))
+    assert "none of the 2 broker replicas answered; the first: no broker is listening" in line

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from broker.cli import common, notice_fields, preflight, render
 from broker.core.identity import Party
@@ -402,6 +403,8 @@ def run_list(args: argparse.Namespace) -> int:
                 "key_serial": e.key_serial,
                 "revision": e.revision,
                 "signed": bool(signed.entry),
+                "not_after_ms": _signed_until(signed),
+                "not_after": render.iso_ms(_signed_until(signed)) or None,
             }
             for e, signed in zip(resp.agencies, resp.signed, strict=True)
         ]
@@ -409,7 +412,12 @@ def run_list(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2))
             return 0
         for r in rows:
-            signed = "signed" if r["signed"] else "UNSIGNED (bootstrap: run sign-registry)"
+            until = f"until {r['not_after']}" if r["not_after"] else ""
+            signed = (
+                f"signed {until}".strip()
+                if r["signed"]
+                else "UNSIGNED (bootstrap: run sign-registry)"
+            )
             print(
                 f"{r['id']:<12} {r['country']:<3} {r['status']:<10} "
                 f"roles={','.join(r['roles']) or '-':<16} key={r['key_serial']} "
@@ -418,6 +426,16 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(go())
+
+
+def _signed_until(signed: admin_pb2.SignedAgencyEntry) -> int:
+    """Until when nodes accept a signed entry (0: never signed); the bytes as signed."""
+    if not signed.entry:
+        return 0
+    try:
+        return admin_pb2.AgencyEntry.FromString(signed.entry).not_after_ms
+    except DecodeError:
+        return 0
 
 
 def run_actions(args: argparse.Namespace) -> int:

@@ -261,7 +261,9 @@ def _dial(
                 if not first:
                     raise LocalCertificateProblem(
                         f"the broker at {endpoint} closed the connection after the handshake: "
-                        f"it does not accept the certificate of {who}"
+                        f"it does not accept the certificate of {who} (issued by another CA, "
+                        "or revoked); use one from the broker's deployment CA (--keys-dir or "
+                        "BROKER_KEYS)"
                     )
         except ssl.SSLCertVerificationError as exc:
             raise _untrusted_broker(exc, endpoint, server_name, files, left()) from exc

@@ -301,3 +301,20 @@ def test_replicas_one_answering_is_enough(deployment: Deployment, served: str) -
     assert "UNSIGNED bootstrap bundle" in r.stdout and r.returncode == 1  # not provisioned
     line = one_line(run(*publish_args(), keys=deployment.keys_dir, target=f"{down},{down}"))
     assert "none of the 2 broker replicas answered; the first: no broker is listening" in line
+
+
+def test_the_broker_refusing_our_certificate(
+    deployment: Deployment, served: str, tmp_path: Path
+) -> None:
+    # FR-NCB holds another deployment's certificate and trusts both CAs: the handshake
+    # verifies the broker, and the broker, which trusts only its own CA, hangs up.
+    other = create_deployment(tmp_path / "other", deployment.agencies[:1])
+    keys = tmp_path / "mixed"
+    agency = Party("agency", "FR-NCB")
+    shutil.copytree(pki.party_directory(other.keys_dir, agency), pki.party_directory(keys, agency))
+    ours = (deployment.keys_dir / "ca" / "ca.pem").read_bytes()
+    ca = pki.party_directory(keys, agency) / "ca.pem"
+    ca.write_bytes(ca.read_bytes() + ours)
+    line = one_line(run(*publish_args(), keys=keys, target=served))
+    assert f"the broker at {served} closed the connection after the handshake" in line
+    assert "does not accept the certificate of agency FR-NCB" in line

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
 
+from broker.cli import common, notice_fields, preflight, render
+from broker.core.identity import Party
 from broker.errors import InvalidArgument
 from broker.v1 import admin_pb2, notice_pb2
 
@@ -24,8 +26,8 @@ POLICY_REASON = (
 
 def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin", required=True, help="administrator id (urn:broker:admin:<id>)")
-    p.add_argument("--broker", default="127.0.0.1:7443", help="broker host:port")
-    p.add_argument("--keys-dir", type=Path, default=Path("data/keys"))
+    common.add_target(p)
+    common.add_keys(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -40,17 +42,45 @@ def register(sub: Any) -> None:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=run_validate)
 
-    e = psub.add_parser("explain", help="the decision for a draft notice and one recipient")
+    e = psub.add_parser(
+        "explain",
+        help="the decision for a draft notice and one recipient",
+        description="Explain which sections of a draft notice one recipient would get, by "
+        "which rules. Only the kind, the originator and the recipient are needed: what the "
+        "draft leaves out is filled with the kind's defaults (its first purpose and data "
+        "subject, evaluation B2 and handling H0 where required, its required sections), "
+        "and the answer lists what it assumed.",
+    )
     _connection(e)
-    e.add_argument("--originator", required=True)
-    e.add_argument("--recipient", required=True)
-    e.add_argument("--kind", required=True)
-    e.add_argument("--purpose", required=True)
-    e.add_argument("--tlp", default="AMBER")
-    e.add_argument("--section", action="append", default=[], required=True)
-    e.add_argument("--handling", action="append", default=[])
-    e.add_argument("--allow-agency", action="append", default=[])
-    e.add_argument("--deny-country", action="append", default=[])
+    e.add_argument("--originator", required=True, help="the publishing agency, e.g. FR-NCB")
+    e.add_argument("--recipient", required=True, help="the agency asked about, e.g. DE-BKA")
+    e.add_argument("--kind", required=True, help="catalogue kind, e.g. interpol.yellow")
+    e.add_argument("--purpose", help="default: the kind's first purpose")
+    e.add_argument("--tlp", default="AMBER", help="CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
+    e.add_argument(
+        "--section",
+        action="append",
+        default=[],
+        help="a section to explain (repeat; default: every section of the kind)",
+    )
+    e.add_argument(
+        "--data-subject",
+        choices=notice_fields.DATA_SUBJECTS,
+        help="default: the kind's first category",
+    )
+    e.add_argument(
+        "--evaluation",
+        type=notice_fields.evaluation,
+        metavar="SOURCE+INFO",
+        help="e.g. B2 (default where the kind requires one: B2)",
+    )
+    e.add_argument("--handling", action="append", default=[], help="H0, H1, H2 or 'H3:<text>'")
+    e.add_argument("--allow-agency", action="append", default=[], metavar="ID")
+    e.add_argument("--deny-agency", action="append", default=[], metavar="ID")
+    e.add_argument("--allow-country", action="append", default=[], metavar="CC")
+    e.add_argument("--deny-country", action="append", default=[], metavar="CC")
+    e.add_argument("--allow-group", action="append", default=[], metavar="GROUP")
+    e.add_argument("--deny-group", action="append", default=[], metavar="GROUP")
     e.add_argument("--bundle", type=Path, help="explain under this draft bundle")
     e.set_defaults(func=run_explain)
 
@@ -72,7 +102,7 @@ def register(sub: Any) -> None:
 
     r = psub.add_parser("rollback", help="activate an earlier bundle version again")
     _connection(r)
-    r.add_argument("version")
+    r.add_argument("version", help="the version to activate again: any unique prefix of it")
     r.add_argument("--reason", required=True, help=POLICY_REASON)
     r.set_defaults(func=run_rollback)
 
@@ -120,6 +150,8 @@ def register(sub: Any) -> None:
 def _client(args: argparse.Namespace) -> Any:
     from broker.client.admin import AdminClient
 
+    party = Party("admin", args.admin)
+    preflight.check_connection(args.keys_dir, party, args.broker)  # the cause, in ~2 s
     return AdminClient(args.keys_dir, args.admin, args.broker)
 
 
@@ -138,29 +170,12 @@ def _run(args: argparse.Namespace, body: Callable[[Any], Awaitable[Any]]) -> int
 
 
 def _print(args: argparse.Namespace, message: Any) -> None:
-    data = MessageToDict(message, preserving_proto_field_name=True)
+    """One schema for --json (broker/cli/render.py), tables with ISO times otherwise."""
+    data = render.to_data(message)
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps(data, indent=2))
     else:
-        print(_human(data))
-
-
-def _human(data: Any, indent: str = "") -> str:
-    if isinstance(data, dict):
-        lines = []
-        for k, v in data.items():
-            if isinstance(v, dict | list):
-                lines.append(f"{indent}{k}:")
-                lines.append(_human(v, indent + "  "))
-            else:
-                lines.append(f"{indent}{k}: {v}")
-        return "\n".join(lines)
-    if isinstance(data, list):
-        return "\n".join(
-            (f"{indent}-\n" + _human(v, indent + "  ")) if isinstance(v, dict) else f"{indent}- {v}"
-            for v in data
-        )
-    return f"{indent}{data}"
+        print(render.text(data))
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -212,23 +227,63 @@ def run_explain(args: argparse.Namespace) -> int:
     tlp = {name: value for value, name in TLP_NAMES.items()}.get(args.tlp)
     if tlp is None:
         raise InvalidArgument(f"unknown TLP {args.tlp!r}")
+    draft = notice_pb2.NoticeHeader(
+        originator=args.originator,
+        kind=args.kind,
+        purpose=args.purpose or "",
+        tlp=tlp,
+        handling_codes=args.handling,
+    )
+    if args.data_subject:
+        draft.data_subject = notice_fields.data_subject_value(args.data_subject)  # type: ignore[assignment]
+    if args.evaluation:
+        draft.evaluation.source, draft.evaluation.information = args.evaluation
     request = admin_pb2.ExplainDecisionRequest(
-        draft=notice_pb2.NoticeHeader(
-            originator=args.originator,
-            kind=args.kind,
-            purpose=args.purpose,
-            tlp=tlp,
-            handling_codes=args.handling,
-        ),
+        draft=draft,
         restrictions=notice_pb2.OriginatorRestrictions(
-            allow_agencies=args.allow_agency, deny_countries=args.deny_country
+            allow_agencies=args.allow_agency,
+            deny_agencies=args.deny_agency,
+            allow_countries=args.allow_country,
+            deny_countries=args.deny_country,
+            allow_groups=args.allow_group,
+            deny_groups=args.deny_group,
         ),
         sections=args.section,
         recipient=args.recipient,
     )
     if args.bundle:
         request.bundle.CopyFrom(act.bundle_message(read_bundle_dir(args.bundle)))
-    return _run(args, lambda c: c.call("ExplainDecision", request))
+
+    async def go() -> int:
+        async with _client(args) as client:
+            try:
+                resp = await client.call("ExplainDecision", request)
+            except grpc.aio.AioRpcError as exc:
+                print(f"broker: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                return 1
+        data = render.to_data(resp)
+        for d in data["decisions"]:  # obligations as objects; the text form is in details
+            d["obligations"] = d.pop("obligation_details")
+        if args.json:
+            print(json.dumps(data, indent=2))
+            return 0
+        print(f"{args.originator} -> {resp.recipient} under policy {resp.policy_version[:16]}")
+        if resp.assumed:
+            print(f"assumed: {', '.join(resp.assumed)}")
+        rows = [
+            {
+                "section": d["section"],
+                "allowed": d["allowed"],
+                "rules": d["rules"],
+                "reason": d["reason"],
+                "obligations": [f"{o['kind']}: {o['text'] or o['days']}" for o in d["obligations"]],
+            }
+            for d in data["decisions"]
+        ]
+        print(render.table(rows, ["section", "allowed", "rules", "reason", "obligations"]))
+        return 0
+
+    return asyncio.run(go())
 
 
 def run_diff(args: argparse.Namespace) -> int:
@@ -252,8 +307,32 @@ def run_history(args: argparse.Namespace) -> int:
     return _run(args, lambda c: c.call("PolicyHistory", admin_pb2.PolicyHistoryRequest()))
 
 
+def resolve_version(prefix: str, versions: list[str]) -> str:
+    """The one version `prefix` starts; InvalidArgument naming the candidates otherwise."""
+    if not prefix:
+        raise InvalidArgument("give a policy version (any unique prefix of it)")
+    matches = sorted({v for v in versions if v.startswith(prefix.lower())})
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        known = ", ".join(v[:12] for v in versions[:5]) or "none"
+        raise InvalidArgument(
+            f"no policy version starts with {prefix!r} (recent: {known}; see "
+            "`broker admin policy history`)"
+        )
+    shown = ", ".join(m[:16] for m in matches)
+    raise InvalidArgument(
+        f"{prefix!r} is the start of {len(matches)} versions ({shown}): give more characters"
+    )
+
+
 def run_rollback(args: argparse.Namespace) -> int:
-    return _run(args, lambda c: c.rollback(args.version, args.reason))
+    async def body(client: Any) -> Any:
+        history = await client.call("PolicyHistory", admin_pb2.PolicyHistoryRequest())
+        version = resolve_version(args.version, [e.version for e in history.entries])
+        return await client.rollback(version, args.reason)
+
+    return _run(args, body)
 
 
 def _statement(path: Path) -> notice_pb2.SignedKeyStatement:
@@ -333,6 +412,8 @@ def run_list(args: argparse.Namespace) -> int:
                 "key_serial": e.key_serial,
                 "revision": e.revision,
                 "signed": bool(signed.entry),
+                "not_after_ms": _signed_until(signed),
+                "not_after": render.iso_ms(_signed_until(signed)) or None,
             }
             for e, signed in zip(resp.agencies, resp.signed, strict=True)
         ]
@@ -340,7 +421,12 @@ def run_list(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2))
             return 0
         for r in rows:
-            signed = "signed" if r["signed"] else "UNSIGNED (bootstrap: run sign-registry)"
+            until = f"until {r['not_after']}" if r["not_after"] else ""
+            signed = (
+                f"signed {until}".strip()
+                if r["signed"]
+                else "UNSIGNED (bootstrap: run sign-registry)"
+            )
             print(
                 f"{r['id']:<12} {r['country']:<3} {r['status']:<10} "
                 f"roles={','.join(r['roles']) or '-':<16} key={r['key_serial']} "
@@ -349,6 +435,16 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(go())
+
+
+def _signed_until(signed: admin_pb2.SignedAgencyEntry) -> int:
+    """Until when nodes accept a signed entry (0: never signed); the bytes as signed."""
+    if not signed.entry:
+        return 0
+    try:
+        return admin_pb2.AgencyEntry.FromString(signed.entry).not_after_ms
+    except DecodeError:
+        return 0
 
 
 def run_actions(args: argparse.Namespace) -> int:

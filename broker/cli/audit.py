@@ -29,7 +29,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from broker import pki
-from broker.cli import evidence
+from broker.cli import common, evidence, preflight, render
 from broker.client import audit as ac
 from broker.core import auditing
 from broker.core import pod as pd
@@ -57,7 +57,7 @@ def _party(text: str) -> Party:
 
 
 def _trust_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keys-dir", type=Path, default=DEFAULT_KEYS, help="deployment keys directory")
+    common.add_keys(p)
     p.add_argument("--broker-id", default="broker", help="whose log key to trust (default: broker)")
     p.add_argument("--log-key", type=Path, help="the broker's log.pub (default: from --keys-dir)")
     p.add_argument("--ca", type=Path, help="CA certificate (default: <keys-dir>/ca/ca.pem)")
@@ -79,7 +79,7 @@ def _trust_args(p: argparse.ArgumentParser) -> None:
 
 
 def _conn_args(p: argparse.ArgumentParser, *, default_as: str | None = None) -> None:
-    p.add_argument("--broker", default="127.0.0.1:7443", help="broker host:port")
+    common.add_target(p)
     p.add_argument(
         "--as",
         dest="party",
@@ -182,6 +182,7 @@ def _trust(args: argparse.Namespace) -> ac.Trust:
 
 
 def _client(args: argparse.Namespace) -> ac.AuditClient:
+    preflight.check_connection(args.keys_dir, args.party, args.broker)  # the cause, in ~2 s
     return ac.AuditClient(args.broker, args.keys_dir, args.party)
 
 
@@ -223,6 +224,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
                     "size": cp.size,
                     "root": cp.root.hex(),
                     "cosigners": list(verified.cosigners),
+                    "issued_at_ms": fetched.issued_at_ms,
+                    "issued_at": render.iso_ms(fetched.issued_at_ms) or None,
                     "note": verified.note,
                 },
                 indent=2,
@@ -230,6 +233,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         )
     else:
         print(f"checkpoint of {cp.origin}: {cp.size} entries, root {cp.root.hex()}")
+        if fetched.issued_at_ms:
+            print(f"  signed at {render.iso_ms(fetched.issued_at_ms)}")
         print(f"  signature verified with {trust.log.name}+{trust.log.key_id.hex()}")
         if verified.cosigners:
             print(f"  cosigned by {', '.join(verified.cosigners)}")
@@ -257,6 +262,7 @@ def _pod_json(report: pd.PodReport) -> dict[str, Any]:
                 "recipient": r.recipient,
                 "sections": list(r.sections),
                 "received_at_ms": r.received_at_ms,
+                "received_at": render.iso_ms(r.received_at_ms) or None,
                 "log_index": r.log_index,
             }
             for r in report.receipts
@@ -278,8 +284,8 @@ def print_pod(report: pd.PodReport) -> None:
     print(f"  decided under policy {report.policy_version[:16]}")
     for r in report.receipts:
         print(
-            f"  {r.recipient:<12} receipt signed with its CA-bound key, logged at entry "
-            f"{r.log_index}: {', '.join(r.sections)}"
+            f"  {r.recipient:<12} received {render.iso_ms(r.received_at_ms)}, receipt signed "
+            f"with its CA-bound key, logged at entry {r.log_index}: {', '.join(r.sections)}"
         )
     for recipient in report.pending:
         print(f"  {recipient:<12} no receipt yet")

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from broker.cli import common
 from broker.console.config import DEFAULT_LISTEN
 
 
@@ -20,8 +21,8 @@ def register(sub: Any) -> None:
             "is made here. Open the login URL it prints; the token is new every run."
         ),
     )
-    p.add_argument("--broker", default="127.0.0.1:7443", help="broker host:port")
-    p.add_argument("--keys-dir", type=Path, default=Path("data/keys"), help="your keys directory")
+    common.add_target(p)
+    common.add_keys(p, "your keys directory")
     p.add_argument("--auditor", metavar="ID", help="audit as urn:broker:auditor:ID")
     p.add_argument("--admin", metavar="ID", help="administer as urn:broker:admin:ID")
     p.add_argument("--broker-id", default="broker", help="whose log key to trust")

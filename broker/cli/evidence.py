@@ -85,7 +85,7 @@ def _fail(text: str) -> int:
 
 
 def run_attach(args: argparse.Namespace) -> int:
-    from broker.cli.node import _node, _sections
+    from broker.cli.nodeargs import _node, _sections
 
     others = _sections(args.section) if args.section else {}
     bar = ProgressBar("sealing", None if args.quiet or args.json else sys.stderr)
@@ -142,7 +142,7 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from broker.cli.node import _node
+    from broker.cli.nodeargs import _node
 
     bar = ProgressBar("fetching", None if args.quiet or args.json else sys.stderr)
 

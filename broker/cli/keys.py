@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import lookup_keys, pki
+from broker.cli import common
 from broker.core.identity import (
     PARTY_KINDS,
     IdentityError,
@@ -59,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument(
             "--dir",
             type=Path,
-            default=Path(DEFAULT_DIR),
-            help=f"keys directory (default: {DEFAULT_DIR})",
+            default=common.env_keys(),
+            help=f"keys directory (env {common.ENV_KEYS})",
         )
         return p
 

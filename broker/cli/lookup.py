@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from broker.cli import common
 from broker.core.selectors import Selector, canonical_forms, parse_selector
 from broker.errors import InvalidArgument
 
@@ -41,7 +42,7 @@ def register_key_service(sub: Any) -> None:
         "`broker keys issue lookup <id>`.",
     )
     serve.add_argument("--id", default=DEFAULT_SERVICE_ID, help="service id (default: oprf)")
-    serve.add_argument("--keys-dir", type=Path, default=Path("data/keys"))
+    common.add_keys(serve)
     serve.add_argument("--data-dir", type=Path, default=Path("data/lookup"), help="counts")
     serve.add_argument("--listen", default=DEFAULT_SERVICE, help="host:port")
     serve.add_argument("--rate", type=float, default=5000.0, help="elements/s per agency")
@@ -238,7 +239,7 @@ def _line(r: SelectorResult) -> list[str]:
 
 
 def run_lookup(args: argparse.Namespace) -> int:
-    from broker.cli.node import _node
+    from broker.cli.nodeargs import _node
 
     selectors = selectors_of(args)
 

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from broker.errors import BrokerError
+
+# gRPC's C core writes its own lines to stderr (handshake failures, retries); the CLI
+# names causes itself (broker/cli/preflight.py). Set GRPC_VERBOSITY to see them again.
+# Before grpc is first imported: the core reads it once.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
+def version() -> str:
+    """This installation's version, e.g. 0.1.0."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("sealed-notice-broker")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0.1.0+source"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,12 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         audit,
         backup,
         bench,
+        common,
         console,
         demo,
         keys,
         lookup,
         node,
         serve,
+        status,
         store,
     )
 
@@ -28,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="broker",
         description="Sealed notice broker: signed, end-to-end encrypted notices between agencies.",
     )
+    parser.add_argument("--version", action="version", version=f"broker {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status.register(sub)
     serve.register(sub)
     store.register(sub)
     backup.register(sub)  # `broker backup` and `broker restore`
@@ -40,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     bench.register(sub)
     lookup.register_key_service(sub)  # + lookups: `broker lookup-key ...`
+    common.show_defaults(parser)  # every --help shows its defaults
     return parser
 
 
@@ -51,8 +73,13 @@ def one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import grpc  # imported by build_parser already, after GRPC_VERBOSITY was set
+
     try:
         result: int = args.func(args)
+    except grpc.aio.AioRpcError as exc:  # a broker's answer no command caught: one line
+        print(f"broker: {exc.code().name}: {one_line(exc.details() or '')}", file=sys.stderr)
+        return 1
     except BrokerError as exc:
         print(f"broker: error: {one_line(str(exc))}", file=sys.stderr)
         return 2

@@ -1,8 +1,7 @@
 """`broker node ...`: an agency node on the command line.
 
-publish, update, listen, status and restrict; the lifecycle actions (suspend,
-resume, withdraw, cancel, extend, flag, lift-flag, request-lift); replies
-(report, ask, correct) and the replies list.
+publish, update, listen, witness, status and restrict; the lifecycle actions and
+replies are in broker/cli/node_actions.py, what they share in broker/cli/nodeargs.py.
 """
 
 from __future__ import annotations
@@ -13,29 +12,32 @@ import base64
 import json
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from broker.cli import cases, evidence, lookup
+from broker.cli import cases, evidence, lookup, notice_fields
 from broker.cli import requests as requests_cli
+from broker.cli.node_actions import _describe_action, _register_lifecycle, _register_replies
+from broker.cli.nodeargs import (
+    HOUR_MS,
+    _common,
+    _iso,
+    _node,
+    _now_ms,
+    _positive_float,
+    _positive_int,
+    _rpc_error,
+    _section_flag,
+    _sections,
+    _wait_for_broker,
+)
+from broker.core import relay
 from broker.errors import BrokerError, InvalidArgument
 from broker.v1 import agency_pb2, notice_pb2
 
 if TYPE_CHECKING:
-    from broker.client.node import AgencyNode, LifecycleNotice
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agency", required=True, help="this node's agency id, e.g. FR-NCB")
-    p.add_argument("--broker", default="127.0.0.1:7443", help="broker host:port")
-    p.add_argument("--keys-dir", type=Path, default=Path("data/keys"), help="deployment keys")
-    p.add_argument("--state-dir", type=Path, default=Path("data/nodes"), help="node inbox")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    from broker.client.node import LifecycleNotice
 
 
 def register(sub: Any) -> None:
@@ -109,20 +111,25 @@ def register(sub: Any) -> None:
 
 
 def _notice_flags(p: argparse.ArgumentParser) -> None:
-    """The content flags of `publish` and `update`."""
-    p.add_argument("--kind", required=True, help="catalogue kind, e.g. interpol.red")
-    p.add_argument("--purpose", required=True, help="e.g. locate_arrest")
+    """The content flags of `publish` and `update`: every header field a kind can require."""
+    p.add_argument("--kind", required=True, help="catalogue kind, e.g. interpol.red, sis.art32")
+    p.add_argument(
+        "--purpose", required=True, help="one of the kind's purposes, e.g. locate_arrest"
+    )
     p.add_argument("--tlp", default="AMBER", help="CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
+    p.add_argument(
+        "--data-subject",
+        choices=notice_fields.DATA_SUBJECTS,
+        help="LED Art. 6 category of the person (default: the kind's only category, else "
+        "suspect where the kind allows it; otherwise required)",
+    )
+    p.add_argument(
+        "--evaluation",
+        type=notice_fields.evaluation,
+        metavar="SOURCE+INFO",
+        help="Europol 4x4 evaluation: source A/B/C/X and information 1-4, e.g. B2",
+    )
     _section_flag(p)
-    p.add_argument("--handling", action="append", default=[], help="handling code, e.g. H2")
-    p.add_argument("--to", action="append", help="only these recipients (default: all allowed)")
-    p.add_argument("--allow-agency", action="append", default=[])
-    p.add_argument("--deny-agency", action="append", default=[])
-    p.add_argument("--allow-country", action="append", default=[])
-    p.add_argument("--deny-country", action="append", default=[])
-    p.add_argument("--allow-group", action="append", default=[])
-    p.add_argument("--deny-group", action="append", default=[])
-    p.add_argument("--expires-in-days", type=int, default=365)
     p.add_argument(
         "--suite",
         choices=("classical", "hybrid", "auto"),
@@ -130,169 +137,56 @@ def _notice_flags(p: argparse.ArgumentParser) -> None:
         help="envelope suite: hybrid = post-quantum wraps and signatures; auto = hybrid when "
         "every recipient has PQ keys (docs/post-quantum.md)",
     )
+    p.add_argument(
+        "--handling", action="append", default=[], help="handling code H0, H1, H2 or 'H3:<text>'"
+    )
+    p.add_argument("--to", action="append", help="only these recipients (default: all allowed)")
+    p.add_argument("--allow-agency", action="append", default=[], metavar="ID")
+    p.add_argument("--deny-agency", action="append", default=[], metavar="ID")
+    p.add_argument("--allow-country", action="append", default=[], metavar="CC")
+    p.add_argument("--deny-country", action="append", default=[], metavar="CC")
+    p.add_argument("--allow-group", action="append", default=[], metavar="GROUP")
+    p.add_argument("--deny-group", action="append", default=[], metavar="GROUP")
+    p.add_argument(
+        "--embargo-hours",
+        type=_positive_float,
+        help="reach the coordination hubs only, for this many hours (kinds with an embargo)",
+    )
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in-days", type=_positive_int, default=365)
+    expiry.add_argument(
+        "--expires-at",
+        type=notice_fields.iso_time,
+        metavar="ISO-8601",
+        help="expiry as a date or UTC time, e.g. 2027-06-30 or 2027-06-30T12:00:00Z",
+    )
     lookup.add_selector_flag(p)  # + lookups: --selector TYPE=... (indexes the notice)
-
-
-def _section_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--section",
-        action="append",
-        default=[],
-        metavar="NAME=TEXT|NAME=@FILE",
-        help="a section's content (repeat per section)",
-    )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be positive")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
-
-
-def _register_lifecycle(nsub: Any) -> None:
-    def action(name: str, help: str, func: Any) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = nsub.add_parser(name, help=help)
-        _common(p)
-        p.add_argument("notice_id")
-        p.set_defaults(func=func)
-        return p
-
-    p = action("suspend", "originator: suspend a notice for a while", run_suspend)
-    p.add_argument(
-        "--until-hours", type=_positive_float, required=True, help="hours from now (max 6 months)"
-    )
-    p.add_argument("--reason", default="")
-    p = action("resume", "originator: end a notice's suspension now", run_resume)
-    p.add_argument("--reason", default="")
-    p = action("withdraw", "originator: withdraw a notice; every copy is deleted", run_withdraw)
-    p.add_argument("--reason", required=True)
-    p = action("cancel", "originator: cancel a notice (its purpose was met)", run_cancel)
-    p.add_argument("--reason", required=True)
-    p = action("extend", "originator: keep a notice longer, with a justification", run_extend)
-    p.add_argument(
-        "--days", type=_positive_int, required=True, help="new expiry: this many days from now"
-    )
-    p.add_argument("--justification", required=True)
-    p = action("flag", "recipient: the action will not be taken on your territory", run_flag)
-    p.add_argument("--reason", required=True)
-    p = action("lift-flag", "recipient: lift the flag you set on a notice", run_lift_flag)
-    p.add_argument("--reason", default="")
-    p = action(
-        "request-lift", "originator: ask a flagging recipient to lift its flag", run_request_lift
-    )
-    p.add_argument(
-        "--target",
-        required=True,
-        metavar="AGENCY",
-        help="the flagging agency (--agency is this node's own id)",
-    )
-    p.add_argument("--reason", default="")
-
-
-def _register_replies(nsub: Any) -> None:
-    def reply(name: str, help: str, kind: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = nsub.add_parser(name, help=help)
-        _common(p)
-        p.add_argument("notice_id", help="the notice answered")
-        _section_flag(p)
-        p.add_argument("--tlp", default="AMBER", help="CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
-        p.set_defaults(func=run_reply, reply_kind=kind)
-        return p
-
-    for name, kind, help in (
-        ("report", "reply.hit_report", "recipient: report a hit to the notice's originator"),
-        ("ask", "reply.info_request", "recipient: ask the notice's originator for information"),
-    ):
-        p = reply(name, help, kind)
-        p.add_argument(
-            "--to", help="the notice's originator (default: from the notice in your inbox)"
-        )
-        p.add_argument(
-            "--purpose", help="the notice's purpose (default: from the notice in your inbox)"
-        )
-        p.add_argument(
-            "--respond-within-hours",
-            type=_positive_float,
-            help="ask for an answer within this many hours (a deadline)",
-        )
-    p = reply("correct", "originator: send a correction to a recipient", "reply.correction")
-    p.add_argument("--to", required=True, help="the recipient corrected")
-    p.add_argument("--purpose", required=True, help="the notice's purpose")
-    p.set_defaults(respond_within_hours=None)
-
-    rp = nsub.add_parser("replies", help="hit reports, requests and corrections you sent or got")
-    _common(rp)
-    rp.add_argument("--open", action="store_true", help="only those still awaiting an answer")
-    rp.set_defaults(func=run_replies)
-
-
-def _node(args: argparse.Namespace) -> Any:
-    from broker.client.node import AgencyNode, NodeConfig
-
-    return AgencyNode(
-        NodeConfig(
-            agency_id=args.agency,
-            broker=args.broker,
-            keys_dir=args.keys_dir,
-            state_dir=args.state_dir,
-        )
-    )
-
-
-def _sections(specs: list[str]) -> dict[str, bytes]:
-    out = {}
-    for spec in specs:
-        name, sep, value = spec.partition("=")
-        if not sep or not name:
-            raise InvalidArgument(f"--section {spec!r}: write NAME=TEXT or NAME=@FILE")
-        if value.startswith("@"):
-            try:
-                out[name] = Path(value[1:]).read_bytes()
-            except OSError as exc:
-                raise InvalidArgument(f"--section {name}: cannot read {value[1:]}") from exc
-        else:
-            out[name] = value.encode()
-    if not out:
-        raise InvalidArgument("give at least one --section NAME=TEXT")
-    return out
-
-
-def _rpc_error(exc: grpc.aio.AioRpcError) -> int:
-    print(f"broker: {exc.code().name}: {exc.details()}", file=sys.stderr)
-    return 1
 
 
 def run_publish(args: argparse.Namespace) -> int:
     restrictions = _restrictions(args)
-    sections = _sections(args.section)
+    sections = _sections(args.section, args.field)
 
     async def go() -> int:
-        async with _node(args) as node:
+        async with _node(args, check_content=True) as node:
             try:
+                view = await node.directory()
+                subject = notice_fields.data_subject(view.policy, args.kind, args.data_subject)
+                expiry = notice_fields.expiry(args.expires_at, args.expires_in_days, _now_ms())
+                if args.embargo_hours:
+                    restrictions.embargo_until_ms = _now_ms() + int(args.embargo_hours * HOUR_MS)
                 tokens = await lookup.publish_tokens(args, node)  # + lookups
                 result = await node.publish(
                     kind=args.kind,
                     purpose=args.purpose,
                     sections=sections,
                     tlp=args.tlp,
+                    data_subject=subject,
+                    evaluation=args.evaluation,
                     handling_codes=args.handling,
                     restrictions=restrictions,
                     recipients=args.to,
-                    expires_in_days=args.expires_in_days,
+                    expires_in_ms=expiry,
                     notice_id=getattr(args, "notice_id", None),
                     version=getattr(args, "version", 1),
                     index_tokens=tokens,
@@ -300,6 +194,8 @@ def run_publish(args: argparse.Namespace) -> int:
                 )
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
+            except InvalidArgument as exc:  # the policy's words, plus the flag that fixes it
+                raise InvalidArgument(notice_fields.with_flag(str(exc))) from exc
         if args.json:
             print(
                 json.dumps(
@@ -342,6 +238,7 @@ def run_witness(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if args.timeout:
             loop.call_later(args.timeout, stop.set)
+        await _wait_for_broker(args, stop)  # says so while there is none; bad certs raise
         state = args.state_dir / f"{args.agency}.witness.json"
         turns = await witness(
             args.keys_dir, args.agency, args.broker, state, stop=stop, interval_s=args.interval
@@ -376,6 +273,17 @@ def run_listen(args: argparse.Namespace) -> int:
                             "version": notice.version,
                             "originator": notice.originator,
                             "kind": notice.header.kind,
+                            "purpose": notice.header.purpose,
+                            "data_subject": notice_fields.data_subject_name(
+                                notice.header.data_subject
+                            ),
+                            "evaluation": notice.header.evaluation.source
+                            + notice.header.evaluation.information,
+                            "tlp": relay.TLP_NAMES.get(notice.header.tlp, ""),
+                            "handling_codes": list(notice.header.handling_codes),
+                            "expires_at_ms": notice.header.expires_at_ms,
+                            "expires_at": _iso(notice.header.expires_at_ms),
+                            "embargo_until_ms": notice.header.embargo_until_ms,
                             "sections": sections,
                             "obligations": [
                                 {
@@ -438,13 +346,16 @@ def run_listen(args: argparse.Namespace) -> int:
                     row["version"] = a.version
                 if a.until_ms:
                     row["until_ms"] = a.until_ms
+                    row["until"] = _iso(a.until_ms)
                 if a.target:
                     row["target"] = a.target
                 print(json.dumps(row), flush=True)
             else:
                 print(f"lifecycle: {_describe_action(notice)}", flush=True)
 
-        async with _node(args) as node:
+        if not await _wait_for_broker(args, stop):
+            return 0
+        async with _node(args, checked=True) as node:
             try:
                 await node.listen(handle, stop=stop, on_event=on_event, on_lifecycle=on_lifecycle)
             except grpc.aio.AioRpcError as exc:
@@ -519,247 +430,6 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"in the transparency log (cosigned): {logged}")
         for f in report.findings:
             print(f"FINDING {f.describe()}")
-        return 0
-
-    return asyncio.run(go())
-
-
-# -- lifecycle --------------------------------------------------------------------------
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _copies(n: int) -> str:
-    return f"{n} local cop{'y' if n == 1 else 'ies'}"
-
-
-def _describe_action(notice: LifecycleNotice) -> str:
-    """One line for a LifecycleNotice, e.g. 'withdraw N by FR-NCB: arrested; erased ...'."""
-    a = notice.action
-    text = f"{notice.kind} {a.notice_id}"
-    if a.version:
-        text += f" v{a.version}"
-    text += f" by {a.actor}"
-    if a.target:
-        text += f" to {a.target}"
-    if a.until_ms:
-        text += f" until {_when(a.until_ms)}"
-    if notice.reason or a.reason:
-        text += f": {notice.reason or a.reason}"  # the opened text, else its digest
-    if notice.erased:
-        text += f"; erased {_copies(notice.erased)}"
-    return text
-
-
-ActCall = Callable[["AgencyNode"], Awaitable[agency_pb2.ActResponse]]
-
-
-def _act(args: argparse.Namespace, kind: str, call: ActCall, until_ms: int = 0) -> int:
-    """Send one lifecycle action and print what the broker did with it."""
-
-    async def go() -> int:
-        async with _node(args) as node:
-            try:
-                result = await call(node)
-            except grpc.aio.AioRpcError as exc:
-                return _rpc_error(exc)
-        if args.json:
-            row: dict[str, object] = {
-                "action": kind,
-                "notice_id": args.notice_id,
-                "action_id": result.action_id,
-                "told": list(result.told),
-                "purged": result.purged,
-                "duplicate": result.duplicate,
-            }
-            if until_ms:
-                row["until_ms"] = until_ms
-            print(json.dumps(row))
-        else:
-            until = f" until {_when(until_ms)}" if until_ms else ""
-            told = ", ".join(result.told) or "nobody (no recipient holds a copy)"
-            line = f"{kind} {args.notice_id}{until}: told {told}"
-            if result.purged:
-                n = result.purged
-                line += f"; {n} undelivered cop{'y' if n == 1 else 'ies'} purged from the broker"
-            if result.duplicate:
-                line += " (already recorded: nothing changed)"
-            print(line)
-        return 0
-
-    return asyncio.run(go())
-
-
-def run_suspend(args: argparse.Namespace) -> int:
-    until = _now_ms() + int(args.until_hours * HOUR_MS)
-    return _act(
-        args, "suspend", lambda n: n.suspend(args.notice_id, until, args.reason), until_ms=until
-    )
-
-
-def run_resume(args: argparse.Namespace) -> int:
-    return _act(args, "resume", lambda n: n.resume(args.notice_id, args.reason))
-
-
-def run_withdraw(args: argparse.Namespace) -> int:
-    return _act(args, "withdraw", lambda n: n.withdraw(args.notice_id, args.reason))
-
-
-def run_cancel(args: argparse.Namespace) -> int:
-    return _act(args, "cancel", lambda n: n.cancel(args.notice_id, args.reason))
-
-
-def run_extend(args: argparse.Namespace) -> int:
-    until = _now_ms() + args.days * DAY_MS
-    return _act(
-        args,
-        "extend",
-        lambda n: n.extend(args.notice_id, until, args.justification),
-        until_ms=until,
-    )
-
-
-def run_flag(args: argparse.Namespace) -> int:
-    return _act(args, "flag", lambda n: n.flag(args.notice_id, args.reason))
-
-
-def run_lift_flag(args: argparse.Namespace) -> int:
-    return _act(args, "lift_flag", lambda n: n.lift_flag(args.notice_id, args.reason))
-
-
-def run_request_lift(args: argparse.Namespace) -> int:
-    return _act(
-        args,
-        "request_flag_lift",
-        lambda n: n.request_flag_lift(args.notice_id, args.target, args.reason),
-    )
-
-
-# -- replies ----------------------------------------------------------------------------
-def _held_header(node: AgencyNode, notice_id: str) -> notice_pb2.NoticeHeader | None:
-    """The header of the latest version of a notice this node holds (verified), if any."""
-    from broker.core.envelope import OpenError
-
-    row = node.inbox.conn.execute(
-        "SELECT delivery FROM inbox WHERE notice_id=? AND delivery<>x'' "
-        "ORDER BY version DESC LIMIT 1",
-        (notice_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    try:
-        header = node.open(notice_pb2.Delivery.FromString(bytes(row[0]))).header
-    except OpenError:
-        return None
-    return header
-
-
-def run_reply(args: argparse.Namespace) -> int:
-    sections = _sections(args.section)
-    within_ms = int(args.respond_within_hours * HOUR_MS) if args.respond_within_hours else 0
-
-    async def go() -> int:
-        async with _node(args) as node:
-            purpose, to = args.purpose, args.to
-            if purpose is None or to is None:
-                header = _held_header(node, args.notice_id)
-                if header is None:
-                    raise InvalidArgument(
-                        f"notice {args.notice_id} is not in {args.agency}'s inbox: "
-                        "give --to (its originator) and --purpose"
-                    )
-                purpose, to = purpose or header.purpose, to or header.originator
-            try:
-                result = await node.reply(
-                    args.reply_kind,
-                    args.notice_id,
-                    sections,
-                    to=to,
-                    purpose=purpose,
-                    respond_within_ms=within_ms,
-                    tlp=args.tlp,
-                )
-            except grpc.aio.AioRpcError as exc:
-                return _rpc_error(exc)
-        recipients = sorted(result.audience)
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "notice_id": result.notice_id,
-                        "version": result.version,
-                        "kind": args.reply_kind,
-                        "in_reply_to": args.notice_id,
-                        "to": recipients,
-                        "respond_within_ms": within_ms,
-                        "duplicate": result.duplicate,
-                    }
-                )
-            )
-        else:
-            line = (
-                f"sent {args.reply_kind} {result.notice_id} to {', '.join(recipients)} "
-                f"in reply to {args.notice_id}"
-            )
-            if within_ms:
-                line += f"; answer requested within {args.respond_within_hours:g} h"
-            print(line)
-        return 0
-
-    return asyncio.run(go())
-
-
-def _reply_state(r: agency_pb2.ReplyInfo) -> str:
-    if r.answered_by:
-        return "answered"
-    if r.overdue:
-        return "overdue"
-    return "open" if r.respond_by_ms else "no answer requested"
-
-
-def run_replies(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        async with _node(args) as node:
-            try:
-                response = await node.replies(open_only=args.open)
-            except grpc.aio.AioRpcError as exc:
-                return _rpc_error(exc)
-        if args.json:
-            rows = [
-                {
-                    "notice_id": r.notice_id,
-                    "kind": r.kind,
-                    "in_reply_to": r.in_reply_to,
-                    "from": getattr(r, "from"),
-                    "to": r.to,
-                    "sent_at_ms": r.sent_at_ms,
-                    "respond_by_ms": r.respond_by_ms,
-                    "answered_by": r.answered_by,
-                    "overdue": r.overdue,
-                    "state": _reply_state(r),
-                }
-                for r in response.replies
-            ]
-            print(json.dumps(rows))
-            return 0
-        if not response.replies:
-            print("no open replies" if args.open else "no replies")
-        for r in response.replies:
-            deadline = f", respond by {_when(r.respond_by_ms)}" if r.respond_by_ms else ""
-            answered = f" by {r.answered_by}" if r.answered_by else ""
-            print(
-                f"{r.kind:<18} {r.notice_id} {getattr(r, 'from')} -> {r.to} "
-                f"(re {r.in_reply_to}), sent {_when(r.sent_at_ms)}{deadline}: "
-                f"{_reply_state(r)}{answered}"
-            )
         return 0
 
     return asyncio.run(go())

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from broker.server.app import BrokerApp
 
 log = logging.getLogger("broker.server")
+STORE_FILE = "broker.sqlite3"  # ServerConfig.database
 
 
 def register(sub: Any) -> None:
@@ -40,6 +41,11 @@ def register(sub: Any) -> None:
     p.add_argument("--registry", type=Path, help="agency registry (registry.toml)")
     p.add_argument("--metrics-listen", help="host:port for Prometheus metrics; '' disables")
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    p.add_argument(
+        "--init",
+        action="store_true",
+        help="start a new, empty store in a data directory that holds other files but no store",
+    )
     p.set_defaults(func=run)
 
 
@@ -54,8 +60,49 @@ def run(args: argparse.Namespace) -> int:
         registry=args.registry,
         metrics_listen=args.metrics_listen,
     )
+    if not config.store:  # SQLite: the store is a file under data_dir
+        defaults = args.config is None and args.data_dir is None
+        check_data_dir(config.data_dir, init=args.init, defaults=defaults)
     setup_logging(config.log_level, config.log_format)
     return asyncio.run(serve(config, args.port_file))
+
+
+def check_data_dir(data_dir: Path, *, init: bool, defaults: bool = False) -> None:
+    """Refuse a data directory that holds files but no broker store, unless `init`: it is
+    most likely the parent of the real one (`data` for `data/broker`), and starting there
+    would begin a new, empty deployment beside the real one. With the built-in defaults
+    (`defaults`: no --config, no --data-dir) a missing one is refused too: `broker serve`
+    run from another directory would start a new deployment there. Otherwise a missing
+    or empty directory is a new deployment (a broker.toml or --data-dir names it).
+    Raises FailedPrecondition naming the directory and what it should hold (and the
+    subdirectory that does hold a store, if one does)."""
+    from broker.errors import FailedPrecondition
+
+    store = data_dir / STORE_FILE
+    if init or store.exists():
+        return
+    if defaults and not data_dir.exists():
+        raise FailedPrecondition(
+            f"no deployment here: the default data directory {data_dir} (under "
+            f"{Path.cwd()}) does not exist. Run from the deployment's directory, give "
+            "--config broker.toml or --data-dir DIR, or --init to start a new, empty "
+            "deployment here"
+        )
+    if not data_dir.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in data_dir.iterdir())
+    except OSError:
+        return  # unreadable: the store's own open names the problem
+    if not entries:
+        return
+    nested = sorted(p.parent for p in data_dir.glob(f"*/{STORE_FILE}"))
+    hint = f"; did you mean --data-dir {nested[0]}?" if nested else "."
+    raise FailedPrecondition(
+        f"data directory {data_dir} holds no broker store (expected {store}) but holds "
+        f"{', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''}{hint} Give --init to "
+        "start a new, empty deployment there"
+    )
 
 
 async def serve(config: ServerConfig, port_file: Path | None = None) -> int:

@@ -383,6 +383,13 @@ async def _verify_entries(
     return tree.extend(start, frontier, [leaf_hash(e.leaf) for e in entries]), len(entries)
 
 
+def _replaced_hint(state_path: Path) -> str:
+    return (
+        f" (a new data directory?); if a new deployment was started on purpose, move "
+        f"{state_path} away"
+    )
+
+
 async def monitor(
     client: AuditClient,
     trust: Trust,
@@ -419,6 +426,12 @@ async def monitor(
                 f"the broker cannot prove checkpoint {cp.size} consistent with checkpoint "
                 f"{kept.size} this monitor verified ({exc}): the log was truncated or rewritten"
             )
+            if kept.size > cp.size:
+                message = (
+                    f"the log now has {cp.size} entries but this monitor verified {kept.size} "
+                    f"before ({state_path}): the broker's log was rolled back or replaced"
+                    f"{_replaced_hint(state_path)} ({exc})"
+                )
             evidence = _evidence(state_path, state.note if state else None, new.note, message, [])
             return MonitorResult(
                 False, UNPROVABLE, message, kept.size, cp.size, cp.root, new.cosigners, 0, evidence
@@ -438,7 +451,7 @@ async def monitor(
         # of consistency the broker adds (a truncated log can prove its own prefix).
         message = (
             f"the broker served checkpoint {cp.size}, older than checkpoint {kept.size} this "
-            "monitor verified: a rollback or truncation of the log"
+            f"monitor verified: a rollback or truncation of the log{_replaced_hint(state_path)}"
         )
         evidence = _evidence(state_path, state.note, new.note, message, proof)
         return MonitorResult(

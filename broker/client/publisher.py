@@ -39,8 +39,8 @@ from broker.client.statedb import transaction
 from broker.client.suite_choice import choose_suite
 from broker.client.types import Draft, NodeConfig, PublishedNotice, now_ms
 from broker.core import activation as act
+from broker.core import content, intake, keymap, lifecycle, lookup, relay
 from broker.core import envelope as env
-from broker.core import intake, keymap, lifecycle, lookup, relay
 from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party
 from broker.core.policy import AgencyProfile, Bundle, PolicyError, compile_bundle
@@ -428,8 +428,10 @@ class NodePublisher:
         restrictions = d.restrictions or notice_pb2.OriginatorRestrictions()
         facts = relay.facts_of(header, restrictions, sorted(d.sections))
         try:
-            view.policy.check_notice(facts)
-        except PolicyError as exc:
+            spec = view.policy.check_notice(facts)
+            if self.config.check_content:  # the catalogue's content_fields (core/content.py)
+                content.check_content(spec, d.sections)
+        except (PolicyError, content.ContentError) as exc:
             raise InvalidArgument(str(exc)) from exc
         now = now_ms()
         shape = self._decisions.outcome(view.policy, view.digest, view.profiles, facts, now)

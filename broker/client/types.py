@@ -42,6 +42,10 @@ class NodeConfig:
     trust_file: Path | None = None  # the deployment's trust.toml (default: in keys_dir)
     lb_policy: str = "pick_first"  # over several replicas: or "round_robin" (client/target.py)
     suite: str = "classical"  # envelope suite: classical | hybrid | auto (client/suite_choice.py)
+    # Refuse a section lacking a field its kind's catalogue entry asks for (content_fields,
+    # broker/core/content.py) before sealing. `broker node publish` turns it on; off by
+    # default until every caller writes structured sections.
+    check_content: bool = False
 
 
 @dataclass(frozen=True)

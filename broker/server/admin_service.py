@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import Message
 
 from broker.core import activation as act
-from broker.core import relay
+from broker.core import explain, relay
 from broker.core.identity import IdentityError, Party, validate_id, verify_key_statement
 from broker.core.lifecycle import reason_digest
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
@@ -146,11 +146,12 @@ class AdminService:
         if not req.draft.originator:
             raise InvalidArgument("draft.originator is required")
         facts = relay.facts_of(req.draft, req.restrictions, list(req.sections))
+        draft = explain.complete_draft(policy, facts)  # the kind's defaults, said as assumed
         try:
-            policy.check_notice(facts)
+            policy.check_notice(draft.facts)
         except PolicyError as exc:
             raise InvalidArgument(str(exc)) from exc
-        decision = policy.decide(facts, recipient.profile, now_ms=now_ms())
+        decision = policy.decide(draft.facts, recipient.profile, now_ms=now_ms())
         return admin_pb2.ExplainDecisionResponse(
             policy_version=policy.version,
             recipient=req.recipient,
@@ -161,9 +162,17 @@ class AdminService:
                     rules=list(d.rules),
                     reason=d.reason,
                     obligations=[str(o) for o in getattr(d, "obligations", ())],
+                    obligation_details=[
+                        notice_pb2.Obligation(
+                            section=d.section, kind=o.kind, text=o.text, rule=o.rule, days=o.days
+                        )
+                        for o in getattr(d, "obligations", ())
+                    ],
                 )
                 for d in decision.decisions
+                if d.section in draft.asked
             ],
+            assumed=list(draft.assumed),
         )
 
     async def diff(self, data: bytes, admin: str) -> admin_pb2.DiffPolicyResponse:
@@ -402,14 +411,19 @@ class AdminService:
         cur = await self._current(entry.id)
         self._next_revision(cur, entry)
         self._same(entry, cur, "status", "key_serial")
-        detail = {
+        detail: dict[str, list[Any]] = {
             "country": [cur.country, entry.country],
             "roles": [list(cur.roles), sorted(entry.roles)],
             "groups": [list(cur.groups), sorted(entry.groups)],
             "purposes": [list(cur.purposes), sorted(entry.purposes)],
         }
         material = (cur.statement, cur.signing_key, cur.encryption_key)
-        return await self._store(admin, "agency.update", entry, req.entry, material, detail)
+        # Only what changed, as [before, after]; an entry signed again without a change (the
+        # bootstrap entries' first signature, a renewal) is recorded as what it is.
+        changed = {k: v for k, v in detail.items() if v[0] != v[1]}
+        action = "agency.update" if changed else "agency.sign"
+        detail = changed  # the revision is added to every action's detail
+        return await self._store(admin, action, entry, req.entry, material, detail)
 
     async def set_status(self, data: bytes, admin: str) -> admin_pb2.AgencyResponse:
         req = parse(admin_pb2.SetAgencyStatusRequest, data)

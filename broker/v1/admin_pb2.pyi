@@ -222,6 +222,7 @@ class SectionDecision(_message.Message):
     RULES_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OBLIGATIONS_FIELD_NUMBER: _builtins.int
+    OBLIGATION_DETAILS_FIELD_NUMBER: _builtins.int
     section: _builtins.str
     allowed: _builtins.bool
     reason: _builtins.str
@@ -229,6 +230,10 @@ class SectionDecision(_message.Message):
     def rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def obligations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def obligation_details(self) -> _containers.RepeatedCompositeFieldContainer[_notice_pb2.Obligation]:
+        """The same obligations as objects (section, kind, text, rule, days), as a recipient gets them."""
+
     def __init__(
         self,
         *,
@@ -237,10 +242,11 @@ class SectionDecision(_message.Message):
         rules: _abc.Iterable[_builtins.str] | None = ...,
         reason: _builtins.str = ...,
         obligations: _abc.Iterable[_builtins.str] | None = ...,
+        obligation_details: _abc.Iterable[_notice_pb2.Obligation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "obligations", b"obligations", "reason", b"reason", "rules", b"rules", "section", b"section"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "obligation_details", b"obligation_details", "obligations", b"obligations", "reason", b"reason", "rules", b"rules", "section", b"section"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,20 +296,28 @@ class ExplainDecisionResponse(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     RECIPIENT_FIELD_NUMBER: _builtins.int
     DECISIONS_FIELD_NUMBER: _builtins.int
+    ASSUMED_FIELD_NUMBER: _builtins.int
     policy_version: _builtins.str
     recipient: _builtins.str
     @_builtins.property
     def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SectionDecision]: ...
+    @_builtins.property
+    def assumed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the explanation filled in because the draft left it out ("data_subject=victim",
+        "sections+=identity"): the kind's defaults (broker/core/explain.py).
+        """
+
     def __init__(
         self,
         *,
         policy_version: _builtins.str = ...,
         recipient: _builtins.str = ...,
         decisions: _abc.Iterable[Global___SectionDecision] | None = ...,
+        assumed: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "policy_version", b"policy_version", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assumed", b"assumed", "decisions", b"decisions", "policy_version", b"policy_version", "recipient", b"recipient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -92,11 +92,15 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
             "--purpose",
             "locate_arrest",
             "--section",
-            "identity=DOE, John",
+            "identity=family_name: DOE\nforename: John\ndate_of_birth: 1970-01-01\nnationality: US",
             "--section",
-            "case_facts=fraud",
-            "--section",
-            "judicial=warrant 7",
+            "case_facts=offence: fraud\nsummary: fraud",
+            "--field",
+            "judicial.warrant_reference=warrant 7",
+            "--field",
+            "judicial.issuing_authority=Paris court",
+            "--field",
+            "judicial.penalty_threshold=2 years",
             "--to",
             "DE-BKA",
             "--json",
@@ -108,7 +112,7 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
         assert listener.returncode == 0, err
         received = json.loads(out.strip().splitlines()[-1])
         assert received["notice_id"] == published["notice_id"]
-        assert received["sections"]["identity"] == "DOE, John"
+        assert received["sections"]["identity"].startswith("family_name: DOE\nforename: John")
         r = broker("node", "status", "--agency", "FR-NCB", published["notice_id"], "--json", *node)
         assert r.returncode == 0, r.stderr
         report = json.loads(r.stdout)

@@ -107,10 +107,20 @@ def test_lifecycle_and_reply_commands(deployment: Deployment, tmp_path: Path) ->
             "interpol.red",
             "--purpose",
             "locate_arrest",
-            "--section",
-            "identity=DOE, John",
-            "--section",
-            "judicial=warrant 7",
+            "--field",
+            "identity.family_name=DOE",
+            "--field",
+            "identity.forename=John",
+            "--field",
+            "identity.date_of_birth=1970-01-01",
+            "--field",
+            "identity.nationality=US",
+            "--field",
+            "judicial.warrant_reference=warrant 7",
+            "--field",
+            "judicial.issuing_authority=Paris court",
+            "--field",
+            "judicial.penalty_threshold=2 years",
         ]
         # IT-BORDER never connects: version 2 leaves it out, and its copy never leaves.
         published = ok(
@@ -119,7 +129,7 @@ def test_lifecycle_and_reply_commands(deployment: Deployment, tmp_path: Path) ->
                 "publish",
                 *red,
                 "--section",
-                "case_facts=fraud",
+                "case_facts=offence: fraud\nsummary: fraud",
                 "--to",
                 "DE-BKA",
                 "--to",
@@ -140,7 +150,7 @@ def test_lifecycle_and_reply_commands(deployment: Deployment, tmp_path: Path) ->
                 "2",
                 *red,
                 "--section",
-                "case_facts=fraud and forgery",
+                "case_facts=offence: fraud\nsummary: fraud and forgery",
                 "--to",
                 "DE-BKA",
                 "--json",
@@ -148,7 +158,7 @@ def test_lifecycle_and_reply_commands(deployment: Deployment, tmp_path: Path) ->
         )
         assert (updated["notice_id"], updated["version"]) == (notice_id, 2)
         v2 = de.wait_json(notice_id=notice_id, version=2)
-        assert v2["sections"]["case_facts"] == "fraud and forgery"
+        assert v2["sections"]["case_facts"] == "offence: fraud\nsummary: fraud and forgery"
 
         # The recipient flags it; the listening originator prints the action.
         flagged = ok(as_("DE-BKA", "flag", notice_id, "--reason", "no extradition", "--json"))

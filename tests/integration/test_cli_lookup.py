@@ -65,8 +65,11 @@ def test_node_lookup_and_publish_with_selectors(deployment: Deployment, tmp_path
         assert broker("admin", "agency", "sign-registry", *admin).returncode == 0
         r = broker(
             "node", "publish", "--agency", "FR-NCB", *node, "--kind", "interpol.red",
-            "--purpose", "locate_arrest", "--section", "identity=DUPONT", "--section",
-            "case_facts=robbery", "--section", "judicial=warrant", "--json",
+            "--purpose", "locate_arrest", "--section",
+            "identity=family_name: DUPONT\nforename: Jean\ndate_of_birth: 1981-03-14\n"
+            "nationality: FR", "--section", "case_facts=offence: robbery\nsummary: robbery",
+            "--section", "judicial=warrant_reference: W1\nissuing_authority: Paris court\n"
+            "penalty_threshold: 2 years", "--json",
             "--selector", "travel_document=FR;P;19FR23456",
             "--selector", "person=DUPONT, Jean;14.03.1981",
         )  # fmt: skip

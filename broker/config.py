@@ -19,6 +19,7 @@ from broker.core import bounds, receipts
 from broker.core.identity import validate_id
 from broker.core.relay import Limits
 from broker.errors import InvalidArgument
+from broker.quotas import Quotas, check_quotas
 from broker.store.backends import check_store
 from broker.tomlfile import TomlText
 
@@ -43,6 +44,7 @@ class ServerConfig:
     store_pool_max: int = 4  # at most this many
     store_workers: int = 2  # transactions committed at once (StoreRunner threads)
     limits: Limits = field(default_factory=Limits)
+    quotas: Quotas = field(default_factory=Quotas)  # per-agency rate limits (broker/quotas.py)
 
     @property
     def database(self) -> Path:
@@ -74,7 +76,7 @@ class ConfigError(InvalidArgument):
 
 
 def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
-    """Read broker.toml (sections [server] and [limits]); relative paths are relative to it.
+    """Read broker.toml ([server], [limits] and [quotas]); relative paths are relative to it.
 
     `overrides` (the command line's) replace the file's values and are checked the
     same way. Raises ConfigError naming the file, line, column and key on any problem.
@@ -86,10 +88,10 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
         doc, src = tomlfile.read(path, ConfigError, "config file")
         base = path.parent
     for name, value in doc.items():
-        if name not in ("server", "limits"):
+        if name not in ("server", "limits", "quotas"):
             raise ConfigError(
                 f"{src.where((), name)}: unknown table {bounds.quote(name)}: "
-                "broker.toml has [server] and [limits]"
+                "broker.toml has [server], [limits] and [quotas]"
             )
         if not isinstance(value, dict):
             raise ConfigError(
@@ -102,7 +104,8 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
             continue
         server[key] = _check_override(key, value)
     limits = _check_limits(src, dict(doc.get("limits", {})))
-    config = ServerConfig(**server, limits=Limits(**limits))
+    quotas = check_quotas(src, doc.get("quotas", {}), ConfigError)
+    config = ServerConfig(**server, limits=Limits(**limits), quotas=quotas)
     try:
         check_store(
             config.store, config.store_pool_min, config.store_pool_max, config.store_workers
@@ -257,7 +260,9 @@ def _error(src: TomlText, table: str, key: str, message: str) -> ConfigError:
 
 
 def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str, Any]:
-    defaults = {f.name: f.default for f in fields(ServerConfig) if f.name != "limits"}
+    defaults = {
+        f.name: f.default for f in fields(ServerConfig) if f.name not in ("limits", "quotas")
+    }
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in defaults:
@@ -285,7 +290,7 @@ def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str
 def _check_override(key: str, value: Any) -> Any:
     """A command-line value: checked like the file's; paths relative to the current directory."""
     defaults = {f.name: f.default for f in fields(ServerConfig)}
-    if key not in defaults or key == "limits":
+    if key not in defaults or key in ("limits", "quotas"):
         raise ConfigError(f"unknown setting {key}")
     raw = str(value) if isinstance(value, Path) else value
     check = SERVER_KEYS.get(key) or _by_default(defaults[key])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ from broker.core import delivery, keymap, relay
 from broker.core import envelope as env
 from broker.core.decisions import decided_under, still_decided
 from broker.errors import (
+    Aborted,
     BrokerError,
     InvalidArgument,
     ResourceExhausted,
@@ -43,6 +45,7 @@ from broker.store.api import (
     NoticeRecord,
     Store,
     StoredCheckpoint,
+    StoredPublish,
 )
 from broker.v1 import agency_pb2, lookup_pb2, notice_pb2
 
@@ -65,6 +68,12 @@ EVENT_KINDS = {
 
 def key_of(o: Any) -> tuple[str, int]:
     return (o.notice_id, o.version)
+
+
+def _stored_publishes(
+    keys: Sequence[tuple[str, int]], store: Store
+) -> dict[tuple[str, int], StoredPublish]:
+    return store.stored_publishes(keys)
 
 
 def _ack_events(agency: str, up_to: int, store: Store) -> None:
@@ -216,6 +225,10 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
             raise InvalidArgument("PublishRequest carries no envelopes")
         if len(req.envelopes) > limits.max_publish_batch:
             raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
+        self.app.quotas.admit_publish(me, len(req.envelopes), len(data))  # + fair sharing
+        again = await self._republished(me, req)
+        if again is not None:
+            return again
         now = now_ms()
         app = self.app
         registry, policy, registry_key = app.registry, app.policy, app.registry_key
@@ -226,6 +239,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
         statement = originator.statement if originator is not None else b""
         indexes: dict[tuple[str, int], list[bytes]] = {}  # + lookups: tokens per notice
         for i, e in enumerate(req.envelopes):
+            metrics.PUBLISH_CHECKS.inc()
             try:
                 accepted = relay.accept_publish(
                     e.SerializeToString(deterministic=True),
@@ -293,6 +307,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
             parsed.append(header)
 
         headers = {(r.notice_id, r.version): h for (r, _p), h in zip(items, parsed, strict=True)}
+        self.app.quotas.admit_queued(me, sum(len(plans) for _r, plans in items))
 
         told: list[str] = []  # holders of older versions told they were dropped
 
@@ -343,14 +358,56 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                 metrics.DUPLICATES.inc()
             else:
                 metrics.PUBLISHED.inc()
+                self.app.quotas.queued_more(me, len(o.recipients))
                 for r in o.recipients:
                     self.app.wake(r)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         return resp
 
+    async def _republished(
+        self, me: str, req: agency_pb2.PublishRequest
+    ) -> agency_pb2.PublishResponse | None:
+        """The answer to a re-publish of envelopes stored before, byte for byte, by the
+        same originator: their stored outcomes, found by (notice id, version) and the
+        envelope digest, with no check run again. None when any envelope is new (or
+        differs: the full path then answers, AlreadyExists for other bytes)."""
+        keys: list[tuple[str, int]] = []
+        digests: list[bytes] = []
+        for e in req.envelopes:
+            try:
+                header = notice_pb2.NoticeHeader.FromString(e.header.header_bytes)
+            except DecodeError:
+                return None  # the checks will say what is wrong with it
+            keys.append((header.notice_id, header.version))
+            digests.append(hashlib.sha256(e.SerializeToString(deterministic=True)).digest())
+        if len(set(keys)) != len(keys):
+            return None
+        stored = await self.app.runner.call(partial(_stored_publishes, keys))
+        outcomes = []
+        for key, digest in zip(keys, digests, strict=True):
+            found = stored.get(key)
+            if found is None or found.originator != me or found.envelope_digest != digest:
+                return None
+            outcomes.append(found.outcome)
+        resp = agency_pb2.PublishResponse(directory_digest=self.app.registry_key)
+        for o in outcomes:
+            resp.results.add(
+                notice_id=o.notice_id,
+                version=o.version,
+                header_digest=o.header_digest,
+                duplicate=True,
+                recipients=list(o.recipients),
+                policy_version=o.policy_version,
+            )
+        metrics.DUPLICATES.inc(len(outcomes))
+        metrics.REPUBLISHES.inc(len(outcomes))
+        return resp
+
     # -- Lookup (broker/server/lookup.py) -------------------------------------------------
     async def lookup(self, data: bytes, context: Ctx) -> lookup_pb2.LookupResponse:
-        return await lookup.handle_lookup(self.app, self._agency(context), data)
+        me = self._agency(context)
+        self.app.quotas.admit_lookup(me)  # + fair sharing
+        return await lookup.handle_lookup(self.app, me, data)
 
     # -- policy for nodes; restrictions after publishing; re-check at forwarding -----------
     async def active_policy(self, data: bytes, context: Ctx) -> agency_pb2.ActivePolicy:
@@ -563,6 +620,11 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(session.wake.wait(), timeout=self.app.poll_interval)
+            if session.displaced:
+                raise Aborted(
+                    f"another Subscribe from {me} replaced this stream; "
+                    "run one subscriber per agency"
+                )
         finally:
             metrics.SUBSCRIBERS.dec()
             reader_task.cancel()

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 from broker import errors
 
@@ -26,6 +27,7 @@ STATUS: dict[type[errors.BrokerError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 INTERNAL_TEXT = errors.INTERNAL_TEXT
@@ -55,9 +57,31 @@ def status_message(exc: errors.BrokerError) -> str:
     return cut + marker
 
 
+DETAILS_KEY = "grpc-status-details-bin"  # google.rpc.Status, the rich error model
+
+
+def status_details(exc: errors.BrokerError) -> bytes:
+    """The google.rpc.Status for `exc`, carrying a google.rpc.RetryInfo when the caller
+    may retry after a delay (RateLimited); b"" when there is nothing to add."""
+    if not isinstance(exc, errors.RateLimited):
+        return b""
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromMilliseconds(exc.retry_after_ms)
+    status = status_pb2.Status(code=status_of(exc).value[0], message=status_message(exc))
+    status.details.add().Pack(info)
+    data: bytes = status.SerializeToString()
+    return data
+
+
 async def abort(context: Any, exc: BaseException) -> NoReturn:
-    """Abort the RPC with the status for `exc` (its message capped by status_message)."""
+    """Abort the RPC with the status for `exc` (its message capped by status_message;
+    its retry delay, if any, in the rich status details)."""
     if isinstance(exc, errors.BrokerError):
+        details = status_details(exc)
+        if details:
+            await context.abort(
+                status_of(exc), status_message(exc), trailing_metadata=((DETAILS_KEY, details),)
+            )
         await context.abort(status_of(exc), status_message(exc))
     log.error("unexpected error in RPC", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_TEXT)

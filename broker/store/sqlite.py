@@ -49,6 +49,7 @@ from broker.store.console_reads import ConsoleReadsMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.lookup import LookupStoreMixin
 from broker.store.migrations import MIGRATIONS
+from broker.store.quota_reads import QuotaReadsMixin
 from broker.store.sql import Connection
 from broker.store.tlog import TransparencyLogMixin
 
@@ -97,6 +98,7 @@ class SqlStore(
     TransparencyLogMixin,
     ConsoleReadsMixin,
     LookupStoreMixin,  # + lookups (lookup.py)
+    QuotaReadsMixin,  # + fair sharing (quota_reads.py)
 ):  # + transparency log (tlog.py), console views (console_reads.py)
     """The store over one connection; a backend adds transactions and migrations."""
 

@@ -12,7 +12,6 @@ one bucket per agency and quota in memory (broker/server/quotas.py).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
@@ -28,23 +27,35 @@ class Rate:
         return self.per_second > 0
 
 
+UNIT = 1000  # a token is 1000 units: a millisecond at `per_second` refills per_second units
+
+
 @dataclass(frozen=True)
 class Bucket:
+    """`units` held (UNIT per token, negative while in debt) as of `at_ms`: integers, so
+    the waits are exact."""
+
     rate: Rate
-    tokens: float
+    units: int
     at_ms: int
 
     @classmethod
     def full(cls, rate: Rate, now_ms: int) -> Bucket:
         """A bucket holding its whole burst at `now_ms`."""
-        return cls(rate, float(max(rate.burst, 1)), now_ms)
+        return cls(rate, cls.cap(rate), now_ms)
+
+    @staticmethod
+    def cap(rate: Rate) -> int:
+        return max(rate.burst, 1) * UNIT
+
+    def held(self, now_ms: int) -> int:
+        """The units held at `now_ms` (a clock that went back refills nothing)."""
+        elapsed = max(0, now_ms - self.at_ms)
+        return min(self.cap(self.rate), self.units + elapsed * self.rate.per_second)
 
     def level(self, now_ms: int) -> float:
-        """The tokens held at `now_ms` (a clock that went back refills nothing)."""
-        elapsed = max(0, now_ms - self.at_ms)
-        return min(
-            float(max(self.rate.burst, 1)), self.tokens + elapsed * self.rate.per_second / 1000
-        )
+        """The tokens held at `now_ms`."""
+        return self.held(now_ms) / UNIT
 
 
 def take(bucket: Bucket, cost: int, now_ms: int) -> tuple[Bucket, int]:
@@ -53,11 +64,12 @@ def take(bucket: Bucket, cost: int, now_ms: int) -> tuple[Bucket, int]:
     Returns (the bucket after, 0) when taken, or (the bucket unchanged, the
     milliseconds to wait, at least 1) when refused. An unlimited rate always takes.
     """
-    if not bucket.rate.limited:
+    rate = bucket.rate
+    if not rate.limited:
         return bucket, 0
-    level = bucket.level(now_ms)
-    need = float(min(cost, max(bucket.rate.burst, 1)))
-    if level >= need:
-        return Bucket(bucket.rate, level - cost, max(now_ms, bucket.at_ms)), 0
-    wait = math.ceil((need - level) * 1000 / bucket.rate.per_second)
+    held = bucket.held(now_ms)
+    need = min(cost * UNIT, bucket.cap(rate))
+    if held >= need:
+        return Bucket(rate, held - cost * UNIT, max(now_ms, bucket.at_ms)), 0
+    wait = -(-(need - held) // rate.per_second)  # ceiling division
     return bucket, max(1, wait)

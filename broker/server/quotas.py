@@ -121,6 +121,8 @@ class QuotaGate:
             self.queued[agency] = self.queued.get(agency, 0) + added
 
     def set_queued(self, snapshot: dict[str, int]) -> None:
+        for agency in self.queued.keys() - snapshot.keys():  # all delivered since
+            metrics.QUEUED_DELIVERIES.labels(agency).set(0)
         self.queued = dict(snapshot)
         for agency, n in snapshot.items():
             metrics.QUEUED_DELIVERIES.labels(agency).set(n)

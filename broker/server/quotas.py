@@ -57,7 +57,15 @@ class QuotaGate:
             bucket = Bucket.full(rate, now)
         return bucket
 
-    def admit_publish(self, agency: str, envelopes: int, size: int) -> None:
+    def precheck_publish(self, agency: str, size: int) -> None:
+        """Before the request is even parsed: refuse (RateLimited) when the agency could
+        not publish a single envelope of `size` bytes now. Takes nothing; a flood that
+        ignores its retry delays costs the broker no parsing."""
+        self.admit_publish(agency, 1, size, take_tokens=False)
+
+    def admit_publish(
+        self, agency: str, envelopes: int, size: int, *, take_tokens: bool = True
+    ) -> None:
         """Take `envelopes` publish tokens and `size` byte tokens, both or neither.
 
         Raises RateLimited naming the limit and the delay after which it would pass."""
@@ -79,6 +87,8 @@ class QuotaGate:
             raise RateLimited(
                 f"{agency} is over its publish quota of {what}; retry in {wait} ms", wait
             )
+        if not take_tokens:
+            return
         self._buckets[(agency, "publishes")] = publishes_after
         self._buckets[(agency, "bytes")] = data_after
         metrics.QUOTA_ADMITTED.labels(agency, "publishes").inc(envelopes)

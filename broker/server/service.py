@@ -219,6 +219,7 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
     async def publish(self, data: bytes, context: Ctx) -> agency_pb2.PublishResponse:
         me = self._agency(context)
         started = time.perf_counter()
+        self.app.quotas.precheck_publish(me, len(data))  # + fair sharing: before parsing
         req = parse(agency_pb2.PublishRequest, data)
         limits = self.app.config.limits
         if not req.envelopes:

@@ -28,6 +28,16 @@ from broker.store.runner import StoreRunner
 
 log = logging.getLogger("broker.server")
 QUEUE_RETRY_MS = 1000  # a full queue drains as recipients take their deliveries
+HOLD_MAX_MS = 250  # a refused call is answered after min(its wait, this) ...
+MAX_HELD = 8  # ... while fewer than this many of the agency's refusals are held
+
+
+class Refusal(RateLimited):
+    """A bucket's refusal: `reason`, and the wait (ms) until the tokens are due."""
+
+    def __init__(self, reason: str, retry_after_ms: int) -> None:
+        super().__init__(f"{reason}; retry in {retry_after_ms} ms", retry_after_ms)
+        self.reason = reason
 
 
 def _clock_ms() -> int:
@@ -41,6 +51,7 @@ class QuotaGate:
         self.quotas = quotas
         self.now = now
         self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._held: dict[str, int] = {}  # agency -> refusals being held now
         self.queued: dict[str, int] = {}  # originator -> deliveries pending or in flight
         self.refresh_s = 1.0
 
@@ -84,9 +95,7 @@ class QuotaGate:
             else:
                 per, burst = f"{quota.bytes_per_second} bytes", data.rate.burst
             what = f"{per} per second (burst {burst})"
-            raise RateLimited(
-                f"{agency} is over its publish quota of {what}; retry in {wait} ms", wait
-            )
+            raise Refusal(f"{agency} is over its publish quota of {what}", wait)
         if not take_tokens:
             return
         self._buckets[(agency, "publishes")] = publishes_after
@@ -102,13 +111,31 @@ class QuotaGate:
         after, wait = take(bucket, 1, now)
         if wait:
             metrics.QUOTA_REFUSALS.labels(agency, "lookups").inc()
-            raise RateLimited(
+            raise Refusal(
                 f"{agency} is over its lookup quota of {quota.lookups_per_second} per second "
-                f"(burst {bucket.rate.burst}); retry in {wait} ms",
+                f"(burst {bucket.rate.burst})",
                 wait,
             )
         self._buckets[(agency, "lookups")] = after
         metrics.QUOTA_ADMITTED.labels(agency, "lookups").inc()
+
+    async def hold(self, agency: str, refusal: Refusal) -> Refusal:
+        """Answer a refusal only after min(its wait, HOLD_MAX_MS): a client that ignores
+        its retry delays then makes at most (calls in flight / hold) calls a second, and
+        costs the broker little more than a sleeping coroutine. Returns the refusal with
+        what is left of the wait (at least 1 ms). At most MAX_HELD refusals of an agency
+        are held at once (each keeps its request in memory); beyond that, at once."""
+        if self._held.get(agency, 0) >= MAX_HELD:
+            return refusal
+        hold = min(refusal.retry_after_ms, HOLD_MAX_MS)
+        self._held[agency] = self._held.get(agency, 0) + 1
+        try:
+            await asyncio.sleep(hold / 1000)
+        finally:
+            self._held[agency] -= 1
+            if not self._held[agency]:
+                del self._held[agency]
+        return Refusal(refusal.reason, max(1, refusal.retry_after_ms - hold))
 
     def admit_queued(self, agency: str, adding: int) -> None:
         """Refuse a publish that would queue `adding` deliveries beyond the agency's

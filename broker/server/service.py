@@ -33,6 +33,7 @@ from broker.server import lookup, metrics
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
+from broker.server.quotas import Refusal
 from broker.server.receipts import ReceiptHandlers
 from broker.server.restrictions import RestrictionHandlers
 from broker.server.status import abort, status_of, unary_handler
@@ -219,14 +220,18 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
     async def publish(self, data: bytes, context: Ctx) -> agency_pb2.PublishResponse:
         me = self._agency(context)
         started = time.perf_counter()
-        self.app.quotas.precheck_publish(me, len(data))  # + fair sharing: before parsing
-        req = parse(agency_pb2.PublishRequest, data)
-        limits = self.app.config.limits
-        if not req.envelopes:
-            raise InvalidArgument("PublishRequest carries no envelopes")
-        if len(req.envelopes) > limits.max_publish_batch:
-            raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
-        self.app.quotas.admit_publish(me, len(req.envelopes), len(data))  # + fair sharing
+        quotas = self.app.quotas
+        try:  # + fair sharing: before parsing, then for the batch
+            quotas.precheck_publish(me, len(data))
+            req = parse(agency_pb2.PublishRequest, data)
+            limits = self.app.config.limits
+            if not req.envelopes:
+                raise InvalidArgument("PublishRequest carries no envelopes")
+            if len(req.envelopes) > limits.max_publish_batch:
+                raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
+            quotas.admit_publish(me, len(req.envelopes), len(data))
+        except Refusal as refusal:
+            raise await quotas.hold(me, refusal) from None
         again = await self._republished(me, req)
         if again is not None:
             return again
@@ -407,7 +412,10 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
     # -- Lookup (broker/server/lookup.py) -------------------------------------------------
     async def lookup(self, data: bytes, context: Ctx) -> lookup_pb2.LookupResponse:
         me = self._agency(context)
-        self.app.quotas.admit_lookup(me)  # + fair sharing
+        try:  # + fair sharing
+            self.app.quotas.admit_lookup(me)
+        except Refusal as refusal:
+            raise await self.app.quotas.hold(me, refusal) from None
         return await lookup.handle_lookup(self.app, me, data)
 
     # -- policy for nodes; restrictions after publishing; re-check at forwarding -----------

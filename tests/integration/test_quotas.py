@@ -223,3 +223,22 @@ async def test_someone_elses_stored_notice_is_not_answered_from_the_store(
         await publish(broker, stored, as_="DE-BKA")
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert broker.count("notices") == 1
+
+
+async def test_a_refusal_is_held_for_part_of_its_wait_and_says_what_is_left() -> None:
+    from broker.server.quotas import HOLD_MAX_MS, MAX_HELD, QuotaGate, Refusal
+
+    clock = [0]
+    gate = QuotaGate(only("X", publishes_per_second=1, publish_burst=1), now=lambda: clock[0])
+    gate.admit_publish("X", 1, 10)
+    with pytest.raises(Refusal) as info:
+        gate.precheck_publish("X", 10)
+    assert info.value.retry_after_ms == 1000
+    held = await gate.hold("X", info.value)
+    assert held.retry_after_ms == 1000 - HOLD_MAX_MS
+    assert str(held).endswith(f"retry in {1000 - HOLD_MAX_MS} ms")
+    # At most MAX_HELD at once: the others are answered at once, unchanged.
+    got = await asyncio.gather(*(gate.hold("X", info.value) for _ in range(MAX_HELD + 3)))
+    waits = sorted(r.retry_after_ms for r in got)
+    assert waits == [1000 - HOLD_MAX_MS] * MAX_HELD + [1000] * 3
+    assert gate._held == {}

@@ -376,7 +376,11 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
         """The answer to a re-publish of envelopes stored before, byte for byte, by the
         same originator: their stored outcomes, found by (notice id, version) and the
         envelope digest, with no check run again. None when any envelope is new (or
-        differs: the full path then answers, AlreadyExists for other bytes)."""
+        differs: the full path then answers, AlreadyExists for other bytes), and when the
+        caller may not publish now (suspended, revoked): the full path says so."""
+        entry = self.app.registry.get(me)
+        if entry is None or entry.profile.status != "active":
+            return None
         keys: list[tuple[str, int]] = []
         digests: list[bytes] = []
         for e in req.envelopes:

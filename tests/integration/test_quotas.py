@@ -242,3 +242,17 @@ async def test_a_refusal_is_held_for_part_of_its_wait_and_says_what_is_left() ->
     waits = sorted(r.retry_after_ms for r in got)
     assert waits == [1000 - HOLD_MAX_MS] * MAX_HELD + [1000] * 3
     assert gate._held == {}
+
+
+async def test_a_suspended_agency_republishing_is_refused_as_before(broker: Running) -> None:
+    from broker.client.admin import AdminClient
+    from broker.sandbox import ADMIN_ID
+
+    stored = envelopes(broker, 1)
+    await publish(broker, stored)
+    async with AdminClient(broker.deployment.keys_dir, ADMIN_ID, broker.target) as admin:
+        await admin.set_status("FR-NCB", "suspended", "audit")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await publish(broker, stored)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "suspended" in (info.value.details() or "")

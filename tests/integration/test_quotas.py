@@ -188,10 +188,13 @@ async def test_a_republish_is_answered_from_the_stored_outcome_without_checks(
     first = await publish(broker, batch)
     checks = sample("broker_publish_checks_total")
     answered = sample("broker_republishes_answered_total")
+    cache = broker.app.decisions
+    evaluations = cache.hits + cache.misses  # every policy decision asked of the cache
     again = await publish(broker, batch)
     third = await publish(broker, batch)
     assert again == third  # answered identically
     assert sample("broker_publish_checks_total") == checks  # no check ran again
+    assert cache.hits + cache.misses == evaluations  # nor any policy evaluation
     assert sample("broker_republishes_answered_total") == answered + 6
     for a, f in zip(again.results, first.results, strict=True):  # type: ignore[attr-defined]
         assert a.duplicate and not f.duplicate
@@ -209,9 +212,11 @@ async def test_a_republish_with_a_new_envelope_runs_every_check(broker: Running)
     stored = envelopes(broker, 1)
     await publish(broker, stored)
     checks = sample("broker_publish_checks_total")
+    evaluations = broker.app.decisions.hits + broker.app.decisions.misses
     got = await publish(broker, [*stored, *envelopes(broker, 1)])
     assert [r.duplicate for r in got.results] == [True, False]  # type: ignore[attr-defined]
     assert sample("broker_publish_checks_total") == checks + 2
+    assert broker.app.decisions.hits + broker.app.decisions.misses > evaluations
 
 
 async def test_someone_elses_stored_notice_is_not_answered_from_the_store(

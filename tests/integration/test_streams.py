@@ -190,6 +190,7 @@ async def abandon(
     return kinds
 
 
+@pytest.mark.slow
 async def test_a_thousand_abandoned_calls_leak_no_task_descriptor_or_memory(
     deployment: Deployment, tmp_path: Path
 ) -> None:

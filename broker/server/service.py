@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -35,6 +34,7 @@ from broker.server.lifecycle import LifecycleHandlers, after_publish, check_vers
 from broker.server.peer import caller, require_agency, require_registered
 from broker.server.quotas import Refusal
 from broker.server.receipts import ReceiptHandlers
+from broker.server.republish import republished
 from broker.server.restrictions import RestrictionHandlers
 from broker.server.status import abort, status_of, unary_handler
 from broker.server.wire import now_ms, parse
@@ -46,7 +46,6 @@ from broker.store.api import (
     NoticeRecord,
     Store,
     StoredCheckpoint,
-    StoredPublish,
 )
 from broker.v1 import agency_pb2, lookup_pb2, notice_pb2
 
@@ -69,12 +68,6 @@ EVENT_KINDS = {
 
 def key_of(o: Any) -> tuple[str, int]:
     return (o.notice_id, o.version)
-
-
-def _stored_publishes(
-    keys: Sequence[tuple[str, int]], store: Store
-) -> dict[tuple[str, int], StoredPublish]:
-    return store.stored_publishes(keys)
 
 
 def _ack_events(agency: str, up_to: int, store: Store) -> None:
@@ -232,11 +225,11 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
             quotas.admit_publish(me, len(req.envelopes), len(data))
         except Refusal as refusal:
             raise await quotas.hold(me, refusal) from None
-        again = await self._republished(me, req)
+        app = self.app  # + fair sharing: a re-publish is answered from the store
+        again = await republished(app.runner, app.registry, app.registry_key, me, req)
         if again is not None:
             return again
         now = now_ms()
-        app = self.app
         registry, policy, registry_key = app.registry, app.policy, app.registry_key
         items = []
         parsed: list[notice_pb2.NoticeHeader] = []
@@ -368,49 +361,6 @@ class AgencyService(ReceiptHandlers, RestrictionHandlers, LifecycleHandlers):
                 for r in o.recipients:
                     self.app.wake(r)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        return resp
-
-    async def _republished(
-        self, me: str, req: agency_pb2.PublishRequest
-    ) -> agency_pb2.PublishResponse | None:
-        """The answer to a re-publish of envelopes stored before, byte for byte, by the
-        same originator: their stored outcomes, found by (notice id, version) and the
-        envelope digest, with no check run again. None when any envelope is new (or
-        differs: the full path then answers, AlreadyExists for other bytes), and when the
-        caller may not publish now (suspended, revoked): the full path says so."""
-        entry = self.app.registry.get(me)
-        if entry is None or entry.profile.status != "active":
-            return None
-        keys: list[tuple[str, int]] = []
-        digests: list[bytes] = []
-        for e in req.envelopes:
-            try:
-                header = notice_pb2.NoticeHeader.FromString(e.header.header_bytes)
-            except DecodeError:
-                return None  # the checks will say what is wrong with it
-            keys.append((header.notice_id, header.version))
-            digests.append(hashlib.sha256(e.SerializeToString(deterministic=True)).digest())
-        if len(set(keys)) != len(keys):
-            return None
-        stored = await self.app.runner.call(partial(_stored_publishes, keys))
-        outcomes = []
-        for key, digest in zip(keys, digests, strict=True):
-            found = stored.get(key)
-            if found is None or found.originator != me or found.envelope_digest != digest:
-                return None
-            outcomes.append(found.outcome)
-        resp = agency_pb2.PublishResponse(directory_digest=self.app.registry_key)
-        for o in outcomes:
-            resp.results.add(
-                notice_id=o.notice_id,
-                version=o.version,
-                header_digest=o.header_digest,
-                duplicate=True,
-                recipients=list(o.recipients),
-                policy_version=o.policy_version,
-            )
-        metrics.DUPLICATES.inc(len(outcomes))
-        metrics.REPUBLISHES.inc(len(outcomes))
         return resp
 
     # -- Lookup (broker/server/lookup.py) -------------------------------------------------

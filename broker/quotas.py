@@ -13,7 +13,9 @@
     publishes_per_second = 500
 
 0 means "no limit" for every key (the default of each). A burst left out (or 0)
-is twice its rate. Every problem is a ConfigError starting with file:line:column.
+is twice its rate; an agency's table that sets a rate without its burst gets twice
+that rate, not the default table's burst. Every problem is a ConfigError starting
+with file:line:column.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class Quotas:
 
 
 KEYS = tuple(f.name for f in fields(Quota))
+_PAIRS = (
+    ("publishes_per_second", "publish_burst"),
+    ("bytes_per_second", "bytes_burst"),
+    ("lookups_per_second", "lookup_burst"),
+)
 
 
 def check_quotas(
@@ -106,13 +113,12 @@ def check_quotas(
                     f"to {high}, not {bounds.quote(value)}"
                 )
             out[key] = value
+        for rate, burst in _PAIRS:  # a new rate without its burst: twice the new rate
+            if rate in out and burst not in out:
+                out[burst] = 0
         quota = replace(base, **out)
-        for rate, burst in (
-            ("publishes_per_second", "publish_burst"),
-            ("bytes_per_second", "bytes_burst"),
-            ("lookups_per_second", "lookup_burst"),
-        ):
-            if burst in out and 0 < getattr(quota, burst) < getattr(quota, rate):
+        for rate, burst in _PAIRS:
+            if burst in raw and 0 < getattr(quota, burst) < getattr(quota, rate):
                 raise error(
                     f"{where(table, burst)}{name} {burst} must be at least {rate} "
                     f"({getattr(quota, rate)}), or 0 for twice the rate"

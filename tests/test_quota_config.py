@@ -69,3 +69,22 @@ def test_bad_values_name_file_line_and_column(
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'broker.toml'}:{where}: "), message
     assert needle in message, message
+
+
+def test_an_agency_rate_without_its_burst_gets_twice_the_new_rate(tmp_path: Path) -> None:
+    quotas = load(
+        tmp_path,
+        "[quotas]\npublishes_per_second = 100\npublish_burst = 200\nlookup_burst = 40\n"
+        "lookups_per_second = 20\n\n[quotas.agencies.DE-BKA]\npublishes_per_second = 500\n",
+    ).quotas  # type: ignore[attr-defined]
+    assert quotas.of("DE-BKA").publishes.burst == 1000  # not the default table's 200
+    assert quotas.of("DE-BKA").lookups.burst == 40  # inherited with its rate
+    assert quotas.of("FR-NCB").publishes.burst == 200
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    example = text.split("## Fair sharing", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    quotas = load(tmp_path, example).quotas  # type: ignore[attr-defined]
+    assert quotas.of("DE-BKA").publishes_per_second == 500
+    assert quotas.of("X").max_queued_deliveries == 100_000

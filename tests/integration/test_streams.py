@@ -132,12 +132,14 @@ def tasks(metrics_port: int) -> int:
 
 
 async def abandon(
-    deployment: Deployment, target: str, start: int, n: int, metrics_port: int
+    deployment: Deployment, target: str, start: int, n: int, metrics_port: int, base: int
 ) -> dict[str, int]:
     """`n` calls, each left in a different way: Subscribe cancelled by the client,
-    Subscribe abandoned (its channel closed under it), unary calls cancelled in flight,
-    unary calls past their deadline. Returns how many of each, and under "open_tasks"
-    the broker's task count while the abandoned streams were still open."""
+    Subscribe abandoned (its channel closed under it; a later stream of the same agency
+    displaces it first), unary calls cancelled in flight, unary calls past their
+    deadline; then one more abandoned Subscribe per agency, left open until its channel
+    closes. Returns how many of each, and under "open_tasks" the broker's task count
+    while those last streams were open (waiting, up to 5 s, for `base` + one each)."""
     kinds = {
         "subscribe_cancelled": 0,
         "subscribe_abandoned": 0,
@@ -145,9 +147,16 @@ async def abandon(
         "unary_deadline": 0,
     }
     chans = {a: channel(deployment, a, target) for a in AGENCIES}
-    doomed = channel(deployment, AGENCIES[start % len(AGENCIES)], target)  # closed under its calls
+    doomed = {a: channel(deployment, a, target) for a in AGENCIES}  # closed under their calls
     calls: list[object] = []
     unary: list[asyncio.Future[object]] = []
+
+    async def abandoned(agency: str) -> None:
+        call = agency_pb2_grpc.AgencyServiceStub(doomed[agency]).Subscribe()
+        await call.write(CREDIT)
+        calls.append(call)
+        kinds["subscribe_abandoned"] += 1
+
     try:
         for i in range(start, start + n):
             agency = AGENCIES[i % len(AGENCIES)]
@@ -159,10 +168,7 @@ async def abandon(
                 call.cancel()
                 kinds["subscribe_cancelled"] += 1
             elif kind == 1:
-                call = agency_pb2_grpc.AgencyServiceStub(doomed).Subscribe()
-                await call.write(CREDIT)
-                calls.append(call)
-                kinds["subscribe_abandoned"] += 1
+                await abandoned(agency)
             elif kind == 2:
                 f = asyncio.ensure_future(stub.GetActivePolicy(agency_pb2.GetActivePolicyRequest()))
                 await asyncio.sleep(0)
@@ -176,16 +182,16 @@ async def abandon(
                 unary.append(f)
                 kinds["unary_deadline"] += 1
         await asyncio.gather(*unary, return_exceptions=True)
-        # The streams about to be abandoned are open in the broker (not vacuous: the
-        # task count sees them).
+        for agency in AGENCIES:  # each agency's newest stream: open until abandoned
+            await abandoned(agency)
+        # Those streams are open in the broker (not vacuous: the task count sees them).
         for _ in range(100):
             kinds["open_tasks"] = tasks(metrics_port)
-            if kinds["open_tasks"] >= 2 * len(calls):  # a handler and a reader each
+            if kinds["open_tasks"] >= base + len(AGENCIES):
                 break
             await asyncio.sleep(0.05)
     finally:
-        await doomed.close()  # abandons every Subscribe still open on it
-        for c in chans.values():
+        for c in (*doomed.values(), *chans.values()):  # abandons every stream still open
             await c.close()
     return kinds
 
@@ -203,9 +209,8 @@ async def test_a_thousand_abandoned_calls_leak_no_task_descriptor_or_memory(
     proc = BrokerProcess(config, free_port(), tmp_path / "broker.log")
     pid = proc.start()
     try:
-        await abandon(
-            deployment, proc.target, 0, 200, metrics_port
-        )  # warm up: caches, pools, allocator
+        # Warm up: caches, pools, the allocator.
+        await abandon(deployment, proc.target, 0, 200, metrics_port, 0)
 
         async def settled() -> tuple[int, int, int]:
             last = (-1, -1)
@@ -221,12 +226,12 @@ async def test_a_thousand_abandoned_calls_leak_no_task_descriptor_or_memory(
         kinds: dict[str, int] = {}
         peak = 0
         for start in range(200, 200 + CALLS, WAVE):
-            got = await abandon(deployment, proc.target, start, WAVE, metrics_port)
+            got = await abandon(deployment, proc.target, start, WAVE, metrics_port, base_tasks)
             peak = max(peak, got.pop("open_tasks"))
             for k, v in got.items():
                 kinds[k] = kinds.get(k, 0) + v
-        assert sum(kinds.values()) == CALLS and min(kinds.values()) == CALLS // 4, kinds
-        assert peak >= base_tasks + WAVE // 4, (peak, base_tasks)
+        assert sum(kinds.values()) >= CALLS and min(kinds.values()) >= CALLS // 4, kinds
+        assert peak >= base_tasks + len(AGENCIES), (peak, base_tasks)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if fds(pid) <= base_fds + 2 and tasks(metrics_port) <= base_tasks + 2:

@@ -21,6 +21,7 @@ from broker.core.relay import Limits
 from broker.core.suites import SuitePolicy
 from broker.crypto_config import check_crypto
 from broker.errors import InvalidArgument
+from broker.quotas import Quotas, check_quotas
 from broker.store.backends import check_store
 from broker.tomlfile import TomlText
 
@@ -60,6 +61,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     crypto: SuitePolicy = field(default_factory=SuitePolicy)  # [crypto]: envelope suites allowed
     attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
+    quotas: Quotas = field(default_factory=Quotas)  # per-agency rate limits (broker/quotas.py)
 
     @property
     def database(self) -> Path:
@@ -96,7 +98,8 @@ class ConfigError(InvalidArgument):
 
 
 def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
-    """Read broker.toml ([server], [limits], [attachments]); relative paths are relative to it.
+    """Read broker.toml ([server], [limits], [crypto], [attachments] and [quotas]); relative
+    paths are relative to it.
 
     `overrides` (the command line's) replace the file's values and are checked the
     same way. Raises ConfigError naming the file, line, column and key on any problem.
@@ -108,10 +111,10 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
         doc, src = tomlfile.read(path, ConfigError, "config file")
         base = path.parent
     for name, value in doc.items():
-        if name not in ("server", "limits", "crypto", "attachments"):
+        if name not in ("server", "limits", "crypto", "attachments", "quotas"):
             raise ConfigError(
                 f"{src.where((), name)}: unknown table {bounds.quote(name)}: "
-                "broker.toml has [server], [limits], [crypto] and [attachments]"
+                "broker.toml has [server], [limits], [crypto], [attachments] and [quotas]"
             )
         if not isinstance(value, dict):
             raise ConfigError(
@@ -126,7 +129,10 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
     limits = _check_limits(src, dict(doc.get("limits", {})))
     crypto = check_crypto(src, dict(doc.get("crypto", {})), ConfigError)
     attachments = _check_attachments(src, dict(doc.get("attachments", {})), base)
-    config = ServerConfig(**server, limits=Limits(**limits), crypto=crypto, attachments=attachments)
+    quotas = check_quotas(src, doc.get("quotas", {}), ConfigError)
+    config = ServerConfig(
+        **server, limits=Limits(**limits), crypto=crypto, attachments=attachments, quotas=quotas
+    )
     try:
         check_store(
             config.store, config.store_pool_min, config.store_pool_max, config.store_workers
@@ -284,7 +290,7 @@ def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str
     defaults = {
         f.name: f.default
         for f in fields(ServerConfig)
-        if f.name not in ("limits", "crypto", "attachments")
+        if f.name not in ("limits", "crypto", "attachments", "quotas")
     }
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -313,7 +319,7 @@ def _check_server(src: TomlText, values: dict[str, Any], base: Path) -> dict[str
 def _check_override(key: str, value: Any) -> Any:
     """A command-line value: checked like the file's; paths relative to the current directory."""
     defaults = {f.name: f.default for f in fields(ServerConfig)}
-    if key not in defaults or key in ("limits", "crypto", "attachments"):
+    if key not in defaults or key in ("limits", "crypto", "attachments", "quotas"):
         raise ConfigError(f"unknown setting {key}")
     raw = str(value) if isinstance(value, Path) else value
     check = SERVER_KEYS.get(key) or _by_default(defaults[key])

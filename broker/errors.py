@@ -9,6 +9,8 @@
     ├── AlreadyExists           same id, different content (a replay that is not idempotent)
     ├── FailedPrecondition      state does not allow it (expired, revoked, stale)
     ├── ResourceExhausted       too large, too many
+    │   └── RateLimited         over a quota: retry after `retry_after_ms` (RetryInfo)
+    ├── Aborted                 the call was ended by a newer one (a displaced Subscribe)
     └── Unavailable             try again later
 
 `broker.server.status` maps each to exactly one gRPC status code; anything else
@@ -80,6 +82,18 @@ class FailedPrecondition(BrokerError):
 
 
 class ResourceExhausted(BrokerError):
+    pass
+
+
+class RateLimited(ResourceExhausted):
+    """Over an agency's rate limit or quota; the caller may retry after `retry_after_ms`."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class Aborted(BrokerError):
     pass
 
 

@@ -94,6 +94,24 @@ CASES = [
         "[server]\nexpiry_interval_s = 0\n",
         "expiry_interval_s must be a number of seconds above 0",
     ),
+    _c(  # + fair sharing: [quotas] (broker/quotas.py)
+        "broker.toml",
+        "publishes_per_second = -1",
+        "[quotas]\npublishes_per_second = -1\n",
+        r"\[quotas\] publishes_per_second must be an integer from 0 \(no limit\)",
+    ),
+    _c(
+        "broker.toml",
+        "a burst below its rate",
+        "[quotas]\nlookups_per_second = 10\nlookup_burst = 2\n",
+        "lookup_burst must be at least lookups_per_second",
+    ),
+    _c(
+        "broker.toml",
+        "an unknown per-agency quota",
+        "[quotas.agencies.FR-NCB]\nspeed = 1\n",
+        r"unknown key 'speed' in \[quotas.agencies.FR-NCB\]",
+    ),
     _c(
         "broker.toml",
         'reflection = "yes"',
@@ -107,7 +125,7 @@ CASES = [
         "log_level must be one of DEBUG",
     ),
     _c("broker.toml", "unknown key", "[server]\n  bogus = 1\n", "unknown key 'bogus' in"),
-    _c("broker.toml", "unknown table", "[quotas]\nx = 1\n", "unknown table 'quotas'"),
+    _c("broker.toml", "unknown table", "[quota]\nx = 1\n", "unknown table 'quota'"),
     _c(  # + evidence
         "broker.toml",
         "attachments max_bytes = 0",

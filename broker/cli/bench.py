@@ -1,7 +1,8 @@
 """`broker bench`: benchmarks. With no sub-bench, the end-to-end bench beside NATS JetStream
 and RabbitMQ (broker/bench/run.py); `broker bench policy` times the policy engine against
 cedarpy; `broker bench tlog` the transparency log; `broker bench store` SQLite beside
-PostgreSQL replicas; `broker bench crash` crash trials."""
+PostgreSQL replicas; `broker bench crash` crash trials; `broker bench noisy` a
+well-behaved agency beside a flooding one."""
 
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ def register(sub: Any) -> None:
 
     _register_lookup(benches)  # + lookups (broker/bench/lookup.py)
     _register_attachments(benches)  # + evidence (broker/bench/attachments.py)
+    _register_noisy(benches)  # + fair sharing (broker/bench/noisy.py)
 
 
 def _e2e_args(p: argparse.ArgumentParser) -> None:
@@ -368,4 +370,44 @@ def run_attachments(args: argparse.Namespace) -> int:
         lambda m: print(m, file=sys.stderr),
     )
     print(attachments.main_json(report) if args.json else report.text())
+    return 0
+
+
+# -- fair sharing (broker/bench/noisy.py) -----------------------------------------------------
+
+
+def _register_noisy(benches: Any) -> None:
+    np_ = benches.add_parser(
+        "noisy",
+        help="noisy neighbour: a well-behaved agency's publish p50/p99 beside a flooding one",
+        description="Three runs on fresh broker processes: FR-NCB publishing at a paced rate "
+        "alone, beside DE-BKA flooding Publish without quotas, and beside the same flood under "
+        "[quotas]. Prints the p50/p99 of each and the throttled p99 over the quiet one "
+        "(goal: at most 2x, reported, not asserted).",
+    )
+    np_.add_argument("--seconds", type=float, default=10.0, help="each run's length (10)")
+    np_.add_argument("--rate", type=float, default=20.0, help="FR-NCB's publishes/s (20)")
+    np_.add_argument("--quota", type=int, default=100, help="publishes/s per agency (100)")
+    np_.add_argument("--flood-batch", type=int, default=16, help="envelopes per flood call (16)")
+    np_.add_argument("--flood-concurrency", type=int, default=8, help="flood calls in flight (8)")
+    np_.add_argument("--dir", type=Path, default=None, help="scratch directory (default: temp)")
+    np_.add_argument("--json", action="store_true", help="print the figures as JSON")
+    np_.set_defaults(func=run_noisy)
+
+
+def run_noisy(args: argparse.Namespace) -> int:
+    import sys
+
+    from broker.bench import noisy
+
+    report = noisy.run(
+        args.seconds,
+        args.rate,
+        args.quota,
+        args.flood_batch,
+        args.flood_concurrency,
+        args.dir,
+        lambda m: print(m, file=sys.stderr),
+    )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 0

@@ -85,6 +85,7 @@ FATAL = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.ABORTED,  # another Subscribe of this agency replaced the stream
 }
 
 

@@ -34,6 +34,7 @@ from broker.client import plain
 from broker.client.directory import Member, Verified, View, profile_of
 from broker.client.logview import LogView
 from broker.client.memory import KEY_SERIAL, POLICY, REVISION, TrustMemory
+from broker.client.retry import rate_limited, retry_delay_ms
 from broker.client.sent import Act, ActLog, Sent, SentLog
 from broker.client.statedb import transaction
 from broker.client.suite_choice import choose_suite
@@ -111,16 +112,30 @@ class NodePublisher:
 
     async def _retry(self, method: Any, request: Any) -> Any:
         delay = 0.1
-        for attempt in range(1, self.config.publish_attempts + 1):
+        waits = 0  # + fair sharing: retries after the broker's RetryInfo delay
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await method(request, timeout=self.config.rpc_timeout_s)
             except grpc.aio.AioRpcError as exc:
-                if not transient(exc) or attempt == self.config.publish_attempts:
+                asked = retry_delay_ms(exc)
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and asked is not None:
+                    if (
+                        waits >= self.config.quota_retries
+                        or asked > self.config.quota_wait_max_s * 1000
+                    ):
+                        raise rate_limited(exc, waits, asked) from exc
+                    waits += 1
+                    attempt -= 1  # a quota wait is not a failed attempt
+                    log.info("over quota, waiting as the broker asks", extra={"wait_ms": asked})
+                    await asyncio.sleep(asked / 1000)
+                    continue
+                if not transient(exc) or attempt >= self.config.publish_attempts:
                     raise
                 log.info("broker unavailable, retrying", extra={"attempt": attempt})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.reconnect_max_s)
-        raise AssertionError("unreachable")
 
     # -- the signed policy and directory -------------------------------------------------
     async def signed_policy(self, version: str) -> Bundle:

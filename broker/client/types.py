@@ -39,6 +39,8 @@ class NodeConfig:
     window: int = 128  # credit window: deliveries in flight at most
     publish_attempts: int = 8
     reconnect_max_s: float = 5.0
+    quota_retries: int = 3  # waits the broker asks for (RetryInfo) before RateLimited
+    quota_wait_max_s: float = 5.0  # a longer wait asked for raises RateLimited at once
     trust_file: Path | None = None  # the deployment's trust.toml (default: in keys_dir)
     lb_policy: str = "pick_first"  # over several replicas: or "round_robin" (client/target.py)
     suite: str = "classical"  # envelope suite: classical | hybrid | auto (client/suite_choice.py)

@@ -37,6 +37,7 @@ from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # tran
 from broker.server.checkpoints import Checkpointer  # transparency log
 from broker.server.evidence import SERVICE_NAME as EVIDENCE_SERVICE_NAME
 from broker.server.evidence import EvidenceService  # + evidence: attachments, custody
+from broker.server.quotas import QuotaGate
 from broker.server.replicas import (
     POLICY,
     REGISTRY,
@@ -69,6 +70,7 @@ class Session:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     serial: int = 0  # announced to the other replicas (PostgreSQL)
     announced: bool = False  # this replica has heard its own announcement
+    displaced: bool = False  # closed by a newer stream of the agency (ends ABORTED)
 
 
 class BrokerApp:
@@ -113,6 +115,7 @@ class BrokerApp:
         self.checkpoints = Checkpointer(self.runner, log_signer)  # signed log checkpoints
         self.revocations = Revocations(self)  # live revocation (broker/server/revocation.py)
         self.sessions: dict[str, Session] = {}
+        self.quotas = QuotaGate(config.quotas)  # + fair sharing (broker/server/quotas.py)
         self._serials = itertools.count(1)
         self.replica_id = uuid.uuid4().hex[:12]
         self.replicas: ReplicaBus | None = None
@@ -293,6 +296,7 @@ class BrokerApp:
         here or (once the announcement reaches it) on another replica."""
         old = self.sessions.get(agency)
         if old is not None:
+            old.displaced = True
             old.closed.set()
             old.wake.set()
         session = Session(serial=next(self._serials))
@@ -328,6 +332,7 @@ class BrokerApp:
                 if str(session.serial) == serial:
                     session.announced = True
             elif session.announced:  # ours was announced first: the other stream is newer
+                session.displaced = True
                 session.closed.set()
                 session.wake.set()
             return
@@ -425,6 +430,11 @@ class BrokerApp:
         for name in ("", SERVICE_NAME, AUDIT_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
+        if self.quotas.counts_queues:  # + fair sharing: queued deliveries from the store
+            await self.quotas.refresh(self.runner)
+            self._tasks.append(asyncio.create_task(self.quotas.run(self.runner)))
+        loop = asyncio.get_running_loop()
+        metrics.TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
         self._tasks.append(self.checkpoints.start())  # transparency log; cancelled in stop()
         self._tasks.append(self.revocations.start())  # watches the CA's revocation list
         self._tasks.append(asyncio.create_task(self.evidence.sweep_loop()))  # + evidence

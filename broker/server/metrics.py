@@ -61,3 +61,29 @@ CERT_EXPIRY = Gauge(
     "broker_certificate_expiry_seconds", "Seconds until the broker's own TLS certificate expires"
 )
 READY = Gauge("broker_ready", "1 while the broker serves and its store answers, else 0")
+
+
+# + fair sharing (broker/server/quotas.py): per agency, bounded by the registry
+QUOTA_ADMITTED = Counter(
+    "broker_quota_admitted_total",
+    "Units admitted under an agency's quotas (envelopes, bytes, lookups)",
+    ["agency", "quota"],
+)
+QUOTA_REFUSALS = Counter(
+    "broker_quota_refusals_total",
+    "Calls refused RESOURCE_EXHAUSTED by an agency's rate limit or quota",
+    ["agency", "quota"],
+)
+QUEUED_DELIVERIES = Gauge(
+    "broker_agency_queued_deliveries",
+    "Deliveries of the agency's notices not yet delivered (last store count)",
+    ["agency"],
+)
+PUBLISH_CHECKS = Counter(
+    "broker_publish_checks_total", "Envelopes put through the publish checks (policy included)"
+)
+REPUBLISHES = Counter(
+    "broker_republishes_answered_total",
+    "Envelopes of a re-publish answered from the stored outcome, without checks",
+)
+TASKS = Gauge("broker_asyncio_tasks", "asyncio tasks alive in the broker's event loop")

@@ -23,6 +23,7 @@ from broker.core import envelope as env
 from broker.core.decisions import decided_under, still_decided
 from broker.core.identity import Party
 from broker.errors import (
+    Aborted,
     BrokerError,
     InvalidArgument,
     ResourceExhausted,
@@ -34,7 +35,9 @@ from broker.server import evidence, lookup, metrics, oplog
 from broker.server.audit_service import checkpoint_message
 from broker.server.lifecycle import LifecycleHandlers, after_publish, check_version
 from broker.server.peer import caller, require_agency, require_registered
+from broker.server.quotas import Refusal
 from broker.server.receipts import ReceiptHandlers
+from broker.server.republish import republished
 from broker.server.requests import RequestHandlers
 from broker.server.restrictions import RestrictionHandlers
 from broker.server.status import abort, status_of, unary_handler
@@ -215,14 +218,23 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
     async def publish(self, data: bytes, context: Ctx) -> agency_pb2.PublishResponse:
         me = self._agency(context)
         started = time.perf_counter()
-        req = parse(agency_pb2.PublishRequest, data)
-        limits = self.app.config.limits
-        if not req.envelopes:
-            raise InvalidArgument("PublishRequest carries no envelopes")
-        if len(req.envelopes) > limits.max_publish_batch:
-            raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
+        quotas = self.app.quotas
+        try:  # + fair sharing: before parsing, then for the batch
+            quotas.precheck_publish(me, len(data))
+            req = parse(agency_pb2.PublishRequest, data)
+            limits = self.app.config.limits
+            if not req.envelopes:
+                raise InvalidArgument("PublishRequest carries no envelopes")
+            if len(req.envelopes) > limits.max_publish_batch:
+                raise ResourceExhausted(f"at most {limits.max_publish_batch} envelopes per Publish")
+            quotas.admit_publish(me, len(req.envelopes), len(data))
+        except Refusal as refusal:
+            raise await quotas.hold(me, refusal) from None
+        app = self.app  # + fair sharing: a re-publish is answered from the store
+        again = await republished(app.runner, app.registry, app.registry_key, me, req)
+        if again is not None:
+            return again
         now = now_ms()
-        app = self.app
         registry, policy, registry_key = app.registry, app.policy, app.registry_key
         items = []
         parsed: list[notice_pb2.NoticeHeader] = []
@@ -231,6 +243,9 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
         statement = originator.statement if originator is not None else b""
         indexes: dict[tuple[str, int], list[bytes]] = {}  # + lookups: tokens per notice
         for i, e in enumerate(req.envelopes):
+            if i:  # + fair sharing: a big batch lets other agencies' calls in between
+                await asyncio.sleep(0)
+            metrics.PUBLISH_CHECKS.inc()
             try:
                 accepted = relay.accept_publish(
                     e.SerializeToString(deterministic=True),
@@ -306,6 +321,7 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
             parsed.append(header)
 
         headers = {(r.notice_id, r.version): h for (r, _p), h in zip(items, parsed, strict=True)}
+        self.app.quotas.admit_queued(me, sum(len(plans) for _r, plans in items))
 
         told: list[str] = []  # holders of older versions told they were dropped
 
@@ -359,6 +375,7 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                 metrics.PUBLISHED.inc()
                 # Withheld at publish: addressed recipients the policy refused sections.
                 metrics.WITHHELD.inc(oplog.published(o, records[(o.notice_id, o.version)]))
+                self.app.quotas.queued_more(me, len(o.recipients))
                 for r in o.recipients:
                     self.app.wake(r)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -366,7 +383,12 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
 
     # -- Lookup (broker/server/lookup.py) -------------------------------------------------
     async def lookup(self, data: bytes, context: Ctx) -> lookup_pb2.LookupResponse:
-        return await lookup.handle_lookup(self.app, self._agency(context), data)
+        me = self._agency(context)
+        try:  # + fair sharing
+            self.app.quotas.admit_lookup(me)
+        except Refusal as refusal:
+            raise await self.app.quotas.hold(me, refusal) from None
+        return await lookup.handle_lookup(self.app, me, data)
 
     # -- policy for nodes; restrictions after publishing; re-check at forwarding -----------
     async def active_policy(self, data: bytes, context: Ctx) -> agency_pb2.ActivePolicy:
@@ -590,6 +612,11 @@ class AgencyService(RequestHandlers, ReceiptHandlers, RestrictionHandlers, Lifec
                     await asyncio.wait_for(session.wake.wait(), timeout=self.app.poll_interval)
             if Party("agency", me).uri() in self.app.revoked:  # revoked while streaming
                 raise Unauthenticated(f"urn:broker:agency:{me} has been revoked; stream closed")
+            if session.displaced:
+                raise Aborted(
+                    f"another Subscribe from {me} replaced this stream; "
+                    "run one subscriber per agency"
+                )
         finally:
             metrics.SUBSCRIBERS.dec()
             reader_task.cancel()

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 from broker import errors
 
@@ -27,6 +28,7 @@ STATUS: dict[type[errors.BrokerError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 INTERNAL_TEXT = errors.INTERNAL_TEXT
@@ -78,11 +80,29 @@ def refusal_metadata(exc: errors.BrokerError) -> tuple[tuple[str, bytes], ...]:
     return ((REFUSAL_KEY, data),)
 
 
+DETAILS_KEY = "grpc-status-details-bin"  # google.rpc.Status, the rich error model
+
+
+def status_details(exc: errors.BrokerError) -> bytes:
+    """The google.rpc.Status for `exc`, carrying a google.rpc.RetryInfo when the caller
+    may retry after a delay (RateLimited); b"" when there is nothing to add."""
+    if not isinstance(exc, errors.RateLimited):
+        return b""
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromMilliseconds(exc.retry_after_ms)
+    status = status_pb2.Status(code=status_of(exc).value[0], message=status_message(exc))
+    status.details.add().Pack(info)
+    data: bytes = status.SerializeToString()
+    return data
+
+
 async def abort(context: Any, exc: BaseException) -> NoReturn:
     """Abort the RPC with the status for `exc` (its message capped by status_message;
-    a policy refusal's rules and reasons in the trailing metadata)."""
+    a policy refusal's rules and reasons in the trailing metadata, a retry delay in the
+    rich status details)."""
     if isinstance(exc, errors.BrokerError):
-        trailing = refusal_metadata(exc)
+        details = status_details(exc)
+        trailing = refusal_metadata(exc) + (((DETAILS_KEY, details),) if details else ())
         if trailing:
             await context.abort(status_of(exc), status_message(exc), trailing_metadata=trailing)
         await context.abort(status_of(exc), status_message(exc))

@@ -100,6 +100,15 @@ class PublishOutcome:
 
 
 @dataclass(frozen=True)
+class StoredPublish:
+    """A stored notice version as a re-publish finds it (broker/store/quota_reads.py)."""
+
+    originator: str
+    envelope_digest: bytes
+    outcome: PublishOutcome  # the answer to give again (duplicate=True)
+
+
+@dataclass(frozen=True)
 class LeasedDelivery:
     seq: int
     recipient: str
@@ -601,3 +610,10 @@ class Store(Transactional, Protocol):
         record_digest: bytes,
         leaf: audit_pb2.LogLeaf,
     ) -> int: ...
+
+    # -- fair sharing (see broker/store/quota_reads.py) ---------------------------------------
+    def stored_publishes(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], StoredPublish]: ...
+
+    def queued_by_originator(self) -> dict[str, int]: ...

@@ -50,6 +50,7 @@ from broker.store.custody import CustodyStoreMixin
 from broker.store.lifecycle import LifecycleStoreMixin
 from broker.store.lookup import LookupStoreMixin
 from broker.store.migrations import MIGRATIONS
+from broker.store.quota_reads import QuotaReadsMixin
 from broker.store.requests import RequestStoreMixin
 from broker.store.sql import Connection
 from broker.store.tlog import TransparencyLogMixin
@@ -101,6 +102,7 @@ class SqlStore(
     LookupStoreMixin,  # + lookups (lookup.py)
     RequestStoreMixin,  # + judicial (requests.py)
     CustodyStoreMixin,  # + evidence: chains of custody (custody.py)
+    QuotaReadsMixin,  # + fair sharing (quota_reads.py)
 ):  # + transparency log (tlog.py), console views (console_reads.py)
     """The store over one connection; a backend adds transactions and migrations."""
 

@@ -17,6 +17,7 @@ from broker.client.node import AgencyNode, NodeConfig
 from broker.client.witness import run_witness
 from broker.core.identity import Party
 from broker.core.relay import Limits
+from broker.quotas import Quotas
 from broker.sandbox import (
     DEMO_AGENCIES,
     WITNESS_ID,
@@ -104,8 +105,12 @@ async def start_broker(deployment: Deployment) -> AsyncIterator[StartBroker]:
     witnesses: list[asyncio.Task[int]] = []
     stop = asyncio.Event()
 
-    async def start(provisioned: bool = True, witness: bool = True, **limits: Any) -> Running:
-        config = deployment.server_config(limits=Limits(**limits), expiry_interval_s=0.1)
+    async def start(
+        provisioned: bool = True, witness: bool = True, quotas: Quotas | None = None, **limits: Any
+    ) -> Running:
+        config = deployment.server_config(
+            limits=Limits(**limits), expiry_interval_s=0.1, quotas=quotas or Quotas()
+        )
         app = BrokerApp(config)
         app.poll_interval = 0.1
         port = await app.start()

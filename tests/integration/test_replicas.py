@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 
@@ -172,6 +173,9 @@ async def test_a_stream_moving_to_another_replica_closes_the_old_one(
         await until(lambda: old.closed.is_set(), "A closed the older stream")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(read_until_end(first), 10)
+        # + streams: the older stream says it was displaced (from the other replica too)
+        assert await first.code() == grpc.StatusCode.ABORTED
+        assert "another Subscribe from DE-BKA replaced this stream" in await first.details()
         await until(lambda: "DE-BKA" not in a.app.sessions, "A forgot the older stream")
         newer = b.app.sessions["DE-BKA"]
         await until(lambda: newer.announced, "B heard its own announcement")

@@ -8,7 +8,9 @@ is what a broker killed under it leaves behind.
   later lifecycle actions (its copy was pending again, or withheld on redelivery);
 * an UpdateRestrictions retried after its first attempt committed was refused;
 * a holder whose copy was pending again when a newer version left it out was not told
-  that the newer version superseded it.
+  that the newer version superseded it;
+* a holder that came back after two newer versions had left it out refused the first
+  supersession, which the broker sends with the newest signed header.
 """
 
 from __future__ import annotations
@@ -133,6 +135,36 @@ async def test_holder_whose_copy_is_pending_again_is_told_of_a_supersession(
         status = await fr.delivery_status(notice_id)
         told = {(a.kind, a.recipient) for a in status.actions}
         assert ("superseded", "IT-BORDER") in told, told
+
+
+async def test_a_supersession_proven_by_a_later_header_is_applied(broker: Running) -> None:
+    async with broker.node("FR-NCB") as fr:
+        notice_id = await publish(fr, ["DE-BKA", "EU-HUB"])
+        async with broker.node("EU-HUB") as hub:
+            got: list[int] = []
+            actions: list[LifecycleNotice] = []
+            stop = asyncio.Event()
+
+            async def on_notice(n: ReceivedNotice) -> None:
+                got.append(n.version)
+
+            async def on_action(a: LifecycleNotice) -> None:
+                actions.append(a)
+
+            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
+            await until(lambda: got == [1])
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            # EU-HUB is offline while version 2 leaves it out and version 3 follows.
+            await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
+            await publish(fr, ["DE-BKA"], notice_id=notice_id, version=3)
+            stop = asyncio.Event()
+            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
+            await until(lambda: any(a.kind == "superseded" for a in actions))
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            assert hub.inbox.held(notice_id) == 0  # its copy of version 1 is erased
+            assert not hub.findings.since(0, notice_id)
 
 
 async def test_holder_withheld_on_redelivery_is_told_but_one_never_sent_is_not(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from broker.server import service
+from broker.server import subscribe
 from broker.store.tlog import TransparencyLogMixin
 from broker.v1 import notice_pb2
 from tests.integration.conftest import Running
@@ -50,7 +50,7 @@ async def test_an_altered_notice_is_never_shown_or_receipted(
 ) -> None:
     """The broker rewrites what it streams (a header field, a ciphertext byte): the
     recipient's node refuses to open it and sends no receipt."""
-    assemble = service.delivery.assemble
+    assemble = subscribe.delivery.assemble
 
     def altered(**kw: Any) -> bytes:
         d = notice_pb2.Delivery.FromString(assemble(**kw))
@@ -64,7 +64,7 @@ async def test_an_altered_notice_is_never_shown_or_receipted(
             d.sections[0].ciphertext = bytes(c)
         return d.SerializeToString()
 
-    monkeypatch.setattr(service.delivery, "assemble", altered)
+    monkeypatch.setattr(subscribe.delivery, "assemble", altered)
     async with agencies(broker, "FR-NCB", "DE-BKA") as a:
         notice_id = await publish(a["FR-NCB"].node, ["DE-BKA"])
         await until(lambda: a["DE-BKA"].node.stats.rejected >= 1)

@@ -23,7 +23,7 @@ from broker.client.admin import AdminClient
 from broker.core import replay as rp
 from broker.core.identity import Party
 from broker.sandbox import AUDITOR_ID, REPO_POLICIES
-from broker.server import service
+from broker.server import subscribe
 from broker.v1 import agency_pb2
 from tests.integration.conftest import Running
 
@@ -59,7 +59,7 @@ async def test_a_skipped_forwarding_recheck_is_caught_by_replay(
         notice_id = await publish(fr, ["DE-BKA", "IT-BORDER"])
         await forbid_border(broker, tmp_path)  # IT-BORDER's queued copy is forbidden now
         if lying:  # the attacker: "nothing changed since publish", so no re-check
-            monkeypatch.setattr(service, "still_decided", lambda *a, **k: True)
+            monkeypatch.setattr(subscribe, "still_decided", lambda *a, **k: True)
         want = agency_pb2.DELIVERY_STATE_DELIVERED if lying else agency_pb2.DELIVERY_STATE_WITHHELD
 
         async def state() -> int:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from broker import demo_lookup, pki
+from broker import demo_judicial, demo_lookup, pki
 from broker.client.lookup import Lookups
 from broker.client.node import (
     AgencyNode,
@@ -238,6 +238,18 @@ async def run_demo(
         summary["notices"] = notices_out
         summary["border_checks"] = await demo_lookup.border_checks(lookups, inboxes.notices, say)
         summary["lifecycle"] = await _lifecycle(nodes, published, inboxes, say, lookups)
+
+        async def wait_opened(nid: str, version: int, agency: str) -> ReceivedNotice:
+            return await _opened(inboxes, nid, version, agency)
+
+        summary["judicial"] = await demo_judicial.mla_request(  # + judicial, evidence
+            nodes,
+            wait_opened,
+            f"127.0.0.1:{port}",
+            deployment.keys_dir,
+            deployment.root / "evidence",
+            say,
+        )
         summary["audit"] = await _audit(deployment, f"127.0.0.1:{port}", published, say)
         if as_json:
             say(json.dumps(summary, indent=2))

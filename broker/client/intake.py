@@ -83,7 +83,13 @@ class NodeIntake:
         found = Finding(kind, notice_id, subject, detail, now_ms())
         self.findings.add(found)
         self._found.append(found)
-        log.warning("finding", extra={"kind": kind, "notice_id": notice_id, "detail": detail})
+        log.warning(
+            "finding %s on notice %s: %s",
+            kind,
+            notice_id,
+            detail,
+            extra={"kind": kind, "notice_id": notice_id, "detail": detail},
+        )
 
     def _own(self) -> tuple[Bundle, AgencyProfile] | None:
         """The signed policy and this node's own signed registry entry, if it has them."""

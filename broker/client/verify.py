@@ -151,7 +151,13 @@ class NodeVerifier:
         found = Finding(kind, notice_id, subject, detail, now_ms())
         self.findings.add(found)
         self._found.append(found)
-        log.warning("finding", extra={"kind": kind, "notice_id": notice_id, "detail": detail})
+        log.warning(
+            "finding %s on notice %s: %s",
+            kind,
+            notice_id,
+            detail,
+            extra={"kind": kind, "notice_id": notice_id, "detail": detail},
+        )
         return found
 
     # -- the log ------------------------------------------------------------------------

@@ -15,9 +15,10 @@ header:
 - whether a signed restriction update excludes it (:func:`excluded`).
 
 The node does not see the originator's audience restrictions (only their salted digest),
-so it evaluates as if none were set, except that it counts itself as named where the
-notice is TLP:RED (such notices go only to recipients the originator names) and takes
-the embargo from the signed header. Pure.
+so it evaluates as if none were set, except that it counts itself as named (it received
+the notice, so any allow list named it: TLP:RED notices, requests to one executing
+authority and replies to an originator carry one) and takes the embargo from the signed
+header. Pure.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ Key = tuple[str, str, str]  # (section, kind, rule)
 
 
 def _facts(header: notice_pb2.NoticeHeader, me: str, sections: Sequence[str]) -> NoticeFacts:
-    named = frozenset({me}) if header.tlp == notice_pb2.TLP_RED else frozenset()
+    # It counts itself as named: it received the notice, so an allow list (TLP:RED, a
+    # request to one executing authority, a reply to its originator) named it.
+    named = frozenset({me})
     facts = relay.facts_of(header, notice_pb2.OriginatorRestrictions(), sorted(sections))
     return replace(
         facts,

@@ -26,11 +26,30 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of one process so far (/proc/<pid>/stat)."""
+    """CPU seconds of one process so far: user plus system time (/proc/<pid>/stat, in
+    clock ticks of 10 ms, exited threads included), or the nanosecond run times of its
+    live threads (/proc/<pid>/task/*/schedstat) where those add up to more. Both only
+    grow, so their maximum does too; a short run of a process that works little (a
+    peer's publisher) then measures above zero instead of rounding to no tick at all."""
     raw = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may hold spaces: split after its closing parenthesis.
     fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+    ticks = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+    return max(ticks, _schedstat_seconds(pid))
+
+
+def _schedstat_seconds(pid: int) -> float:
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            continue
+    return total / 1e9
 
 
 def _status_kb(pid: int, key: str) -> int:

@@ -254,6 +254,6 @@ async def test_a_broker_process_logs_text_lines_with_their_fields_and_serves_its
     ):
         assert field in line, line
     assert any("event=policy.activate" in x and "admin=registrar" in x for x in lines)
-    assert any("event=agency.update" in x for x in lines)  # provision signs the registry
+    assert any("event=agency.sign" in x for x in lines)  # provision signs the registry
     assert not any(v.decode() in "\n".join(lines) for v in RED_SECTIONS.values())
     assert not any(x.lstrip().startswith("{") for x in lines)  # text, not JSON

@@ -47,10 +47,18 @@ def check_decision(
     if view.decision is None:
         return Checked((), (), "the log holds no decision for this notice version")
     keep = {view.decision_index, *(s.index for s in view.steps)}
+    # Its own leaves, and what replay checks them against: the bundles in force, the
+    # signed registry entries, and changes of its restrictions and forwarding re-checks.
+    context = (logleaf.POLICY_ACTIVATED, logleaf.REGISTRY_CHANGE)
     subset = [
         (i, leaf)
         for i, leaf in leaves
-        if i in keep or logleaf.kind_of(leaf) == logleaf.POLICY_ACTIVATED
+        if i in keep
+        or logleaf.kind_of(leaf) in context
+        or (
+            logleaf.kind_of(leaf) in (logleaf.RESTRICTIONS, logleaf.FORWARDED)
+            and logleaf.index_of(leaf).notice_id == view.key[0]
+        )
     ]
     records = {} if record is None else {view.key: record}
     report = rp.replay(subset, records, {view.policy_version: bundle})

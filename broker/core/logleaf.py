@@ -40,6 +40,7 @@ POLICY_ACTIVATED = "policy_activated"
 REGISTRY_CHANGE = "registry_change"
 LIFECYCLE = "lifecycle"
 FORWARDED = "forwarded"  # the forwarding-time re-check (ForwardingDecision)
+RESTRICTIONS = "restrictions"  # an originator's restriction update (RestrictionsUpdated)
 LOOKUP = "lookup"  # + lookups: LookupPerformed (broker/core/lookup.py builds it)
 REQUEST_STEP = "request_step"  # + judicial: RequestStepLogged (request_step below)
 KINDS = (
@@ -121,6 +122,9 @@ def index_of(leaf: audit_pb2.LogLeaf) -> LeafIndex:
         e = leaf.lifecycle
         reader = e.recipient if e.kind in RECIPIENT_VISIBLE_LIFECYCLE else ""
         return LeafIndex(kind, e.notice_id, e.version, e.originator, reader)
+    if kind == RESTRICTIONS:  # the originator's own change
+        u = leaf.restrictions
+        return LeafIndex(kind, u.notice_id, 0, u.originator)
     if kind == FORWARDED:
         f = leaf.forwarded
         return LeafIndex(kind, f.notice_id, f.version, f.originator, f.recipient)

@@ -192,7 +192,7 @@ def replay(
                 changes.agency.setdefault(leaf.registry_change.agency_id, []).append(
                     leaf.logged_at_ms
                 )
-        elif kind == "restrictions":
+        elif kind == logleaf.RESTRICTIONS:
             changes.notice.setdefault(leaf.restrictions.notice_id, []).append(leaf.logged_at_ms)
         elif kind == logleaf.FORWARDED:
             fwd = leaf.forwarded

@@ -13,7 +13,6 @@ from typing import Any, TextIO
 
 import grpc
 
-from broker.client.attachments import Evidence, from_inbox
 from broker.core import attachment as att
 from broker.errors import BrokerError
 
@@ -86,8 +85,9 @@ def _fail(text: str) -> int:
 
 def run_attach(args: argparse.Namespace) -> int:
     from broker.cli.nodeargs import _node, _sections
+    from broker.client.attachments import Evidence  # here, not at every command's start-up
 
-    others = _sections(args.section) if args.section else {}
+    others = _sections(args.section, args.field) if args.section or args.field else {}
     bar = ProgressBar("sealing", None if args.quiet or args.json else sys.stderr)
 
     async def go() -> int:
@@ -143,6 +143,7 @@ def run_attach(args: argparse.Namespace) -> int:
 
 def run_fetch(args: argparse.Namespace) -> int:
     from broker.cli.nodeargs import _node
+    from broker.client.attachments import Evidence, from_inbox
 
     bar = ProgressBar("fetching", None if args.quiet or args.json else sys.stderr)
 

@@ -11,11 +11,11 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import grpc
 
+from broker.cli.nodeargs import _sections
 from broker.core.policy.labels import LANGUAGES, Labels
 from broker.core.requests import STEP_KINDS
 from broker.errors import InvalidArgument
@@ -86,21 +86,6 @@ def register_node_requests(
 def _rpc_error(exc: grpc.aio.AioRpcError) -> int:
     print(f"broker: {exc.code().name}: {exc.details()}", file=sys.stderr)
     return 1
-
-
-def _sections(specs: list[str]) -> dict[str, bytes]:
-    out = {}
-    for spec in specs:
-        name, sep, value = spec.partition("=")
-        if not sep or not name:
-            raise InvalidArgument(f"--section {spec[:40]!r}: write NAME=TEXT or NAME=@FILE")
-        try:
-            out[name] = Path(value[1:]).read_bytes() if value.startswith("@") else value.encode()
-        except OSError as exc:
-            raise InvalidArgument(f"--section {name}: cannot read {value[1:]}") from exc
-    if not out:
-        raise InvalidArgument("give the request's sections: --section NAME=TEXT")
-    return out
 
 
 def render(views: list[Any], labels: Labels, lang: str) -> list[str]:
@@ -175,7 +160,7 @@ def run_requests(args: argparse.Namespace) -> int:
 
 
 def run_issue(args: argparse.Namespace) -> int:
-    sections = _sections(args.section)
+    sections = _sections(args.section)  # broker/cli/nodeargs.py
 
     async def go() -> int:
         async with args.make_node(args) as node:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from broker.client.logview import LogView
 from broker.core import merkle
-from broker.errors import BrokerError, Unavailable
+from broker.errors import BrokerError, RateLimited, Unavailable
 
 MAX_PENDING = 1024
 
@@ -75,7 +75,7 @@ class Gossip:
             except merkle.ProofError as exc:
                 self._differs(who, notice_id, size, root, mine, my_root, f"no prefix ({exc})")
                 continue
-            except Unavailable:  # the broker is not answering: try again next sweep
+            except (Unavailable, RateLimited):  # no answer is no evidence: retry next sweep
                 self.pending[(size, root)] = (who, notice_id)
                 return
             except BrokerError as exc:  # the broker cannot prove it at all

@@ -46,6 +46,7 @@ from broker.client.types import (
 )
 from broker.core import envelope as env
 from broker.core import intake, lifecycle, relay
+from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError
 from broker.core.policy import AgencyProfile, Bundle
 from broker.errors import InvalidArgument
@@ -75,21 +76,16 @@ class NodeIntake:
     verified: Any  # broker.client.directory.Verified
     _view: View | None
     _found: list[Finding]
+    _report: Callable[[str, str, str, str], Finding | None]  # NodeVerifier._report
+    _decisions: DecisionCache  # NodePublisher's
     open: Callable[[notice_pb2.Delivery], ReceivedNotice]  # AgencyNode.open
     _receipt: Callable[[ReceivedNotice], notice_pb2.Receipt]  # AgencyNode._receipt
 
     # -- helpers ---------------------------------------------------------------------------
     def _finding(self, kind: str, notice_id: str, subject: str, detail: str) -> None:
-        found = Finding(kind, notice_id, subject, detail, now_ms())
-        self.findings.add(found)
-        self._found.append(found)
-        log.warning(
-            "finding %s on notice %s: %s",
-            kind,
-            notice_id,
-            detail,
-            extra={"kind": kind, "notice_id": notice_id, "detail": detail},
-        )
+        # Recorded once per kind, notice and subject (NodeVerifier._report): a refused
+        # delivery is not receipted, so the broker sends it again on every new stream.
+        self._report(kind, notice_id, subject, detail)
 
     def _own(self) -> tuple[Bundle, AgencyProfile] | None:
         """The signed policy and this node's own signed registry entry, if it has them."""
@@ -144,9 +140,13 @@ class NodeIntake:
             policy, profile = own
             sections = sorted(notice.sections)
             try:
-                header = notice.header
-                expected = intake.expected_obligations(policy, profile, header, sections, now)
-                release = intake.held_until(policy, profile, notice.header, sections, now)
+                # Decided once per notice shape (the publisher's DecisionCache), not per
+                # delivery: the key holds the bundle, this node's signed entry and the shape.
+                facts = intake.recipient_facts(notice.header, self.me, sections)
+                view_key = f"{self._view.digest if self._view else ''}/{self.me}"
+                shape = self._decisions.outcome(policy, view_key, (profile,), facts, now)
+                expected = shape.obligations(self.me, tuple(sections))
+                release = shape.deliver_after_ms(self.me, sections)
             except (InvalidArgument, ValueError) as exc:  # a kind this policy no longer knows
                 log.warning("obligations not recomputed", extra={"error": str(exc)})
                 expected = notice.obligations

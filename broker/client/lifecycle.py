@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-import nacl.bindings
-
 from broker import pki
 from broker.client import plain
 from broker.client.directory import View
@@ -28,6 +26,7 @@ class _Node(Protocol):
 
     me: str
     credentials: pki.AgencyCredentials
+    _encryption_public_key: bytes
     stub: Any
     _sent_purposes: dict[str, str]
 
@@ -109,9 +108,7 @@ class NodeLifecycle:
         view = await self.directory()
         wanted = set(self.expected_audience(notice_id)) or {self._originator_of(notice_id)}
         keys = {a: view.members[a].keys.encryption_key for a in wanted if a in view.members}
-        keys[self.me] = bytes(
-            nacl.bindings.crypto_scalarmult_base(self.credentials.encryption_private_key)
-        )
+        keys[self.me] = self._encryption_public_key
         return keys
 
     def _remember_act(

@@ -49,14 +49,15 @@ class LogView:
 
     @property
     def kept(self) -> auditing.VerifiedCheckpoint | None:
-        note = self.memory.detail(CHECKPOINT).decode()
-        if not note:
-            return None
-        if self._opened is not None and self._opened[0] == note:
-            return self._opened[1]  # verified once per note (it is on every send's path)
-        opened = self.trust.open(note, min_cosignatures=0)
-        self._opened = (note, opened)
-        return opened
+        """The checkpoint kept, read from the state database once and verified once: it
+        is on every send's path (headers, receipts, actions carry it); accept() keeps the
+        copy in memory current."""
+        if self._opened is None:
+            note = self.memory.detail(CHECKPOINT).decode()
+            if not note:
+                return None
+            self._opened = (note, self.trust.open(note, min_cosignatures=0))
+        return self._opened[1]
 
     @property
     def head(self) -> tuple[int, bytes]:
@@ -102,6 +103,7 @@ class LogView:
                 kind = "split-view" if served.size == kept.checkpoint.size else "fork"
                 raise LogRefused(str(exc), Evidence(kind, kept.note, note, str(exc))) from None
         self.memory.accept(CHECKPOINT, "", new.checkpoint.size, detail=note.encode())
+        self._opened = (note, new)
         return new
 
     def settle(

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -35,7 +36,7 @@ from broker.client.intake import NodeIntake
 from broker.client.lifecycle import NodeLifecycle
 from broker.client.logview import LogView
 from broker.client.memory import TrustMemory
-from broker.client.publisher import NodePublisher
+from broker.client.publisher import NodePublisher, transient
 from broker.client.requests import NodeRequests  # + judicial
 from broker.client.sent import ActLog, SentLog
 from broker.client.statedb import open_state
@@ -58,7 +59,7 @@ from broker.core import envelope as env
 from broker.core import intake
 from broker.core import receipts as rcp
 from broker.core.identity import IdentityError
-from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, Unavailable
 from broker.trustconfig import TRUST_FILE, load_trust_config
 from broker.v1 import agency_pb2, agency_pb2_grpc, audit_pb2, audit_pb2_grpc, notice_pb2
 
@@ -148,6 +149,9 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
             self.memory,
         )
         self.gossip = Gossip(self.log_view, self._consistency_proof, self._report)
+        # The stream and the sweep task share the state connection: one transaction at a
+        # time, so neither's rollback undoes the other's work.
+        self._state_lock = asyncio.Lock()
         self.stats = ListenStats()
         self._init_publisher()
         # Our own X25519 public key, once: opening a wrap then costs one scalar multiplication.
@@ -194,14 +198,22 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
             tuple(delivery.obligations),
         )
 
+    @contextlib.asynccontextmanager
+    async def _batch(self) -> AsyncIterator[None]:
+        with self.inbox.batch():
+            yield
+
     async def _consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        """The broker's consistency proof; FailedPrecondition when it refuses to give one."""
+        """The broker's consistency proof; FailedPrecondition when it refuses to give one,
+        Unavailable when it does not answer (or asks to wait): that is no evidence."""
         try:
             got = await self._retry(
                 self.audit_stub.GetConsistencyProof,
                 audit_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
             )
         except grpc.aio.AioRpcError as exc:
+            if transient(exc) or exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise Unavailable(f"{exc.code().name}: {exc.details()}") from None
             raise FailedPrecondition(f"{exc.code().name}: {exc.details()}") from None
         return list(got.hashes)
 
@@ -284,7 +296,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
 
     async def _sweep(self, handler: Handler, on_lifecycle: LifecycleHandler | None) -> None:
         now = now_ms()
-        with self.inbox.batch():
+        async with self._state_lock, self._batch():
             for data in self.inbox.due_releases(now):
                 delivery = notice_pb2.Delivery.FromString(data)
                 try:
@@ -401,7 +413,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
         taken: set[tuple[str, int]] = set()
         if response.deliveries and time.monotonic() - self._view_at > VIEW_MAX_AGE_S:
             await self._fresh_view()
-        with self.inbox.batch():
+        async with self._state_lock, self._batch():
             # Lifecycle actions first: a withdrawal in the same response as the notice
             # closes it before the notice could reach the application.
             for control in response.controls:

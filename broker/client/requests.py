@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from broker import pki
 from broker.client.directory import View
+from broker.client.logview import LogView
 from broker.client.reasons import seal_reason
 from broker.client.types import PublishedNotice, now_ms
 from broker.core import lifecycle, requests
@@ -32,6 +33,7 @@ PRIORITIES = {"normal": notice_pb2.PRIORITY_NORMAL, "urgent": notice_pb2.PRIORIT
 class _Node(Protocol):
     me: str
     credentials: pki.AgencyCredentials
+    log_view: LogView
     stub: Any
 
     @property
@@ -91,7 +93,7 @@ def check_summary(summary: requests_pb2.RequestSummary, view: View, as_of_ms: in
             member = view.members.get(action.actor)
             if member is None:
                 raise InvalidArgument(f"step by {action.actor}, who is not in the directory")
-            actions.append(lifecycle.verify_action(signed, member.keys.signing_key))
+            actions.append(lifecycle.verify_action(signed, member.keys.verify_key))
         except BrokerError as exc:
             problem = f"a step does not verify: {exc}"
             break
@@ -222,6 +224,8 @@ class NodeRequests:
             grounds=list(grounds),
             result_notice_id=result_notice_id,
             priority=priority,  # type: ignore[arg-type]
+            checkpoint_size=self.log_view.head[0],  # this node's view of the log, signed in
+            checkpoint_root=self.log_view.head[1],
         ).SerializeToString(deterministic=True)
         signed = notice_pb2.SignedLifecycleAction(
             action=action, signature=lifecycle.sign_action(action, self.credentials.signing_key)

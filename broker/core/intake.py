@@ -6,10 +6,11 @@ an erasure that nobody signed. So the node works out, under the administrator-si
 policy and its own administrator-signed registry entry, from the originator-signed
 header:
 
-- the obligations the policy attaches to the sections it received
-  (:func:`expected_obligations`); where they differ from what the broker carried, the
+- the obligations the policy attaches to the sections it received, decided on
+  :func:`recipient_facts` (the node caches the decision per notice shape, as publishers
+  do: broker.core.decisions); where they differ from what the broker carried, the
   stricter union applies (:func:`stricter`) and the difference is reported;
-- until when the policy holds the notice for it (an embargo: :func:`held_until`);
+- until when the policy holds the notice for it (an embargo), from the same decision;
 - when its copy must be erased: the notice's signed expiry, or a maximum retention
   obligation, whichever comes first (:func:`erase_deadline`);
 - whether a signed restriction update excludes it (:func:`excluded`).
@@ -36,7 +37,11 @@ RETENTION = "max_retention_days"
 Key = tuple[str, str, str]  # (section, kind, rule)
 
 
-def _facts(header: notice_pb2.NoticeHeader, me: str, sections: Sequence[str]) -> NoticeFacts:
+def recipient_facts(
+    header: notice_pb2.NoticeHeader, me: str, sections: Sequence[str]
+) -> NoticeFacts:
+    """The facts a recipient's node decides its own copy on (see the module docstring):
+    the signed header's, with itself as the one agency named."""
     # It counts itself as named: it received the notice, so an allow list (TLP:RED, a
     # request to one executing authority, a reply to its originator) named it.
     named = frozenset({me})
@@ -44,40 +49,6 @@ def _facts(header: notice_pb2.NoticeHeader, me: str, sections: Sequence[str]) ->
     return replace(
         facts,
         restrictions=Restrictions(allow_agencies=named, embargo_until_ms=header.embargo_until_ms),
-    )
-
-
-def expected_obligations(
-    policy: Bundle,
-    profile: AgencyProfile,
-    header: notice_pb2.NoticeHeader,
-    sections: Sequence[str],
-    now_ms: int,
-) -> tuple[notice_pb2.Obligation, ...]:
-    """The obligations the signed policy attaches, for this recipient, to `sections`."""
-    decision = policy.decide(_facts(header, profile.id, sections), profile, now_ms=now_ms)
-    return tuple(
-        notice_pb2.Obligation(section=d.section, kind=o.kind, text=o.text, rule=o.rule, days=o.days)
-        for d in decision.decisions
-        if d.allowed and d.section in sections
-        for o in d.obligations
-    )
-
-
-def held_until(
-    policy: Bundle,
-    profile: AgencyProfile,
-    header: notice_pb2.NoticeHeader,
-    sections: Sequence[str],
-    now_ms: int,
-) -> int:
-    """Until when the policy holds the notice from this recipient (0: not held)."""
-    if header.embargo_until_ms <= now_ms:
-        return 0
-    decision = policy.decide(_facts(header, profile.id, sections), profile, now_ms=now_ms)
-    return max(
-        (d.deliver_after_ms for d in decision.decisions if d.allowed and d.section in sections),
-        default=0,
     )
 
 

@@ -32,12 +32,14 @@ DELIVERY_WAIT = Histogram(
 PRIORITY_LABELS = {0: "normal", 1: "urgent"}
 
 
+_WAITS = {p: DELIVERY_WAIT.labels(label) for p, label in PRIORITY_LABELS.items()}
+
+
 def observe_waits(leased: Sequence[LeasedDelivery], now_ms: int) -> None:
     """Record the wait of each first attempt (redeliveries waited already)."""
     for d in leased:
         if d.attempt == 1 and d.accepted_at_ms:
-            label = PRIORITY_LABELS.get(d.priority, "normal")
-            DELIVERY_WAIT.labels(label).observe(max(now_ms - d.accepted_at_ms, 0) / 1000)
+            _WAITS.get(d.priority, _WAITS[0]).observe(max(now_ms - d.accepted_at_ms, 0) / 1000)
 
 
 # Gauges read from the store when /metrics is scraped (broker/server/opsport.py).

@@ -50,6 +50,8 @@ def published(outcome: PublishOutcome, record: NoticeRecord) -> int:
 def delivery(state: str, notice_id: str, version: int, recipient: str, **more: object) -> None:
     """A delivery changed state (sent, delivered, withheld, requeued, dead_lettered)."""
     level = logging.WARNING if state == DEAD_LETTERED else logging.INFO
+    if not log.isEnabledFor(level):  # per delivery: build nothing when nobody listens
+        return
     log.log(
         level,
         f"delivery {state}",

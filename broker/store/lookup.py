@@ -141,7 +141,7 @@ class LookupStoreMixin(SqlBase):
         for notice_id in sorted({n.notice_id for ns in hits.values() for n in ns}):
             self.conn.execute(
                 "INSERT INTO lookup_hits VALUES (?,?,1,?,?) ON CONFLICT (querier, notice_id) "
-                "DO UPDATE SET hits=hits+1, last_at_ms=excluded.last_at_ms",
+                "DO UPDATE SET hits=lookup_hits.hits+1, last_at_ms=excluded.last_at_ms",
                 (querier, notice_id, now_ms, now_ms),
             )
         leaf = lookup_leaf(

@@ -312,6 +312,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX deliveries_queue_priority ON deliveries (recipient, state, priority DESC, seq);
+    DROP INDEX deliveries_queue;  -- its columns lead the one above: one index less per write
     """,
     # + evidence: chains of custody of sealed attachments (broker/store/custody.py)
     """

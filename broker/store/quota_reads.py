@@ -31,6 +31,8 @@ class QuotaReadsMixin(SqlBase):
                 f"policy_version FROM notices WHERE {where}",
                 params,
             ).fetchall()
+            if not rows:  # the usual case, a new notice: no deliveries to read
+                continue
             recipients: dict[tuple[str, int], list[str]] = {}
             for r in self.conn.execute(
                 f"SELECT notice_id, version, recipient FROM deliveries WHERE {where} "

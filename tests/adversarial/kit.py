@@ -161,3 +161,17 @@ async def settled(node: AgencyNode, notice_id: str, timeout: float = 15) -> Any:
         if not waiting or loop.time() > end:
             return report
         await asyncio.sleep(0.1)
+
+
+def stored_bytes(b: Running, must_hold: bytes) -> bytes:
+    """Every byte of the broker's SQLite store (the file and its write-ahead log). It must
+    hold `must_hold` (something the broker is known to store, such as a notice id), so a
+    search for what it must not hold never runs on an empty haystack."""
+    from pathlib import Path
+
+    database = Path(b.app.config.database)
+    stored = b"".join(
+        p.read_bytes() for p in database.parent.iterdir() if p.name.startswith(database.name)
+    )
+    assert must_hold in stored, "the search does not look where the broker stores"
+    return stored

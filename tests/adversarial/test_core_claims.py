@@ -8,7 +8,6 @@ originator's node (broker/client/publisher.py) catch each.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,18 +17,11 @@ from broker.store.tlog import TransparencyLogMixin
 from broker.v1 import notice_pb2
 from tests.integration.conftest import Running
 
-from .kit import SECTIONS, agencies, publish, tamper, until
+from .kit import SECTIONS, agencies, publish, stored_bytes, tamper, until
 
 pytestmark = pytest.mark.integration
 
 SECRET = b"Surname: ZWIRBELKOPF, born 1971-04-02 in Graz"
-
-
-def stored_bytes(b: Running) -> bytes:
-    database = Path(b.app.config.database)
-    return b"".join(
-        p.read_bytes() for p in database.parent.iterdir() if p.name.startswith(database.name)
-    )
 
 
 async def test_the_broker_cannot_read_a_section(broker: Running) -> None:
@@ -41,7 +33,7 @@ async def test_the_broker_cannot_read_a_section(broker: Running) -> None:
         )
         await until(lambda: a["DE-BKA"].versions(notice_id) == [1])
         assert a["DE-BKA"].notices[0].sections["identity"] == SECRET
-    assert b"ZWIRBELKOPF" not in stored_bytes(broker)
+    assert b"ZWIRBELKOPF" not in stored_bytes(broker, notice_id.encode())
 
 
 @pytest.mark.parametrize("part", ["header", "ciphertext"])
@@ -112,8 +104,11 @@ async def test_a_widened_profile_does_not_widen_the_audience(broker: Running) ->
         honest = await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=SECTIONS)
     denied = set(SECTIONS) - set(honest.audience.get("IT-BORDER", ()))
     assert denied, "the policy keeps something from border roles"
-    await tamper(broker, "UPDATE agencies SET roles=? WHERE id='IT-BORDER'", '["police"]')
+    assert (
+        await tamper(broker, "UPDATE agencies SET roles=? WHERE id='IT-BORDER'", '["police"]') == 1
+    )
     await broker.app.reload_registry()
+    assert "police" in broker.app.registry["IT-BORDER"].profile.roles  # the broker's view
     async with broker.node("FR-NCB") as fr:
         sent = await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=SECTIONS)
     assert set(sent.audience.get("IT-BORDER", ())) == set(honest.audience.get("IT-BORDER", ()))

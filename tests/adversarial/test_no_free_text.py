@@ -9,8 +9,6 @@ agencies they were meant for read them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from broker import pki
@@ -18,20 +16,13 @@ from broker.client.admin import AdminClient
 from broker.core.identity import Party
 from tests.integration.conftest import Running
 
-from .kit import agencies, publish, until
+from .kit import agencies, publish, stored_bytes, until
 
 pytestmark = pytest.mark.integration
 
 WITHDRAWN = "Jean Dupont was arrested in Lyon"
 FLAGGED = "Maria Rossi is a protected witness here"
 SUSPENDED = "officer Hans Meier leaked a notice"
-
-
-def stored_bytes(b: Running) -> bytes:
-    database = Path(b.app.config.database)
-    return b"".join(
-        p.read_bytes() for p in database.parent.iterdir() if p.name.startswith(database.name)
-    )
 
 
 async def test_reasons_are_sealed_and_the_broker_keeps_only_digests(broker: Running) -> None:
@@ -51,7 +42,7 @@ async def test_reasons_are_sealed_and_the_broker_keeps_only_digests(broker: Runn
     async with AdminClient(broker.deployment.keys_dir, "alice", broker.target) as admin:
         await admin.set_status("IT-BORDER", "suspended", SUSPENDED)
 
-    stored = stored_bytes(broker)
+    stored = stored_bytes(broker, notice_id.encode())
     for name in ("Jean Dupont", "Maria Rossi", "Hans Meier"):
         assert name.encode() not in stored, f"{name!r} is in the broker's database"
         assert name.upper().encode() not in stored.upper(), name

@@ -94,6 +94,8 @@ async def test_a_rolled_back_head_is_a_rollback_with_evidence(
         "--state",
         str(state),
         "--json",
+        "--require-cosignatures",  # the head the attacker serves (trust.toml asks for 1,
+        "0",  # which would read a cosigned checkpoint instead)
         stdout=asyncio.subprocess.PIPE,
     )
     stdout, _ = await asyncio.wait_for(proc.communicate(), 60)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -258,7 +259,11 @@ async def test_one_log_and_one_series_of_checkpoints(start_replica: StartReplica
     # Both replicas signed checkpoints under the one origin, and see the same latest one.
     latest_a = await a.app.runner.call(lambda s: s.tlog_checkpoint())
     latest_b = await b.app.runner.call(lambda s: s.tlog_checkpoint())
-    assert latest_a == latest_b
+    # (The signed checkpoint itself: a witness may cosign it between the two reads.)
+    assert latest_a is not None and latest_b is not None
+    assert dataclasses.replace(latest_a, cosignatures=()) == dataclasses.replace(
+        latest_b, cosignatures=()
+    )
 
 
 async def test_a_replica_refuses_a_log_signed_under_another_name(

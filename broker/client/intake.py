@@ -242,8 +242,9 @@ class NodeIntake:
                     f"({(expiry - now_ms()) // 1000} s from now)"
                 )
             return
-        # SUPERSEDED: only with the newer version's header, signed by the originator.
-        if not held:
+        # SUPERSEDED: only with a newer version's header, signed by the originator. The
+        # node erases the versions below the action's; if it holds none, nothing happens.
+        if not any(v < action.version for v in held):
             return  # nothing to erase: harmless
         try:
             header = notice_pb2.NoticeHeader.FromString(control.superseding.header_bytes)
@@ -260,14 +261,14 @@ class NodeIntake:
         originator = self._originator_of(nid)
         if not (
             verify_header_signature(signed, keys.verify_key)
-            and intake.newer_header(header, held, nid, originator)
             # The broker attaches the newest header: a version published after the one
-            # that dropped this node proves the supersession as well (crash trials).
-            and header.version >= action.version
+            # that dropped this node proves the supersession as well, even where a later
+            # version put this node back and it holds that one already (crash trials).
+            and intake.proves_supersession(header, action.version, nid, originator)
         ):
             raise _Unsigned(
-                "the supersession's newer header is not signed by the originator, or is not "
-                "newer than the versions held"
+                "the supersession's newer header is not signed by the originator, or is older "
+                "than the version it claims supersedes the ones held"
             )
 
     def _originator_of(self, notice_id: str) -> str:

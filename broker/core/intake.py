@@ -113,14 +113,16 @@ def excluded(
     return False
 
 
-def newer_header(
-    superseding: notice_pb2.NoticeHeader, held: Iterable[int], notice_id: str, originator: str
+def proves_supersession(
+    superseding: notice_pb2.NoticeHeader, version: int, notice_id: str, originator: str
 ) -> bool:
-    """Whether a signed header proves a version newer than every one held."""
-    versions = list(held)
+    """Whether a signed header proves that the originator published `version` or later of
+    this notice, so that every version below `version` is superseded. The node erases only
+    the versions below `version`: a version it holds that is as new as the header (it was
+    put back in the audience by a later version) is kept, and the proof still holds."""
     return (
         superseding.notice_id == notice_id
         and superseding.originator == originator
-        and bool(versions)
-        and superseding.version > max(versions)
+        and version >= 1
+        and superseding.version >= version
     )

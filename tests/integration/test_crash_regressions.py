@@ -10,7 +10,10 @@ is what a broker killed under it leaves behind.
 * a holder whose copy was pending again when a newer version left it out was not told
   that the newer version superseded it;
 * a holder that came back after two newer versions had left it out refused the first
-  supersession, which the broker sends with the newest signed header.
+  supersession, which the broker sends with the newest signed header;
+* a holder that a newer version left out and a later one put back, and that received the
+  later one before the supersession, refused the supersession (its header was not newer
+  than every version held) and kept the version it had been told to erase.
 """
 
 from __future__ import annotations
@@ -164,6 +167,37 @@ async def test_a_supersession_proven_by_a_later_header_is_applied(broker: Runnin
             stop.set()
             await asyncio.wait_for(task, 10)
             assert hub.inbox.held(notice_id) == 0  # its copy of version 1 is erased
+            assert not hub.findings.since(0, notice_id)
+
+
+async def test_a_holder_put_back_applies_the_supersession_it_missed(broker: Running) -> None:
+    async with broker.node("FR-NCB") as fr:
+        notice_id = await publish(fr, ["DE-BKA", "EU-HUB"])
+        async with broker.node("EU-HUB") as hub:
+            got: list[int] = []
+            actions: list[LifecycleNotice] = []
+            stop = asyncio.Event()
+
+            async def on_notice(n: ReceivedNotice) -> None:
+                got.append(n.version)
+
+            async def on_action(a: LifecycleNotice) -> None:
+                actions.append(a)
+
+            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
+            await until(lambda: got == [1])
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            # EU-HUB is offline while version 2 leaves it out and version 3 puts it back.
+            await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
+            await publish(fr, ["DE-BKA", "EU-HUB"], notice_id=notice_id, version=3)
+            stop = asyncio.Event()
+            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
+            await until(lambda: got == [1, 3] and any(a.kind == "superseded" for a in actions))
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            # Version 1 is erased (version 2 superseded it), version 3 is kept.
+            assert hub.inbox.held_versions(notice_id) == [3]
             assert not hub.findings.since(0, notice_id)
 
 

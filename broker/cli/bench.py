@@ -59,10 +59,10 @@ def register(sub: Any) -> None:
         description="Run crash trials (docs/crash-safety.md) and count lost, duplicated, "
         "unauthorised and inconsistent findings; exits 1 if there are any.",
     )
-    cp.add_argument("--trials", type=int, default=20, help="how many trials (default 20)")
+    cp.add_argument("--trials", type=int, default=20, help="how many trials")
     cp.add_argument("--seed", type=int, default=None, help="first seed (default: random)")
     cp.add_argument("--operations", type=int, default=40, help="operations per trial")
-    cp.add_argument("--kills", type=int, default=3, help="SIGKILLs per trial (default 3)")
+    cp.add_argument("--kills", type=int, default=3, help="SIGKILLs per trial")
     cp.add_argument("--dir", type=Path, default=None, help="keep failing histories here")
     cp.add_argument("--json", action="store_true", help="print the counts as JSON")
     cp.set_defaults(func=run_crash)

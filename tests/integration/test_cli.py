@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,13 +114,22 @@ def test_serve_admin_and_node_commands(deployment: Deployment, tmp_path: Path) -
         received = json.loads(out.strip().splitlines()[-1])
         assert received["notice_id"] == published["notice_id"]
         assert received["sections"]["identity"].startswith("family_name: DOE\nforename: John")
-        r = broker("node", "status", "--agency", "FR-NCB", published["notice_id"], "--json", *node)
-        assert r.returncode == 0, r.stderr
-        report = json.loads(r.stdout)
-        (row,) = report["recipients"]
-        assert row["recipient"] == "DE-BKA"
-        # Checked by the node itself: the receipt's signature, and the log (once cosigned).
-        assert row["verdict"] in ("verified", "unverified") and report["findings"] == []
+        # Checked by the node itself: the receipt's signature, and its leaf in the log once
+        # a cosigned checkpoint covers it ("unverified" until then).
+        deadline = time.monotonic() + 60
+        while True:
+            r = broker(
+                "node", "status", "--agency", "FR-NCB", published["notice_id"], "--json", *node
+            )
+            assert r.returncode == 0, r.stderr
+            report = json.loads(r.stdout)
+            (row,) = report["recipients"]
+            assert row["recipient"] == "DE-BKA" and report["findings"] == []
+            assert row["verdict"] in ("verified", "unverified"), row
+            if row["verdict"] == "verified" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert row["verdict"] == "verified", row
         # An unknown kind is refused, under the signed policy the node checks before sealing,
         # with the catalogue's explanation and a non-zero exit.
         r = broker(

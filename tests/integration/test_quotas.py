@@ -66,10 +66,25 @@ def only(agency: str, **quota: int) -> Quotas:
     return Quotas(agencies={agency: Quota(**quota)})
 
 
+class Clock:
+    """The broker's quota clock, stopped: buckets refill only when a test moves it, so
+    no refusal depends on how fast a loaded machine runs the calls in between."""
+
+    def __init__(self, b: Running) -> None:
+        self.ms = 1_000_000
+        b.app.quotas.now = lambda: self.ms
+
+
+async def started(start_broker: StartBroker, quotas: Quotas) -> Running:
+    b = await start_broker(quotas=quotas)
+    Clock(b)
+    return b
+
+
 async def test_publishes_over_the_rate_are_refused_with_a_retry_delay_and_store_nothing(
     start_broker: StartBroker,
 ) -> None:
-    b = await start_broker(quotas=only("FR-NCB", publishes_per_second=1, publish_burst=2))
+    b = await started(start_broker, only("FR-NCB", publishes_per_second=1, publish_burst=2))
     before = sample("broker_quota_refusals_total", agency="FR-NCB", quota="publishes")
     await publish(b, envelopes(b, 2))  # the whole burst in one call
     exc = await refused(
@@ -87,7 +102,7 @@ async def test_publishes_over_the_rate_are_refused_with_a_retry_delay_and_store_
 
 
 async def test_a_batch_larger_than_what_is_left_is_refused_whole(start_broker: StartBroker) -> None:
-    b = await start_broker(quotas=only("FR-NCB", publishes_per_second=1, publish_burst=3))
+    b = await started(start_broker, only("FR-NCB", publishes_per_second=1, publish_burst=3))
     await publish(b, envelopes(b, 2))
     exc = await refused(publish(b, envelopes(b, 2)))
     assert retry_info(exc).retry_delay.ToMilliseconds() > 0
@@ -97,7 +112,7 @@ async def test_a_batch_larger_than_what_is_left_is_refused_whole(start_broker: S
 async def test_bytes_over_the_rate_are_refused_with_the_wait_for_the_debt(
     start_broker: StartBroker,
 ) -> None:
-    b = await start_broker(quotas=only("FR-NCB", bytes_per_second=1000, bytes_burst=1000))
+    b = await started(start_broker, only("FR-NCB", bytes_per_second=1000, bytes_burst=1000))
     before = sample("broker_quota_admitted_total", agency="FR-NCB", quota="bytes")
     await publish(b, envelopes(b, 1))  # larger than the burst: passes on a full bucket
     size = sample("broker_quota_admitted_total", agency="FR-NCB", quota="bytes") - before
@@ -112,7 +127,7 @@ async def test_bytes_over_the_rate_are_refused_with_the_wait_for_the_debt(
 async def test_lookups_over_the_rate_are_refused_before_anything_is_read(
     start_broker: StartBroker,
 ) -> None:
-    b = await start_broker(quotas=only("DE-BKA", lookups_per_second=1, lookup_burst=1))
+    b = await started(start_broker, only("DE-BKA", lookups_per_second=1, lookup_burst=1))
     stub = b.stub(Party("agency", "DE-BKA"))
     before = sample("broker_quota_refusals_total", agency="DE-BKA", quota="lookups")
     with pytest.raises(grpc.aio.AioRpcError) as first:
@@ -153,17 +168,37 @@ async def test_queued_deliveries_are_counted_from_the_store(start_broker: StartB
 
 async def test_the_sdk_waits_as_the_broker_asks_then_publishes(start_broker: StartBroker) -> None:
     b = await start_broker(quotas=only("FR-NCB", publishes_per_second=10, publish_burst=1))
+    clock = Clock(b)
     before = sample("broker_quota_refusals_total", agency="FR-NCB", quota="publishes")
-    async with b.node("FR-NCB") as fr:
-        for _ in range(3):
-            await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
-    # Three publishes within the burst of one: the broker refused some, the SDK waited.
-    assert sample("broker_quota_refusals_total", agency="FR-NCB", quota="publishes") > before
+
+    async def time_passes_after_each_refusal() -> None:
+        # The clock stands still until the broker refuses; then a token's worth passes
+        # (100 ms at 10 per second), as it would while the SDK waits as asked.
+        seen = before
+        while True:
+            now = sample("broker_quota_refusals_total", agency="FR-NCB", quota="publishes")
+            if now > seen:
+                seen = now
+                clock.ms += 100
+            await asyncio.sleep(0.005)
+
+    mover = asyncio.create_task(time_passes_after_each_refusal())
+    try:
+        async with b.node("FR-NCB") as fr:
+            for _ in range(3):
+                await fr.publish(
+                    kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS
+                )
+    finally:
+        mover.cancel()
+    # Three publishes within the burst of one: the broker refused the second and the third
+    # (at least once each), the SDK waited as asked and then published.
+    assert sample("broker_quota_refusals_total", agency="FR-NCB", quota="publishes") >= before + 2
     assert b.count("notices") == 3
 
 
 async def test_the_sdk_raises_rate_limited_once_it_stops_waiting(start_broker: StartBroker) -> None:
-    b = await start_broker(quotas=only("FR-NCB", publishes_per_second=1, publish_burst=1))
+    b = await started(start_broker, only("FR-NCB", publishes_per_second=1, publish_burst=1))
     async with b.node("FR-NCB", quota_retries=0) as fr:
         await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
         with pytest.raises(RateLimited) as info:
@@ -175,7 +210,7 @@ async def test_the_sdk_raises_rate_limited_once_it_stops_waiting(start_broker: S
 
 
 async def test_the_sdk_does_not_wait_longer_than_it_may(start_broker: StartBroker) -> None:
-    b = await start_broker(quotas=only("FR-NCB", publishes_per_second=1, publish_burst=1))
+    b = await started(start_broker, only("FR-NCB", publishes_per_second=1, publish_burst=1))
     async with b.node("FR-NCB", quota_wait_max_s=0.01) as fr:
         await fr.publish(kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS)
         with pytest.raises(RateLimited, match="refused over quota: "):

@@ -142,9 +142,14 @@ class LifecycleStoreMixin(SqlBase):
         purged = self.purge_pending(notice_id, 0, kind, now_ms) if effect.purge_pending else 0
         if effect.closed:
             # The ciphertext leaves the broker; digests, decisions and receipts stay. Copies
-            # in flight are already being told to delete: they are not sent again.
+            # in flight are already being told to delete: they are not sent again. The
+            # newest version's signed header (metadata, no section) stays too: it is the
+            # proof a supersession still owed to a recipient it left out must carry.
             self.conn.execute(
-                "UPDATE notices SET envelope=x'', head=x'' WHERE notice_id=?", (notice_id,)
+                "UPDATE notices SET envelope=x'', head=CASE WHEN version="
+                "(SELECT MAX(version) FROM notices WHERE notice_id=?) THEN head ELSE x'' END "
+                "WHERE notice_id=?",
+                (notice_id, notice_id),
             )
             self.conn.execute("DELETE FROM notice_sections WHERE notice_id=?", (notice_id,))
             self.conn.execute(

@@ -13,7 +13,10 @@ is what a broker killed under it leaves behind.
   supersession, which the broker sends with the newest signed header;
 * a holder that a newer version left out and a later one put back, and that received the
   later one before the supersession, refused the supersession (its header was not newer
-  than every version held) and kept the version it had been told to erase.
+  than every version held) and kept the version it had been told to erase;
+* a holder that a newer version left out, offline until the originator withdrew the
+  notice, was sent its supersession without the newer header (erased with the withdrawn
+  notice's ciphertext), refused it and kept its copy.
 """
 
 from __future__ import annotations
@@ -199,6 +202,53 @@ async def test_a_holder_put_back_applies_the_supersession_it_missed(broker: Runn
             # Version 1 is erased (version 2 superseded it), version 3 is kept.
             assert hub.inbox.held_versions(notice_id) == [3]
             assert not hub.findings.since(0, notice_id)
+
+
+async def test_a_supersession_owed_after_a_withdrawal_still_carries_its_proof(
+    broker: Running,
+) -> None:
+    async with broker.node("FR-NCB") as fr:
+        notice_id = await publish(fr, ["DE-BKA", "EU-HUB"])
+        async with broker.node("EU-HUB") as hub:
+            got: list[int] = []
+            actions: list[LifecycleNotice] = []
+            stop = asyncio.Event()
+
+            async def on_notice(n: ReceivedNotice) -> None:
+                got.append(n.version)
+
+            async def on_action(a: LifecycleNotice) -> None:
+                actions.append(a)
+
+            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
+            await until(lambda: got == [1])
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            # EU-HUB is offline while version 2 leaves it out and the notice is withdrawn.
+            await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
+            await fr.withdraw(notice_id, "arrested")
+            stop = asyncio.Event()
+            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
+            await until(lambda: any(a.kind == "superseded" for a in actions))
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            assert hub.inbox.held(notice_id) == 0  # its copy of version 1 is erased
+            assert not hub.findings.since(0, notice_id)
+    # Only the header stays: no ciphertext of the withdrawn notice is left at the broker.
+    rows = await broker.app.runner.call(
+        lambda s: s.conn.execute(  # type: ignore[attr-defined]
+            "SELECT version, length(envelope), length(head) FROM notices WHERE notice_id=? "
+            "ORDER BY version",
+            (notice_id,),
+        ).fetchall()
+    )
+    assert [(v, e, h > 0) for v, e, h in rows] == [(1, 0, False), (2, 0, True)]
+    sections = await broker.app.runner.call(
+        lambda s: s.conn.execute(  # type: ignore[attr-defined]
+            "SELECT COUNT(*) FROM notice_sections WHERE notice_id=?", (notice_id,)
+        ).fetchone()[0]
+    )
+    assert sections == 0
 
 
 async def test_holder_withheld_on_redelivery_is_told_but_one_never_sent_is_not(

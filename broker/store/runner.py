@@ -11,7 +11,9 @@ SQLite has one store thread (one connection). PostgreSQL may have several, one
 per store handle, each running its own groups on a pooled connection; a
 backend whose database aborted a group to break a deadlock raises
 `RetryBatch`, and the whole group runs again on a fresh transaction (every
-operation must therefore be safe to run again: it only touches the store).
+operation must therefore be safe to run again: it only touches the store). A group
+undone twice running is run again one operation at a time, so that one operation that
+always fails this way (a unique key it always violates) fails alone.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ T = TypeVar("T")
 S = TypeVar("S", bound=Transactional)
 log = logging.getLogger(__name__)
 MAX_RETRIES = 8
+SPLIT_AFTER = 2  # a group undone this many times running is run again one operation at a time
 
 
 class RetryBatch(Exception):  # an instruction to the runner, not a failure
@@ -58,6 +61,7 @@ class StoreRunner(Generic[S]):
         self.batches = 0
         self.operations = 0
         self.retries = 0
+        self.splits = 0  # groups run again one operation at a time
         self._threads = [
             threading.Thread(target=self._run, args=(s,), name=f"store-{i}", daemon=True)
             for i, s in enumerate(self.stores)
@@ -124,6 +128,16 @@ class StoreRunner(Generic[S]):
                     "store group undone by the database; running it again",
                     extra={"attempt": attempt + 1, "operations": len(batch), "error": str(exc)},
                 )
+                if attempt >= SPLIT_AFTER - 1 and len(batch) > 1:
+                    # Undone twice running: perhaps not a race but one operation that fails
+                    # the same way every time (a unique key it always violates). Alone, each
+                    # operation stands or falls by itself and the others commit.
+                    with self._lock:
+                        self.retries += 1
+                        self.splits += 1
+                    for op in batch:
+                        self._run_batch(store, [op])
+                    return
                 if attempt < MAX_RETRIES:
                     with self._lock:
                         self.retries += 1

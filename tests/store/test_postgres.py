@@ -387,6 +387,63 @@ def test_a_dropped_connection_is_replaced(pg_schema: TempSchema) -> None:
         runner.close()
 
 
+def test_an_operation_that_always_violates_a_unique_key_fails_alone(
+    pg_schema: TempSchema,
+) -> None:
+    """23505 is retried (another transaction may have taken the key first); one that
+    recurs splits the group, so the others in it commit and only its caller fails."""
+    runner = StoreRunner(PostgresStore.open(pg_schema.dsn, pool_max=1))
+    gate, started = threading.Event(), threading.Event()
+
+    def blocker(_s: Any) -> str:
+        started.set()
+        assert gate.wait(30)
+        return "released"
+
+    def insert(k: int) -> Callable[[Any], int]:
+        def op(s: Any) -> int:
+            s.conn.execute("INSERT INTO dup (k) VALUES (?)", (k,))
+            return k
+
+        return op
+
+    try:
+        runner.call_sync(lambda s: s.conn.execute("CREATE TABLE dup (k BIGINT PRIMARY KEY)"))
+        runner.call_sync(insert(1))
+        results: dict[int, object] = {}
+
+        def call(k: int) -> None:
+            try:
+                results[k] = runner.call_sync(insert(k))
+            except Unavailable as exc:
+                results[k] = exc
+
+        held = threading.Thread(target=runner.call_sync, args=(blocker,))
+        held.start()
+        assert started.wait(30)
+        callers = [threading.Thread(target=call, args=(k,)) for k in (2, 1, 3)]
+        for t in callers:
+            t.start()
+        # All three wait behind the blocker, so that they run as one group.
+        deadline = time.monotonic() + 30
+        while runner._queue.qsize() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        held.join(30)
+        for t in callers:
+            t.join(60)
+        assert results[2] == 2 and results[3] == 3
+        assert isinstance(results[1], Unavailable)
+        assert runner.splits == 1
+        keys = runner.call_sync(
+            lambda s: [r[0] for r in s.conn.execute("SELECT k FROM dup ORDER BY k")]
+        )
+        assert keys == [1, 2, 3]
+    finally:
+        gate.set()
+        runner.close()
+
+
 def test_several_workers_commit_groups_at_once(pg_schema: TempSchema) -> None:
     """With two store workers, one group blocked inside its transaction does not hold up
     the other worker's groups."""

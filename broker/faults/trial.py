@@ -31,7 +31,7 @@ from broker.client.audit import AuditClient
 from broker.client.node import NodeConfig, ReceivedNotice, now_ms
 from broker.client.witness import run_witness
 from broker.core.identity import Party
-from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, Unavailable
 from broker.faults.events import Entry, Handled, Killed, PublishOk, Restarted, Status
 from broker.faults.history import Report, check, outstanding
 from broker.faults.recorder import HARNESS, AuditRecorder, Recorder, RecordingNode
@@ -83,10 +83,24 @@ class TrialResult:
     broker_log: Path
 
 
+# Below Linux's default ephemeral range (32768-60999): the broker is restarted on the same
+# port after each SIGKILL, and a port the kernel hands out for outgoing connections or
+# `:0` binds (other tests, other programs) could be taken in between.
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, outside the ephemeral range; raises Unavailable if none is."""
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise Unavailable("no free port between 20000 and 32767 on 127.0.0.1 for the trial's broker")
 
 
 def write_config(deployment: Deployment, path: Path) -> Path:

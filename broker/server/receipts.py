@@ -159,8 +159,7 @@ class ReceiptHandlers:
 
         acks, refused = await self.app.runner.call(write)
         metrics.RECEIPTS.inc(len(acks))
-        for notice_id, version in delivered:
-            oplog.delivery(oplog.DELIVERED, notice_id, version, me)
+        oplog.deliveries(oplog.DELIVERED, me, delivered)
         for refusal in refused:
             log.warning(
                 "receipt refused",

@@ -90,6 +90,8 @@ class SubscribeHandlers(ReceiptHandlers, RestrictionHandlers):
         now = now_ms()
         out = []
         logged: list[audit_pb2.LogLeaf] = []  # forwarding-time decisions, logged first
+        sent: list[tuple[str, int]] = []  # for the operator's line
+        attempts: list[int] = []
         for d in leased:
             obligations = d.obligations
             if not d.head or not d.envelope:
@@ -122,7 +124,8 @@ class SubscribeHandlers(ReceiptHandlers, RestrictionHandlers):
                     continue
                 if not d.cut:  # stored before deliveries were cut at publish (migration 5)
                     out.append(self._legacy_delivery(me, d, envelope, checked))
-                    oplog.delivery(oplog.SENT, d.notice_id, d.version, me, attempt=d.attempt)
+                    sent.append((d.notice_id, d.version))
+                    attempts.append(d.attempt)
                     continue
                 obligations = delivery.encode_obligations(checked)
             out.append(
@@ -136,9 +139,11 @@ class SubscribeHandlers(ReceiptHandlers, RestrictionHandlers):
                     obligations=obligations,
                 )
             )
-            oplog.delivery(oplog.SENT, d.notice_id, d.version, me, attempt=d.attempt)
+            sent.append((d.notice_id, d.version))
+            attempts.append(d.attempt)
         if logged:
             await app.runner.call(lambda s: s.tlog_append(logged))
+        oplog.deliveries(oplog.SENT, me, sent, attempts)
         return out
 
     def _legacy_delivery(

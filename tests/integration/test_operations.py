@@ -95,14 +95,22 @@ async def test_every_step_logs_a_line_with_ids_and_never_content(
 
     async with broker.node("DE-BKA") as de:
         listening = asyncio.create_task(de.listen(handler, stop=stop))
-        await wait_for_line(
-            caplog, event("delivery.delivered", notice_id=sent.notice_id, recipient="DE-BKA")
+        item = f"{sent.notice_id}/v1"
+        delivered = await wait_for_line(
+            caplog,
+            lambda r: (
+                event("delivery.delivered", recipient="DE-BKA")(r)
+                and item in getattr(r, "deliveries", ())
+            ),
         )
         stop.set()
         await listening
     assert [n.notice_id for n in got] == [sent.notice_id]
+    assert delivered.count == len(delivered.deliveries)  # type: ignore[attr-defined]
     sent_line = await wait_for_line(caplog, event("delivery.sent", recipient="DE-BKA"))
-    assert sent_line.notice_id == sent.notice_id  # type: ignore[attr-defined]
+    assert item in sent_line.deliveries  # type: ignore[attr-defined]
+    assert sent_line.attempts[sent_line.deliveries.index(item)] == 1  # type: ignore[attr-defined]
+    assert "deliveries=" in TextFormatter().format(sent_line)
 
     async with admin(broker) as a:
         await a.set_status("IT-BORDER", "suspended", "audit")

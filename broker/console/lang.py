@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
 
@@ -114,7 +114,7 @@ class Speech:
             {
                 "lang": code,
                 "name": AUTONYMS[code],
-                "href": f"{path}?{urlencode([*kept, (PARAM, code)])}",
+                "href": f"{quote(path)}?{urlencode([*kept, (PARAM, code)])}",
                 "current": code == self.lang,
             }
             for code in LANGUAGES

@@ -104,6 +104,8 @@ def test_the_selector_keeps_the_page_and_its_query() -> None:
     assert links[3]["name"] == "العربية"
     odd = lang.Speech("en", Labels()).switches("/notices", [("kind", 'a"&<b>')])
     assert odd[1]["href"] == "/notices?kind=a%22%26%3Cb%3E&lang=fr"
+    path = lang.Speech("en", Labels()).switches('/notices/"><b>', [])
+    assert path[0]["href"] == "/notices/%22%3E%3Cb%3E?lang=en"
 
 
 def test_the_consoles_own_words_fall_back_to_english() -> None:

@@ -90,6 +90,7 @@ def test_arabic_pages_are_right_to_left_with_the_catalogues_arabic(
     assert html_attr(page, "dir") == "rtl"
     waiting = text(page, "#waiting-table")
     assert labels.label("kinds", "interpol.red", "ar") in waiting and "interpol.red" in waiting
+    shot(page, "console-ar-queues")
 
 
 def test_switching_language_keeps_the_page_and_its_query(scene: Scene, page: Any) -> None:

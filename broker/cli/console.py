@@ -9,6 +9,7 @@ from typing import Any
 
 from broker.cli import common
 from broker.console.config import DEFAULT_LISTEN
+from broker.core.policy.labels import LANGUAGES
 
 
 def register(sub: Any) -> None:
@@ -40,6 +41,12 @@ def register(sub: Any) -> None:
         help="where the last verified checkpoint is kept (fork detection across runs)",
     )
     p.add_argument("--listen", default=DEFAULT_LISTEN, help="loopback HOST:PORT (0: any port)")
+    p.add_argument(
+        "--lang",
+        choices=LANGUAGES,
+        default="en",
+        help="default language of the pages and of the catalogue's labels (?lang= switches)",
+    )
     p.set_defaults(func=run)
 
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         witnesses=tuple(args.witness),
         state_dir=args.state_dir,
         listen=args.listen,
+        lang=args.lang,
     )
     asyncio.run(serve(config, lambda line: print(line, flush=True)))
     return 0

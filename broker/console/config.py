@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.core.identity import validate_id
+from broker.core.policy.labels import LANGUAGES
 from broker.errors import InvalidArgument
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -22,6 +23,7 @@ class ConsoleConfig:
     witnesses: tuple[str, ...] = ()  # trusted witness agencies (empty: every agency in keys_dir)
     state_dir: Path = Path("data/console")  # the last checkpoint verified (fork detection)
     listen: str = DEFAULT_LISTEN
+    lang: str = "en"  # the pages' default language (en, fr, es, ar); ?lang= switches
 
     def __post_init__(self) -> None:
         if self.auditor is None and self.admin is None:
@@ -32,6 +34,8 @@ class ConsoleConfig:
         for who in (self.auditor, self.admin):
             if who is not None:
                 validate_id(who)
+        if self.lang not in LANGUAGES:
+            raise InvalidArgument(f"--lang {self.lang[:16]!r}: use one of {', '.join(LANGUAGES)}")
         if not _loopback(split_listen(self.listen)[0]):
             raise InvalidArgument(
                 f"--listen {self.listen}: the console serves plain HTTP and binds only a "

@@ -30,6 +30,7 @@ from broker.core import tlog as tree
 from broker.core.activation import bundle_files
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.merkle import leaf_hash
+from broker.core.policy.labels import Labels
 from broker.errors import (
     BrokerError,
     FailedPrecondition,
@@ -115,6 +116,7 @@ class Sources:
         self.mirror = LogMirror()
         self.records: dict[Key, bytes] = {}
         self.bundles: dict[str, dict[str, bytes] | None] = {}
+        self.labels: dict[str, Labels] = {}  # catalogue labels by policy version (lang.py)
 
     def _witnesses(self) -> list[str]:
         """Trusted witnesses: those named, else every agency whose statement verifies."""

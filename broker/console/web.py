@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.console import charts
+from broker.console import charts, lang
 from broker.console.security import CsrfRefused, Guard
 from broker.console.sources import NeedsIdentity, Sources
+from broker.core.policy.labels import Labels
 from broker.errors import (
     BrokerError,
     FailedPrecondition,
@@ -53,9 +54,35 @@ def console_of(request: Request) -> Console:
     return console
 
 
+def speech_of(request: Request) -> lang.Speech:
+    """How this page speaks (set by :func:`view`; the default language until then)."""
+    speech: lang.Speech | None = getattr(request.state, "speech", None)
+    if speech is None:
+        return lang.Speech(console_of(request).sources.config.lang, Labels())
+    return speech
+
+
+async def choose_language(request: Request) -> None:
+    """Set the page's language and labels on request.state; raise UnknownLanguage for
+    an unknown ?lang= (the refusal page then speaks the language chosen before)."""
+    console = console_of(request)
+    default = console.sources.config.lang
+    cookie = request.cookies.get(lang.cookie_name(console.guard.port))
+    labels, note = await lang.active_labels(console.sources)
+    try:
+        chosen, remember = lang.choose(request.query_params.get(lang.PARAM), cookie, default)
+    except lang.UnknownLanguage:
+        request.state.speech = lang.Speech(
+            lang.choose(None, cookie, default)[0], labels, False, note
+        )
+        raise
+    request.state.speech = lang.Speech(chosen, labels, remember, note)
+
+
 def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
     console = console_of(request)
     config = console.sources.config
+    speech = speech_of(request)
     base = {
         "pages": [p for p in console.pages if p.nav],
         "csrf": console.guard.csrf,
@@ -64,10 +91,25 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         "path": request.url.path,
         "has_auditor": config.auditor is not None,
         "has_admin": config.admin is not None,
+        "speech": speech,
+        "w": speech.word,
+        "term": speech.term,
+        "terms": speech.terms,
+        "option": speech.option,
+        "switches": speech.switches(request.url.path, request.query_params.multi_items()),
     }
     response: Response = request.app.state.templates.TemplateResponse(
         request, template, {**base, **context}, status_code=status
     )
+    response.headers["content-language"] = speech.lang
+    if speech.remember:
+        response.set_cookie(
+            lang.cookie_name(console.guard.port),
+            speech.lang,
+            httponly=True,
+            samesite="strict",
+            path="/",
+        )
     return response
 
 
@@ -83,7 +125,11 @@ def view(handler: Handler) -> Handler:
 
     async def wrapped(request: Request) -> Response:
         try:
+            await choose_language(request)
             return await handler(request)
+        except lang.UnknownLanguage as exc:
+            title = speech_of(request).word("Unknown language")
+            return render(request, "error.html", 400, title=title, message=str(exc))
         except NeedsIdentity as exc:
             return render(request, "error.html", 403, title="Identity needed", message=str(exc))
         except CsrfRefused as exc:

@@ -64,6 +64,8 @@ def _t(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
+_IN_CHUNK = 256  # notice ids per IN (...) list: well under SQLite's 32,766 parameters
+
 _REFUSED_STATES = {
     PENDING: "was never streamed to you (or its lease ran out): receipt it when it arrives",
     WITHHELD: "was withheld, not delivered",
@@ -338,17 +340,31 @@ class SqlStore(
         if not receipts:
             return []
         found: dict[tuple[str, int, str], tuple[int, str, bytes, str, str]] = {}
-        # One point lookup per delivery, by its unique (notice, version, recipient) key: a
-        # query by recipient would scan every delivery that recipient ever had.
-        for key in dict.fromkeys((r.notice_id, r.version, r.recipient) for r in receipts):
-            row = self.conn.execute(
-                "SELECT d.seq, d.state, n.header_digest, n.originator, d.sections "
-                "FROM deliveries d JOIN notices n USING (notice_id, version) "
-                "WHERE d.notice_id=? AND d.version=? AND d.recipient=?" + self.lock_rows("d"),
-                key,
-            ).fetchone()
-            if row is not None:
-                found[key] = (row[0], row[1], bytes(row[2]), row[3], row[4])
+        # One query per recipient and chunk of notices, by the unique (notice, version,
+        # recipient) key's leading column: a query by recipient alone would scan every
+        # delivery that recipient ever had, and one query per receipt cost a round trip
+        # each (a batch of receipts is nearly always one recipient's).
+        wanted = set((r.notice_id, r.version, r.recipient) for r in receipts)
+        by_recipient: dict[str, list[str]] = {}
+        for notice_id, _version, recipient in wanted:
+            ids = by_recipient.setdefault(recipient, [])
+            if notice_id not in ids:
+                ids.append(notice_id)
+        for recipient, ids in by_recipient.items():
+            for at in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[at : at + _IN_CHUNK]
+                rows = self.conn.execute(
+                    "SELECT d.notice_id, d.version, d.seq, d.state, n.header_digest, "
+                    "n.originator, d.sections "
+                    "FROM deliveries d JOIN notices n USING (notice_id, version) "
+                    f"WHERE d.notice_id IN ({','.join('?' * len(chunk))}) AND d.recipient=?"
+                    + self.lock_rows("d"),
+                    (*chunk, recipient),
+                ).fetchall()
+                for nid, version, seq, state, digest, originator, sections in rows:
+                    key = (nid, version, recipient)
+                    if key in wanted:
+                        found[key] = (seq, state, bytes(digest), originator, sections)
         outcomes: list[ReceiptOutcome] = []
         delivered: dict[int, ReceiptRecord] = {}  # seq -> the receipt that delivers it now
         for r in receipts:

@@ -612,6 +612,27 @@ def test_receive_receipts_refuses_one_by_one(runner: StoreRunner, backend: Backe
     assert status(runner, b)[R1, 1].state == IN_FLIGHT
 
 
+def test_a_large_batch_of_two_recipients_receipts_is_matched_one_to_one(
+    runner: StoreRunner, backend: Backend
+) -> None:
+    """More notices than one lookup query takes, two recipients, two versions of a notice
+    and a receipt for a version never sent: each receipt finds its own delivery only."""
+    many = [notice(f"n-{i:03d}") for i in range(300)]
+    publish(runner, *(item(n, R1, R2) for n in many))
+    v2 = notice("n-000", version=2)
+    publish(runner, item(v2, R1))
+    lease(runner, R1, limit=400)
+    lease(runner, R2, limit=400)
+    batch = [receipt(n, r) for n in many for r in (R1, R2)] + [receipt(v2, R2)]
+    outcomes = runner.call_sync(lambda s: s.receive_receipts(batch))
+    assert [(o.notice_id, o.version, o.recipient, o.first) for o in outcomes[:-1]] == [
+        (n.notice_id, 1, r, True) for n in many for r in (R1, R2)
+    ]
+    assert isinstance(outcomes[-1].error, NotFound)  # v2 was never addressed to R2
+    assert counts(runner, backend)["receipts"] == 600
+    assert status(runner, v2)[R1, 2].state == IN_FLIGHT
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -458,7 +458,9 @@ async def _audit(
         pods = []
         for spec, result in published:
             pod = await auditor.pod(result.notice_id, result.version)
-            proven = verify_pod(pod, trust.ca_key, trust.log, origin=trust.origin)
+            proven = verify_pod(
+                pod, trust.ca_key, trust.log, origin=trust.origin, pq_verifier=trust.log_pq
+            )
             pods.append({"notice_id": proven.notice_id, "receipts": len(proven.receipts)})
             say(
                 f"  {spec['kind']:<16} proof of delivery verified offline: "

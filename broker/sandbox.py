@@ -11,6 +11,7 @@ from pathlib import Path
 from broker import lookup_keys, pki
 from broker.config import ServerConfig
 from broker.core.identity import Party
+from broker.pqlog import ensure_pq_log_key
 from broker.trustconfig import TRUST_FILE
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -123,10 +124,13 @@ def create_deployment(
     *,
     listen: str = "127.0.0.1:7443",
     pq: bool | Collection[str] = False,
+    pq_log: bool | None = None,
 ) -> Deployment:
     """Create CA, broker certificate, agency keys and statements, registry.toml, broker.toml.
 
     `pq` gives post-quantum keys (the hybrid suite) to every agency (True) or to those named.
+    `pq_log` (default: `pq is True`) gives the broker an ML-DSA-65 log key and writes
+    trust.toml's ``[log] suite = "hybrid"``: checkpoints signed and checked hybrid.
     """
     keys = root / "keys"
     pki.generate_ca(keys)
@@ -150,7 +154,14 @@ def create_deployment(
         ]
     registry = root / "registry.toml"
     registry.write_text("\n".join(lines), encoding="utf-8")
-    write_trust(keys, [a.id for a in agencies if a.id == WITNESS_ID])
+    hybrid_log = pq is True if pq_log is None else pq_log
+    if hybrid_log:
+        ensure_pq_log_key(keys, "broker")
+    write_trust(
+        keys,
+        [a.id for a in agencies if a.id == WITNESS_ID],
+        log_suite="hybrid" if hybrid_log else "classical",
+    )
     config_file = root / "broker.toml"
     config_file.write_text(
         "\n".join(
@@ -174,9 +185,12 @@ def create_deployment(
     return Deployment(root, keys, registry, config_file, agencies)
 
 
-def write_trust(keys: Path, witnesses: list[str], broker_id: str = "broker") -> Path:
+def write_trust(
+    keys: Path, witnesses: list[str], broker_id: str = "broker", log_suite: str = "classical"
+) -> Path:
     """The deployment's trust.toml (broker/trustconfig.py): nodes and auditors rely only
-    on checkpoints that every listed witness cosigned (one required per witness here)."""
+    on checkpoints that every listed witness cosigned (one required per witness here) and,
+    with `log_suite` "hybrid", that carry both signatures of the hybrid log key."""
     path = keys / TRUST_FILE
     listed = ", ".join(f'"{w}"' for w in witnesses)
     path.write_text(
@@ -185,7 +199,7 @@ def write_trust(keys: Path, witnesses: list[str], broker_id: str = "broker") -> 
         f'broker = "{broker_id}"\n'
         f"witnesses = [{listed}]\n"
         f"min_cosignatures = {len(witnesses)}\n"
-        "max_lag_s = 600\n",
+        "max_lag_s = 600\n" + (f'suite = "{log_suite}"\n' if log_suite != "classical" else ""),
         encoding="utf-8",
     )
     return path

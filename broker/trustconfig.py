@@ -8,11 +8,16 @@ it to every agency, auditor and administrator:
     witnesses = ["EU-HUB"]       # agencies whose cosignatures count (their CA-bound keys)
     min_cosignatures = 1         # checkpoints relied on must carry at least this many
     max_lag_s = 600              # and be cosigned at most this long ago
+    suite = "hybrid"             # the log key is hybrid: require its ML-DSA-65 signature
+                                 # too (keys/brokers/<id>/log-pq.pub); default "classical"
 
 Nodes and `broker audit` rely only on checkpoints that carry `min_cosignatures`
 cosignatures from these witnesses, cosigned at most `max_lag_s` ago; witnesses cosign
 only checkpoints consistent with the last they cosigned. Without the file nothing is
 required of witnesses (a single-party test setup): the README says why that is weaker.
+With ``suite = "hybrid"`` a checkpoint is relied on only if it carries both the Ed25519
+and the ML-DSA-65 signature of the broker's log key (docs/post-quantum.md); witness
+cosignatures stay Ed25519 (C2SP tlog-cosignature).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from broker.core.identity import validate_id
 from broker.errors import InvalidArgument
 
 TRUST_FILE = "trust.toml"
+LOG_SUITES = ("classical", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class TrustConfig:
     witnesses: tuple[str, ...] = ()
     min_cosignatures: int = 0
     max_lag_s: int = 600
+    log_suite: str = "classical"  # [log] suite: "hybrid" requires both log signatures
 
 
 def load_trust_config(path: Path) -> TrustConfig:
@@ -50,13 +57,16 @@ def load_trust_config(path: Path) -> TrustConfig:
     log = doc.get("log", {})
     if not isinstance(log, dict):
         raise InvalidArgument(f"{path}: [log] must be a table")
-    bad = sorted(set(log) - {"broker", "witnesses", "min_cosignatures", "max_lag_s"})
+    bad = sorted(set(log) - {"broker", "witnesses", "min_cosignatures", "max_lag_s", "suite"})
     if bad:
         raise InvalidArgument(f"{path}: unknown key(s) in [log]: {bad}")
     broker = log.get("broker", "broker")
     witnesses = log.get("witnesses", [])
     k = log.get("min_cosignatures", 0)
     lag = log.get("max_lag_s", 600)
+    suite = log.get("suite", "classical")
+    if suite not in LOG_SUITES:
+        raise InvalidArgument(f'{path}: [log] suite must be "classical" or "hybrid", not {suite!r}')
     if not isinstance(broker, str):
         raise InvalidArgument(f'{path}: [log] broker must be a string, e.g. "broker"')
     validate_id(broker)
@@ -73,4 +83,4 @@ def load_trust_config(path: Path) -> TrustConfig:
         )
     if type(lag) is not int or not 1 <= lag <= 7 * 86_400:
         raise InvalidArgument(f"{path}: [log] max_lag_s must be an integer from 1 to 604800")
-    return TrustConfig(broker, tuple(witnesses), k, lag)
+    return TrustConfig(broker, tuple(witnesses), k, lag, suite)

@@ -60,6 +60,12 @@ def _trust_args(p: argparse.ArgumentParser) -> None:
     common.add_keys(p)
     p.add_argument("--broker-id", default="broker", help="whose log key to trust (default: broker)")
     p.add_argument("--log-key", type=Path, help="the broker's log.pub (default: from --keys-dir)")
+    p.add_argument(
+        "--log-pq-key",
+        type=Path,
+        help="the broker's log-pq.pub: require its ML-DSA-65 signature on checkpoints too "
+        '(default: when trust.toml in --keys-dir says [log] suite = "hybrid")',
+    )
     p.add_argument("--ca", type=Path, help="CA certificate (default: <keys-dir>/ca/ca.pem)")
     p.add_argument(
         "--witness", action="append", default=[], metavar="AGENCY", help="trusted witness agency"
@@ -174,6 +180,7 @@ def _trust(args: argparse.Namespace) -> ac.Trust:
         args.keys_dir,
         args.broker_id,
         log_key=args.log_key,
+        log_pq_key=args.log_pq_key,
         ca_cert=args.ca,
         witnesses=witnesses,
         witness_keys=args.witness_key,
@@ -303,6 +310,7 @@ def _verify(args: argparse.Namespace, pod: audit_pb2.ProofOfDelivery) -> int:
             origin=trust.origin,
             witnesses=trust.witnesses,
             min_cosignatures=trust.min_cosignatures,
+            pq_verifier=trust.log_pq,
         )
     except FAILURES as exc:
         return _fail(args, f"proof of delivery does not verify: {exc}")

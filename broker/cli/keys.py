@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-from broker import lookup_keys, pki
+from broker import lookup_keys, pki, pqlog
 from broker.cli import common
 from broker.core.identity import (
     PARTY_KINDS,
@@ -79,8 +79,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument(
             "--pq",
             action="store_true",
-            help="agency only: also post-quantum keys (ML-DSA-65, ML-KEM-768+X25519) for the "
-            "hybrid suite; rotate keeps them once an agency has them (docs/post-quantum.md)",
+            help="agency: also post-quantum keys (ML-DSA-65, ML-KEM-768+X25519) for the "
+            "hybrid suite; rotate keeps them once an agency has them. broker: also an ML-DSA-65 "
+            "log key (log-pq.key, log-pq.pub), so checkpoints are signed hybrid "
+            "(docs/post-quantum.md)",
         )
         p.add_argument(
             "--days",
@@ -197,6 +199,8 @@ def _issue(args: argparse.Namespace, party: Party) -> pki.PartyFiles:
     files = pki.issue_certificate(
         args.dir, party, dns_names=args.dns, ip_addresses=args.ip, days=args.days
     )
+    if party.kind == "broker" and args.pq:  # + hybrid checkpoints: kept once it exists
+        print(f"  wrote {pqlog.ensure_pq_log_key(args.dir, party.id)} (ML-DSA-65 log key)")
     key_path = pki.party_directory(args.dir, party) / lookup_keys.OPRF_KEY
     skip = getattr(args, "no_lookup_key", False) and not key_path.exists()
     if party.kind == "lookup" and not skip:  # + lookups: its OPRF key (kept), signed statement
@@ -218,6 +222,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     )
     print(f"issued {broker.uri()}")
     _print_files(files)
+    if args.pq:  # + hybrid checkpoints
+        print(f"  wrote {pqlog.ensure_pq_log_key(args.dir, broker.id)} (ML-DSA-65 log key)")
     print(
         f"next: `broker keys issue agency <ID> --dir {args.dir}` for each agency; "
         f"move {ca_cert.parent / pki.CA_KEY} offline once issuing is done"

@@ -43,6 +43,7 @@ from broker.core.checkpoint import Verifier, parse_verifier_key
 from broker.core.checkpoint import cosign as cosign_note
 from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.merkle import leaf_hash
+from broker.core.pqnote import PQVerifier, pq_key_name
 from broker.errors import (
     BrokerError,
     FailedPrecondition,
@@ -52,6 +53,8 @@ from broker.errors import (
     Unauthenticated,
     Unavailable,
 )
+from broker.pqlog import load_pq_log_verifier, pq_log_pub_path
+from broker.trustconfig import TRUST_FILE, load_trust_config
 from broker.v1 import admin_pb2, audit_pb2, audit_pb2_grpc
 
 PAGE = 1000
@@ -87,6 +90,7 @@ class Trust:
     witnesses: tuple[Verifier, ...] = ()
     min_cosignatures: int = 0
     ca_cert: x509.Certificate | None = None  # checks administrators' signed registry entries
+    log_pq: PQVerifier | None = None  # hybrid log key: its ML-DSA-65 line is required too
 
     @property
     def origin(self) -> str:
@@ -97,7 +101,12 @@ class Trust:
     ) -> auditing.VerifiedCheckpoint:
         k = self.min_cosignatures if min_cosignatures is None else min_cosignatures
         return auditing.open_log_checkpoint(
-            note, self.log, origin=self.origin, witnesses=self.witnesses, min_cosignatures=k
+            note,
+            self.log,
+            origin=self.origin,
+            witnesses=self.witnesses,
+            min_cosignatures=k,
+            pq_verifier=self.log_pq,
         )
 
 
@@ -110,18 +119,33 @@ def load_trust(
     witnesses: Sequence[str] = (),
     witness_keys: Sequence[str] = (),
     min_cosignatures: int = 0,
+    log_suite: str | None = None,
+    log_pq_key: Path | None = None,
 ) -> Trust:
     """Load trust anchors from a deployment's keys directory (or explicit files).
 
     ``witnesses`` are agency ids whose CA-signed statements (in
     ``agencies/<id>/statement.bin``) give their cosigner keys;
-    ``witness_keys`` are C2SP verifier key strings (type 0x04).
+    ``witness_keys`` are C2SP verifier key strings (type 0x04). ``log_suite``
+    "hybrid" (None: trust.toml's ``[log] suite`` in ``keys_dir``; a ``log_pq_key``
+    implies it) requires checkpoints to carry the ML-DSA-65 signature of the key in
+    ``log_pq_key`` (default ``brokers/<id>/log-pq.pub``) besides the Ed25519 one.
     """
     ca = pki.load_ca_certificate(ca_cert or Path(keys_dir) / pki.CA_DIR / pki.CA_CERT)
     ca_key = pki.ca_public_key(ca)
     log = pki.load_log_verifier(
         log_key or pki.party_directory(Path(keys_dir), Party("broker", broker_id)) / pki.LOG_PUB
     )
+    if log_suite is None:
+        log_suite = load_trust_config(Path(keys_dir) / TRUST_FILE).log_suite
+    log_pq = None
+    if log_suite == "hybrid" or log_pq_key is not None:
+        log_pq = load_pq_log_verifier(log_pq_key or pq_log_pub_path(Path(keys_dir), broker_id))
+        if log_pq.name != pq_key_name(log.name):
+            raise FailedPrecondition(
+                f"the post-quantum log key is named {log_pq.name!r}, not "
+                f"{pq_key_name(log.name)!r}: it is not the key of log {log.name}"
+            )
     trusted: list[Verifier] = []
     for agency in witnesses:
         path = pki.party_directory(Path(keys_dir), Party("agency", agency)) / pki.STATEMENT
@@ -139,7 +163,7 @@ def load_trust(
             f"{min_cosignatures} cosignatures required but only {len(trusted)} witness key(s) "
             "given: add --witness or --witness-key"
         )
-    return Trust(ca_key, log, tuple(trusted), min_cosignatures, ca)
+    return Trust(ca_key, log, tuple(trusted), min_cosignatures, ca, log_pq)
 
 
 # ----------------------------------------------------------------------------- client

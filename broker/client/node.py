@@ -144,6 +144,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
                 self.trust_config.broker_id,
                 witnesses=self.trust_config.witnesses,
                 min_cosignatures=self.trust_config.min_cosignatures,
+                log_suite=self.trust_config.log_suite,  # "hybrid": both log signatures
             ),
             self.trust_config,
             self.memory,

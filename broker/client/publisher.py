@@ -489,6 +489,8 @@ class NodePublisher:
             self.me,
             self.credentials.hybrid,
             {a: view.members[a].keys for a in allowed},
+            header.kind,
+            spec.suites,  # + post-quantum: what the signed policy requires of the kind
         )
         inputs = [
             env.RecipientInput(

@@ -190,7 +190,9 @@ class NodeVerifier:
             raise
         trust = self._trust()
         try:
-            report = pod_core.verify_pod(pod, self.ca_key, trust.log, origin=trust.origin)
+            report = pod_core.verify_pod(
+                pod, self.ca_key, trust.log, origin=trust.origin, pq_verifier=trust.log_pq
+            )
         except (pod_core.PodError, auditing.CheckpointError) as exc:
             return _Proven(None, False, f"its proof of delivery does not verify: {exc}")
         if report.header_digest != s.header_digest or report.originator != self.me:

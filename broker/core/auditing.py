@@ -3,7 +3,10 @@
 * :func:`open_log_checkpoint`: a checkpoint note must carry a valid signature
   from the broker's log key (C2SP signed-note, tlog-checkpoint), name the
   expected origin, and, when asked, at least k valid cosignatures from trusted
-  witnesses (C2SP tlog-cosignature).
+  witnesses (C2SP tlog-cosignature). Given the log's ML-DSA-65 key (a deployment on
+  the hybrid suite, trust.toml ``[log] suite = "hybrid"``) it must also carry a valid
+  ML-DSA-65 line from it over the same text (broker/core/pqnote.py): both halves, or
+  nothing. Witness cosignatures stay Ed25519.
 * :func:`check_consistency`: a checkpoint seen now against the one kept from
   before: the same tree, a proven extension of it, or an older prefix of it.
   Anything else is a fork, reported as :class:`ForkError` with both heads.
@@ -29,6 +32,7 @@ from broker.core.checkpoint import (
 )
 from broker.core.identity import Party
 from broker.core.merkle import ProofError, empty_root, verify_consistency
+from broker.core.pqnote import PQVerifier, require_pq_signature
 from broker.errors import InvalidArgument
 
 SAME = "same"
@@ -78,12 +82,15 @@ def open_log_checkpoint(
     origin: str | None = None,
     witnesses: Sequence[Verifier] = (),
     min_cosignatures: int = 0,
+    pq_verifier: PQVerifier | None = None,
 ) -> VerifiedCheckpoint:
     """Verify a signed checkpoint; return it with the names of the witnesses that cosigned.
 
     Raises CheckpointError when the note is malformed, the log's signature is
     missing or wrong, the origin is not `origin`, a signature from a known key
-    fails, or fewer than `min_cosignatures` trusted witnesses cosigned.
+    fails, or fewer than `min_cosignatures` trusted witnesses cosigned; with
+    `pq_verifier` (the hybrid log key's ML-DSA-65 half) also when its line is
+    missing or does not verify.
     """
     if log_verifier.sig_type != SIG_TYPE_ED25519:
         raise CheckpointError("the log key must be an Ed25519 (type 0x01) verifier key")
@@ -98,6 +105,11 @@ def open_log_checkpoint(
     )
     if not signed_by_log:
         raise CheckpointError(f"checkpoint is not signed by the log key {log_verifier.name}")
+    if pq_verifier is not None:
+        try:
+            require_pq_signature(opened, pq_verifier)
+        except NoteError as exc:
+            raise CheckpointError(f"checkpoint does not verify: {exc}") from None
     if origin is not None and cp.origin != origin:
         raise CheckpointError(f"checkpoint origin is {cp.origin!r}, expected {origin!r}")
     witness_ids = {(w.name, w.key_id) for w in witnesses}

@@ -27,6 +27,7 @@ from broker.core import receipts as rcp
 from broker.core.checkpoint import Checkpoint, Verifier
 from broker.core.identity import IdentityError, verify_key_statement
 from broker.core.merkle import ProofError, leaf_hash, verify_inclusion
+from broker.core.pqnote import PQVerifier
 from broker.errors import InvalidArgument
 from broker.v1 import audit_pb2
 
@@ -96,11 +97,13 @@ def verify_pod(
     origin: str | None = None,
     witnesses: Sequence[Verifier] = (),
     min_cosignatures: int = 0,
+    pq_verifier: PQVerifier | None = None,
 ) -> PodReport:
     """Verify a proof-of-delivery bundle offline; return what it proves.
 
     Raises PodError naming the first part that does not verify (or
-    CheckpointError for the checkpoint itself).
+    CheckpointError for the checkpoint itself; with `pq_verifier`, the hybrid log
+    key's ML-DSA-65 half, its line must verify too).
     """
     if pod.format != POD_FORMAT:
         raise PodError(f"proof of delivery has format {pod.format}; expected {POD_FORMAT}")
@@ -110,6 +113,7 @@ def verify_pod(
         origin=origin,
         witnesses=witnesses,
         min_cosignatures=min_cosignatures,
+        pq_verifier=pq_verifier,
     )
     cp = verified.checkpoint
 

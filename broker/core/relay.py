@@ -286,8 +286,8 @@ def accept_publish(
         raise FailedPrecondition(f"{caller} is {me.profile.status} and may not publish")
     checked = env.check_envelope(envelope, me.verify_key)
     header = checked.header
-    if suites is not None:
-        suites.check(envelope.header.suite, header.kind)
+    spec = policy.kinds.get(header.kind)  # + post-quantum: the signed policy's suites too
+    (suites or SuitePolicy()).check(envelope.header.suite, header.kind, spec.suites if spec else ())
     if header.version < 1:
         raise InvalidArgument("header.version must be 1 or more")
     _check_times(header, now_ms, limits, policy)

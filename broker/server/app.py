@@ -30,6 +30,7 @@ from broker.core.identity import IdentityError, Party, verify_key_statement
 from broker.core.policy import AgencyProfile, Bundle, compile_bundle
 from broker.core.relay import RegisteredAgency
 from broker.errors import FailedPrecondition, InvalidArgument, Unavailable
+from broker.pqlog import pq_log_signer_for
 from broker.registry import join_statements, parse_registry
 from broker.server import metrics, oplog
 from broker.server.admin_service import AdminService
@@ -88,6 +89,7 @@ class BrokerApp:
         self.ca_cert = pki.load_ca_certificate(keys / "ca" / "ca.pem")
         self.tls = pki.load_party(keys, Party("broker", config.broker_id))
         log_signer = pki.load_log_signer(keys, config.broker_id)  # transparency-log key
+        pq_log_signer = pq_log_signer_for(keys, config.broker_id, config.crypto)  # + hybrid
         self.revoked = pki.revoked_parties(keys)
         self.registry: dict[str, RegisteredAgency] = {}
         self.registry_key = ""  # digest of every profile: changes with the registry
@@ -112,7 +114,7 @@ class BrokerApp:
                 raise
             raise error from exc
         self.runner: StoreRunner[Store] = StoreRunner(*stores)
-        self.checkpoints = Checkpointer(self.runner, log_signer)  # signed log checkpoints
+        self.checkpoints = Checkpointer(self.runner, log_signer, pq_log_signer)  # signed log
         self.revocations = Revocations(self)  # live revocation (broker/server/revocation.py)
         self.sessions: dict[str, Session] = {}
         self.quotas = QuotaGate(config.quotas)  # + fair sharing (broker/server/quotas.py)

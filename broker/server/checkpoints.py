@@ -4,7 +4,8 @@ A background task asks the store, every `interval_s` (half a second by
 default, so at least once a second), to catch the log up with events,
 policy activations and registry changes and, if the log grew since the last
 checkpoint, to sign one with the broker's log key (C2SP tlog-checkpoint,
-Ed25519 signed note) and keep it. Signing happens on the store's thread, in
+Ed25519 signed note; and its ML-DSA-65 key too where the deployment runs the
+hybrid suite, broker/core/pqnote.py) and keep it. Signing happens on the store's thread, in
 the same transaction that reads the size and root, so a checkpoint can never
 describe a tree that was not committed.
 """
@@ -18,6 +19,7 @@ import time
 from prometheus_client import Counter, Gauge
 
 from broker.core.checkpoint import Signer, Verifier
+from broker.core.pqnote import PQSigner
 from broker.store.api import Store, StoredCheckpoint
 from broker.store.runner import StoreRunner
 
@@ -35,10 +37,16 @@ class Checkpointer:
     """Issues checkpoints for one broker's log; `start()` runs the periodic task."""
 
     def __init__(
-        self, runner: StoreRunner[Store], signer: Signer, *, interval_s: float = 0.5
+        self,
+        runner: StoreRunner[Store],
+        signer: Signer,
+        pq_signer: PQSigner | None = None,
+        *,
+        interval_s: float = 0.5,
     ) -> None:
         self.runner = runner
         self.signer = signer
+        self.pq_signer = pq_signer  # the hybrid log key's ML-DSA-65 half, if the broker has it
         self.interval_s = interval_s
         self._last_size = -1
 
@@ -53,10 +61,10 @@ class Checkpointer:
 
     async def issue(self) -> StoredCheckpoint:
         """Catch up and sign a checkpoint now if the log grew; return the latest one."""
-        signer = self.signer
+        signer, pq = self.signer, self.pq_signer
 
         def op(store: Store) -> StoredCheckpoint:
-            return store.tlog_issue_checkpoint(signer, _now_ms())
+            return store.tlog_issue_checkpoint(signer, _now_ms(), pq)
 
         cp: StoredCheckpoint = await self.runner.call(op)
         if cp.size != self._last_size:

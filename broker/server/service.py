@@ -141,13 +141,15 @@ class AgencyService(SubscribeHandlers, RequestHandlers, LifecycleHandlers):
         if req.known_digest and req.known_digest == app.registry_key:
             resp.unchanged = True
             return resp
-        signer = app.checkpoints.signer
+        signer, pq = app.checkpoints.signer, app.checkpoints.pq_signer
         known, k = req.known_size, req.min_cosignatures
 
         def read(
             store: Store,
         ) -> tuple[StoredCheckpoint, list[tuple[str, bytes, bytes]], dict[str, list[bytes]]] | None:
-            store.tlog_issue_checkpoint(signer, now_ms())  # the log catches up with the registry
+            store.tlog_issue_checkpoint(
+                signer, now_ms(), pq
+            )  # the log catches up with the registry
             cp = store.tlog_directory_checkpoint(k)
             if cp is None:
                 return None

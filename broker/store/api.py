@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from broker.core.checkpoint import Signer
 from broker.core.lifecycle import Effect, NoticeState
+from broker.core.pqnote import PQSigner
 from broker.core.requests import Deadline, RequestState
 from broker.errors import BrokerError
 from broker.v1 import audit_pb2
@@ -555,7 +556,9 @@ class Store(Transactional, Protocol):
 
     def tlog_sync(self, at_ms: int) -> int: ...
 
-    def tlog_issue_checkpoint(self, signer: Signer, at_ms: int) -> StoredCheckpoint: ...
+    def tlog_issue_checkpoint(
+        self, signer: Signer, at_ms: int, pq: PQSigner | None = None
+    ) -> StoredCheckpoint: ...
 
     def tlog_directory(self) -> dict[str, bytes]:
         """The key directory as logged: agency id -> value (broker/core/keymap.py)."""

@@ -16,7 +16,7 @@ Tables:
   proof for any leaf reads O(log n) rows by primary key, in one query
   (see :mod:`broker.core.tlog`).
 * ``tlog_checkpoints(size, root, note, issued_at_ms)`` and
-  ``tlog_cosignatures(size, witness, line, ...)``.
+  ``tlog_cosignatures(size, witness, line, ...)`` (broker/store/tlog_checkpoints.py).
 * ``tlog_cursors`` and ``tlog_registry``: how far the log has caught up with
   the ``events`` table (dead letters, withholdings at forwarding time), with
   ``policy_activations``, and with the agency registry. Those tables are
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING
 
 from broker.core import keymap, logleaf
 from broker.core import tlog as tree
-from broker.core.checkpoint import Checkpoint, Signer, format_checkpoint, sign_note
 from broker.core.merkle import leaf_hash
 from broker.errors import InvalidArgument, NotFound
 from broker.store.api import DecisionRow, PodMaterial, StoredCheckpoint
 from broker.store.sql import SqlBase
+from broker.store.tlog_checkpoints import CheckpointMixin
 from broker.v1 import audit_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def node_id(level: int, index: int) -> int:
     return level << _LEVEL_SHIFT | index
 
 
-class TransparencyLogMixin(SqlBase):
+class TransparencyLogMixin(CheckpointMixin, SqlBase):
     """Log methods of the store. Agency-scoped reads take `agency`; None means an auditor."""
 
     if TYPE_CHECKING:  # provided by SqlStore (broker/store/sqlite.py)
@@ -457,87 +457,6 @@ class TransparencyLogMixin(SqlBase):
     def tlog_sync(self, at_ms: int) -> int:
         """Log what is new in policy_activations, the registry and events; return how many."""
         return self._sync_activations(at_ms) + self._sync_registry(at_ms) + self._sync_events(at_ms)
-
-    # -- checkpoints and cosignatures ------------------------------------------------------
-    def tlog_issue_checkpoint(self, signer: Signer, at_ms: int) -> StoredCheckpoint:
-        """Catch up (tlog_sync), then sign and keep a checkpoint if the log grew since the
-        last one; return the latest checkpoint. The origin is the signer's key name."""
-        self.tlog_sync(at_ms)
-        size = self.tlog_size()
-        latest = self.tlog_checkpoint()
-        if latest is not None and latest.size == size:
-            return latest
-        root = self.tlog_root(size)
-        directory = keymap.root(self.tlog_directory())
-        text = format_checkpoint(
-            Checkpoint(signer.name, size, root, (keymap.extension(directory),))
-        )
-        note = sign_note(text, signer.name, signer.seed)
-        self.conn.execute(
-            "INSERT OR IGNORE INTO tlog_checkpoints (size, root, note, issued_at_ms, "
-            "directory_root) VALUES (?,?,?,?,?)",
-            (size, root, note, at_ms, directory),
-        )
-        return StoredCheckpoint(size, root, note, at_ms)
-
-    def tlog_directory_checkpoint(self, min_cosignatures: int) -> StoredCheckpoint | None:
-        """The newest checkpoint that commits to the current key directory and carries at
-        least `min_cosignatures` cosignatures (None: the witnesses have not cosigned one)."""
-        directory = keymap.root(self.tlog_directory())
-        row = self.conn.execute(
-            "SELECT c.size FROM tlog_checkpoints c WHERE c.directory_root=? AND "
-            "(SELECT COUNT(*) FROM tlog_cosignatures s WHERE s.size=c.size) >= ? "
-            "ORDER BY c.size DESC LIMIT 1",
-            (directory, min_cosignatures),
-        ).fetchone()
-        return None if row is None else self.tlog_checkpoint(int(row[0]))
-
-    def tlog_checkpoint(self, size: int = 0, min_cosignatures: int = 0) -> StoredCheckpoint | None:
-        """The checkpoint of `size` (0: the latest), or the latest with enough cosignatures."""
-        if size:
-            row = self.conn.execute(
-                "SELECT size, root, note, issued_at_ms FROM tlog_checkpoints WHERE size=?", (size,)
-            ).fetchone()
-        elif min_cosignatures:
-            row = self.conn.execute(
-                "SELECT c.size, c.root, c.note, c.issued_at_ms FROM tlog_checkpoints c "
-                "WHERE (SELECT COUNT(*) FROM tlog_cosignatures s WHERE s.size=c.size) >= ? "
-                "ORDER BY c.size DESC LIMIT 1",
-                (min_cosignatures,),
-            ).fetchone()
-        else:
-            row = self.conn.execute(
-                "SELECT size, root, note, issued_at_ms FROM tlog_checkpoints "
-                "ORDER BY size DESC LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return None
-        lines = tuple(
-            r[0]
-            for r in self.conn.execute(
-                "SELECT line FROM tlog_cosignatures WHERE size=? ORDER BY witness", (row[0],)
-            )
-        )
-        return StoredCheckpoint(int(row[0]), bytes(row[1]), str(row[2]), int(row[3]), lines)
-
-    def tlog_add_cosignature(
-        self, size: int, witness: str, line: str, signed_at: int, at_ms: int
-    ) -> int:
-        """Keep a witness's (already verified) cosignature; a newer one replaces its older one.
-
-        Returns how many cosignatures the checkpoint now has.
-        """
-        self.conn.execute(
-            "INSERT INTO tlog_cosignatures VALUES (?,?,?,?,?) ON CONFLICT(size, witness) "
-            "DO UPDATE SET line=excluded.line, signed_at=excluded.signed_at, "
-            "received_at_ms=excluded.received_at_ms "
-            "WHERE excluded.signed_at >= tlog_cosignatures.signed_at",
-            (size, witness, line, signed_at, at_ms),
-        )
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM tlog_cosignatures WHERE size=?", (size,)
-        ).fetchone()
-        return int(row[0])
 
     # -- what auditors and originators fetch -------------------------------------------------
     def _owned_notice(self, notice_id: str, version: int, agency: str | None) -> tuple[int, str]:

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from broker.core import logleaf, merkle
+from broker.core.auditing import CheckpointError, open_log_checkpoint
 from broker.core.checkpoint import Signer, open_checkpoint
+from broker.core.pqnote import PQSigner, pq_key_name
 from broker.errors import AlreadyExists
 from broker.store.api import AgencyRecord, DeliveryPlan, NoticeRecord, ReceiptRecord, Store
 from broker.store.runner import StoreRunner
@@ -24,6 +26,7 @@ from tests.store.conftest import BACKENDS, Backend, open_backend
 
 NOW = 1_800_000_000_000
 SIGNER = Signer("sealed-notice-broker/test", b"\x05" * 32)
+PQ_SIGNER = PQSigner(pq_key_name(SIGNER.name), b"\x06" * 32)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -285,6 +288,29 @@ def test_events_activations_and_registry_are_logged_exactly_once(runner: StoreRu
     call(runner, lambda s: s.upsert_agency(agency("FR-NCB", "suspended")))
     assert call(runner, lambda s: s.tlog_sync(NOW)) == 1
     assert kinds(runner)[-1] == "registry_change"
+
+
+def test_hybrid_checkpoints_and_a_classical_head_given_its_ml_dsa_line(
+    runner: StoreRunner,
+) -> None:
+    def hybrid(note: str) -> int:
+        opened = open_log_checkpoint(note, SIGNER.verifier, pq_verifier=PQ_SIGNER.verifier)
+        return opened.checkpoint.size
+
+    call(runner, lambda s: s.tlog_append([lifecycle(i) for i in range(3)]))
+    classical = call(runner, lambda s: s.tlog_issue_checkpoint(SIGNER, NOW))
+    with pytest.raises(CheckpointError, match="no ML-DSA-65 signature"):
+        hybrid(classical.note)
+    # The broker got its PQ log key: the head it already signed is served with both lines.
+    upgraded = call(runner, lambda s: s.tlog_issue_checkpoint(SIGNER, NOW + 1, PQ_SIGNER))
+    assert upgraded.size == 3 and upgraded.note.startswith(classical.note)
+    assert hybrid(upgraded.note) == 3
+    assert call(runner, lambda s: s.tlog_checkpoint()).note == upgraded.note
+    again = call(runner, lambda s: s.tlog_issue_checkpoint(SIGNER, NOW + 2, PQ_SIGNER))
+    assert again.note == upgraded.note  # signed once, not once per call
+    call(runner, lambda s: s.tlog_append([lifecycle(9)]))
+    grown = call(runner, lambda s: s.tlog_issue_checkpoint(SIGNER, NOW + 3, PQ_SIGNER))
+    assert hybrid(grown.note) == 4
 
 
 def test_checkpoints_only_when_the_log_grew(runner: StoreRunner) -> None:

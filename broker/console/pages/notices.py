@@ -59,7 +59,12 @@ async def journey(request: Request) -> Response:
     report, pod_problem = None, ""
     try:
         report = pd.verify_pod(
-            pod_bytes, trust.ca_key, trust.log, origin=trust.origin, witnesses=trust.witnesses
+            pod_bytes,
+            trust.ca_key,
+            trust.log,
+            origin=trust.origin,
+            witnesses=trust.witnesses,
+            pq_verifier=trust.log_pq,
         )
     except (pd.PodError, CheckpointError, ac.AuditFailure) as exc:
         pod_problem = str(exc)

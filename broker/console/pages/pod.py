@@ -38,7 +38,12 @@ async def pod_verify(request: Request) -> Response:
     try:
         pod.ParseFromString(data)
         report = pd.verify_pod(
-            pod, trust.ca_key, trust.log, origin=trust.origin, witnesses=trust.witnesses
+            pod,
+            trust.ca_key,
+            trust.log,
+            origin=trust.origin,
+            witnesses=trust.witnesses,
+            pq_verifier=trust.log_pq,
         )
     except DecodeError:
         problem = f"{upload.filename} is not a proof-of-delivery file"

@@ -126,6 +126,8 @@ class KindSpec:
     `content_fields` maps a section to the fields its (encrypted) content must
     hold; the broker cannot read sections, so the originator's SDK checks them
     before sealing. `embargo_max_hours` is 0 when the kind takes no embargo.
+    `suites` are the envelope suite ids the kind requires (empty: any the deployment
+    allows; broker/core/policy/kindsuites.py).
     """
 
     name: str
@@ -139,6 +141,7 @@ class KindSpec:
     required_header_fields: tuple[str, ...] = ()
     content_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
     embargo_max_hours: int = 0
+    suites: tuple[str, ...] = ()  # + post-quantum: envelope suites required (empty: any)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from broker.core.bounds import quote
 from broker.core.policy import labels as labels_mod
 from broker.core.policy import requestkinds
+from broker.core.policy.kindsuites import parse_suites
 from broker.core.policy.labels import Labels
 from broker.core.policy.lookups import LookupSpec, parse_lookup
 from broker.core.policy.model import (
@@ -385,6 +386,7 @@ _KIND_KEYS = {
     "content_fields",
     "lookup",  # + lookups: searchable selectors (broker/core/policy/lookups.py)
     "request",  # + judicial: request kinds (broker/core/policy/requestkinds.py)
+    "suites",  # + post-quantum: envelope suites required (broker/core/policy/kindsuites.py)
 }
 
 
@@ -512,6 +514,13 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
                     cat,
                 )
             content_fields.append((sec, _strings(src, cat, f"{where}.content_fields.{sec}", names)))
+        suites: tuple[str, ...] = ()
+        if "suites" in k:  # + post-quantum: the hook; parsing lives in policy/kindsuites.py
+
+            def sfail(msg: str, needle: str | None) -> NoReturn:
+                raise src.error(msg, at("suites", needle))
+
+            suites = parse_suites(k["suites"], where, sfail)
         kinds[name] = KindSpec(
             name=name,
             title=str(k.get("title", name)),
@@ -524,6 +533,7 @@ def parse_catalogue(path: str, data: bytes) -> Catalogue:
             required_header_fields=header,
             content_fields=tuple(content_fields),
             embargo_max_hours=embargo,
+            suites=suites,
         )
         if "lookup" in k:  # + lookups: the hook; parsing lives in policy/lookups.py
             lstart = src.table("kinds", name, "lookup")

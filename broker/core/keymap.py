@@ -80,11 +80,16 @@ def _tree(items: Sequence[tuple[bytes, bytes]], depth: int) -> bytes:
 
 
 def _split(items: Sequence[tuple[bytes, bytes]], depth: int) -> int:
-    """Index of the first item (sorted by key) whose bit `depth` is 1."""
-    for i, (key, _v) in enumerate(items):
-        if _bit(key, depth):
-            return i
-    return len(items)
+    """Index of the first item (sorted by key) whose bit `depth` is 1. The items of a
+    subtree share their first `depth` bits, so the bit is 0 then 1: a binary search."""
+    lo, hi = 0, len(items)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _bit(items[mid][0], depth):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _sorted(values: Mapping[str, bytes]) -> list[tuple[bytes, bytes]]:
@@ -100,25 +105,34 @@ def root(values: Mapping[str, bytes]) -> bytes:
 
 
 def proofs(values: Mapping[str, bytes]) -> dict[str, list[bytes]]:
-    """Every agency's proof (sibling hashes, root first), in one pass."""
+    """Every agency's proof (sibling hashes, root first), in one pass that hashes each node
+    of the tree once (O(n) hashes; the siblings are collected leaf-upwards, then turned)."""
     items = _sorted(values)
     by_key = {map_key(a): a for a in values}
     out: dict[str, list[bytes]] = {}
 
-    def walk(part: Sequence[tuple[bytes, bytes]], depth: int, path: list[bytes]) -> bytes:
+    def walk(part: Sequence[tuple[bytes, bytes]], depth: int) -> tuple[bytes, list[str]]:
         if not part:
-            return EMPTY
+            return EMPTY, []
         if len(part) == 1:
-            out[by_key[part[0][0]]] = list(path)
-            return _leaf(*part[0])
+            agency = by_key[part[0][0]]
+            out[agency] = []
+            return _leaf(*part[0]), [agency]
+        if depth >= KEY_BITS:
+            raise InvalidArgument("two agencies map to the same key")
         split = _split(part, depth)
-        left, right = part[:split], part[split:]
-        left_hash, right_hash = _tree(left, depth + 1), _tree(right, depth + 1)
-        walk(left, depth + 1, [*path, right_hash])
-        walk(right, depth + 1, [*path, left_hash])
-        return _node(left_hash, right_hash)
+        left_hash, left = walk(part[:split], depth + 1)
+        right_hash, right = walk(part[split:], depth + 1)
+        for agency in left:
+            out[agency].append(right_hash)
+        for agency in right:
+            out[agency].append(left_hash)
+        left.extend(right)
+        return _node(left_hash, right_hash), left
 
-    walk(items, 0, [])
+    walk(items, 0)
+    for path in out.values():
+        path.reverse()
     return out
 
 

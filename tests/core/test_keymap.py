@@ -66,3 +66,17 @@ def test_malformed_proofs_and_extension_lines() -> None:
 def test_value_binds_entry_and_statement() -> None:
     assert keymap.map_value(b"e", b"s") != keymap.map_value(b"e", b"t")
     assert keymap.map_value(b"e", b"s") != keymap.map_value(b"f", b"s")
+
+
+def test_root_and_proofs_are_those_of_the_first_construction() -> None:
+    """Pinned: the root and every proof of 200 agencies as the first (quadratic-scan)
+    construction computed them, so a faster one may not change what nodes verify."""
+    values = {f"AG-{i:03d}": hashlib.sha256(str(i).encode()).digest() for i in range(200)}
+    assert keymap.root(values).hex() == (
+        "2f5c5b0d5ca498ed1731bbef622d88db9bca46a267fd2ec2c9a290ee86187919"
+    )
+    proofs = keymap.proofs(values)
+    joined = b"".join(b"".join(proofs[a]) for a in sorted(proofs))
+    assert hashlib.sha256(joined).hexdigest() == (
+        "57af1e261a8fcd14b8cac2e6dc5e9edd9c604b470bd98717098d92dcd39d2045"
+    )

@@ -13,6 +13,7 @@ import hashlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -610,6 +611,23 @@ def test_receive_receipts_refuses_one_by_one(runner: StoreRunner, backend: Backe
     assert counts(runner, backend)["receipts"] == 1
     assert status(runner, a)[R1, 1].state == DELIVERED
     assert status(runner, b)[R1, 1].state == IN_FLIGHT
+
+
+def test_the_receipt_lookup_searches_by_notice_not_by_recipient(tmp_path: Path) -> None:
+    """Searching the queue index by recipient would read every delivery the recipient
+    ever had, for every batch of receipts."""
+    from broker.store.sqlite import SqliteStore, receipt_lookup_sql
+
+    store = SqliteStore.open(tmp_path / "plan.db")
+    try:
+        plan = store.conn.execute(
+            "EXPLAIN QUERY PLAN " + receipt_lookup_sql(3), ("a", "b", "c", R1)
+        ).fetchall()
+    finally:
+        store.close()
+    steps = [str(row[3]) for row in plan]
+    assert any("SEARCH d USING" in s and "(notice_id=?)" in s for s in steps), steps
+    assert not any("recipient=?" in s for s in steps), steps
 
 
 def test_a_large_batch_of_two_recipients_receipts_is_matched_one_to_one(

@@ -397,21 +397,33 @@ class LifecycleStoreMixin(SqlBase):
     def due_reviews(self, now_ms: int, lead_days: Mapping[str, int]) -> list[Event]:
         """Remind originators whose notices expire within their kind's review lead (SIS:
         four months, INTERPOL: six), once per expiry (an extension re-arms it). A notice
-        whose whole life is shorter than the lead has no review point: it just expires."""
+        whose whole life is shorter than the lead has no review point: it just expires
+        (it is marked so once, and not read again until an extension re-arms it).
+
+        Runs at every housekeeping tick: reads only the open notices of kinds with a
+        review lead that expire within the longest lead (the expiry index), not every
+        notice ever stored."""
+        kinds = sorted(lead_days)
+        if not kinds:
+            return []
+        horizon = now_ms + max(lead_days[k] for k in kinds) * 86_400_000
         rows = self.conn.execute(
             "SELECT s.notice_id, n.originator, n.kind, s.expires_at_ms, n.created_at_ms "
             "FROM notice_state s JOIN notices n ON n.notice_id=s.notice_id AND n.version=1 "
-            "WHERE s.closed='' AND s.review_sent=0" + self.claim_rows("s")
+            "WHERE s.closed='' AND s.expires_at_ms<=? AND s.review_sent=0 "
+            f"AND n.kind IN ({','.join('?' * len(kinds))})" + self.claim_rows("s"),
+            (horizon, *kinds),
         ).fetchall()
         events = []
         for notice_id, originator, kind, expires, created in rows:
-            days = lead_days.get(kind)
-            lead = 0 if days is None else days * 86_400_000
-            if days is None or expires - created < lead or now_ms < expires - lead:
+            lead = lead_days[kind] * 86_400_000
+            if now_ms < expires - lead:
                 continue
             self.conn.execute(
                 "UPDATE notice_state SET review_sent=1 WHERE notice_id=?", (notice_id,)
             )
+            if expires - created < lead:
+                continue  # no review point in so short a life
             detail = (
                 f"review due: expires at {expires} ms; extend it with a justification "
                 "or let it expire"

@@ -980,3 +980,46 @@ def test_notice_id_belongs_to_its_first_originator(runner: StoreRunner, backend:
     with pytest.raises(PermissionDenied):
         publish(runner, item(notice("n-owned", version=2, originator="DE-BKA"), "FR-NCB"))
     assert counts(runner, backend)["notices"] == 1
+
+
+# -- review reminders --------------------------------------------------------------------------
+def test_review_reminders_once_per_expiry_and_none_in_a_life_shorter_than_the_lead(
+    runner: StoreRunner,
+) -> None:
+    """Kind "alert" with a review lead of 10 days: a notice expiring in 5 days whose life
+    is longer than that is due now (once); one living 1 day has no review point and is
+    marked so; one expiring in 100 days is not due yet; an extension re-arms."""
+    from dataclasses import replace
+
+    day = 86_400_000
+    due = replace(notice("n-due"), created_at_ms=NOW - 30 * day, expires_at_ms=NOW + 5 * day)
+    short = notice("n-short")  # created a second ago, expires in a day
+    later = replace(notice("n-later"), expires_at_ms=NOW + 100 * day)
+    publish(runner, item(due, R1), item(short, R1), item(later, R1))
+    for n in (due, short, later):
+        runner.call_sync(lambda s, n=n: s.track_notice(n.notice_id, n.expires_at_ms))
+    leads = {"alert": 10, "other": 400}
+
+    def reviews(now: int) -> list[str]:
+        return [e.notice_id for e in runner.call_sync(lambda s: s.due_reviews(now, leads))]
+
+    def marked() -> dict[str, int]:
+        rows = runner.call_sync(
+            lambda s: s.conn.execute("SELECT notice_id, review_sent FROM notice_state").fetchall()
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    assert reviews(NOW) == ["n-due"]
+    assert reviews(NOW) == []  # once
+    assert marked() == {"n-due": 1, "n-short": 1, "n-later": 0}
+    assert runner.call_sync(lambda s: s.due_reviews(NOW, {})) == []  # no kind has a lead
+    assert reviews(NOW + 91 * day) == ["n-later"]
+    # An extension re-arms the reminder for the new expiry.
+    runner.call_sync(
+        lambda s: s.conn.execute(
+            "UPDATE notice_state SET expires_at_ms=?, review_sent=0 WHERE notice_id='n-due'",
+            (NOW + 50 * day,),
+        )
+    )
+    assert reviews(NOW) == []
+    assert reviews(NOW + 41 * day) == ["n-due"]

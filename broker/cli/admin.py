@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from broker.cli import common, notice_fields, preflight, render
+from broker.cli import common, fieldlabels, notice_fields, preflight, render
 from broker.core.identity import Party
 from broker.errors import InvalidArgument
 from broker.v1 import admin_pb2, notice_pb2
@@ -41,6 +41,7 @@ def register(sub: Any) -> None:
     v.add_argument("dir", type=Path)
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=run_validate)
+    fieldlabels.register_kinds(psub)  # `kinds DIR --lang fr`: sections and fields, labelled
 
     e = psub.add_parser(
         "explain",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from broker.cli import cases, evidence, lookup, notice_fields
+from broker.cli import cases, evidence, fieldlabels, lookup, notice_fields
 from broker.cli import requests as requests_cli
 from broker.cli.node_actions import _describe_action, _register_lifecycle, _register_replies
 from broker.cli.nodeargs import (
@@ -161,6 +161,7 @@ def _notice_flags(p: argparse.ArgumentParser) -> None:
         help="expiry as a date or UTC time, e.g. 2027-06-30 or 2027-06-30T12:00:00Z",
     )
     lookup.add_selector_flag(p)  # + lookups: --selector TYPE=... (indexes the notice)
+    fieldlabels.add_lang_flag(p)  # a refusal naming fields gives their labels
 
 
 def run_publish(args: argparse.Namespace) -> int:
@@ -169,6 +170,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with _node(args, check_content=True) as node:
+            view = None
             try:
                 view = await node.directory()
                 subject = notice_fields.data_subject(view.policy, args.kind, args.data_subject)
@@ -195,7 +197,12 @@ def run_publish(args: argparse.Namespace) -> int:
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
             except InvalidArgument as exc:  # the policy's words, plus the flag that fixes it
-                raise InvalidArgument(notice_fields.with_flag(str(exc))) from exc
+                said = notice_fields.with_flag(str(exc))
+                if view is not None:  # and the fields it names, labelled in --lang
+                    spec = view.policy.kinds.get(args.kind)
+                    named = fieldlabels.refused_fields(spec, sections, str(exc))
+                    said += fieldlabels.gloss(view.policy.catalogue.labels, named, args.lang)
+                raise InvalidArgument(said) from exc
         if args.json:
             print(
                 json.dumps(

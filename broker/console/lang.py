@@ -1,7 +1,7 @@
 """The console in INTERPOL's working languages: English, French, Spanish and Arabic.
 
-The terms of the catalogue a page shows (notice and request kinds, sections, measures,
-refusal grounds, request states, steps, priorities, deadlines) are shown with the
+The terms of the catalogue a page shows (notice and request kinds, sections, fields,
+measures, refusal grounds, request states, steps, priorities, deadlines) are shown with the
 labels of the policy in force, the same signed labels `broker node requests --lang`
 prints (``[labels]`` in catalogue.toml, :mod:`broker.core.policy.labels`). Each keeps
 its catalogue identifier visible beside it (and in its ``title`` and ``data-id``), so an

@@ -2,8 +2,8 @@
 Spanish and Arabic, keyed by their English text.
 
 Only short, fixed terms are here, the ones a translation can be trusted for. The
-catalogue's terms (kinds, sections, measures, refusal grounds, request states, steps,
-priorities, deadlines) come from the signed policy instead (:mod:`broker.console.lang`).
+catalogue's terms (kinds, sections, fields, measures, refusal grounds, request states,
+steps, priorities, deadlines) come from the signed policy instead (:mod:`broker.console.lang`).
 Sentences (verdicts, explanations, the footer) and anything not listed stay in English:
 :func:`word` falls back to the English text.
 """
@@ -48,6 +48,10 @@ _WORDS: Final[dict[str, tuple[str, str, str]]] = {
     "all": ("tous", "todos", "الكل"),
     "filter": ("filtrer", "filtrar", "تصفية"),
     "show": ("afficher", "mostrar", "عرض"),
+    # the policy page's kinds, with their sections and fields
+    "Kinds": ("Types", "Tipos", "الأنواع"),
+    "header fields": ("champs d'en-tête", "campos de encabezado", "حقول الترويسة"),
+    "content fields": ("champs du contenu", "campos del contenido", "حقول المحتوى"),
 }
 _COLUMN: Final = {"fr": 0, "es": 1, "ar": 2}
 

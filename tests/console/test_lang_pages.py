@@ -186,3 +186,29 @@ def test_broker_console_lang_sets_the_default(
         assert (html_attr(p, "lang"), text(p, "h1")) == ("en", "Notices")
     finally:
         context.close()
+
+
+def test_the_policy_page_lists_each_kinds_fields_in_french(scene: Scene, page: Any) -> None:
+    page.goto(scene.base + "/policy?lang=fr")
+    page.click("#kinds summary")  # the kinds of the bundle in force, folded by default
+    assert "Types" in text(page, "#kinds summary") and "champs du contenu" in text(page, "#kinds")
+    row = page.locator("#kinds-table tr[data-kind='interpol.red']")
+    assert row.locator(".term[data-id='interpol.red'] bdi").first.inner_text() == (
+        "Notice rouge d'INTERPOL"
+    )
+    identity = row.locator("div[data-section='identity']")
+    family = identity.locator(".term[data-id='family_name']")
+    assert family.locator("bdi").first.inner_text() == "Nom de famille"
+    assert family.locator("small.id").inner_text() == "family_name"  # the identifier kept
+    assert "Date de naissance" in identity.inner_text() and "date_of_birth" in identity.inner_text()
+    header = row.locator("td .term[data-id='data_subject'] bdi").first.inner_text()
+    assert header == "Catégorie de personne concernée"
+    # The same table in Arabic, right to left, with the catalogue's Arabic labels.
+    page.goto(scene.base + "/policy?lang=ar")
+    assert html_attr(page, "dir") == "rtl"
+    page.click("#kinds summary")
+    art38 = page.locator("#kinds-table tr[data-kind='sis.art38'] div[data-section='action']")
+    assert "الإجراء الواجب اتخاذه عند النتيجة الإيجابية" in art38.inner_text()
+    assert "action_on_hit" in art38.inner_text()
+    shot(page, "console-policy-kinds-ar", full=False)
+    page.goto(scene.base + "/policy?lang=en")  # leave the next tests in English

@@ -162,6 +162,13 @@ def test_refusals_name_the_field_and_the_flag(cli: Cli) -> None:
     assert r.returncode == 2
     assert "interpol.yellow content: section 'identity' lacks family_name, forename" in r.stderr
     assert "--field SECTION.FIELD=VALUE" in r.stderr
+    assert "[en: family_name = Family name; forename = Forename; date_of_birth = " in r.stderr
+    # --lang: the catalogue's labels of the fields named, beside their identifiers.
+    r = cli(*base, "--kind", "interpol.yellow", "--purpose", "locate_missing", "--lang", "fr",
+            "--data-subject", "victim", "--field", "identity.forename=Lena",
+            "--field", "identity.date_of_birth=2011-07-02")  # fmt: skip
+    assert r.returncode == 2 and "section 'identity' lacks family_name, date_missing" in r.stderr
+    assert "[fr: family_name = Nom de famille; date_missing = Date de disparition]" in r.stderr
     r = cli(*base, "--kind", "interpol.yellow", "--purpose", "locate_missing",
             "--section", f"identity={YELLOW_IDENTITY}date_missing: 2026-11-30")  # fmt: skip
     assert r.returncode == 2 and "interpol.yellow needs --data-subject: one of victim, other" in (
@@ -171,6 +178,7 @@ def test_refusals_name_the_field_and_the_flag(cli: Cli) -> None:
             "--data-subject", "suspect", "--section", "case_facts=x")  # fmt: skip
     assert r.returncode == 2
     assert "interpol.diffusion needs an evaluation" in r.stderr and "[--evaluation" in r.stderr
+    assert "evaluation = Evaluation (source and information)]" in r.stderr
     r = cli(*base, "--kind", "interpol.black", "--purpose", "identification",
             "--evaluation", "D1", "--section", "case_facts=x")  # fmt: skip
     assert r.returncode == 2 and "'D1' is not an evaluation" in r.stderr  # argparse: usage

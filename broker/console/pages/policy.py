@@ -49,7 +49,13 @@ def _compiled(files: dict[str, bytes] | None, version: str) -> dict[str, object]
             "ok": False,
             "problem": f"its files hash to {bundle.version[:12]}, not {version[:12]}",
         }
-    return {"ok": True, "kinds": sorted(bundle.kinds), "rules": len(bundle.rules), "problem": ""}
+    return {
+        "ok": True,
+        "kinds": sorted(bundle.kinds),
+        "specs": [bundle.kinds[k] for k in sorted(bundle.kinds)],  # sections and fields
+        "rules": len(bundle.rules),
+        "problem": "",
+    }
 
 
 async def policy_page(request: Request) -> Response:

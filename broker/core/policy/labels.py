@@ -12,10 +12,13 @@ name, each with all four languages::
 
 Categories: ``kinds``, ``sections``, ``measures``, ``grounds`` (refusal grounds),
 ``states`` and ``steps`` (of a request), ``priorities``, ``deadlines`` (decision,
-execution, overdue). A label may only name what
-the catalogue or the request lifecycle defines; every request kind, each of its
-sections, measures and refusal grounds, and every state, step and priority must
-have one (the parser checks it). Lookups fall back to English, then to the name.
+execution, overdue), ``fields`` (the content fields a kind's ``content_fields`` ask
+of its sections, and the header fields a kind may require: see :data:`HEADER_FIELDS`
+in :mod:`broker.core.policy.model`). A label may only name what the catalogue or the
+request lifecycle defines; every request kind, each of its sections, measures and
+refusal grounds, every state, step and priority, and every field named in a
+``content_fields`` table or a ``required_header_fields`` list must have one (the
+parser checks it). Lookups fall back to English, then to the name.
 
 Parsing only; the hook in :mod:`broker.core.policy.source` calls :func:`parse_labels`.
 """
@@ -36,6 +39,7 @@ CATEGORIES: Final = (
     "steps",
     "priorities",
     "deadlines",
+    "fields",
 )
 
 # fail(message, (category, name) or None) raises a PolicyError located at that table.

@@ -578,11 +578,17 @@ def _labels(
     }
     known = {"kinds": frozenset(kinds), "sections": frozenset(sections)} | lifecycle
     known |= {"measures": measures, "grounds": grounds}
+    # Fields: every content field a kind asks of a section must be labelled; the header
+    # fields kinds require too, once the catalogue is labelled at all.
+    content = frozenset(f for k in kinds.values() for _, names in k.content_fields for f in names)
+    header = frozenset(h for k in kinds.values() for h in k.required_header_fields)
+    known["fields"] = content | frozenset(HEADER_FIELDS)
     required = {
         "kinds": frozenset(requests),
         "sections": frozenset(s for r in requests for s in kinds[r].sections),
         "measures": measures,
         "grounds": grounds,
+        "fields": content | header if requests or content else frozenset(),
     }
     if requests:
         required |= lifecycle

@@ -18,6 +18,11 @@ that update leaves this node out. Anything else is refused (no receipt) and repo
 The sweep (`_sweep`): embargoed notices reach the application when their embargo ends,
 copies are erased at their signed expiry or maximum retention, and the erasure recorded.
 
+A delivery whose opened sections lack a field the originator's signed content manifest
+declares (broker/core/content.py) is refused, without a receipt, as the originator's lie
+(a `content_manifest` finding): the broker checked the manifest's names at publish, the
+node checks that they are true.
+
 Every refusal and difference is a Finding (broker/client/findings.py).
 """
 
@@ -44,8 +49,9 @@ from broker.client.types import (
     ReceivedNotice,
     now_ms,
 )
+from broker.core import content, intake, lifecycle, relay
 from broker.core import envelope as env
-from broker.core import intake, lifecycle, relay
+from broker.core.bounds import quote
 from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError
 from broker.core.policy import AgencyProfile, Bundle
@@ -117,6 +123,21 @@ class NodeIntake:
         nid, version = notice.notice_id, notice.version
         h = notice.header
         self.gossip.note(notice.originator, nid, h.checkpoint_size, h.checkpoint_root)
+        lies = content.manifest_lies(notice.manifest, notice.sections)
+        if lies:  # signed by the originator, so the lie is its own: refused, no receipt
+            self.stats.rejected += 1
+            self._finding(
+                "content_manifest",
+                nid,
+                notice.originator,
+                f"{notice.kind} v{version}: "
+                + "; ".join(
+                    f"section {quote(s)} lacks {', '.join(quote(f) for f in fields)}"
+                    for s, fields in sorted(lies.items())
+                )
+                + ", which the originator's signed content manifest declares; refused",
+            )
+            return None, None
         key = (nid, version)
         seen = self.inbox.versions(nid)
         if key in batch or version in seen:

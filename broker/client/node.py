@@ -196,6 +196,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
             dict(opened.sections),
             delivery.attempt,
             tuple(delivery.obligations),
+            dict(opened.manifest),
         )
 
     @contextlib.asynccontextmanager

@@ -209,10 +209,10 @@ def _check_seal_inputs(
         raise EnvelopeError("signing_key must be a 64-byte hybrid key (Ed25519 || ML-DSA-65 seeds)")
     if suite == SUITE and len(signing_key) != es.KEY_SIZE:
         raise EnvelopeError("signing_key must be a 32-byte Ed25519 seed")
-    for field in ("notice_id", "originator"):
-        value: str = getattr(header, field)
+    for attr in ("notice_id", "originator"):
+        value: str = getattr(header, attr)
         if not value or len(value.encode()) > 0xFFFF:
-            raise EnvelopeError(f"header.{field} must be 1 to 65535 bytes")
+            raise EnvelopeError(f"header.{attr} must be 1 to 65535 bytes")
     if header.version < 1:
         raise EnvelopeError("header.version must be >= 1")
     names: set[str] = set()

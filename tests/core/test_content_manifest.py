@@ -65,7 +65,7 @@ def test_a_manifest_edited_after_signing_breaks_the_sections_root() -> None:
         if d.name == "identity":
             del d.content_fields[2:]  # the broker (or anyone) drops two declared fields
             section.descriptor = es.serialize(d)
-    with pytest.raises(EnvelopeError, match="do not hash to header.sections_root"):
+    with pytest.raises(EnvelopeError, match=r"do not hash to header\.sections_root"):
         check_envelope(envelope, HYBRID_PK)
 
 

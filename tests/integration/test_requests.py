@@ -330,7 +330,7 @@ async def test_urgent_notices_overtake_a_backlog(broker: Running) -> None:
         return value or 0.0
 
     before = waits("urgent"), waits("normal")
-    sections = {"identity": b"x", "case_facts": b"y", "judicial": b"z"}
+    sections = sections_for("interpol.red")
     async with broker.node("FR-NCB") as fr:
         backlog = [
             (

@@ -13,7 +13,9 @@ Three parties check them, none of them trusting the others:
   field the catalogue does not list for that section, is refused (INVALID_ARGUMENT);
 - the recipient's SDK after opening (`manifest_lies`, broker/client/intake.py): a
   section lacking a field its signed manifest names is refused, as a lie of the
-  originator (a `content_manifest` finding, no receipt).
+  originator (a `content_manifest` finding, no receipt); one lacking a field the signed
+  policy asks of it is shown and reported (`content_incomplete`: the broker skipped its
+  check, or the notice predates manifests).
 
 So the broker's check makes the originator claim the required fields and the
 recipient's check makes the claim true: neither a sloppy SDK nor a lying sender gets a

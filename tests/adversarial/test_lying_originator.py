@@ -3,7 +3,9 @@ catalogue asks of its Red notice's sections, and writes "zzz" in them. The broke
 cannot read sections, so it accepts the notice (the names check out); the recipient's
 node opens it, finds the declared fields missing and refuses it: never shown, never
 receipted, a `content_manifest` finding naming the originator, the sections and the
-fields (broker/client/intake.py, broker/core/content.py)."""
+fields (broker/client/intake.py, broker/core/content.py). And a broker that skips its
+manifest check: the recipient's node finds the fields missing under the signed policy
+and reports it (`content_incomplete`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sqlite3
 
 import pytest
 
+from broker.core import content
 from tests.content import fields_of
 from tests.integration.conftest import Running
 from tests.integration.helpers import red_header, seal
@@ -95,8 +98,36 @@ async def test_a_truthful_manifest_with_extra_content_is_not_a_lie(broker: Runni
     await de.start()
     try:
         await until(lambda: de.versions(header.notice_id) == [1])
-        assert de.found("content_manifest") == []
+        assert de.found("content_manifest") == de.found("content_incomplete") == []
         assert de.notices[0].manifest["identity"] == fields_of("interpol.red", "identity")
+    finally:
+        await de.halt()
+        await de.node.close()
+
+
+async def test_a_broker_that_skips_its_manifest_check_is_caught_by_the_recipient(
+    broker: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker (patched) passes on a notice with no manifest and "zzz" sections; the
+    recipient's node shows it (it is the originator's signed notice) and reports what the
+    signed catalogue asks of the sections it lacks."""
+    monkeypatch.setattr(content, "check_manifest", lambda *_args: None)  # only the broker's
+    header = red_header()
+    zzz = {s: b"zzz" for s in sorted(POLICE)}
+    envelope = seal(broker.deployment.keys_dir, header, {"DE-BKA": POLICE}, zzz, manifest={})
+    await publish_raw(broker, envelope)
+    de = Listener(broker.node("DE-BKA"))
+    await de.start()
+    try:
+        await until(lambda: bool(de.found("content_incomplete")))
+        (finding,) = de.found("content_incomplete")
+        assert finding.notice_id == header.notice_id and finding.subject == "FR-NCB"
+        assert "section 'identity' lacks family_name, forename, date_of_birth, nationality" in (
+            finding.detail
+        )
+        assert "so the broker should have refused it" in finding.detail
+        await until(lambda: de.versions(header.notice_id) == [1])  # shown all the same
+        assert de.found("content_manifest") == []  # nothing declared: no lie
     finally:
         await de.halt()
         await de.node.close()

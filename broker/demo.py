@@ -61,11 +61,15 @@ NOTICES: list[dict[str, object]] = [
         "handling_codes": ["H0"],
         "evaluation": ("B", "2"),
         "sections": {
-            "identity": "DUPONT, Jean; born 1981-03-14 in Lyon; French national",
+            # One 'field: value' line per field the catalogue asks (content_fields).
+            "identity": "family_name: DUPONT\nforename: Jean\ndate_of_birth: 1981-03-14\n"
+            "nationality: FR\nplace_of_birth: Lyon",
             "photos": "<JPEG bytes of two photographs>",
             "biometrics": "<fingerprint record, 10 prints, NIST format>",
-            "case_facts": "Armed robbery of a jewellery shop, Paris 8e, 2026-02-11",
-            "judicial": "Arrest warrant 2026/0412, Tribunal judiciaire de Paris",
+            "case_facts": "offence: armed robbery\n"
+            "summary: Armed robbery of a jewellery shop, Paris 8e, 2026-02-11",
+            "judicial": "warrant_reference: 2026/0412\n"
+            "issuing_authority: Tribunal judiciaire de Paris\npenalty_threshold: 20 years",
         },
     },
     {
@@ -76,7 +80,8 @@ NOTICES: list[dict[str, object]] = [
         "data_subject": notice_pb2.DATA_SUBJECT_VICTIM,
         "restrictions": {"allow_groups": ["schengen"]},
         "sections": {
-            "identity": "MUELLER, Lena; born 2011-07-02; German national",
+            "identity": "family_name: MUELLER\nforename: Lena\ndate_of_birth: 2011-07-02\n"
+            "date_missing: 2026-11-20\nnationality: DE",
             "photos": "<JPEG bytes of a recent school photograph>",
             "case_facts": "Missing since 2026-11-20, last seen at Munich central station",
         },
@@ -342,7 +347,9 @@ async def _lifecycle(
     # An update: version 2 corrects the case facts and leaves IT-BORDER out.
     fr, dropped = nodes["FR-NCB"], "IT-BORDER"
     sections = {k: v.encode() for k, v in red_spec["sections"].items()}  # type: ignore[attr-defined]
-    sections["case_facts"] = b"Armed robbery, Paris 8e, 2026-02-12 (date corrected)"
+    sections["case_facts"] = (
+        b"offence: armed robbery\nsummary: Armed robbery, Paris 8e, 2026-02-12 (date corrected)"
+    )
     v2 = await lookups["FR-NCB"].publish(
         selectors=demo_lookup.selectors_for(str(red_spec["kind"])),  # still searchable
         kind=str(red_spec["kind"]),
@@ -361,7 +368,7 @@ async def _lifecycle(
     )
     for agency in sorted(v2.audience):
         notice = await _opened(inboxes, red.notice_id, v2.version, agency)
-        facts = notice.sections["case_facts"].decode()
+        facts = notice.sections["case_facts"].decode().replace("\n", "; ")
         say(f'    {agency:<10} opened v{v2.version}: case_facts "{facts}"')
     gone = await _acknowledged(nodes, inboxes, dropped, "superseded", red.notice_id)
     held = nodes[dropped].inbox.held(red.notice_id)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.bench.procs import BrokerProcess, peak_rss_mb, reset_peak, rss_mb
+from broker.bench.workload import red_sections
 from broker.client.witness import run_witness
 from broker.sandbox import WITNESS_ID, Deployment, create_deployment, provision
 
@@ -150,7 +151,9 @@ async def _move(
         published, _ = await Evidence(fr).publish(
             source,
             section="photos",
-            sections={"identity": b"DOE, John", "case_facts": b"fraud", "judicial": b"w 1"},
+            sections=red_sections(
+                {"identity": b"DOE, John", "case_facts": b"fraud", "judicial": b"w 1"}
+            ),
             kind="interpol.red",
             purpose="locate_arrest",
             recipients=["DE-BKA"],

@@ -45,6 +45,7 @@ from typing import Any
 
 import grpc
 
+from broker.bench.workload import red_sections
 from broker.client.witness import run_witness
 from broker.core.selectors import Selector, parse_selector
 from broker.sandbox import LOOKUP_ID, WITNESS_ID, Deployment, create_deployment, provision
@@ -315,7 +316,7 @@ async def _measure(
             await fr.publish(
                 kind="interpol.red",
                 purpose="locate_arrest",
-                sections={"identity": b"x", "case_facts": b"y", "judicial": b"z"},
+                sections=red_sections({"identity": b"x", "case_facts": b"y", "judicial": b"z"}),
                 selectors=[s],
             )
         progress("published 20 indexed notices; warming up")

@@ -38,18 +38,21 @@ from typing import Any
 import grpc
 
 from broker import pki
+from broker.bench.workload import red_sections, section_inputs
 from broker.core import envelope as env
 from broker.core.identity import Party
 from broker.errors import FailedPrecondition, InvalidArgument
 from broker.sandbox import DEMO_AGENCIES, Deployment, create_deployment, provision
 from broker.v1 import agency_pb2, notice_pb2
 
-SECTIONS = {
-    "identity": b"DOE, John; born 1970-01-01",
-    "case_facts": b"fraud across three member states",
-    "judicial": b"warrant 2026/123",
-    "biometrics": b"\x00" * 2048,
-}
+SECTIONS = red_sections(  # the catalogue's field lines first (broker/core/content.py)
+    {
+        "identity": b"DOE, John; born 1970-01-01",
+        "case_facts": b"fraud across three member states",
+        "judicial": b"warrant 2026/123",
+        "biometrics": b"\x00" * 2048,
+    }
+)
 DAY_MS = 86_400_000
 GOAL = 2.0  # the throttled flood's p99 over the quiet p99, at most
 WELL, FLOOD = ("FR-NCB", "DE-BKA"), ("DE-BKA", "FR-NCB")  # (originator, recipient)
@@ -139,7 +142,7 @@ def seal(keys_dir: Path, count: int, originator: str, recipient: str) -> list[by
         sealed = env.seal(
             header,
             notice_pb2.OriginatorRestrictions(),
-            [env.SectionInput(n, v) for n, v in sorted(SECTIONS.items())],
+            section_inputs(SECTIONS),
             [env.RecipientInput(recipient, key, frozenset(SECTIONS))],
             origin.signing_seed,
             os.urandom,

@@ -31,6 +31,7 @@ from broker.bench.workload import (
     drive,
     notice_sections,
     now,
+    section_inputs,
 )
 from broker.client.node import AgencyNode, Draft, NodeConfig, ReceivedNotice, now_ms
 from broker.core import envelope as env
@@ -219,7 +220,7 @@ async def sealer(
     key = node.credentials.signing_key if hybrid else node.credentials.signing_seed
 
     def seal(tag: str, t0: float) -> notice_pb2.Envelope:
-        sections = [env.SectionInput(n, d) for n, d in sorted(notice_sections(tag, t0).items())]
+        sections = section_inputs(notice_sections(tag, t0))
         return env.seal(
             _header(node.me),
             restrictions,

@@ -33,17 +33,20 @@ from typing import Any
 from urllib.parse import quote
 
 from broker import pki
+from broker.bench.workload import red_sections, section_inputs
 from broker.core import envelope as env
 from broker.errors import FailedPrecondition, InvalidArgument
 from broker.sandbox import DEMO_AGENCIES, Deployment, create_deployment, provision
 from broker.v1 import notice_pb2
 
-SECTIONS = {
-    "identity": b"DOE, John; born 1970-01-01",
-    "case_facts": b"fraud across three member states",
-    "judicial": b"warrant 2026/123",
-    "biometrics": b"\x00" * 2048,
-}
+SECTIONS = red_sections(  # the catalogue's field lines first (broker/core/content.py)
+    {
+        "identity": b"DOE, John; born 1970-01-01",
+        "case_facts": b"fraud across three member states",
+        "judicial": b"warrant 2026/123",
+        "biometrics": b"\x00" * 2048,
+    }
+)
 DAY_MS = 86_400_000
 Progress = Callable[[str], None]
 
@@ -197,7 +200,7 @@ def _seal(d: Deployment, count: int) -> list[notice_pb2.Envelope]:
             env.seal(
                 header,
                 notice_pb2.OriginatorRestrictions(),
-                [env.SectionInput(n, v) for n, v in sorted(SECTIONS.items())],
+                section_inputs(SECTIONS),
                 [env.RecipientInput("DE-BKA", key, frozenset(SECTIONS))],
                 origin.signing_seed,
                 os.urandom,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.bench.workload import red_sections, section_inputs
 from broker.core import envelope as env
 from broker.core import hybrid as hy
 from broker.core import receipts as rcp
@@ -35,12 +36,14 @@ from broker.core.envelope_suite import ed25519_public_key
 from broker.v1 import notice_pb2
 
 SUITES = {"classical": env.SUITE, "hybrid": env.SUITE_HYBRID}
-SECTIONS = {  # about the bench's notice: ~2 KB in four sections
-    "identity": b"DOE, John; born 1970-01-01; FR passport 12AB34567; " * 4,
-    "case_facts": b"Armed robbery, Lyon, 2026-03-02; vehicle seen leaving eastbound. " * 12,
-    "judicial": b"warrant 2026/LY/0042, tribunal judiciaire de Lyon " * 4,
-    "biometrics": os.urandom(512),
-}
+SECTIONS = red_sections(  # about the bench's notice: ~2 KB in four sections
+    {
+        "identity": b"DOE, John; born 1970-01-01; FR passport 12AB34567; " * 4,
+        "case_facts": b"Armed robbery, Lyon, 2026-03-02; vehicle seen leaving eastbound. " * 12,
+        "judicial": b"warrant 2026/LY/0042, tribunal judiciaire de Lyon " * 4,
+        "biometrics": os.urandom(512),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def envelope_layer(recipients: int, rounds: int) -> dict[str, Any]:
     """Sizes and seal / check / open times of both suites (see the module docstring)."""
     origin = _party()
     parties = {f"R{i:03d}": _party() for i in range(recipients)}
-    sections = [env.SectionInput(n, d) for n, d in sorted(SECTIONS.items())]
+    sections = section_inputs(SECTIONS)
     inputs = [
         env.RecipientInput(a, p.x_public, frozenset(SECTIONS), p.kem_public)
         for a, p in parties.items()

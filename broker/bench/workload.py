@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from broker.core import content
+from broker.core import envelope as env
 
 MARKER = b"bench:"
 # ~2 KB in 3 sections of an INTERPOL Red notice (identity, case facts, judicial).
@@ -36,12 +39,36 @@ def marker(tag: str, t0: float) -> bytes:
     return MARKER + f"{tag}:{t0:.6f}\n".encode()
 
 
+# The 'field: value' lines the catalogue's content_fields ask of a Red notice's sections
+# (policies/catalogue.toml): the SDK refuses a section without them, and the broker a
+# notice whose signed content manifest lacks one (broker/core/content.py).
+RED_FIELDS = {
+    "identity": b"family_name: DOE\nforename: John\ndate_of_birth: 1970-01-01\nnationality: XX\n",
+    "case_facts": b"offence: aggravated fraud\nsummary: proceeds laundered in three states\n",
+    "judicial": b"warrant_reference: 2026/0042\nissuing_authority: investigating judge\n"
+    b"penalty_threshold: 2 years\n",
+}
+# What an honest SDK declares for them (benches that seal by hand send it).
+RED_MANIFEST = {s: tuple(sorted(content.fields_in(v))) for s, v in RED_FIELDS.items()}
+
+
+def red_sections(texts: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Red notice sections: the catalogue's field lines, then each section's text."""
+    return {name: RED_FIELDS.get(name, b"") + text for name, text in texts.items()}
+
+
+def section_inputs(sections: Mapping[str, bytes]) -> list[env.SectionInput]:
+    """What to seal by hand, in name order, with the content manifest an SDK declares."""
+    return [env.SectionInput(n, d, RED_MANIFEST.get(n, ())) for n, d in sorted(sections.items())]
+
+
 def notice_sections(tag: str, t0: float) -> dict[str, bytes]:
-    """The three sections of one bench notice (about 2 KB), marked with tag and t0."""
+    """The three sections of one bench notice (about 2 KB), marked with tag and t0 (the
+    marker first, then the catalogue's fields)."""
     return {
-        "identity": _fill(b"DOE, John; born 1970-01-01; nationality XX\n", 420),
-        "case_facts": _fill(marker(tag, t0), 1200),
-        "judicial": _fill(b"warrant 2026/0042, investigating judge, penalty >= 2 years\n", 428),
+        "identity": _fill(RED_FIELDS["identity"], 420),
+        "case_facts": _fill(marker(tag, t0) + RED_FIELDS["case_facts"], 1200),
+        "judicial": _fill(RED_FIELDS["judicial"], 428),
     }
 
 

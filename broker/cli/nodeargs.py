@@ -67,7 +67,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _node(args: argparse.Namespace, *, checked: bool = False, check_content: bool = False) -> Any:
+def _node(args: argparse.Namespace, *, checked: bool = False, check_content: bool = True) -> Any:
     """The agency node, once the connection is checked (broker/cli/preflight.py): a
     broker that is not there, or a certificate that cannot work, is named in ~2 s."""
     from broker.client.node import AgencyNode, NodeConfig

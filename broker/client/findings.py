@@ -19,6 +19,8 @@ FINDINGS = {
     "unsigned_erasure": "the broker ordered an erasure that no signed data backs",
     "obligations_differ": "the obligations delivered are not those the signed policy attaches",
     "early_release": "an embargoed notice arrived before its signed embargo ended",
+    "content_manifest": "a section lacks a field the originator's signed content manifest declares",
+    "content_incomplete": "a section lacks a field the signed catalogue asks of it (shown)",
     # originator side
     "recipient_missing": "a recipient this node sealed for is missing from the delivery status",
     "unsealed_recipient": "the status names a recipient this node never sealed for",

@@ -18,6 +18,13 @@ that update leaves this node out. Anything else is refused (no receipt) and repo
 The sweep (`_sweep`): embargoed notices reach the application when their embargo ends,
 copies are erased at their signed expiry or maximum retention, and the erasure recorded.
 
+A delivery whose opened sections lack a field the originator's signed content manifest
+declares (broker/core/content.py) is refused, without a receipt, as the originator's lie
+(a `content_manifest` finding): the broker checked the manifest's names at publish, the
+node checks that they are true. A notice whose sections lack fields the signed policy's
+catalogue asks of them is still shown, and reported (`content_incomplete`): a broker that
+skipped its check passed it on, or it predates manifests.
+
 Every refusal and difference is a Finding (broker/client/findings.py).
 """
 
@@ -44,8 +51,9 @@ from broker.client.types import (
     ReceivedNotice,
     now_ms,
 )
+from broker.core import content, intake, lifecycle, relay
 from broker.core import envelope as env
-from broker.core import intake, lifecycle, relay
+from broker.core.bounds import quote
 from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError
 from broker.core.policy import AgencyProfile, Bundle
@@ -117,6 +125,21 @@ class NodeIntake:
         nid, version = notice.notice_id, notice.version
         h = notice.header
         self.gossip.note(notice.originator, nid, h.checkpoint_size, h.checkpoint_root)
+        lies = content.manifest_lies(notice.manifest, notice.sections)
+        if lies:  # signed by the originator, so the lie is its own: refused, no receipt
+            self.stats.rejected += 1
+            self._finding(
+                "content_manifest",
+                nid,
+                notice.originator,
+                f"{notice.kind} v{version}: "
+                + "; ".join(
+                    f"section {quote(s)} lacks {', '.join(quote(f) for f in fields)}"
+                    for s, fields in sorted(lies.items())
+                )
+                + ", which the originator's signed content manifest declares; refused",
+            )
+            return None, None
         key = (nid, version)
         seen = self.inbox.versions(nid)
         if key in batch or version in seen:
@@ -161,6 +184,7 @@ class NodeIntake:
                     f"{list(added)}; the stricter set applies",
                 )
             notice = replace(notice, obligations=applied)
+            self._content_complete(notice, policy)
             # What the inbox keeps (and a held notice is released with) is what applies.
             del delivery.obligations[:]
             delivery.obligations.extend(applied)
@@ -185,6 +209,23 @@ class NodeIntake:
             )
             return None, self._receipt(notice)
         return notice, self._receipt(notice)
+
+    def _content_complete(self, notice: ReceivedNotice, policy: Bundle) -> None:
+        """Report (and still show) a notice whose sections lack fields the signed policy's
+        catalogue asks of them: a broker that skipped its manifest check let it through (or
+        it was published before manifests, or under another catalogue)."""
+        spec = policy.kinds.get(notice.kind)
+        lacking = content.missing_fields(spec, notice.sections) if spec is not None else {}
+        if lacking:
+            self._finding(
+                "content_incomplete",
+                notice.notice_id,
+                notice.originator,
+                f"{notice.kind} v{notice.version}: "
+                + "; ".join(f"section {quote(s)} lacks {', '.join(f)}" for s, f in lacking.items())
+                + " (content_fields of the signed policy; its content manifest declared "
+                "none of them, so the broker should have refused it); shown",
+            )
 
     def _closed_before_opening(self, delivery: notice_pb2.Delivery) -> str | None:
         """Refuse a notice closed here (withdrawn, cancelled, expired) before opening it:

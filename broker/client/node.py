@@ -197,6 +197,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
             dict(opened.sections),
             delivery.attempt,
             tuple(delivery.obligations),
+            dict(opened.manifest),
         )
 
     @contextlib.asynccontextmanager

@@ -444,10 +444,14 @@ class NodePublisher:
         facts = relay.facts_of(header, restrictions, sorted(d.sections))
         try:
             spec = view.policy.check_notice(facts)
+            plaintexts = plain.sections_bytes(d.sections)
             if self.config.check_content:  # the catalogue's content_fields (core/content.py)
-                content.check_content(spec, d.sections)
+                content.check_content(spec, plaintexts)
         except (PolicyError, content.ContentError) as exc:
             raise InvalidArgument(str(exc)) from exc
+        # Declared, signed, whatever check_content says: the broker checks the names, the
+        # recipients the claim (core/content.py).
+        manifest = content.manifest_of(spec, plaintexts)
         now = now_ms()
         shape = self._decisions.outcome(view.policy, view.digest, view.profiles, facts, now)
         allowed: dict[str, frozenset[str]] = {}
@@ -505,8 +509,8 @@ class NodePublisher:
             header,
             restrictions,
             [
-                env.SectionInput(name, data)
-                for name, data in sorted(plain.sections_bytes(d.sections).items())
+                env.SectionInput(name, data, manifest.get(name, ()))
+                for name, data in sorted(plaintexts.items())
             ],
             inputs,
             self.credentials.signing_key

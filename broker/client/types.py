@@ -45,9 +45,11 @@ class NodeConfig:
     lb_policy: str = "pick_first"  # over several replicas: or "round_robin" (client/target.py)
     suite: str = "classical"  # envelope suite: classical | hybrid | auto (client/suite_choice.py)
     # Refuse a section lacking a field its kind's catalogue entry asks for (content_fields,
-    # broker/core/content.py) before sealing. `broker node publish` turns it on; off by
-    # default until every caller writes structured sections.
-    check_content: bool = False
+    # broker/core/content.py) before sealing, naming the field. False is for migration
+    # only: the node then seals such a notice and the broker refuses it at publish (its
+    # signed content manifest lacks the field), so nothing more gets through, the refusal
+    # merely comes later, as the broker's InvalidArgument.
+    check_content: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class ReceivedNotice:
     # What the policy asks of this recipient: show the caveats to those who handle the
     # notice, do not pass it on where so marked, delete it within max_retention_days.
     obligations: tuple[notice_pb2.Obligation, ...] = ()
+    # Per section, the catalogue fields the originator's signed content manifest declares
+    # (broker/core/content.py); the node refuses a notice whose sections lack one of them.
+    manifest: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def notice_id(self) -> str:

@@ -7,7 +7,9 @@ re-exported here):
 - each section gets a fresh 32-byte key and 24-byte nonce; its ciphertext is
   nonce || XChaCha20-Poly1305(key, nonce, plaintext, aad), the AAD binding notice
   id, version, originator and section name; its SectionDescriptor (a Merkle leaf)
-  carries SHA-256 of the ciphertext and a key commitment HMAC-SHA256(key, ...);
+  carries SHA-256 of the ciphertext, a key commitment HMAC-SHA256(key, ...) and
+  the content manifest (the catalogue fields the section holds: names only, see
+  :mod:`broker.core.content`);
 - each recipient gets a WrapLeaf: its agency id, the sorted names of the sections
   it may read (for the broker's policy check) and a libsodium sealed box of a
   WrapBody holding only those sections' keys;
@@ -58,7 +60,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from google.protobuf.message import DecodeError
@@ -108,6 +110,9 @@ __all__ = [
 class SectionInput:
     name: str
     plaintext: bytes
+    # The content manifest (broker/core/content.py): the catalogue fields the plaintext
+    # holds; names only, signed in the descriptor.
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ class OpenedNotice:
     header: notice_pb2.NoticeHeader
     header_digest: bytes  # SHA-256 of header_bytes
     sections: Mapping[str, bytes]  # name -> plaintext
+    # name -> the catalogue fields the originator declared (signed; content.manifest_lies)
+    manifest: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def sign_header(header_bytes: bytes, signing_key: bytes, suite: str = SUITE) -> bytes:
@@ -202,10 +209,10 @@ def _check_seal_inputs(
         raise EnvelopeError("signing_key must be a 64-byte hybrid key (Ed25519 || ML-DSA-65 seeds)")
     if suite == SUITE and len(signing_key) != es.KEY_SIZE:
         raise EnvelopeError("signing_key must be a 32-byte Ed25519 seed")
-    for field in ("notice_id", "originator"):
-        value: str = getattr(header, field)
+    for attr in ("notice_id", "originator"):
+        value: str = getattr(header, attr)
         if not value or len(value.encode()) > 0xFFFF:
-            raise EnvelopeError(f"header.{field} must be 1 to 65535 bytes")
+            raise EnvelopeError(f"header.{attr} must be 1 to 65535 bytes")
     if header.version < 1:
         raise EnvelopeError("header.version must be >= 1")
     names: set[str] = set()
@@ -284,6 +291,7 @@ def seal(
             ciphertext_digest=es.sha256(ciphertext),
             key_commitment=es.key_commitment(key, aad),
             ciphertext_size=len(ciphertext),
+            content_fields=section.fields,
         )
         keys[section.name] = key
         sealed_sections.append(
@@ -445,6 +453,7 @@ def _open(
     # Exactly the sections whose keys are in the wrap: same count, each known, none twice.
     _require(len(delivery.sections) == len(keys))
     plaintexts: dict[str, bytes] = {}
+    manifest: dict[str, tuple[str, ...]] = {}
     for section in delivery.sections:
         verify_inclusion(
             section.leaf_index,
@@ -462,10 +471,13 @@ def _open(
         aad = es.section_aad(header.notice_id, header.version, header.originator, d.name)
         _require(hmac.compare_digest(es.key_commitment(key, aad), d.key_commitment))
         plaintexts[d.name] = es.decrypt_section(key, section.ciphertext, aad)
+        if d.content_fields:
+            manifest[d.name] = tuple(d.content_fields)
     return OpenedNotice(
         header=header,
         header_digest=header_digest(signed.header_bytes),
         sections=MappingProxyType(plaintexts),
+        manifest=MappingProxyType(manifest),
     )
 
 

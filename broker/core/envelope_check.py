@@ -37,6 +37,11 @@ class CheckedEnvelope:
     section_hashes: tuple[bytes, ...] = ()  # leaf hashes in leaf_index order, padding included
     wrap_hashes: tuple[bytes, ...] = ()
 
+    @property
+    def manifest(self) -> dict[str, tuple[str, ...]]:
+        """Per section, the catalogue fields its signed descriptor declares (content.py)."""
+        return {name: tuple(d.content_fields) for name, d in self.sections.items()}
+
 
 def _leaf_hashes(tree: str, size: int, items: Sequence[tuple[str, int, bytes]]) -> list[bytes]:
     """Return the leaf hashes in leaf_index order.

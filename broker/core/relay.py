@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from broker.core import bounds, records
+from broker.core import bounds, content, records
 from broker.core import decisions as dc
 from broker.core import envelope as env
 from broker.core import receipts as rcp
@@ -253,9 +253,9 @@ def accept_publish(
 
     Raises (each with a message saying what to fix): ResourceExhausted (too
     large or too many), InvalidArgument (malformed, bad signature, unknown kind
-    or recipient, bad times), PermissionDenied (publishing as another agency, or
-    a wrap the policy does not allow), FailedPrecondition (expired, or the
-    originator is not active).
+    or recipient, bad times, a content manifest lacking a field the kind requires),
+    PermissionDenied (publishing as another agency, or a wrap the policy does not allow),
+    FailedPrecondition (expired, or the originator is not active).
     """
     if len(envelope_bytes) > limits.max_envelope_bytes:
         raise ResourceExhausted(
@@ -315,6 +315,12 @@ def accept_publish(
     shape = (cache if cache is not None else dc.DecisionCache(1)).outcome(
         policy, registry_key, [a.profile for a in registry.values()], facts, now_ms
     )
+    spec = policy.kinds.get(header.kind)
+    if spec is not None:  # the catalogue's content_fields, on the signed manifest's names
+        try:
+            content.check_manifest(spec, checked.manifest, checked.sections.keys())
+        except content.ContentError as exc:
+            raise InvalidArgument(f"{exc}; nothing was stored") from exc
     plans = []
     for recipient in sorted(wraps):
         mine = wraps[recipient]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 
+from broker.bench.workload import red_sections
 from broker.client.audit import AuditClient
 from broker.client.node import NodeConfig, ReceivedNotice, now_ms
 from broker.client.witness import run_witness
@@ -39,12 +40,14 @@ from broker.sandbox import AUDITOR_ID, REPO_POLICIES, WITNESS_ID, Deployment, pr
 from broker.v1 import agency_pb2, notice_pb2
 
 ORIGINATORS = ("FR-NCB", "DE-BKA")
-SECTIONS = {
-    "identity": b"DOE, John; born 1970-01-01",
-    "case_facts": b"fraud",
-    "judicial": b"warrant 1",
-    "biometrics": b"prints",
-}
+SECTIONS = red_sections(  # the catalogue's field lines first (broker/core/content.py)
+    {
+        "identity": b"DOE, John; born 1970-01-01",
+        "case_facts": b"fraud",
+        "judicial": b"warrant 1",
+        "biometrics": b"prints",
+    }
+)
 # How often each operation is drawn (an operation with no candidate becomes a publish).
 WEIGHTS = {
     "publish": 50,

@@ -289,6 +289,7 @@ class SectionDescriptor(_message.Message):
     CIPHERTEXT_DIGEST_FIELD_NUMBER: _builtins.int
     KEY_COMMITMENT_FIELD_NUMBER: _builtins.int
     CIPHERTEXT_SIZE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELDS_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     version: _builtins.int
     name: _builtins.str
@@ -298,6 +299,17 @@ class SectionDescriptor(_message.Message):
     key_commitment: _builtins.bytes
     """HMAC-SHA256(section key, commitment context)"""
     ciphertext_size: _builtins.int
+    @_builtins.property
+    def content_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The content manifest: the catalogue's content_fields for this section (policies/
+        catalogue.toml) that the plaintext holds with a value, in catalogue order. Names only,
+        never values, and only names the catalogue lists, so for a notice the broker accepts it
+        is exactly that list: nothing the broker did not know from the kind and section name.
+        Signed through sections_root. The broker refuses a notice whose manifest lacks a field
+        its kind requires; the recipient's SDK refuses one whose opened section lacks a field its
+        manifest names (the originator lied). Empty in envelopes sealed before it existed.
+        """
+
     def __init__(
         self,
         *,
@@ -307,10 +319,11 @@ class SectionDescriptor(_message.Message):
         ciphertext_digest: _builtins.bytes = ...,
         key_commitment: _builtins.bytes = ...,
         ciphertext_size: _builtins.int = ...,
+        content_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext_digest", b"ciphertext_digest", "ciphertext_size", b"ciphertext_size", "key_commitment", b"key_commitment", "name", b"name", "notice_id", b"notice_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext_digest", b"ciphertext_digest", "ciphertext_size", b"ciphertext_size", "content_fields", b"content_fields", "key_commitment", b"key_commitment", "name", b"name", "notice_id", b"notice_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

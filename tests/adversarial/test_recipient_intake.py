@@ -13,6 +13,7 @@ from broker.client.types import now_ms
 from broker.core import lifecycle
 from broker.store.api import Store
 from broker.v1 import notice_pb2
+from tests.content import sections_for
 from tests.integration.conftest import Running
 
 from .kit import Listener, agencies, keep_copy, publish, restore_copy, tamper, until
@@ -200,7 +201,7 @@ async def test_an_early_release_of_an_embargoed_alert_is_held_and_reported(
             fr,
             ["IT-BORDER", "EU-HUB"],
             kind="sis.art26",
-            sections={"identity": b"x", "judicial": b"y", "action": b"arrest"},
+            sections=sections_for("sis.art26", ["identity", "judicial", "action"]),
             restrictions=notice_pb2.OriginatorRestrictions(embargo_until_ms=embargo),
         )
         # The broker releases IT-BORDER's copy now instead of in an hour.

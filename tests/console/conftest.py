@@ -32,6 +32,7 @@ from broker.client.node import AgencyNode, NodeConfig
 from broker.core.identity import Party
 from broker.sandbox import ADMIN_ID, AUDITOR_ID
 from broker.v1 import agency_pb2, agency_pb2_grpc, audit_pb2
+from tests.content import sections_for
 
 T = TypeVar("T")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,11 +46,12 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-RED_SECTIONS = {
-    "identity": b"KOWALSKI, Piotr; born 1979-09-09",
-    "case_facts": b"Fraud ring, Lyon",
-    "judicial": b"Warrant 2026/0999",
-}
+RED_SECTIONS = sections_for(  # the catalogue's 'field: value' lines, then text
+    "interpol.red",
+    identity=b"KOWALSKI, Piotr; born 1979-09-09",
+    case_facts=b"Fraud ring, Lyon",
+    judicial=b"Warrant 2026/0999",
+)
 
 
 @pytest.fixture(scope="module")

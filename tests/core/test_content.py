@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.bundles import read_bundle_dir
-from broker.core.content import ContentError, check_content, fields_in, missing_fields
+from broker.core.content import (
+    ContentError,
+    check_content,
+    check_manifest,
+    fields_in,
+    manifest_lies,
+    manifest_of,
+    missing_fields,
+)
 from broker.core.policy import compile_bundle
 from broker.sandbox import REPO_POLICIES
 
@@ -64,3 +72,90 @@ def test_a_complete_notice_passes_and_undeclared_kinds_are_not_checked() -> None
     black = BUNDLE.kinds["interpol.black"]
     assert black.content_fields == ()
     check_content(black, {"case_facts": b"zzz"})
+
+
+# -- the content manifest: what the originator declares, the broker checks on names
+# only, and the recipient checks against what it opens.
+
+COMPLETE = {
+    "identity": b"family_name: DOE\nforename: J\ndate_of_birth: 1970\nnationality: FR",
+    "case_facts": b'{"offence": "fraud", "summary": "s"}',
+    "judicial": b"warrant_reference: 1\nissuing_authority: c\npenalty_threshold: 2y",
+    "photos": b"\x89PNG",
+}
+
+
+def test_the_manifest_declares_the_catalogue_fields_held_in_catalogue_order() -> None:
+    manifest = manifest_of(RED, {**COMPLETE, "case_facts": b"summary: s\nalias: x\noffence: o"})
+    assert manifest == {
+        "identity": ("family_name", "forename", "date_of_birth", "nationality"),
+        "case_facts": ("offence", "summary"),  # catalogue order; "alias" is no catalogue name
+        "judicial": ("warrant_reference", "issuing_authority", "penalty_threshold"),
+    }  # "photos" declares no fields: none is asked of it
+    assert manifest_of(RED, {"identity": b"zzz"}) == {"identity": ()}
+    check_manifest(RED, manifest, COMPLETE.keys())
+
+
+def test_the_broker_refuses_a_manifest_lacking_a_required_field_naming_it() -> None:
+    manifest = manifest_of(RED, {**COMPLETE, "identity": b"family_name: DOE\nforename: J"})
+    with pytest.raises(ContentError) as err:
+        check_manifest(RED, manifest, COMPLETE.keys())
+    assert str(err.value).startswith(
+        "interpol.red content: section 'identity' lacks date_of_birth, nationality "
+        "(its signed content manifest declares family_name, forename)"
+    )
+    with pytest.raises(ContentError, match="section 'judicial' lacks warrant_reference, "):
+        check_manifest(RED, {}, ["judicial"])  # an envelope sealed without a manifest
+    check_manifest(RED, {}, ["photos", "biometrics"])  # sections asked for no fields
+    check_manifest(BUNDLE.kinds["interpol.black"], {}, ["case_facts"])
+
+
+def test_the_broker_refuses_names_the_catalogue_does_not_list_so_no_content_leaks() -> None:
+    manifest = {**manifest_of(RED, COMPLETE), "identity": ("family_name", "DOE John 1970")}
+    with pytest.raises(ContentError) as err:
+        check_manifest(RED, manifest, COMPLETE.keys())
+    assert "interpol.red section 'identity': the content manifest names 'DOE John 1970'" in str(
+        err.value
+    )
+    long = {"photos": ("x" * 500,)}  # quoted as a short prefix only
+    with pytest.raises(ContentError, match="lists no content_fields") as err:
+        check_manifest(RED, long, ["photos"])
+    assert "x" * 100 not in str(err.value)
+    twice = {**manifest_of(RED, COMPLETE), "case_facts": ("offence", "summary", "offence")}
+    with pytest.raises(ContentError, match="names a field twice"):
+        check_manifest(RED, twice, COMPLETE.keys())
+
+
+def test_the_recipient_finds_a_declared_field_its_section_lacks() -> None:
+    manifest = manifest_of(RED, COMPLETE)
+    assert manifest_lies(manifest, COMPLETE) == {}
+    lying = {**COMPLETE, "identity": b"zzz", "judicial": b"warrant_reference: 1"}
+    assert manifest_lies(manifest, lying) == {
+        "identity": ["family_name", "forename", "date_of_birth", "nationality"],
+        "judicial": ["issuing_authority", "penalty_threshold"],
+    }
+    assert manifest_lies({}, {"identity": b"zzz"}) == {}  # nothing declared: nothing claimed
+    # Only the sections opened are checked: a recipient sees no withheld section.
+    assert manifest_lies(manifest, {"case_facts": COMPLETE["case_facts"]}) == {}
+
+
+@given(st.data())
+def test_the_manifest_is_what_the_section_holds_and_the_broker_asks_for_all(
+    data: st.DataObject,
+) -> None:
+    """Any subset of a section's catalogue fields, written in any order with any values:
+    the manifest names exactly that subset (catalogue order), the broker accepts it only
+    when it is the whole list, and the section never reads as a lie of its manifest."""
+    section, wanted = data.draw(st.sampled_from(RED.content_fields))
+    held = data.draw(st.lists(st.sampled_from(wanted), unique=True))
+    values = data.draw(st.lists(VALUES, min_size=len(held), max_size=len(held)))
+    text = "".join(f"{f}: {' '.join(v.split())}\n" for f, v in zip(held, values, strict=True))
+    sections = {section: text.encode()}
+    manifest = manifest_of(RED, sections)
+    assert manifest == {section: tuple(f for f in wanted if f in held)}
+    assert manifest_lies(manifest, sections) == {}
+    if set(held) == set(wanted):
+        check_manifest(RED, manifest, [section])
+    else:
+        with pytest.raises(ContentError, match=f"section '{section}' lacks "):
+            check_manifest(RED, manifest, [section])

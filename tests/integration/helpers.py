@@ -10,6 +10,7 @@ from pathlib import Path
 from broker import pki
 from broker.core import envelope as env
 from broker.v1 import notice_pb2
+from tests.content import manifest_for, sections_for
 
 DAY_MS = 86_400_000
 
@@ -36,12 +37,14 @@ def red_header(originator: str = "FR-NCB", **fields: object) -> notice_pb2.Notic
     return header
 
 
-RED_SECTIONS = {
-    "identity": b"DOE, John; born 1970-01-01",
-    "case_facts": b"fraud",
-    "judicial": b"warrant 1",
-    "biometrics": b"prints",
-}
+# 'field: value' lines for the catalogue's content_fields (tests/content.py), then text.
+RED_SECTIONS = sections_for(
+    "interpol.red",
+    identity=b"DOE, John; born 1970-01-01",
+    case_facts=b"fraud",
+    judicial=b"warrant 1",
+    biometrics=b"prints",
+)
 
 
 def seal(
@@ -51,9 +54,14 @@ def seal(
     sections: dict[str, bytes] | None = None,
     signer: str | None = None,
     restrictions: notice_pb2.OriginatorRestrictions | None = None,
+    manifest: dict[str, tuple[str, ...]] | None = None,
 ) -> notice_pb2.Envelope:
-    """Seal with real keys from the deployment; `signer` defaults to the header's originator."""
+    """Seal with real keys from the deployment; `signer` defaults to the header's originator,
+    `manifest` to the content manifest an honest SDK would declare."""
     creds = pki.load_agency(keys_dir, signer or header.originator)
+    chosen = sections or RED_SECTIONS
+    # What an honest SDK declares; `manifest` overrides it (a lying or sloppy originator).
+    manifest = manifest_for(header.kind, chosen) if manifest is None else manifest
     recipients = [
         env.RecipientInput(
             agency_id=r,
@@ -65,7 +73,7 @@ def seal(
     return env.seal(
         header,
         restrictions or notice_pb2.OriginatorRestrictions(),
-        [env.SectionInput(n, d) for n, d in sorted((sections or RED_SECTIONS).items())],
+        [env.SectionInput(n, d, manifest.get(n, ())) for n, d in sorted(chosen.items())],
         recipients,
         creds.signing_seed,
         os.urandom,

@@ -29,8 +29,9 @@ from broker.sandbox import ADMIN_ID, REPO_POLICIES
 from broker.v1 import admin_pb2, agency_pb2, audit_pb2, evidence_pb2, notice_pb2, requests_pb2
 
 from .. import matrices
+from ..content import manifest_for
 from .conftest import Running
-from .helpers import red_header, seal
+from .helpers import RED_SECTIONS, red_header, seal
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +106,19 @@ def _hybrid_without_pq_keys(b: Running) -> bytes:
         suite=env.SUITE_HYBRID,
     )
     return agency_pb2.PublishRequest(envelopes=[envelope]).SerializeToString()
+
+
+def _manifest(**edits: tuple[str, ...]) -> Callable[[Running], bytes]:
+    """A Red notice whose signed content manifest (SectionDescriptor.content_fields) is
+    the honest one with `edits`; none at all when no edit is given (an older SDK)."""
+
+    def build(b: Running) -> bytes:
+        honest = manifest_for("interpol.red", dict(RED_SECTIONS))
+        manifest = {**honest, **edits} if edits else {}
+        envelope = seal(b.deployment.keys_dir, _header(), {"DE-BKA": POLICE}, manifest=manifest)
+        return agency_pb2.PublishRequest(envelopes=[envelope]).SerializeToString()
+
+    return build
 
 
 def _codes(codes: list[str]) -> Callable[[notice_pb2.NoticeHeader], None]:
@@ -321,6 +335,31 @@ CASES = [
         ).SerializeToString(),
         EXHAUSTED,
         "the limit is",
+    ),
+    Case(
+        "content manifest lacking a field the kind requires",
+        A + "Publish",
+        FR,
+        _manifest(identity=("family_name", "forename", "date_of_birth")),
+        INVALID,
+        "interpol.red content: section 'identity' lacks nationality",
+    ),
+    Case(
+        "no content manifest (an SDK from before manifests)",
+        A + "Publish",
+        FR,
+        _manifest(),
+        INVALID,
+        "section 'case_facts' lacks offence, summary (its signed content manifest declares "
+        "no field)",
+    ),
+    Case(
+        "content in a manifest's field name",
+        A + "Publish",
+        FR,
+        _manifest(identity=("family_name", "DOE John, born 1970-01-01 in Lyon, wanted for fraud")),
+        INVALID,
+        "a manifest holds catalogue field names only",
     ),
     Case(
         "a kind of 1 MB",

@@ -13,9 +13,17 @@ import pytest
 from broker.cli.main import main
 from broker.sandbox import AUDITOR_ID
 from tests.adversarial.kit import agencies, until
+from tests.content import sections_for
 from tests.integration.conftest import Running
 
 pytestmark = pytest.mark.integration
+
+# --section NAME=TEXT with the catalogue's 'field: value' lines (tests/content.py)
+SECTIONS = [
+    arg
+    for name, text in sections_for("interpol.red").items()
+    for arg in ("--section", f"{name}={text.decode()}")
+]
 
 
 def node_args(b: Running, agency: str) -> list[str]:
@@ -35,8 +43,7 @@ async def test_attach_fetch_and_audit_custody(
             main,
             ["node", "attach", str(source), *node_args(broker, "FR-NCB"), "--json",
              "--attach-section", "photos", "--kind", "interpol.red", "--purpose",
-             "locate_arrest", "--to", "DE-BKA", "--section", "identity=DOE, John",
-             "--section", "case_facts=fraud", "--section", "judicial=warrant 1",
+             "locate_arrest", "--to", "DE-BKA", *SECTIONS,
              "--chunk-size", "65536"],
         )  # fmt: skip
         out = capsys.readouterr()

@@ -12,6 +12,7 @@ from broker.client.node import ReceivedNotice
 from broker.core import receipts as rcp
 from broker.core.identity import Party
 from broker.v1 import agency_pb2, notice_pb2
+from tests.content import section_for
 
 from .conftest import Running, StartBroker
 from .helpers import RED_SECTIONS, red_header, seal
@@ -224,7 +225,10 @@ async def test_obligations_reach_the_recipient_and_its_receipt(broker: Running) 
 
 async def test_large_deliveries_are_split_across_messages(broker: Running) -> None:
     # Three notices of ~3 MB each: together above the 8 MiB message limit.
-    big = {**RED_SECTIONS, "case_facts": b"x" * 3_000_000}
+    big = {
+        **RED_SECTIONS,
+        "case_facts": section_for("interpol.red", "case_facts", b"x" * 3_000_000),
+    }
     stub = broker.stub(Party("agency", "FR-NCB"))
     for _ in range(3):
         envelope = seal(broker.deployment.keys_dir, red_header(), {"DE-BKA": POLICE}, big)

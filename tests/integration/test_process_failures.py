@@ -30,6 +30,7 @@ from broker import pki
 from broker.core.identity import Party
 from broker.sandbox import Deployment, provision
 from broker.v1 import agency_pb2, agency_pb2_grpc, notice_pb2
+from tests.content import sections_for
 
 from .. import matrices
 from .helpers import red_header, seal
@@ -241,7 +242,7 @@ def _stub(d: Deployment, target: str, agency: str = "FR-NCB") -> agency_pb2_grpc
 
 
 async def _publish(stub: agency_pb2_grpc.AgencyServiceStub, d: Deployment, size: int) -> object:
-    sections = {"identity": os.urandom(size), "case_facts": b"fraud", "judicial": b"w"}
+    sections = sections_for("interpol.red", identity=os.urandom(size))
     envelope = seal(d.keys_dir, red_header(), {"DE-BKA": set(sections)}, sections)
     try:
         reply = await stub.Publish(agency_pb2.PublishRequest(envelopes=[envelope]), timeout=30)

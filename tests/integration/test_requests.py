@@ -18,6 +18,7 @@ from broker.core.identity import Party
 from broker.core.requests import HOUR_MS
 from broker.sandbox import AUDITOR_ID
 from broker.v1 import audit_pb2, audit_pb2_grpc, notice_pb2
+from tests.content import sections_for
 
 from .conftest import Running
 from .test_lifecycle import agencies, until
@@ -214,7 +215,7 @@ async def test_illegal_transitions_change_nothing(broker: Running) -> None:
         red = await fr.publish(
             kind="interpol.red",
             purpose="locate_arrest",
-            sections={"identity": b"x", "case_facts": b"y", "judicial": b"z"},
+            sections=sections_for("interpol.red"),
             recipients=["DE-BKA"],
         )
         code = await code_of(fr.request_step("issue", red.notice_id, target="DE-BKA"))
@@ -329,7 +330,7 @@ async def test_urgent_notices_overtake_a_backlog(broker: Running) -> None:
         return value or 0.0
 
     before = waits("urgent"), waits("normal")
-    sections = {"identity": b"x", "case_facts": b"y", "judicial": b"z"}
+    sections = sections_for("interpol.red")
     async with broker.node("FR-NCB") as fr:
         backlog = [
             (

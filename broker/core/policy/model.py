@@ -124,8 +124,9 @@ class KindSpec:
     """One catalogue entry: a notice kind with its sections, required fields and time limits.
 
     `content_fields` maps a section to the fields its (encrypted) content must
-    hold; the broker cannot read sections, so the originator's SDK checks them
-    before sealing. `embargo_max_hours` is 0 when the kind takes no embargo.
+    hold; the originator's SDK checks them before sealing, the broker (which cannot
+    read sections) the signed content manifest, the recipient's SDK that the manifest
+    is true (broker/core/content.py). `embargo_max_hours` is 0 when the kind takes no embargo.
     `suites` are the envelope suite ids the kind requires (empty: any the deployment
     allows; broker/core/policy/kindsuites.py).
     """

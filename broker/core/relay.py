@@ -315,7 +315,6 @@ def accept_publish(
     shape = (cache if cache is not None else dc.DecisionCache(1)).outcome(
         policy, registry_key, [a.profile for a in registry.values()], facts, now_ms
     )
-    spec = policy.kinds.get(header.kind)
     if spec is not None:  # the catalogue's content_fields, on the signed manifest's names
         try:
             content.check_manifest(spec, checked.manifest, checked.sections.keys())

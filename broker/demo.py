@@ -488,7 +488,9 @@ async def _audit(
         if not watched.ok:
             raise AssertionError(watched.message)
         say(
-            f"  checkpoint {watched.size}: broker signature and {len(watched.cosigners)} witness "
+            f"  checkpoint {watched.size}: broker signature"
+            f"{'s (Ed25519 and ML-DSA-65)' if trust.log_pq is not None else ''} and "
+            f"{len(watched.cosigners)} witness "
             f"cosignature verified; all {watched.entries_checked} entries hash to its root"
         )
         replayed = (await ac.replay(auditor, trust)).report

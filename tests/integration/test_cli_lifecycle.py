@@ -258,3 +258,15 @@ def test_demo_shows_the_lifecycle_and_a_clean_audit() -> None:
         "and open the login URL the console prints (http://127.0.0.1:8470/login?token=...)"
     )
     assert "  .venv/bin/broker demo --dir data/demo\n" in r.stdout
+
+
+def test_demo_runs_with_the_hybrid_suite() -> None:
+    """`make demo SUITE=hybrid` (issue 16): every envelope, receipt and checkpoint hybrid."""
+    r = broker("demo", "--suite", "hybrid")
+    assert r.returncode == 0, r.stderr
+    assert "every node seals with the hybrid suite: HPKE ML-KEM-768+X25519" in r.stdout
+    assert ": broker signatures (Ed25519 and ML-DSA-65) and 1 witness cosignature verified" in (
+        r.stdout
+    )
+    assert "finding " not in r.stdout + r.stderr
+    assert "\ndemo complete: every notice delivered, every receipt verified\n" in r.stdout

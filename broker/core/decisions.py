@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
 from broker.core import records
+from broker.core.delivery import encode_obligations
 from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, RecipientDecision
 from broker.core.policy.engine import Outcome
 from broker.v1 import notice_pb2
@@ -58,6 +59,7 @@ class ShapeOutcome:
         "_fragments",
         "_obligations",
         "_profiles",
+        "_wire",
         "embargoed",
         "outcome",
         "pos",
@@ -76,6 +78,7 @@ class ShapeOutcome:
         self._decisions: dict[str, RecipientDecision] = {}
         self._fragments: dict[str, tuple[str, str]] = {}
         self._obligations: dict[tuple[str, tuple[str, ...]], tuple[notice_pb2.Obligation, ...]] = {}
+        self._wire: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     def known(self, recipient: str) -> bool:
         return recipient in self.pos
@@ -126,6 +129,16 @@ class ShapeOutcome:
                 for o in d.obligations
             )
             self._obligations[key] = got
+        return got
+
+    def wire_obligations(self, recipient: str, sections: tuple[str, ...]) -> bytes:
+        """`obligations(recipient, sections)` as a delivery's encoded field 7 entries,
+        encoded once per shape rather than once per delivery."""
+        key = (recipient, sections)
+        got = self._wire.get(key)
+        if got is None:
+            got = encode_obligations(self.obligations(recipient, sections))
+            self._wire[key] = got
         return got
 
     def fragments(self, recipient: str) -> tuple[str, str]:

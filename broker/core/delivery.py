@@ -106,14 +106,15 @@ def cut_notice(
     envelope: notice_pb2.Envelope,
     checked: CheckedEnvelope,
     originator_statement: bytes,
-    shares: Sequence[tuple[str, Collection[str], Sequence[notice_pb2.Obligation]]],
+    shares: Sequence[tuple[str, Collection[str], Sequence[notice_pb2.Obligation] | bytes]],
 ) -> NoticeCut:
     """Cut every recipient's share of a checked envelope.
 
-    `shares` are (recipient, section names, obligations) for each recipient to deliver
-    to; each recipient must have a wrap and the sections must exist. Every inclusion
-    proof of both trees is computed once (O(n log n)), from the leaf hashes the check
-    already made. Raises EnvelopeError naming the recipient or section otherwise.
+    `shares` are (recipient, section names, obligations, or their encoding by
+    `encode_obligations`) for each recipient to deliver to; each recipient must have a
+    wrap and the sections must exist. Every inclusion proof of both trees is computed
+    once (O(n log n)), from the leaf hashes the check already made. Raises EnvelopeError
+    naming the recipient or section otherwise.
     """
     positions = checked.section_positions
     section_proofs = all_inclusion_proofs(checked.section_hashes)
@@ -144,7 +145,11 @@ def cut_notice(
                 recipient=recipient,
                 sections=b"".join(framed[n] for n in sorted(set(names), key=leaf_of.__getitem__)),
                 wrap=field_bytes(4, wrap.SerializeToString(deterministic=True)),
-                obligations=encode_obligations(obligations),
+                obligations=(
+                    obligations
+                    if isinstance(obligations, bytes)
+                    else encode_obligations(obligations)
+                ),
             )
         )
     stripped = notice_pb2.Envelope()

@@ -92,6 +92,7 @@ class Plan:
     sections: tuple[str, ...]
     not_before_ms: int = 0
     obligations: tuple[notice_pb2.Obligation, ...] = ()
+    wire_obligations: bytes = b""  # the same, encoded for the delivery (delivery.cut_notice)
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,7 @@ def accept_publish(
                 mine,
                 hold if hold > now_ms else 0,
                 shape.obligations(recipient, mine),
+                shape.wire_obligations(recipient, mine),
             )
         )
     return AcceptedNotice(

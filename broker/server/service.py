@@ -249,7 +249,7 @@ class AgencyService(SubscribeHandlers, RequestHandlers, LifecycleHandlers):
                     e,
                     accepted.checked,
                     statement,
-                    [(p.recipient, p.sections, p.obligations) for p in accepted.plans],
+                    [(p.recipient, p.sections, p.wire_obligations) for p in accepted.plans],
                 )
             except BrokerError as exc:
                 if len(req.envelopes) == 1:

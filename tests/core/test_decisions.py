@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from broker.core import decisions as dc
 from broker.core import records
+from broker.core.delivery import encode_obligations
 from broker.core.policy import Restrictions
 
 from .policy.test_shipped import REGISTRY, red, shipped
@@ -53,6 +54,9 @@ def test_cached_shape_equals_engine(
             if d.allowed
             for o in d.obligations
         ]
+        assert shape.wire_obligations(profile.id, mine) == encode_obligations(
+            shape.obligations(profile.id, mine)
+        )
     # The record assembled from fragments is byte for byte the one records writes.
     chosen = [p for p in others if shape.allowed(p.id)]
     assert dc.decision_record(bundle.version, facts, shape, [p.id for p in chosen]) == (

@@ -77,6 +77,9 @@ def test_assembled_equals_delivery_for(names: list[str], n: int, data: st.DataOb
     shares = [(r, s, [obligation] if i % 2 else []) for i, (r, s) in enumerate(audience.items())]
     cut = dl.cut_notice(envelope, checked, STATEMENT, shares)
     assert len(cut.deliveries) == n
+    # Obligations handed over already encoded (relay.Plan.wire_obligations) cut the same.
+    encoded = [(r, s, dl.encode_obligations(o)) for r, s, o in shares]
+    assert dl.cut_notice(envelope, checked, STATEMENT, encoded).deliveries == cut.deliveries
     stripped = notice_pb2.Envelope.FromString(cut.stripped_envelope)
     assert all(not s.ciphertext for s in stripped.sections)
     ciphertexts = dict(enumerate(cut.ciphertexts))

@@ -274,6 +274,18 @@ class NodeIntake:
         self, control: notice_pb2.ControlDelivery, action: notice_pb2.LifecycleAction
     ) -> None:
         nid = action.notice_id
+        lowest = 2 if action.kind == notice_pb2.LIFECYCLE_SUPERSEDED else 1
+        if action.version < lowest or action.action_id != lifecycle.broker_action_id(
+            action.kind, nid, action.version
+        ):
+            # Not an order the broker takes: its own actions are one per notice, version
+            # and kind, under an id derived from them, and only a version 2 or later
+            # supersedes (red-team finding: a SUPERSEDED v0 under an originator's withdraw
+            # id passed unchecked and hid the withdrawal from the application).
+            raise _Unsigned(
+                f"the broker's order names version {action.version} under action id "
+                f"{quote(action.action_id)}, not one the broker takes"
+            )
         held = self.inbox.held_versions(nid)
         if action.kind == notice_pb2.LIFECYCLE_EXPIRED:
             expiry = self.inbox.expiry(nid)
@@ -283,9 +295,9 @@ class NodeIntake:
                     f"({(expiry - now_ms()) // 1000} s from now)"
                 )
             return
-        # SUPERSEDED: only with a newer version's header, signed by the originator. The
-        # node erases the versions below the action's; if it holds none, nothing happens.
-        if not any(v < action.version for v in held):
+        # SUPERSEDED: only with a newer version's header, signed by the originator, as
+        # soon as the node holds any version (it erases those below the action's).
+        if not held:
             return  # nothing to erase: harmless
         try:
             header = notice_pb2.NoticeHeader.FromString(control.superseding.header_bytes)

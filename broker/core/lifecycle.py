@@ -271,6 +271,13 @@ def restricted_action_id(notice_id: str, sequence: int) -> str:
     return f"{notice_id}/v{sequence}/restricted"
 
 
+def broker_action_id(kind: notice_pb2.LifecycleKind.ValueType, notice_id: str, version: int) -> str:
+    """The id of the broker's own action of `kind` on a notice's `version` (broker_action):
+    a node refuses a broker order under any other id, so the broker cannot take over the
+    id of an agency's signed action (which the node would then record as seen)."""
+    return f"{notice_id}/v{version}/{NAMES[kind]}"
+
+
 def broker_action(
     kind: notice_pb2.LifecycleKind.ValueType, notice_id: str, version: int, reason: str, at_ms: int
 ) -> tuple[str, bytes]:
@@ -279,7 +286,7 @@ def broker_action(
     The id is derived from the notice, version and kind, so taking it twice is one
     action. It carries no signature: it only ever tells recipients to delete.
     """
-    action_id = f"{notice_id}/v{version}/{NAMES[kind]}"
+    action_id = broker_action_id(kind, notice_id, version)
     action = notice_pb2.LifecycleAction(
         action_id=action_id,
         notice_id=notice_id,

@@ -7,6 +7,8 @@ the node's inbox (`broker/client/inbox.py`) keeping tombstones, embargoes and de
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from broker.client.types import now_ms
@@ -140,6 +142,105 @@ async def test_an_unsigned_erasure_order_is_refused(
         # Not acknowledged: the broker cannot show a receipt for it.
         rows = await broker.app.runner.call(lambda s: s.control_status(notice_id))
         assert [(r[0], r[3]) for r in rows if r[0] == action_id] == [(action_id, "in_flight")]
+
+
+async def _forge_order_as(
+    b: Running, notice_id: str, version: int, to: str, *, action_id: str, row_id: str = ""
+) -> None:
+    """The broker's own SUPERSEDED order for `version`, under an id of its choosing (the
+    inner action's id), stored under `row_id` (the same by default)."""
+    action = notice_pb2.LifecycleAction(
+        action_id=action_id,
+        notice_id=notice_id,
+        actor=lifecycle.BROKER,
+        kind=notice_pb2.LIFECYCLE_SUPERSEDED,
+        reason="forged",
+        at_ms=1,
+        version=version,
+    ).SerializeToString(deterministic=True)
+
+    def write(store: Store) -> None:
+        store.take_action(
+            action_id=row_id or action_id,
+            notice_id=notice_id,
+            actor=lifecycle.BROKER,
+            kind="superseded",
+            action=action,
+            signature=b"",
+            effect=lifecycle.Effect(tell=(to,)),
+            now_ms=1,
+        )
+
+    await b.app.runner.call(write)
+    b.app.wake(to)
+
+
+@pytest.mark.parametrize("version", [0, 1])
+async def test_a_supersession_of_no_later_version_is_refused(broker: Running, version: int) -> None:
+    """Caught by NodeIntake._check_broker_order: only a version 2 or later supersedes, so
+    an order for version 0 or 1 (which the current header of version 1 would "prove")
+    is refused, not acknowledged, and never reaches the application as a supersession."""
+    async with agencies(broker, "FR-NCB", "DE-BKA") as a:
+        de = a["DE-BKA"]
+        notice_id = await publish(a["FR-NCB"].node, ["DE-BKA"])
+        await until(lambda: de.versions(notice_id) == [1])
+        action_id = lifecycle.broker_action_id(notice_pb2.LIFECYCLE_SUPERSEDED, notice_id, version)
+        await _forge_order_as(broker, notice_id, version, "DE-BKA", action_id=action_id)
+        await until(lambda: bool(de.found("unsigned_erasure")))
+        assert de.actions == [] and de.node.inbox.held(notice_id) == 1
+        rows = await broker.app.runner.call(lambda s: s.control_status(notice_id))
+        assert [(r[0], r[3]) for r in rows if r[0] == action_id] == [(action_id, "in_flight")]
+
+
+async def test_a_broker_order_under_a_withdrawal_id_does_not_hide_the_withdrawal(
+    broker: Running,
+) -> None:
+    """Caught by NodeIntake._check_broker_order (red-team finding): the broker holds the
+    originator's signed withdrawal back and first sends an order of its own under the
+    withdrawal's action id, which the node would record as seen, so that the application
+    is never told of the withdrawal. A broker order under any id but the one derived
+    from its notice, version and kind is refused; the withdrawal then arrives and the
+    application is told."""
+    async with agencies(broker, "FR-NCB") as a:
+        fr = a["FR-NCB"].node
+        de = Listener(broker.node("DE-BKA"))
+        await de.start()
+        try:
+            notice_id = await publish(fr, ["DE-BKA"])
+            await until(lambda: de.versions(notice_id) == [1])
+            await de.halt()  # offline while FR-NCB withdraws
+            await fr.withdraw(notice_id, "arrested")
+            rows = await broker.app.runner.call(lambda s: s.control_status(notice_id))
+            (real,) = [r[0] for r in rows if r[1] == "withdraw"]
+            held_back = await tamper(
+                broker, "UPDATE controls SET state='held' WHERE action_id=?", real
+            )
+            assert held_back == 1
+            for version in (0, 2):
+                await _forge_order_as(
+                    broker, notice_id, version, "DE-BKA", action_id=real, row_id=f"forged-{version}"
+                )
+            await de.start()
+
+            async def forged_states() -> list[str]:
+                rows = await broker.app.runner.call(lambda s: s.control_status(notice_id))
+                return sorted(r[3] for r in rows if r[0].startswith("forged-"))
+
+            for _ in range(200):  # both orders sent to the node, neither acknowledged
+                if await forged_states() == ["in_flight", "in_flight"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert await forged_states() == ["in_flight", "in_flight"]
+            await until(lambda: bool(de.found("unsigned_erasure")))
+            assert de.actions == [] and de.node.inbox.held(notice_id) == 1
+            await tamper(broker, "UPDATE controls SET state='pending' WHERE action_id=?", real)
+            broker.app.wake("DE-BKA")
+            await until(lambda: [x.kind for x in de.actions] == ["withdraw"])
+            assert de.node.inbox.closed(notice_id) == "withdrawn"
+            assert de.node.inbox.held(notice_id) == 0
+        finally:
+            await de.halt()
+            await de.node.close()
 
 
 async def test_a_genuine_supersession_is_applied(broker: Running) -> None:

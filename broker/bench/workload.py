@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.core import content
 from broker.core import envelope as env
 
 MARKER = b"bench:"
@@ -48,8 +47,12 @@ RED_FIELDS = {
     "judicial": b"warrant_reference: 2026/0042\nissuing_authority: investigating judge\n"
     b"penalty_threshold: 2 years\n",
 }
-# What an honest SDK declares for them (benches that seal by hand send it).
-RED_MANIFEST = {s: tuple(sorted(content.fields_in(v))) for s, v in RED_FIELDS.items()}
+# What an honest SDK declares for them (benches that seal by hand send it): the names in
+# the catalogue's order, as the lines above are written (the broker refuses another order).
+RED_MANIFEST = {
+    s: tuple(line.split(":", 1)[0] for line in v.decode().splitlines())
+    for s, v in RED_FIELDS.items()
+}
 
 
 def red_sections(texts: Mapping[str, bytes]) -> dict[str, bytes]:

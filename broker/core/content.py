@@ -121,8 +121,10 @@ def check_manifest(
     spec: KindSpec, manifest: Mapping[str, Sequence[str]], sections: Collection[str]
 ) -> None:
     """The broker's check, on names only: raise ContentError when the manifest of one of
-    `sections` names a field the catalogue does not list for it (or twice), or lacks one
-    the kind requires. The message names the kind, the section and the fields."""
+    `sections` names a field the catalogue does not list for it (or twice), lacks one the
+    kind requires, or lists them in another order than the catalogue's (so an accepted
+    manifest is exactly the catalogue's list and carries nothing of its own). The message
+    names the kind, the section and the fields."""
     wanted = dict(spec.content_fields)
     for section in sorted(sections):
         declared = list(manifest.get(section, ()))
@@ -146,6 +148,14 @@ def check_manifest(
                 f"(its signed content manifest declares "
                 f"{', '.join(declared) if declared else 'no field'}); write one 'field: "
                 f"value' line per field, or a JSON object, and seal again"
+            )
+        in_order = [f for f in asked if f in declared]
+        if declared != in_order:
+            # Any other order would be a channel: a permutation of the catalogue's names
+            # carries bits the broker (or anyone who sees descriptors) could read.
+            raise ContentError(
+                f"{spec.name} section {quote(section)}: the content manifest must list its "
+                f"fields in the catalogue's order ({', '.join(in_order)})"
             )
 
 

@@ -126,6 +126,22 @@ def test_the_broker_refuses_names_the_catalogue_does_not_list_so_no_content_leak
         check_manifest(RED, twice, COMPLETE.keys())
 
 
+def test_the_broker_refuses_the_catalogue_names_in_another_order() -> None:
+    """A permutation of the catalogue's names would carry bits of the originator's own
+    (about 8 per Red notice) to whoever sees the descriptors (red-team finding)."""
+    manifest = manifest_of(RED, COMPLETE)
+    for section, fields in manifest.items():
+        if len(fields) < 2:
+            continue
+        shuffled = {**manifest, section: tuple(reversed(fields))}
+        with pytest.raises(ContentError) as err:
+            check_manifest(RED, shuffled, COMPLETE.keys())
+        assert f"section '{section}': the content manifest must list its fields in the " in (
+            str(err.value)
+        )
+        assert ", ".join(fields) in str(err.value)
+
+
 def test_the_recipient_finds_a_declared_field_its_section_lacks() -> None:
     manifest = manifest_of(RED, COMPLETE)
     assert manifest_lies(manifest, COMPLETE) == {}

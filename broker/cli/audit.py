@@ -303,15 +303,7 @@ def print_pod(report: pd.PodReport) -> None:
 def _verify(args: argparse.Namespace, pod: audit_pb2.ProofOfDelivery) -> int:
     trust = _trust(args)
     try:
-        report = pd.verify_pod(
-            pod,
-            trust.ca_key,
-            trust.log,
-            origin=trust.origin,
-            witnesses=trust.witnesses,
-            min_cosignatures=trust.min_cosignatures,
-            pq_verifier=trust.log_pq,
-        )
+        report = trust.verify_pod(pod, min_cosignatures=trust.min_cosignatures)
     except FAILURES as exc:
         return _fail(args, f"proof of delivery does not verify: {exc}")
     if args.json:

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from broker import pki
 from broker.core import auditing, logleaf
+from broker.core import pod as pod_core
 from broker.core import replay as rp
 from broker.core import tlog as tree
 from broker.core.activation import bundle_files
@@ -106,6 +107,21 @@ class Trust:
             origin=self.origin,
             witnesses=self.witnesses,
             min_cosignatures=k,
+            pq_verifier=self.log_pq,
+        )
+
+    def verify_pod(
+        self, pod: audit_pb2.ProofOfDelivery, *, min_cosignatures: int = 0
+    ) -> pod_core.PodReport:
+        """broker/core/pod.py verify_pod under this trust (its witnesses and, for a hybrid
+        log key, both checkpoint signatures); raises what it raises."""
+        return pod_core.verify_pod(
+            pod,
+            self.ca_key,
+            self.log,
+            origin=self.origin,
+            witnesses=self.witnesses,
+            min_cosignatures=min_cosignatures,
             pq_verifier=self.log_pq,
         )
 

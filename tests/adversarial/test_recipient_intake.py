@@ -93,23 +93,17 @@ async def test_a_withdrawn_notice_is_never_shown_even_if_its_copy_was_pending(
             await de.node.close()
 
 
-async def _forge_broker_order(
-    b: Running,
-    kind: notice_pb2.LifecycleKind.ValueType,
-    notice_id: str,
-    version: int,
-    to: str,
-) -> str:
-    """The broker's own (unsigned) order to delete, issued when no signed data backs it."""
-    name = lifecycle.NAMES[kind]
-    action_id, action = lifecycle.broker_action(kind, notice_id, version, "forged", 1)
+async def _send_order(
+    b: Running, notice_id: str, kind: str, action: bytes, row: str, to: str
+) -> None:
+    """Store an unsigned broker order for `to` under action id `row`, and wake its stream."""
 
     def write(store: Store) -> None:
         store.take_action(
-            action_id=action_id,
+            action_id=row,
             notice_id=notice_id,
             actor=lifecycle.BROKER,
-            kind=name,
+            kind=kind,
             action=action,
             signature=b"",
             effect=lifecycle.Effect(tell=(to,)),
@@ -118,6 +112,18 @@ async def _forge_broker_order(
 
     await b.app.runner.call(write)
     b.app.wake(to)
+
+
+async def _forge_broker_order(
+    b: Running,
+    kind: notice_pb2.LifecycleKind.ValueType,
+    notice_id: str,
+    version: int,
+    to: str,
+) -> str:
+    """The broker's own (unsigned) order to delete, issued when no signed data backs it."""
+    action_id, action = lifecycle.broker_action(kind, notice_id, version, "forged", 1)
+    await _send_order(b, notice_id, lifecycle.NAMES[kind], action, action_id, to)
     return action_id
 
 
@@ -158,21 +164,7 @@ async def _forge_order_as(
         at_ms=1,
         version=version,
     ).SerializeToString(deterministic=True)
-
-    def write(store: Store) -> None:
-        store.take_action(
-            action_id=row_id or action_id,
-            notice_id=notice_id,
-            actor=lifecycle.BROKER,
-            kind="superseded",
-            action=action,
-            signature=b"",
-            effect=lifecycle.Effect(tell=(to,)),
-            now_ms=1,
-        )
-
-    await b.app.runner.call(write)
-    b.app.wake(to)
+    await _send_order(b, notice_id, "superseded", action, row_id or action_id, to)
 
 
 @pytest.mark.parametrize("version", [0, 1])

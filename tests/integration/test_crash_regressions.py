@@ -40,6 +40,31 @@ from .helpers import RED_SECTIONS, now_ms
 pytestmark = pytest.mark.integration
 
 
+class Holder:
+    """A recipient node whose application records the versions and actions it is handed;
+    it listens only while a test waits for something."""
+
+    def __init__(self, node: AgencyNode) -> None:
+        self.node = node
+        self.got: list[int] = []
+        self.actions: list[LifecycleNotice] = []
+
+    async def _notice(self, n: ReceivedNotice) -> None:
+        self.got.append(n.version)
+
+    async def _action(self, a: LifecycleNotice) -> None:
+        self.actions.append(a)
+
+    async def listen_until(self, done: Callable[[], bool]) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            self.node.listen(self._notice, stop=stop, on_lifecycle=self._action)
+        )
+        await until(done)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 async def publish(fr: AgencyNode, to: list[str], **kw: object) -> str:
     result = await fr.publish(
         kind="interpol.red", purpose="locate_arrest", sections=RED_SECTIONS, recipients=to, **kw
@@ -147,28 +172,12 @@ async def test_a_supersession_proven_by_a_later_header_is_applied(broker: Runnin
     async with broker.node("FR-NCB") as fr:
         notice_id = await publish(fr, ["DE-BKA", "EU-HUB"])
         async with broker.node("EU-HUB") as hub:
-            got: list[int] = []
-            actions: list[LifecycleNotice] = []
-            stop = asyncio.Event()
-
-            async def on_notice(n: ReceivedNotice) -> None:
-                got.append(n.version)
-
-            async def on_action(a: LifecycleNotice) -> None:
-                actions.append(a)
-
-            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
-            await until(lambda: got == [1])
-            stop.set()
-            await asyncio.wait_for(task, 10)
+            holder = Holder(hub)
+            await holder.listen_until(lambda: holder.got == [1])
             # EU-HUB is offline while version 2 leaves it out and version 3 follows.
             await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
             await publish(fr, ["DE-BKA"], notice_id=notice_id, version=3)
-            stop = asyncio.Event()
-            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
-            await until(lambda: any(a.kind == "superseded" for a in actions))
-            stop.set()
-            await asyncio.wait_for(task, 10)
+            await holder.listen_until(lambda: any(a.kind == "superseded" for a in holder.actions))
             assert hub.inbox.held(notice_id) == 0  # its copy of version 1 is erased
             assert not hub.findings.since(0, notice_id)
 
@@ -177,28 +186,14 @@ async def test_a_holder_put_back_applies_the_supersession_it_missed(broker: Runn
     async with broker.node("FR-NCB") as fr:
         notice_id = await publish(fr, ["DE-BKA", "EU-HUB"])
         async with broker.node("EU-HUB") as hub:
-            got: list[int] = []
-            actions: list[LifecycleNotice] = []
-            stop = asyncio.Event()
-
-            async def on_notice(n: ReceivedNotice) -> None:
-                got.append(n.version)
-
-            async def on_action(a: LifecycleNotice) -> None:
-                actions.append(a)
-
-            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
-            await until(lambda: got == [1])
-            stop.set()
-            await asyncio.wait_for(task, 10)
+            holder = Holder(hub)
+            await holder.listen_until(lambda: holder.got == [1])
             # EU-HUB is offline while version 2 leaves it out and version 3 puts it back.
             await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
             await publish(fr, ["DE-BKA", "EU-HUB"], notice_id=notice_id, version=3)
-            stop = asyncio.Event()
-            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
-            await until(lambda: got == [1, 3] and any(a.kind == "superseded" for a in actions))
-            stop.set()
-            await asyncio.wait_for(task, 10)
+            await holder.listen_until(
+                lambda: holder.got == [1, 3] and any(a.kind == "superseded" for a in holder.actions)
+            )
             # Version 1 is erased (version 2 superseded it), version 3 is kept.
             assert hub.inbox.held_versions(notice_id) == [3]
             assert not hub.findings.since(0, notice_id)
@@ -210,28 +205,12 @@ async def test_a_supersession_owed_after_a_withdrawal_still_carries_its_proof(
     async with broker.node("FR-NCB") as fr:
         notice_id = await publish(fr, ["DE-BKA", "EU-HUB"])
         async with broker.node("EU-HUB") as hub:
-            got: list[int] = []
-            actions: list[LifecycleNotice] = []
-            stop = asyncio.Event()
-
-            async def on_notice(n: ReceivedNotice) -> None:
-                got.append(n.version)
-
-            async def on_action(a: LifecycleNotice) -> None:
-                actions.append(a)
-
-            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
-            await until(lambda: got == [1])
-            stop.set()
-            await asyncio.wait_for(task, 10)
+            holder = Holder(hub)
+            await holder.listen_until(lambda: holder.got == [1])
             # EU-HUB is offline while version 2 leaves it out and the notice is withdrawn.
             await publish(fr, ["DE-BKA"], notice_id=notice_id, version=2)
             await fr.withdraw(notice_id, "arrested")
-            stop = asyncio.Event()
-            task = asyncio.create_task(hub.listen(on_notice, stop=stop, on_lifecycle=on_action))
-            await until(lambda: any(a.kind == "superseded" for a in actions))
-            stop.set()
-            await asyncio.wait_for(task, 10)
+            await holder.listen_until(lambda: any(a.kind == "superseded" for a in holder.actions))
             assert hub.inbox.held(notice_id) == 0  # its copy of version 1 is erased
             assert not hub.findings.since(0, notice_id)
     # Only the header stays: no ciphertext of the withdrawn notice is left at the broker.

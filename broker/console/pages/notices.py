@@ -58,14 +58,7 @@ async def journey(request: Request) -> Response:
     trust = sources.trust
     report, pod_problem = None, ""
     try:
-        report = pd.verify_pod(
-            pod_bytes,
-            trust.ca_key,
-            trust.log,
-            origin=trust.origin,
-            witnesses=trust.witnesses,
-            pq_verifier=trust.log_pq,
-        )
+        report = trust.verify_pod(pod_bytes)
     except (pd.PodError, CheckpointError, ac.AuditFailure) as exc:
         pod_problem = str(exc)
     record = (await sources.decision_records([view.key])).get(view.key)

@@ -37,14 +37,7 @@ async def pod_verify(request: Request) -> Response:
     pod = audit_pb2.ProofOfDelivery()
     try:
         pod.ParseFromString(data)
-        report = pd.verify_pod(
-            pod,
-            trust.ca_key,
-            trust.log,
-            origin=trust.origin,
-            witnesses=trust.witnesses,
-            pq_verifier=trust.log_pq,
-        )
+        report = trust.verify_pod(pod)
     except DecodeError:
         problem = f"{upload.filename} is not a proof-of-delivery file"
     except (pd.PodError, CheckpointError, ac.AuditFailure) as exc:

@@ -66,3 +66,48 @@ def test_trust_memory_survives_a_restart_and_refuses_going_back(tmp_path: Path) 
         again.accept(KEY_SERIAL, "DE-BKA", 1)
     again.accept(KEY_SERIAL, "DE-BKA", 3)
     assert again.newest(KEY_SERIAL, "DE-BKA") == 3
+
+
+def test_the_sweep_finds_due_copies_by_index_not_by_reading_the_inbox(tmp_path: Path) -> None:
+    """The once-a-second sweep's queries search the partial indexes: a full scan would read
+    every delivery the node ever took in, each second."""
+    from broker.client.inbox import DUE_ERASURES_SQL, DUE_RELEASES_SQL
+
+    conn = open_state(tmp_path / "plan.sqlite3")
+    try:
+        steps = [
+            str(row[3])
+            for sql, args in ((DUE_RELEASES_SQL, (1,)), (DUE_ERASURES_SQL, (1, 1)))
+            for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()
+        ]
+    finally:
+        conn.close()
+    assert not any(s.startswith("SCAN inbox") for s in steps), steps
+    for index in ("inbox_release", "inbox_expiry", "inbox_due"):
+        assert any(f"USING INDEX {index}" in s for s in steps), (index, steps)
+
+
+def test_due_copies_are_listed_once_with_the_deadline_that_came_first(tmp_path: Path) -> None:
+    from broker.client.inbox import Inbox
+
+    inbox = Inbox(tmp_path / "due.sqlite3")
+    try:
+        with inbox.batch():
+            inbox.take_in("expired", 1, b"a", 0, handled=True, expires_at_ms=100)
+            inbox.take_in("retained", 1, b"b", 0, handled=True, erase_at_ms=100)
+            inbox.take_in("both", 1, b"c", 0, handled=True, expires_at_ms=200, erase_at_ms=100)
+            inbox.take_in("later", 1, b"d", 0, handled=True, expires_at_ms=10_000)
+            inbox.take_in("held", 1, b"e", 0, release_at_ms=100)
+            inbox.take_in("held-later", 1, b"f", 0, release_at_ms=10_000)
+            inbox.take_in("erased", 1, b"g", 0, handled=True, expires_at_ms=100)
+            inbox.erase("erased", 1, "expired")
+        assert sorted(inbox.due_erasures(500)) == [
+            ("both", 1, "retention"),
+            ("expired", 1, "expired"),
+            ("retained", 1, "retention"),
+        ]
+        assert inbox.due_releases(500) == [b"e"]
+        inbox.mark_handled("held", 1)
+        assert inbox.due_releases(500) == []
+    finally:
+        inbox.close()

@@ -110,6 +110,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (notice_id, version, recipient, action_id)
     )
     """,
+    # 4: the once-a-second sweep finds due expiries and embargo releases by index; without
+    # these it read every row of the inbox, delivery bytes included, each second (a cost
+    # that grew with everything the node ever took in)
+    """
+    CREATE INDEX inbox_expiry ON inbox (expires_at_ms)
+        WHERE expires_at_ms > 0 AND delivery <> x'';
+    CREATE INDEX inbox_release ON inbox (release_at_ms)
+        WHERE release_at_ms > 0 AND handled = 0 AND delivery <> x''
+    """,
 )
 
 

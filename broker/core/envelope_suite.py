@@ -25,8 +25,6 @@ from typing import TypeVar
 
 import nacl.bindings
 import nacl.exceptions
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf.message import DecodeError, Message
 
 from broker.core import bounds
@@ -136,6 +134,15 @@ def restrictions_digest(salt: bytes, restrictions: bytes) -> bytes:
 # --- Ed25519 (RFC 8032) ---------------------------------------------------------
 
 
+# libsodium's Ed25519 (PyNaCl's bindings), not OpenSSL's (`cryptography`): the same
+# RFC 8032 signatures byte for byte, verified in half the time on the bench machine (62 us
+# against 126 us), and stricter. OpenSSL verifies under a small-order public key: with the
+# identity point as the key, one signature (R = identity, S = 0) verifies for EVERY
+# message, so receipts or headers under such a key would prove nothing. libsodium refuses
+# small-order and non-canonical keys and R values, and S >= L.
+# (tests/core/test_envelope.py::test_a_small_order_key_verifies_nothing)
+
+
 def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     """Return the 64-byte Ed25519 signature of message under a 32-byte seed.
 
@@ -143,7 +150,9 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     """
     if len(seed) != KEY_SIZE:
         raise ValueError("Ed25519 seed must be 32 bytes")
-    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    _public, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+    signed: bytes = nacl.bindings.crypto_sign(bytes(message), secret)
+    return signed[:SIGNATURE_SIZE]
 
 
 def ed25519_public_key(seed: bytes) -> bytes:
@@ -153,20 +162,21 @@ def ed25519_public_key(seed: bytes) -> bytes:
     """
     if len(seed) != KEY_SIZE:
         raise ValueError("Ed25519 seed must be 32 bytes")
-    key = Ed25519PrivateKey.from_private_bytes(seed).public_key()
-    return key.public_bytes_raw()
+    public: bytes = nacl.bindings.crypto_sign_seed_keypair(seed)[0]
+    return public
 
 
 def ed25519_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    """Return True iff signature is a valid Ed25519 signature of message (RFC 8032 5.1.7).
+    """Return True iff signature is a valid Ed25519 signature of message (RFC 8032 5.1.7,
+    with libsodium's checks: no small-order or non-canonical key or R, S < L).
 
     Never raises: a malformed key or signature is simply not valid.
     """
     if len(public_key) != KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        nacl.bindings.crypto_sign_open(bytes(signature) + bytes(message), bytes(public_key))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
         return False
     return True
 

@@ -596,3 +596,15 @@ def test_checkpoint_module_is_pure() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported.isdisjoint(forbidden), imported & forbidden
+
+
+def test_a_note_under_a_small_order_key_is_refused() -> None:
+    """A log or witness key of small order (here the identity point) would make one
+    signature valid for every note (OpenSSL's Ed25519 accepts it): refused."""
+    identity = b"\x01" + bytes(31)
+    verifier = cpmod.Verifier("log.example/small", identity)
+    text = "log.example/small\n1\n" + base64.b64encode(bytes(32)).decode() + "\n"
+    forged = identity + bytes(32)  # R = identity, S = 0
+    note = f"{text}\n— log.example/small {base64.b64encode(verifier.key_id + forged).decode()}\n"
+    with pytest.raises(cpmod.NoteError, match="invalid signature"):
+        cpmod.open_note(note, [verifier])

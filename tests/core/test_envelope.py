@@ -249,6 +249,46 @@ def test_ed25519_rfc8032_test1() -> None:
     assert not es.ed25519_valid(public[:31], signature, b"")
 
 
+# The identity point (a small-order key) and a signature (R = identity, S = 0) that
+# satisfies the cofactorless equation for every message: OpenSSL's Ed25519 accepts it.
+IDENTITY_KEY = b"\x01" + bytes(31)
+UNIVERSAL_SIGNATURE = IDENTITY_KEY + bytes(32)
+
+
+@pytest.mark.parametrize("message", [b"", b"a receipt", b"a notice header" * 40])
+def test_a_small_order_key_verifies_nothing(message: bytes) -> None:
+    """A key of small order would make one signature valid for every message: receipts,
+    headers or notes under it would prove nothing (and their signer could deny them)."""
+    assert not es.ed25519_valid(IDENTITY_KEY, UNIVERSAL_SIGNATURE, message)
+
+
+def test_a_signature_with_s_not_below_the_group_order_is_refused() -> None:
+    """S >= L (a malleated copy of a valid signature): refused, so a signature has one
+    encoding and a receipt or header cannot be re-signed into a second valid form."""
+    seed = bytes(range(32))
+    public = es.ed25519_public_key(seed)
+    signature = es.ed25519_sign(seed, b"m")
+    order = 2**252 + 27742317777372353535851937790883648493
+    s = int.from_bytes(signature[32:], "little") + order
+    malleated = signature[:32] + s.to_bytes(32, "little")
+    assert es.ed25519_valid(public, signature, b"m")
+    assert not es.ed25519_valid(public, malleated, b"m")
+
+
+def test_ed25519_signatures_are_the_same_bytes_as_openssls() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    for i in range(20):
+        seed = bytes([i]) * 32
+        message = bytes(range(i * 7 % 256)) * (i + 1)
+        ours = es.ed25519_sign(seed, message)
+        assert ours == Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+        assert es.ed25519_public_key(seed) == (
+            Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+        )
+        assert es.ed25519_valid(es.ed25519_public_key(seed), ours, message)
+
+
 def test_sealed_box_is_libsodium_crypto_box_seal() -> None:
     pk, sk = KEYS["DE-BKA"]
     sealed = es.seal_box(b"hello", pk, bytes(32))

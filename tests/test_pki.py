@@ -19,6 +19,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from broker import pki
+from broker.core.envelope_suite import ed25519_public_key
 from broker.core.identity import (
     IdentityError,
     Party,
@@ -438,7 +439,7 @@ def test_sign_key_statement(ca_root: Path) -> None:
     now = now_ms()
     st = notice_pb2.KeyStatement(
         agency_id="X",
-        signing_key=bytes(32),
+        signing_key=ed25519_public_key(bytes(range(32))),
         encryption_key=bytes(32),
         serial=9,
         not_before_ms=now - 1,

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
+import nacl.bindings
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -212,7 +213,8 @@ def verify_key_statement(
     Order matters (sign bytes, not objects): the ECDSA P-256 SHA-256 signature
     over ``KEY_STATEMENT_CONTEXT || statement`` is checked on the exact bytes
     received, and only then are they parsed. Then: the agency id is valid (and
-    equals ``expected_agency`` when given), both keys are 32 bytes, the serial
+    equals ``expected_agency`` when given), both keys are 32 bytes, the signing key a
+    point of Ed25519's prime-order group (no small-order key), the serial
     is at least 1, and ``not_before_ms <= now_ms < not_after_ms``.
 
     Raises IdentityError with a message saying which check failed.
@@ -251,6 +253,12 @@ def verify_key_statement(
         raise IdentityError(f"{where} is not for the expected agency {expected_agency!r}")
     if len(st.signing_key) != KEY_SIZE:
         raise IdentityError(f"{where}: signing key must be {KEY_SIZE} bytes")
+    if not nacl.bindings.crypto_core_ed25519_is_valid_point(bytes(st.signing_key)):
+        # A small-order key (the identity point, say) would make one signature valid for
+        # every message: whatever it "signed" would prove nothing.
+        raise IdentityError(
+            f"{where}: signing key is not a usable Ed25519 key (small order or not on the curve)"
+        )
     if len(st.encryption_key) != KEY_SIZE:
         raise IdentityError(f"{where}: encryption key must be {KEY_SIZE} bytes")
     if bool(st.pq_signing_key) != bool(st.pq_encryption_key):

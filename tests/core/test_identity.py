@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import broker.core.identity as identity_module
 from broker.core import bounds
+from broker.core import envelope_suite as es
 from broker.core.identity import (
     ID_PATTERN,
     KEY_STATEMENT_CONTEXT,
@@ -38,7 +39,7 @@ OTHER_CA_KEY = ec.generate_private_key(ec.SECP256R1())
 NOW = 1_780_000_000_000
 NOT_BEFORE = NOW - 1_000
 NOT_AFTER = NOW + 86_400_000
-SIGNING = bytes(range(32))
+SIGNING = es.ed25519_public_key(bytes(range(32)))  # a real key: small-order ones are refused
 ENCRYPTION = bytes(range(32, 64))
 
 ids = st.from_regex(ID_PATTERN, fullmatch=True)
@@ -341,6 +342,8 @@ def test_wrong_agency_fails() -> None:
         ({"signing_key": bytes(31)}, "signing key must be 32 bytes"),
         ({"signing_key": bytes(33)}, "signing key must be 32 bytes"),
         ({"signing_key": b""}, "signing key must be 32 bytes"),
+        ({"signing_key": b"\x01" + bytes(31)}, "not a usable Ed25519 key"),  # identity
+        ({"signing_key": bytes(32)}, "not a usable Ed25519 key"),  # small order
         ({"encryption_key": bytes(31)}, "encryption key must be 32 bytes"),
         ({"encryption_key": b""}, "encryption key must be 32 bytes"),
         ({"serial": 0}, "serial must be at least 1"),
@@ -368,7 +371,8 @@ def test_signed_garbage_is_parsed_only_after_verification() -> None:
 def test_newest_valid_statement_wins() -> None:
     ca = CA_KEY.public_key()
     s1 = signed(serial=1)
-    s2 = signed(serial=2, signing_key=bytes(32))
+    rotated = es.ed25519_public_key(bytes(range(1, 33)))
+    s2 = signed(serial=2, signing_key=rotated)
     s3_expired = signed(serial=3, not_after_ms=NOW)
     s4_forged = notice_pb2.SignedKeyStatement(
         statement=statement(serial=4).SerializeToString(),
@@ -378,7 +382,7 @@ def test_newest_valid_statement_wins() -> None:
     got = newest_key_statements([s2, s1, s3_expired, s4_forged, other, s1], ca, NOW)
     assert sorted(got) == ["DE-BKA", "FR-NCB"]
     assert got["FR-NCB"].serial == 2
-    assert got["FR-NCB"].signing_key == bytes(32)
+    assert got["FR-NCB"].signing_key == rotated
     assert got["DE-BKA"].serial == 7
 
 

@@ -213,9 +213,15 @@ class NodeIntake:
     def _content_complete(self, notice: ReceivedNotice, policy: Bundle) -> None:
         """Report (and still show) a notice whose sections lack fields the signed policy's
         catalogue asks of them: a broker that skipped its manifest check let it through (or
-        it was published before manifests, or under another catalogue)."""
+        it was published before manifests, or under another catalogue). Call it only once
+        `manifest_lies` found the notice's manifest true."""
         spec = policy.kinds.get(notice.kind)
-        lacking = content.missing_fields(spec, notice.sections) if spec is not None else {}
+        # The manifest was found true (manifest_lies): sections it covers are not parsed again.
+        lacking = (
+            content.missing_fields(spec, notice.sections, notice.manifest)
+            if spec is not None
+            else {}
+        )
         if lacking:
             self._finding(
                 "content_incomplete",

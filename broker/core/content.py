@@ -74,12 +74,22 @@ def fields_in(content: bytes | str) -> frozenset[str]:
     return frozenset(found)
 
 
-def missing_fields(spec: KindSpec, sections: Mapping[str, bytes | str]) -> dict[str, list[str]]:
-    """Per section given, the fields `spec.content_fields` asks for that it lacks."""
+def missing_fields(
+    spec: KindSpec,
+    sections: Mapping[str, bytes | str],
+    proven: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[str]]:
+    """Per section given, the fields `spec.content_fields` asks for that it lacks.
+
+    `proven`: fields already shown to be in each section's content (a manifest that
+    `manifest_lies` found true); a section holding every field asked of it is not parsed
+    again."""
     out: dict[str, list[str]] = {}
     for section, wanted in spec.content_fields:
         if section not in sections:
             continue  # a missing section is the catalogue's required_sections' business
+        if proven is not None and set(wanted) <= set(proven.get(section, ())):
+            continue
         have = fields_in(sections[section])
         lacking = [f for f in wanted if f not in have]
         if lacking:

@@ -155,6 +155,23 @@ def test_the_recipient_finds_a_declared_field_its_section_lacks() -> None:
     assert manifest_lies(manifest, {"case_facts": COMPLETE["case_facts"]}) == {}
 
 
+def test_sections_a_true_manifest_covers_are_not_read_again_others_are() -> None:
+    """missing_fields with `proven` (a manifest manifest_lies found true) skips a section
+    only when the manifest names every field the catalogue asks of it."""
+    manifest = manifest_of(RED, COMPLETE)
+    assert missing_fields(RED, COMPLETE, manifest) == {}
+    # A proven manifest that covers the section: skipped, even for content that (were it
+    # read) lacks fields, so the skip is real and not a second read agreeing.
+    hollow = {**COMPLETE, "identity": b"zzz"}
+    assert missing_fields(RED, hollow, manifest) == {}
+    assert "identity" in missing_fields(RED, hollow)
+    # A manifest that covers only part of what is asked: the section is read.
+    identity_fields = dict(RED.content_fields)["identity"]
+    partial = {**manifest, "identity": identity_fields[:1]}
+    assert missing_fields(RED, hollow, partial) == {"identity": list(identity_fields)}
+    assert missing_fields(RED, hollow, {}) == missing_fields(RED, hollow)
+
+
 @given(st.data())
 def test_the_manifest_is_what_the_section_holds_and_the_broker_asks_for_all(
     data: st.DataObject,

@@ -25,9 +25,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from broker.core.envelope_suite import ed25519_valid
+from broker.core import envelope_suite as es
 from broker.errors import InvalidArgument
 
 __all__ = [
@@ -152,9 +150,13 @@ def _check_timestamp(timestamp: int) -> None:
         raise NoteError(f"timestamp must be an integer in [0, 2^63 - 1], got {timestamp!r}")
 
 
-def _private_key(seed: bytes) -> Ed25519PrivateKey:
+# Ed25519 is envelope_suite's (libsodium), as for every other signature here: its verify
+# refuses a small-order key, under which OpenSSL's accepts one signature for every note.
+
+
+def _seed(seed: bytes) -> bytes:
     _check_bytes(seed, ED25519_KEY_SIZE, "Ed25519 seed")
-    return Ed25519PrivateKey.from_private_bytes(seed)
+    return seed
 
 
 def ed25519_public_key(seed: bytes) -> bytes:
@@ -162,15 +164,7 @@ def ed25519_public_key(seed: bytes) -> bytes:
 
     Raises NoteError when the seed is not 32 bytes.
     """
-    return _private_key(seed).public_key().public_bytes_raw()
-
-
-def _ed25519_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    # libsodium's verify, as for every other signature here (envelope_suite): it refuses
-    # a small-order key, under which OpenSSL's accepts one signature for every note.
-    return len(signature) == ED25519_SIGNATURE_SIZE and ed25519_valid(
-        public_key, signature, message
-    )
+    return es.ed25519_public_key(_seed(seed))
 
 
 # -------------------------------------------------------------------------- keys
@@ -365,7 +359,7 @@ def _verify_payload(verifier: Verifier, text: bytes, payload: bytes) -> None:
 
     Raises NoteError when it does not verify.
     """
-    if not _ed25519_valid(verifier.public_key, payload, text):
+    if not es.ed25519_valid(verifier.public_key, payload, text):
         raise NoteError(f"invalid signature from {verifier.name}")
 
 
@@ -381,7 +375,7 @@ def _verify_cosignature_payload(verifier: Verifier, text: bytes, payload: bytes)
     if timestamp > MAX_TIMESTAMP:
         raise NoteError(f"cosignature from {verifier.name} has a timestamp above 2^63 - 1")
     message = _cosignature_header(timestamp) + text
-    if not _ed25519_valid(verifier.public_key, payload[_U64.size :], message):
+    if not es.ed25519_valid(verifier.public_key, payload[_U64.size :], message):
         raise NoteError(f"invalid cosignature from {verifier.name}")
     return int(timestamp)
 
@@ -395,7 +389,7 @@ def sign_note(text: str, name: str, signing_seed: bytes) -> str:
     """
     signer = Signer(name, signing_seed)
     raw = _check_text(text)
-    signature = _private_key(signing_seed).sign(raw)
+    signature = es.ed25519_sign(_seed(signing_seed), raw)
     return f"{text}\n{_signature_line(name, signer.key_id, signature)}\n"
 
 
@@ -552,7 +546,7 @@ def cosign(checkpoint_text: str, name: str, seed: bytes, timestamp: int) -> str:
     """
     message = cosignature_message(checkpoint_text, timestamp)
     verifier = Verifier(name, ed25519_public_key(seed), SIG_TYPE_COSIGNATURE_V1)
-    signature = _private_key(seed).sign(message)
+    signature = es.ed25519_sign(_seed(seed), message)
     return _signature_line(name, verifier.key_id, _U64.pack(timestamp) + signature)
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -86,6 +86,7 @@ class NodeIntake:
     _found: list[Finding]
     _report: Callable[[str, str, str, str], Finding | None]  # NodeVerifier._report
     _decisions: DecisionCache  # NodePublisher's
+    _expectations: intake.ExpectationCache  # AgencyNode's
     open: Callable[[notice_pb2.Delivery], ReceivedNotice]  # AgencyNode.open
     _receipt: Callable[[ReceivedNotice], notice_pb2.Receipt]  # AgencyNode._receipt
 
@@ -161,27 +162,19 @@ class NodeIntake:
         release = 0
         if own is not None:
             policy, profile = own
-            sections = sorted(notice.sections)
-            try:
-                # Decided once per notice shape (the publisher's DecisionCache), not per
-                # delivery: the key holds the bundle, this node's signed entry and the shape.
-                facts = intake.recipient_facts(notice.header, self.me, sections)
-                view_key = f"{self._view.digest if self._view else ''}/{self.me}"
-                shape = self._decisions.outcome(policy, view_key, (profile,), facts, now)
-                expected = shape.obligations(self.me, tuple(sections))
-                release = shape.deliver_after_ms(self.me, sections)
-            except (InvalidArgument, ValueError) as exc:  # a kind this policy no longer knows
-                log.warning("obligations not recomputed", extra={"error": str(exc)})
-                expected = notice.obligations
-            applied, dropped, added = intake.stricter(notice.obligations, expected)
+            expected = self._expected(policy, profile, notice.header, notice.sections, now)
+            if expected is None:  # nothing to compare with: what the broker carried applies
+                expected = intake.expectation(notice.obligations, 0)
+            release = expected.release_ms
+            applied, dropped, added = intake.apply(notice.obligations, expected)
             if dropped or added:
                 self._finding(
                     "obligations_differ",
                     nid,
                     notice.originator,
                     f"the broker carried {len(notice.obligations)} obligation(s), the signed "
-                    f"policy attaches {len(expected)}; dropped {list(dropped)}, added "
-                    f"{list(added)}; the stricter set applies",
+                    f"policy attaches {len(expected.obligations)}; dropped {list(dropped)}, "
+                    f"added {list(added)}; the stricter set applies",
                 )
             notice = replace(notice, obligations=applied)
             self._content_complete(notice, policy)
@@ -209,6 +202,35 @@ class NodeIntake:
             )
             return None, self._receipt(notice)
         return notice, self._receipt(notice)
+
+    def _expected(
+        self,
+        policy: Bundle,
+        profile: AgencyProfile,
+        header: notice_pb2.NoticeHeader,
+        sections: Mapping[str, bytes],
+        now: int,
+    ) -> intake.Expectation | None:
+        """What the signed policy asks of this node for a notice: decided once per notice
+        shape, policy and view (its digest covers this node's signed entry), not per
+        delivery. None when the policy cannot decide it (a kind it no longer knows)."""
+        names = tuple(sorted(sections))
+        view_key = f"{self._view.digest if self._view else ''}/{self.me}"
+        key = (policy.version, view_key, intake.shape_key(header, names, now))
+        got = self._expectations.get(key)
+        if got is not None:
+            return got
+        try:
+            facts = intake.recipient_facts(header, self.me, names)
+            shape = self._decisions.outcome(policy, view_key, (profile,), facts, now)
+            got = intake.expectation(
+                shape.obligations(self.me, names), shape.deliver_after_ms(self.me, names)
+            )
+        except (InvalidArgument, ValueError) as exc:  # a kind this policy no longer knows
+            log.warning("obligations not recomputed", extra={"error": str(exc)})
+            return None
+        self._expectations.put(key, got)
+        return got
 
     def _content_complete(self, notice: ReceivedNotice, policy: Bundle) -> None:
         """Report (and still show) a notice whose sections lack fields the signed policy's

@@ -137,6 +137,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
         self.acts = ActLog(state)
         self.findings = FindingLog(state)
         self._found: list[Finding] = []  # found during the current response, not yet handed
+        self._expectations = intake.ExpectationCache()  # per notice shape (NodeIntake)
         self.trust_config = load_trust_config(config.trust_file or config.keys_dir / TRUST_FILE)
         self.log_view = LogView(
             load_trust(

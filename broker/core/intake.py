@@ -24,8 +24,10 @@ header. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from broker.core import relay
 from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, Restrictions
@@ -50,6 +52,83 @@ def recipient_facts(
         facts,
         restrictions=Restrictions(allow_agencies=named, embargo_until_ms=header.embargo_until_ms),
     )
+
+
+def shape_key(
+    header: notice_pb2.NoticeHeader, sections: tuple[str, ...], now_ms: int
+) -> tuple[Hashable, ...]:
+    """Every header field :func:`recipient_facts` reads, except the creation time (no
+    decision depends on it: broker.core.decisions.shape_of), with the sections and whether
+    the embargo is in force at `now_ms`: two deliveries with the same key (under the same
+    policy and registry entry) get the same decision, so the node decides a key once
+    (:class:`ExpectationCache`). Reading the header is cheaper than building the facts and
+    hashing them (tests/core/test_intake.py checks that the key covers the facts)."""
+    ev = header.evaluation
+    return (
+        header.originator,
+        header.kind,
+        header.purpose,
+        header.tlp,
+        tuple(header.handling_codes),
+        header.data_subject,
+        ev.source,
+        ev.information,
+        header.embargo_until_ms,
+        header.embargo_until_ms > now_ms,
+        sections,
+    )
+
+
+class Expectation(NamedTuple):
+    """What the signed policy asks of this node for one notice shape."""
+
+    obligations: tuple[notice_pb2.Obligation, ...]  # as the policy attaches them
+    applied: tuple[notice_pb2.Obligation, ...]  # what applies if the broker carried those
+    release_ms: int  # an embargo hold: when the notice may reach the application (0: now)
+
+
+def expectation(obligations: Sequence[notice_pb2.Obligation], release_ms: int) -> Expectation:
+    """The Expectation of a decided shape (the applied set worked out once)."""
+    expected = tuple(obligations)
+    return Expectation(expected, stricter(expected, expected)[0], release_ms)
+
+
+def apply(
+    delivered: Sequence[notice_pb2.Obligation], expected: Expectation
+) -> tuple[tuple[notice_pb2.Obligation, ...], tuple[Key, ...], tuple[Key, ...]]:
+    """`stricter(delivered, expected.obligations)`, answered from the Expectation when the
+    broker carried exactly what the policy attaches (the usual case)."""
+    want = expected.obligations
+    if len(delivered) == len(want) and all(a == b for a, b in zip(delivered, want, strict=True)):
+        return expected.applied, (), ()
+    return stricter(delivered, want)
+
+
+class ExpectationCache:
+    """Expectations by (policy version, registry key, shape key), least recently used
+    evicted first. The registry key must change whenever this node's signed registry
+    entry or the policy changes (the node uses its view's digest)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._entries: OrderedDict[tuple[Hashable, ...], Expectation] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[Hashable, ...]) -> Expectation | None:
+        got = self._entries.get(key)
+        if got is not None:
+            self._entries.move_to_end(key)
+        return got
+
+    def put(self, key: tuple[Hashable, ...], value: Expectation) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
 
 
 def _key(o: notice_pb2.Obligation) -> Key:

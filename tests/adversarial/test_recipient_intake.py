@@ -282,6 +282,36 @@ async def test_dropped_obligations_are_recomputed_and_reported(broker: Running) 
             await de.node.close()
 
 
+async def test_a_dropped_obligation_is_caught_after_the_node_decided_that_shape(
+    broker: Running,
+) -> None:
+    """Caught by NodeIntake._take with broker/core/intake.py's ExpectationCache: a node
+    that already decided a notice shape (the first notice, carried honestly) still compares
+    what the broker carries on the next notice of the same shape, and catches the drop."""
+    async with agencies(broker, "FR-NCB") as a:
+        fr = a["FR-NCB"].node
+        honest = await publish(fr, ["DE-BKA"])
+        dropped = await publish(fr, ["DE-BKA"])
+        assert await tamper(
+            broker, "UPDATE deliveries SET obligations=x'' WHERE notice_id=?", dropped
+        )
+        de = Listener(broker.node("DE-BKA"))
+        await de.start()
+        try:
+            await until(lambda: de.versions(honest) == [1] and de.versions(dropped) == [1])
+            assert len(de.node._expectations) == 1  # one shape, decided once
+            (finding,) = de.found("obligations_differ")
+            assert finding.notice_id == dropped
+            by_id = {n.notice_id: n for n in de.notices}
+            assert [o.SerializeToString() for o in by_id[dropped].obligations] == [
+                o.SerializeToString() for o in by_id[honest].obligations
+            ]
+            assert by_id[dropped].obligations  # the policy's, not the broker's none
+        finally:
+            await de.halt()
+            await de.node.close()
+
+
 async def test_an_early_release_of_an_embargoed_alert_is_held_and_reported(
     broker: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:

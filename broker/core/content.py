@@ -46,7 +46,10 @@ from collections.abc import Collection, Mapping, Sequence
 from broker.core.bounds import quote
 from broker.core.policy.model import KindSpec
 
-FIELD_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$")
+# A `field: value` line with a non-empty value: matched at the start of each line, it
+# stops at the value's first character (a pattern that captured the value and its trailing
+# spaces walked the whole line; tests/core/test_content.py holds it to that definition).
+FIELD_LINE = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*)\s*:\s*\S")
 
 
 class ContentError(ValueError):
@@ -66,12 +69,7 @@ def fields_in(content: bytes | str) -> frozenset[str]:
             return frozenset(
                 str(k) for k, v in data.items() if v not in (None, "", [], {}) and str(k).strip()
             )
-    found = set()
-    for line in text.splitlines():
-        m = FIELD_LINE.match(line)
-        if m and m.group(2):
-            found.add(m.group(1))
-    return frozenset(found)
+    return frozenset(m.group(1) for m in map(FIELD_LINE.match, text.splitlines()) if m)
 
 
 def missing_fields(

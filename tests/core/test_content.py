@@ -4,9 +4,10 @@ holds, and the refusal that names the kind, the section and the missing fields."
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from broker.bundles import read_bundle_dir
@@ -45,6 +46,45 @@ def test_every_written_field_is_found(fields: dict[str, str]) -> None:
     lines = "".join(f"{k}: {' '.join(v.split()) or 'x'}\n" for k, v in fields.items())
     assert fields_in(lines.encode()) == set(fields)
     assert fields_in(json.dumps(fields).encode()) == set(fields)
+
+
+# The definition fields_in keeps: a field per line, with a value.
+DEFINITION = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$")
+
+
+def _line_by_line(text: str) -> frozenset[str]:
+    found = set()
+    for line in text.splitlines():
+        m = DEFINITION.match(line)
+        if m and m.group(2):
+            found.add(m.group(1))
+    return frozenset(found)
+
+
+# Lines of names, colons, spaces and values, ended by every line break str.splitlines knows.
+_SPACE = st.sampled_from(["", " ", "\t", "\u00a0", "\u3000", "  "])
+_LINE = st.tuples(
+    _SPACE,
+    st.sampled_from(["a", "b_1", "Z9", "9a", "-", "é", ""]),
+    _SPACE,
+    st.sampled_from([":", "", "::"]),
+    _SPACE,
+    st.sampled_from(["", "v", "x y", ":", "é"]),
+    _SPACE,
+    st.sampled_from(
+        ["\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", ""]
+    ),
+).map("".join)
+
+
+@settings(max_examples=500)
+@given(st.lists(_LINE, max_size=8).map("".join))
+@example("a:\nb: v\n")
+def test_fields_are_the_lines_with_a_value(text: str) -> None:
+    if text.strip().startswith("{"):
+        return  # JSON objects are read as JSON
+    assert fields_in(text) == _line_by_line(text)
+    assert fields_in(text.encode()) == _line_by_line(text)
 
 
 def test_a_red_notice_of_zzz_is_refused_naming_each_field() -> None:

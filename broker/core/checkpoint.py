@@ -260,14 +260,19 @@ def parse_verifier_key(s: str) -> Verifier:
 
     Accepts types 0x01 (Ed25519) and 0x04 (Ed25519 cosigner). Returns the
     :class:`Verifier`. Raises NoteError when the string is malformed, the type
-    unsupported, the key not 32 bytes, or the key ID does not match
-    (signed-note "Signatures").
+    unsupported, the key not 32 bytes or not a usable Ed25519 point (small order, not
+    on the curve), or the key ID does not match (signed-note "Signatures").
     """
     _require_utf8(s, "verifier key")
     name, kid, sig_type, key = _split_key_string(s, "verifier key")
     verifier = Verifier(name, key, sig_type)
     if verifier.key_id != kid:
         raise NoteError("verifier key ID does not match the key")
+    if not es.ed25519_usable_key(key):
+        raise NoteError(
+            "verifier key is not a usable Ed25519 key (small order or not on the curve): "
+            "nothing signed under it would prove anything"
+        )
     return verifier
 
 

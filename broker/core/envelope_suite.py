@@ -166,6 +166,15 @@ def ed25519_public_key(seed: bytes) -> bytes:
     return public
 
 
+def ed25519_usable_key(public_key: bytes) -> bool:
+    """Return True iff public_key is a canonical Ed25519 point of large order: under a
+    small-order key one signature verifies for every message, so nothing signed under it
+    proves anything (loaders refuse such keys; ed25519_valid refuses their signatures)."""
+    return len(public_key) == KEY_SIZE and bool(
+        nacl.bindings.crypto_core_ed25519_is_valid_point(bytes(public_key))
+    )
+
+
 def ed25519_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """Return True iff signature is a valid Ed25519 signature of message (RFC 8032 5.1.7,
     with libsodium's checks: no small-order or non-canonical key or R, S < L).

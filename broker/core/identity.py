@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-import nacl.bindings
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from google.protobuf.message import DecodeError
 
 from broker.core import bounds
+from broker.core import envelope_suite as es
 from broker.core.hybrid import KEM_PUBLIC_SIZE, MLDSA_PUBLIC_SIZE
 from broker.errors import InvalidArgument, Unauthenticated
 from broker.v1 import notice_pb2
@@ -253,7 +253,7 @@ def verify_key_statement(
         raise IdentityError(f"{where} is not for the expected agency {expected_agency!r}")
     if len(st.signing_key) != KEY_SIZE:
         raise IdentityError(f"{where}: signing key must be {KEY_SIZE} bytes")
-    if not nacl.bindings.crypto_core_ed25519_is_valid_point(bytes(st.signing_key)):
+    if not es.ed25519_usable_key(st.signing_key):
         # A small-order key (the identity point, say) would make one signature valid for
         # every message: whatever it "signed" would prove nothing.
         raise IdentityError(

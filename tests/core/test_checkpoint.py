@@ -608,3 +608,24 @@ def test_a_note_under_a_small_order_key_is_refused() -> None:
     note = f"{text}\n— log.example/small {base64.b64encode(verifier.key_id + forged).decode()}\n"
     with pytest.raises(cpmod.NoteError, match="invalid signature"):
         cpmod.open_note(note, [verifier])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        b"\x01" + bytes(31),  # the identity point
+        bytes(32),  # a point of order 4
+        b"\xec" + b"\xff" * 30 + b"\x7f",  # y = p - 1: non-canonical
+    ],
+)
+def test_a_small_order_or_non_canonical_verifier_key_is_refused_at_load(key: bytes) -> None:
+    """Configured log and witness keys are refused when read (trust.toml, log.pub), not
+    only when a note under them fails: the operator learns at once what to fix."""
+    text = cpmod.format_verifier_key("log.example/small", key)
+    with pytest.raises(cpmod.NoteError, match="not a usable Ed25519 key"):
+        cpmod.parse_verifier_key(text)
+    good = nacl.signing.SigningKey(bytes(range(32))).verify_key.encode()
+    assert (
+        cpmod.parse_verifier_key(cpmod.format_verifier_key("log.example/good", good)).public_key
+        == good
+    )

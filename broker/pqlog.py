@@ -1,6 +1,6 @@
 """The broker's post-quantum transparency-log key: the ML-DSA-65 half of a hybrid log key.
 
-Beside ``brokers/<id>/log.key`` and ``log.pub`` (Ed25519, broker/pki.py):
+Beside ``brokers/<id>/log.key`` and ``log.pub`` (Ed25519, broker/pki/logkeys.py):
 
     brokers/<id>/log-pq.key   ML-DSA-65 seed, 32 raw bytes (0600)
     brokers/<id>/log-pq.pub   its verifier key string (broker/core/pqnote.py), 0644

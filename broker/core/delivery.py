@@ -48,7 +48,12 @@ _VARINT, _LEN = 0, 2
 _POSITION = struct.Struct(">HI")  # section position, length of the SealedSection meta
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:  # tags, most lengths and attempts: one byte, no loop
+        return _ONE_BYTE[value]
     if value < 0:
         raise ValueError("varints here are never negative")
     out = bytearray()
@@ -71,8 +76,8 @@ def field_bytes(field: int, data: bytes) -> bytes:
 # Delivery fields (protos/broker/v1/notice.proto).
 _D_SEQUENCE = _tag(1, _VARINT)
 _D_ATTEMPT = _tag(5, _VARINT)
-_D_SECTIONS = 3
-_SECTION_CIPHERTEXT = 2
+_D_SECTIONS = _tag(3, _LEN)
+_SECTION_CIPHERTEXT = _tag(2, _LEN)
 # SubscribeResponse fields (protos/broker/v1/agency.proto).
 _R_DELIVERIES = 1
 
@@ -203,9 +208,9 @@ def assemble(
         ct = ciphertexts.get(pos)
         if ct is None:
             raise EnvelopeError(f"stored ciphertext of section {pos} is missing")
-        inner = _tag(_SECTION_CIPHERTEXT, _LEN) + _varint(len(ct))
+        inner = _SECTION_CIPHERTEXT + _varint(len(ct))
         out += (
-            _tag(_D_SECTIONS, _LEN),
+            _D_SECTIONS,
             _varint(len(meta) + len(inner) + len(ct)),
             meta,
             inner,

@@ -136,3 +136,14 @@ def test_damaged_framing_and_missing_ciphertext_are_refused() -> None:
             wrap=part.wrap,
             obligations=b"",
         )
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.integers(0, 300), st.integers(0, (1 << 64) - 1)))
+def test_varints_are_protobufs_own(value: int) -> None:
+    # The one-byte fast path and the loop both write what protobuf writes (field 1, a
+    # uint64: one tag byte, then the varint; proto3 writes no field for 0).
+    want = notice_pb2.Delivery(sequence=value).SerializeToString()[1:] if value else b"\x00"
+    assert dl._varint(value) == want
+    with pytest.raises(ValueError):
+        dl._varint(-1 - value)

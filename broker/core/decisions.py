@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
 from broker.core import records
 from broker.core.delivery import encode_obligations
+from broker.core.lru import Lru
 from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, RecipientDecision
 from broker.core.policy.engine import Outcome
 from broker.v1 import notice_pb2
@@ -168,10 +168,8 @@ class DecisionCache:
     """Bounded cache of ShapeOutcomes, least recently used evicted first."""
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+        self._entries: Lru[tuple[str, str, NoticeFacts, bool], ShapeOutcome] = Lru(limit)
         self.limit = limit
-        self._entries: OrderedDict[tuple[str, str, NoticeFacts, bool], ShapeOutcome] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -196,16 +194,13 @@ class DecisionCache:
         got = self._entries.get(key)
         if got is not None:
             self.hits += 1
-            self._entries.move_to_end(key)
             return got
         self.misses += 1
         # Decide the shape at a time consistent with the embargo flag of the key: any
         # `now` on the same side of embargo_until_ms decides it the same way.
         outcome = policy.evaluate(facts, profiles, now_ms=now_ms)
         got = ShapeOutcome(outcome, {p.id: p for p in profiles}, embargoed)
-        self._entries[key] = got
-        if len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
+        self._entries.put(key, got)
         return got
 
 

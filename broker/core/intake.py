@@ -24,12 +24,12 @@ header. Pure.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
 from broker.core import relay
+from broker.core.lru import Lru
 from broker.core.policy import AgencyProfile, Bundle, NoticeFacts, Restrictions
 from broker.v1 import notice_pb2
 
@@ -104,31 +104,13 @@ def apply(
     return stricter(delivered, want)
 
 
-class ExpectationCache:
+class ExpectationCache(Lru[tuple[Hashable, ...], Expectation]):
     """Expectations by (policy version, registry key, shape key), least recently used
     evicted first. The registry key must change whenever this node's signed registry
     entry or the policy changes (the node uses its view's digest)."""
 
     def __init__(self, limit: int = 4096) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        self.limit = limit
-        self._entries: OrderedDict[tuple[Hashable, ...], Expectation] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: tuple[Hashable, ...]) -> Expectation | None:
-        got = self._entries.get(key)
-        if got is not None:
-            self._entries.move_to_end(key)
-        return got
-
-    def put(self, key: tuple[Hashable, ...], value: Expectation) -> None:
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
+        super().__init__(limit)
 
 
 def _key(o: notice_pb2.Obligation) -> Key:

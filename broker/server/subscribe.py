@@ -35,6 +35,7 @@ log = logging.getLogger("broker.server")
 Ctx: TypeAlias = Any
 
 SUBSCRIBE_BATCH = 64
+EVENTS_BATCH = 64
 SUBSCRIBE_BYTES = 6 * 1024 * 1024  # below the 8 MiB message limit, whatever the batch holds
 EVENT_KINDS = {
     "dead_lettered": agency_pb2.EVENT_KIND_DEAD_LETTERED,
@@ -64,7 +65,7 @@ def _poll(
     controls: list[LeasedControl] = (
         store.lease_controls(agency, left, now, lease_ms) if left > 0 else []
     )
-    events: list[Event] = store.events(agency, after_event, 64)
+    events: list[Event] = store.events(agency, after_event, EVENTS_BATCH)
     return leased, controls, events
 
 
@@ -246,10 +247,13 @@ class SubscribeHandlers(ReceiptHandlers, RestrictionHandlers):
                 if reader_task.done():
                     return  # the client half-closed
                 # One store round trip per turn: deliveries, lifecycle actions and events.
+                limit = min(credits, SUBSCRIBE_BATCH)
                 leased, controls, events = await self.app.runner.call(
-                    partial(_poll, me, min(credits, SUBSCRIBE_BATCH), limits.lease_ms, last_event)
+                    partial(_poll, me, limit, limits.lease_ms, last_event)
                 )
-                sent = False
+                # Only a turn that took all it asked for may have left something behind; after
+                # any other, what is queued later wakes the stream (app.wake).
+                full = 0 < limit <= len(leased) + len(controls) or len(events) >= EVENTS_BATCH
                 if leased:
                     metrics.observe_waits(leased, now_ms())  # + judicial: wait per priority
                     forwarded = await self._forward(me, leased)  # withheld ones cost no credit
@@ -266,11 +270,9 @@ class SubscribeHandlers(ReceiptHandlers, RestrictionHandlers):
                         size += len(data) + 8
                     if batch:
                         yield delivery.subscribe_response(batch)
-                    sent = True
                 if controls:
                     credits -= len(controls)
                     yield self._controls(controls).SerializeToString()
-                    sent = True
                 if events:
                     resp = agency_pb2.SubscribeResponse()
                     for ev in events:
@@ -285,8 +287,7 @@ class SubscribeHandlers(ReceiptHandlers, RestrictionHandlers):
                         )
                     last_event = events[-1].seq
                     yield resp.SerializeToString()
-                    sent = True
-                if sent:
+                if full:
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(session.wake.wait(), timeout=self.app.poll_interval)

@@ -1,10 +1,10 @@
 """AgencyNode: the agency SDK (asyncio).
 
-Publishing (broker/client/publisher.py): resolve the audience locally under the
-administrator-signed policy and registry, wrap keys only to CA-bound keys (the
-broker can neither widen an audience nor substitute keys), seal, publish many
-notices per call with safe retries (the same bytes are re-sent, so a retry is
-idempotent).
+Publishing (broker/client/publisher.py, its signed view in broker/client/signedview.py):
+resolve the audience locally under the administrator-signed policy and registry, wrap
+keys only to CA-bound keys (the broker can neither widen an audience nor substitute
+keys), seal, publish many notices per call with safe retries (the same bytes are
+re-sent, so a retry is idempotent).
 
 Subscribing (here): keep a Subscribe stream open with a credit window, verify
 and open each delivery, hand it to the application once, record it in the

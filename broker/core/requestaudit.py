@@ -3,7 +3,7 @@ request's steps in log order, who took each and when (the actor's signed time, t
 digest of what was signed), and whether each step of the executing authority came
 within the time limit that was running when it was taken.
 
-Built from RequestStepLogged leaves alone (broker/core/logleaf.py request_step): the
+Built from RequestStepLogged leaves alone (broker/core/logleaf/events.py request_step): the
 limit running after a step is in that step's leaf, so the limit a later step had to
 meet is the previous leaf's.
 """

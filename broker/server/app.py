@@ -1,20 +1,19 @@
-"""The broker process: configuration, registry, policy, store, gRPC server, background work."""
+"""The broker process: configuration, registry, policy, store, gRPC server, background work.
+
+Its self-contained helpers live beside it: broker/server/expiry.py (a notice's expiry),
+startup.py (the listen-address check, the data-directory lock), registrykey.py (the
+registry's digest).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import hashlib
 import itertools
 import logging
-import socket
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,7 +22,6 @@ from grpc_reflection.v1alpha import reflection
 from broker import pki
 from broker.bundles import read_bundle_dir
 from broker.config import ServerConfig
-from broker.core import lifecycle, logleaf
 from broker.core.activation import bundle_files, bundle_message
 from broker.core.decisions import DecisionCache
 from broker.core.identity import IdentityError, Party, verify_key_statement
@@ -38,7 +36,9 @@ from broker.server.audit_service import AUDIT_SERVICE_NAME, AuditService  # tran
 from broker.server.checkpoints import Checkpointer  # transparency log
 from broker.server.evidence import SERVICE_NAME as EVIDENCE_SERVICE_NAME
 from broker.server.evidence import EvidenceService  # + evidence: attachments, custody
+from broker.server.expiry import expire_notice
 from broker.server.quotas import QuotaGate
+from broker.server.registrykey import registry_key
 from broker.server.replicas import (
     POLICY,
     REGISTRY,
@@ -50,6 +50,7 @@ from broker.server.replicas import (
 )
 from broker.server.revocation import Revocations
 from broker.server.service import AgencyService
+from broker.server.startup import _lock_data_dir, check_listen_address
 from broker.server.wire import now_ms
 from broker.store import failures
 from broker.store.api import ActivePolicyRow, AgencyRecord, Event, Store
@@ -529,121 +530,3 @@ class BrokerApp:
                 f"the store's transparency log is signed by another broker than {origin}: "
                 "replicas sharing a database must run with the same broker_id and keys"
             )
-
-
-def expire_notice(store: Store, notice_id: str, now: int) -> list[Event]:
-    """At expiry: purge the ciphertext and undelivered copies, tell every recipient that
-    holds a copy to delete it, and tell the originator (naming whom it never reached)."""
-    state = store.notice_state(notice_id)
-    if state is None or state.closed:
-        return []
-    version = store.latest_version(notice_id)
-    action_id, action = lifecycle.broker_action(
-        notice_pb2.LIFECYCLE_EXPIRED, notice_id, version, "retention period ended: delete", now
-    )
-    effect = lifecycle.Effect(
-        tell=tuple(sorted(state.received)), purge_pending=True, closed="expired"
-    )
-    store.take_action(
-        action_id=action_id,
-        notice_id=notice_id,
-        actor=lifecycle.BROKER,
-        kind="expired",
-        action=action,
-        signature=b"",
-        effect=effect,
-        now_ms=now,
-    )
-    store.tlog_append(
-        [
-            logleaf.lifecycle(
-                kind="expired",
-                notice_id=notice_id,
-                version=version,
-                originator=state.originator,
-                recipient="",
-                detail="retention period ended; ciphertext purged",
-                logged_at_ms=now,
-            )
-        ]
-    )
-    never = sorted(state.pending)
-    detail = "expired and purged; " + (
-        f"never delivered to {', '.join(never)}" if never else "every recipient had received it"
-    )
-    return [store.add_event(state.originator, "expired", notice_id, version, "", detail, now)]
-
-
-def check_listen_address(listen: str) -> None:
-    """Raise FailedPrecondition if `listen` (host:port) cannot be bound now: a port in use
-    or an address that is not this machine's, said in one line (gRPC itself reports only
-    "failed to bind", after printing its own log line)."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - what an empty host means to gRPC
-    try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except (OSError, ValueError) as exc:
-        raise FailedPrecondition(
-            f"cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}; "
-            "use host:port with a local address"
-        ) from None
-    for family, kind, proto, _name, address in infos:
-        with socket.socket(family, kind, proto) as probe:
-            # As gRPC binds: SO_REUSEADDR, so connections left in TIME_WAIT do not count.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                hint = (
-                    "another process is listening there: stop it or choose another port"
-                    if exc.errno == errno.EADDRINUSE
-                    else "choose an address of this machine"
-                )
-                raise FailedPrecondition(
-                    f"cannot listen on {listen}: {exc.strerror}; {hint}"
-                ) from None
-
-
-def registry_key(agencies: Iterable[RegisteredAgency]) -> str:
-    """A digest of the registry: every profile the policy reads, key statement and signed
-    entry. Decisions cached under one key are never reused once any of them changed, and
-    nodes holding the directory of another key fetch it again (GetDirectory)."""
-    h = hashlib.sha256()
-    for a in sorted(agencies, key=lambda a: a.profile.id):
-        p = a.profile
-        h.update(
-            repr(
-                (
-                    p.id,
-                    p.country,
-                    sorted(p.roles),
-                    sorted(p.groups),
-                    sorted(p.purposes),
-                    p.status,
-                    p.organisation,
-                )
-            ).encode()
-        )
-        h.update(hashlib.sha256(a.statement).digest())
-        h.update(hashlib.sha256(a.signed_entry or b"").digest())
-    return h.hexdigest()[:32]
-
-
-def _lock_data_dir(data_dir: Path) -> IO[bytes]:
-    """Hold an exclusive lock on the data directory for the process's life: two brokers
-    on one SQLite file would each believe they own the delivery state."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        handle = (data_dir / "broker.lock").open("wb")
-    except OSError as exc:
-        raise failures.startup_error(exc, data_dir) or FailedPrecondition(
-            f"cannot start: cannot use data_dir {data_dir}: {exc.strerror or exc}"
-        ) from exc
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.close()
-        raise FailedPrecondition(
-            f"another broker is running on {data_dir}; stop it or use another data_dir"
-        ) from exc
-    return handle

@@ -3,7 +3,7 @@
 The broker is the attacker: it reads its own database, rewrites what it streams, hands
 out another key for a recipient, or widens a recipient's profile in its database. The
 recipient's node (broker/core/envelope.py through AgencyNode.open) and the
-originator's node (broker/client/publisher.py) catch each.
+originator's node (broker/client/publisher.py, broker/client/signedview.py) catch each.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The broker's operator holds a rotated-out key (or a once-valid registry entry fr
 a change) and puts the old row back in its database, so the key directory serves it as
 current, with valid map proofs. A node that saw the newer entry refuses it, across
 restarts (`broker/client/memory.py`, the node's durable memory, checked in
-`broker/client/publisher.py` _verify_member), and the auditor's replay reports the
+`broker/client/signedview.py` _verify_member), and the auditor's replay reports the
 registry going back (`broker/core/replay.py`). Two brokers sharing the log key and
 showing one node two different logs are a split view (`broker/client/logview.py`).
 """

@@ -3,7 +3,7 @@
 The broker rolls its log back (serves a once-valid, older signed head while it still
 proves consistency), truncates it (deletes the newest entries under its checkpoints), or
 serves a head whose entries it no longer has. Each is caught by the monitor
-(`broker/client/audit.py` monitor, `broker audit monitor`), which keeps its state and
+(`broker/client/audit/checkpoints.py` monitor, `broker audit monitor`), which keeps its state and
 writes both signed checkpoints beside it as evidence, with the finding in --json too.
 """
 

@@ -3,7 +3,7 @@
 The broker skips the forwarding-time re-check after the policy changed (it streams a
 queued copy the new bundle forbids), or decides with a recipient profile edited in its
 database. Each is caught by replay (`broker/core/replay.py`, run by `broker audit replay`
-through broker/client/audit.py): forwarding-time decisions are ForwardingDecision leaves
+through broker/client/audit/replays.py): forwarding-time decisions are ForwardingDecision leaves
 that replay re-evaluates, a receipt signed after a change needs such a leaf, and every
 recorded profile must be the administrator-signed registry entry in force.
 """

@@ -20,7 +20,8 @@ refusal grounds, every state, step and priority, and every field named in a
 ``content_fields`` table or a ``required_header_fields`` list must have one (the
 parser checks it). Lookups fall back to English, then to the name.
 
-Parsing only; the hook in :mod:`broker.core.policy.source` calls :func:`parse_labels`.
+Parsing only; the hook in :mod:`broker.core.policy.source.catalogue` calls
+:func:`parse_labels`.
 """
 
 from __future__ import annotations

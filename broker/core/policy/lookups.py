@@ -21,7 +21,7 @@ A querier that already holds the notice (it was sealed for it) also learns
 which notice and version to open: the notice itself, for an allowed recipient.
 A querier with several roles gets the widest level among them.
 
-Parsing only; the hook in :mod:`broker.core.policy.source` calls
+Parsing only; the hook in :mod:`broker.core.policy.source.catalogue` calls
 :func:`parse_lookup` with a callback that raises its located PolicyError.
 """
 

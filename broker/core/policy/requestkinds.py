@@ -20,7 +20,7 @@ the kind has no separate decision limit (a production order is answered, not
 recognised). Labels for the kind, its sections, measures and grounds live in the
 catalogue's ``[labels]`` table (:mod:`broker.core.policy.labels`).
 
-Parsing only; the hook in :mod:`broker.core.policy.source` calls
+Parsing only; the hook in :mod:`broker.core.policy.source.catalogue` calls
 :func:`parse_request` with a callback that raises its located PolicyError.
 """
 

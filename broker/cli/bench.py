@@ -2,7 +2,8 @@
 and RabbitMQ (broker/bench/run.py); `broker bench policy` times the policy engine against
 cedarpy; `broker bench tlog` the transparency log; `broker bench store` SQLite beside
 PostgreSQL replicas; `broker bench crash` crash trials; `broker bench noisy` a
-well-behaved agency beside a flooding one."""
+well-behaved agency beside a flooding one; `broker bench wraps` the per-recipient key wrap
+four ways (sealed boxes, one ephemeral key per notice, HPKE)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def register(sub: Any) -> None:
     _register_lookup(benches)  # + lookups (broker/bench/lookup.py)
     _register_attachments(benches)  # + evidence (broker/bench/attachments.py)
     _register_noisy(benches)  # + fair sharing (broker/bench/noisy.py)
+    _register_wraps(benches)  # + key wraps (broker/bench/wraps.py)
 
 
 def _e2e_args(p: argparse.ArgumentParser) -> None:
@@ -410,4 +412,33 @@ def run_noisy(args: argparse.Namespace) -> int:
         lambda m: print(m, file=sys.stderr),
     )
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0
+
+
+# -- key wraps (broker/bench/wraps.py) --------------------------------------------------------
+
+
+def _register_wraps(benches: Any) -> None:
+    wp = benches.add_parser(
+        "wraps",
+        help="the per-recipient key wrap four ways, side by side: sealed boxes with a key pair "
+        "per recipient or one per notice (ours), HPKE X25519, the hybrid suite's HPKE",
+        description="Seal one notice's wraps and open one, for each scheme, interleaved in one "
+        "process; CPU medians and ratios to the classical suite's wrap (docs/performance.md).",
+    )
+    wp.add_argument("--recipients", type=int, default=10, help="recipients per notice (10)")
+    wp.add_argument("--rounds", type=int, default=300, help="notices per scheme (300)")
+    wp.add_argument("--json", action="store_true", help="print the figures as JSON")
+    wp.set_defaults(func=run_wraps)
+
+
+def run_wraps(args: argparse.Namespace) -> int:
+    from broker.bench import wraps
+
+    if not 1 <= args.recipients <= wraps.MAX_RECIPIENTS or not 1 <= args.rounds <= wraps.MAX_ROUNDS:
+        raise InvalidArgument(
+            f"--recipients must be 1..{wraps.MAX_RECIPIENTS} and --rounds 1..{wraps.MAX_ROUNDS}"
+        )
+    report = wraps.run(args.recipients, args.rounds)
+    print(json.dumps(report, indent=2) if args.json else wraps.text(report))
     return 0

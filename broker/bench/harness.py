@@ -20,6 +20,7 @@ from typing import Any
 
 from broker.bench import procs
 from broker.bench.stats import latency_ms, per
+from broker.bench.walcount import since
 from broker.bench.workers import Worker, stop_all
 from broker.bench.workload import now
 from broker.errors import FailedPrecondition, Unavailable
@@ -51,6 +52,14 @@ class Pipeline:
         """(deliveries handed over, receipts confirmed) so far, over all recipient workers."""
         pairs = [c.counters() for c in self.consumers]
         return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+
+    def commits(self) -> int | None:
+        """Fsync'd commits of the recipients' state databases so far, where the pipeline
+        keeps one (ours: the SDK inbox, extra["durable_inbox"]); None for the peers, whose
+        consumers keep nothing."""
+        if not self.extra.get("durable_inbox"):
+            return None
+        return sum(int(c.call("commits")) for c in self.consumers)
 
     def stop(self) -> None:
         stop_all([*self.publishers, *self.consumers])
@@ -221,6 +230,7 @@ def measure(
     """Run one mode on a pipeline and return its figures (with an "rss" series). The
     figures say "complete": false if receipts stopped coming for `drain_timeout` s."""
     _, base = pipe.counts()
+    commits_before = pipe.commits()
     meter = procs.Meter(pipe.groups())
     sampler = RssSampler(pipe.rss_pid, rss_every)
     meter.start()
@@ -233,8 +243,14 @@ def measure(
     expected = int(driven["published"]) * pipe.recipients
     complete = await_receipts(pipe, base, expected, drain_timeout, sampler.tick)
     usage = meter.stop()
+    commits_after = pipe.commits()
     samples = _merge([c.call("collect", tag=tag) for c in pipe.consumers])
     out = figures(pipe, mode, driven, usage, samples, complete)
+    out["recipient_commits_per_delivery"] = (
+        per(since(commits_before, commits_after), out["deliveries"], scale=1.0)
+        if commits_before is not None and commits_after is not None
+        else None
+    )
     out["rss_mb"] = [[round(t, 2), round(v, 2)] for t, v in sampler.points]
     return out
 

@@ -19,6 +19,8 @@ from typing import Any
 from broker.bench import procs
 from broker.bench.harness import Pipeline, RssSampler, await_receipts, await_reply, wait_ready
 from broker.bench.settings import BenchConfig
+from broker.bench.stats import per
+from broker.bench.walcount import since
 from broker.bench.workers import Worker
 from broker.bench.workload import now
 from broker.errors import Unavailable
@@ -57,7 +59,13 @@ class Ours:
             for p in cfg.publisher_ids()
         ]
         self.pipe = Pipeline(
-            "ours", publishers, consumers, [self.broker.pid], cfg.recipients, self.broker.pid
+            "ours",
+            publishers,
+            consumers,
+            [self.broker.pid],
+            cfg.recipients,
+            self.broker.pid,
+            extra={"durable_inbox": True},  # each node's inbox: count its fsync'd commits
         )
         # Provision while the workers start (the publisher waits for the warm-up command).
         asyncio.run(provision(deployment, target))
@@ -99,12 +107,14 @@ class Ours:
         drain_meter = procs.Meter({"server": [self.broker.pid], "recipients": [owner.pid]})
         drain_meter.start()
         _, base = pipe.counts()
+        commits_before = int(owner.call("commits"))
         online_at = now()
         owner.call("online", agency=agency)
         complete = await_receipts(
             pipe, base, queued, cfg.drain_timeout_s, sampler.tick, cfg.backlog_drain_seconds
         )
         drain_usage = drain_meter.stop()
+        commits = since(commits_before, int(owner.call("commits")))
         samples = owner.call("collect", tag="backlog")
         drained = len(samples["receipted"])
         drain_s = (samples["last"] - online_at) if samples["last"] else None
@@ -133,6 +143,7 @@ class Ours:
             )
             if drained
             else None,
+            "recipient_commits_per_delivery": per(commits, drained, scale=1.0),
             "rss_mb": [[round(t, 2), round(v, 2)] for t, v in sampler.points],
         }
 

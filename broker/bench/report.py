@@ -14,8 +14,11 @@ Schema "broker-bench/1" (numbers are numbers; a figure that could not be taken i
 A mode's figures (closed, paced-*, soak): notices, errors, late, expected_deliveries,
 delivered, deliveries, complete, elapsed_s, notices_per_s, deliveries_per_s,
 latency_ms{delivered, receipted}{count, p50, p95, p99, max}, cpu_s / cpu_ms_per_notice
-{server, publisher, recipients}, recipient_cpu_ms_per_delivery, peak_rss_mb{...};
-the soak adds rss_mb [[s, MB]...] and trend{...}.
+{server, publisher, recipients}, recipient_cpu_ms_per_delivery,
+recipient_commits_per_delivery (ours: the inbox's fsync'd commits per delivery; null for the
+peers, whose consumers keep nothing), peak_rss_mb{...};
+the soak adds rss_mb [[s, MB]...] and trend{...}; the backlog has its own figures, with
+recipient_commits_per_delivery over the drain.
 """
 
 from __future__ import annotations
@@ -175,6 +178,17 @@ def goals(
             "closed loop, ours / NATS",
         )
     )
+    v = dig(ours, "closed.recipient_commits_per_delivery")
+    out.append(
+        _goal(
+            "recipient-fsync",
+            "recipients: no fsync per delivery (fsync'd inbox commits per delivery)",
+            v,
+            "< 1",
+            None if v is None else v < 1.0,
+            "closed loop, ours: SQLite's commit counter of every node's state database",
+        )
+    )
     queued = dig(ours, "backlog.queued")
     v = dig(ours, "backlog.broker_peak_rss_mb")
     full = queued is not None and queued >= GOAL_QUEUED
@@ -313,6 +327,13 @@ def text(report: dict[str, Any]) -> str:
         for name, peer in available.items():
             if tag in peer:
                 lines.append(_row(name, peer[tag]))
+    commits = [
+        f"{tag} {_f(v, 0, 3).strip()}"
+        for tag in [*_mode_tags(ours), "soak", "backlog"]
+        if (v := dig(ours, f"{tag}.recipient_commits_per_delivery")) is not None
+    ]
+    if commits:
+        lines.append("recipients' fsync'd inbox commits per delivery: " + ", ".join(commits))
     b = ours.get("backlog")
     if b:
         lines += [

@@ -130,7 +130,8 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
         self.stub = agency_pb2_grpc.AgencyServiceStub(self.channel)
         self.audit_stub = audit_pb2_grpc.AuditServiceStub(self.channel)
         # One state database: inbox, what this node verified, what it sealed.
-        state = open_state(config.state_dir / f"{config.agency_id}.inbox.sqlite3")
+        self.state_path = config.state_dir / f"{config.agency_id}.inbox.sqlite3"
+        state = open_state(self.state_path)
         self.inbox = Inbox(state)
         self.memory = TrustMemory(state)
         self.sent = SentLog(state)

@@ -135,6 +135,7 @@ def mode(notices_per_s: float, p99: float, server_ms: float, rcp_ms: float) -> d
         "latency_ms": {"delivered": lat, "receipted": lat},
         "cpu_ms_per_notice": {"server": server_ms, "publisher": 1.0, "recipients": 2.0},
         "recipient_cpu_ms_per_delivery": rcp_ms,
+        "recipient_commits_per_delivery": 0.05,
         "peak_rss_mb": {"server": 80.0, "publisher": 60.0, "recipients": 120.0},
     }
 
@@ -184,6 +185,7 @@ def test_goals_met_and_not_met() -> None:
     assert goals["recipient-cpu"]["value"] == pytest.approx(1.333, abs=0.001)
     assert goals["backlog-rss"]["met"] is True
     assert goals["soak-flat"]["value"] == 0.0 and goals["soak-flat"]["met"] is True
+    assert goals["recipient-fsync"]["value"] == 0.05 and goals["recipient-fsync"]["met"] is True
     assert r["ratios"]["nats"]["closed.notices_per_s"] == 2.0
     assert r["ratios"]["rabbitmq"]["closed.latency_ms.delivered.p99"] == pytest.approx(
         1.333, abs=0.001
@@ -205,6 +207,10 @@ def test_goals_undecided_when_the_run_cannot_tell() -> None:
     assert goals["throughput"]["met"] is None and goals["recipient-cpu"]["met"] is None
     assert goals["backlog-rss"]["met"] is None
     assert goals["capacity"]["met"] is True
+    del ours["closed"]["recipient_commits_per_delivery"]  # not counted: undecided, not met
+    assert {g["id"]: g for g in report.goals(cfg, 50.0, ours, peers)}["recipient-fsync"][
+        "met"
+    ] is None
 
 
 def test_goals_not_met() -> None:
@@ -215,7 +221,9 @@ def test_goals_not_met() -> None:
     ours["closed"]["cpu_ms_per_notice"]["server"] = 5.6
     ours["backlog"]["broker_peak_rss_mb"] = 301.0
     ours["soak"]["trend"] = {"slope_mb_per_min": 3.0}
+    ours["closed"]["recipient_commits_per_delivery"] = 1.0  # one fsync per delivery
     goals = {g["id"]: g for g in report.goals(cfg, 50.0, ours, r["peers"])}
+    assert goals["recipient-fsync"]["met"] is False
     assert goals["throughput"]["met"] is False
     assert goals["broker-cpu"]["value"] == 112.0 and goals["broker-cpu"]["met"] is False
     assert goals["backlog-rss"]["met"] is False and goals["soak-flat"]["met"] is False
@@ -227,6 +235,7 @@ def test_table_and_plot(tmp_path: Path) -> None:
     assert "ours / nats:" in text and "ours / rabbitmq:" in text
     assert "met        end-to-end notices/s" in text
     assert "notices/s 2.00" in text
+    assert "recipients' fsync'd inbox commits per delivery: closed 0.050" in text
     path = tmp_path / "plot.png"
     plot.write(r, path)
     assert path.read_bytes()[:4] == b"\x89PNG"

@@ -20,9 +20,10 @@ from broker.bench import procs
 from broker.bench.harness import Pipeline, RssSampler, await_receipts, await_reply, wait_ready
 from broker.bench.settings import BenchConfig
 from broker.bench.stats import per
-from broker.bench.walcount import since
+from broker.bench.walcount import since, write_transactions
 from broker.bench.workers import Worker
 from broker.bench.workload import now
+from broker.client.node import state_file
 from broker.errors import Unavailable
 from broker.sandbox import create_deployment, provision
 
@@ -44,10 +45,11 @@ class Ours:
         )
         self.broker = procs.BrokerProcess(deployment.config_file, self.scratch / "broker.log")
         target = f"127.0.0.1:{self.broker.start()}"
+        nodes = self.scratch / "nodes"
         self.spec = {
             "broker": target,
             "keys_dir": str(deployment.keys_dir),
-            "state_dir": str(self.scratch / "nodes"),
+            "state_dir": str(nodes),
             "window": cfg.window,
             "suite": cfg.suite,
         }
@@ -65,7 +67,7 @@ class Ours:
             [self.broker.pid],
             cfg.recipients,
             self.broker.pid,
-            extra={"durable_inbox": True},  # each node's inbox: count its fsync'd commits
+            extra={"state_files": [state_file(nodes, a) for a in cfg.recipient_ids()]},
         )
         # Provision while the workers start (the publisher waits for the warm-up command).
         asyncio.run(provision(deployment, target))
@@ -107,14 +109,15 @@ class Ours:
         drain_meter = procs.Meter({"server": [self.broker.pid], "recipients": [owner.pid]})
         drain_meter.start()
         _, base = pipe.counts()
-        commits_before = int(owner.call("commits"))
+        inbox = state_file(Path(self.spec["state_dir"]), agency)
+        commits_before = write_transactions(inbox)
         online_at = now()
         owner.call("online", agency=agency)
         complete = await_receipts(
             pipe, base, queued, cfg.drain_timeout_s, sampler.tick, cfg.backlog_drain_seconds
         )
         drain_usage = drain_meter.stop()
-        commits = since(commits_before, int(owner.call("commits")))
+        commits = since(commits_before, write_transactions(inbox))
         samples = owner.call("collect", tag="backlog")
         drained = len(samples["receipted"])
         drain_s = (samples["last"] - online_at) if samples["last"] else None

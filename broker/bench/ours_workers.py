@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from broker.bench.capacity import RawReceivers
-from broker.bench.walcount import write_transactions
 from broker.bench.workers import DELIVERED, RECEIPTED, Channel, serve
 from broker.bench.workload import (
     KIND,
@@ -117,10 +116,6 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
     async def collect(args: dict[str, Any]) -> dict[str, Any]:
         return samples.take(args["tag"])
 
-    async def commits(args: dict[str, Any]) -> int:
-        """Fsync'd commits of these nodes' state databases so far (broker/bench/walcount.py)."""
-        return sum(write_transactions(r.node.state_path) for r in recipients.values())
-
     async def to_raw(args: dict[str, Any]) -> bool:
         """Capacity: receipt-only streams instead of the SDK listeners."""
         for r in recipients.values():
@@ -150,7 +145,6 @@ async def recipients_main(spec: dict[str, Any], channel: Channel) -> None:
             "offline": offline,
             "online": online,
             "collect": collect,
-            "commits": commits,
             "raw": to_raw,
             "collect_raw": collect_raw,
             "sdk": to_sdk,

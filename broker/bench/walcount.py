@@ -7,6 +7,11 @@ read-only transactions leave it alone, and WAL resets after checkpoints do not r
 ``synchronous=FULL`` (the node's state database, broker/client/statedb.py) each such commit
 is an fsync of the WAL, so the difference of two readings is the number of fsync'd commits
 in between, whichever connection or statement made them. The counter wraps at 2**32.
+
+Read it only from a process that holds no connection to the database: closing a file
+descriptor drops every POSIX lock its process holds on that file, SQLite's included
+(https://www.sqlite.org/howtocorrupt.html, section 2.2). The bench reads it in the harness,
+never in the recipient workers whose nodes have the databases open.
 """
 
 from __future__ import annotations

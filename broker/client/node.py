@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -90,6 +91,11 @@ FATAL = {
 }
 
 
+def state_file(state_dir: Path, agency_id: str) -> Path:
+    """The node's one state database (inbox, what it verified, what it sealed)."""
+    return state_dir / f"{agency_id}.inbox.sqlite3"
+
+
 class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeRequests, NodeStream):
     """An agency's connection to the broker. Use `async with AgencyNode(config) as node`."""
 
@@ -130,8 +136,7 @@ class AgencyNode(NodePublisher, NodeIntake, NodeVerifier, NodeLifecycle, NodeReq
         self.stub = agency_pb2_grpc.AgencyServiceStub(self.channel)
         self.audit_stub = audit_pb2_grpc.AuditServiceStub(self.channel)
         # One state database: inbox, what this node verified, what it sealed.
-        self.state_path = config.state_dir / f"{config.agency_id}.inbox.sqlite3"
-        state = open_state(self.state_path)
+        state = open_state(state_file(config.state_dir, config.agency_id))
         self.inbox = Inbox(state)
         self.memory = TrustMemory(state)
         self.sent = SentLog(state)

@@ -70,16 +70,17 @@ def test_bench_ours_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert all(s == ["case_facts", "identity", "judicial"] for s in ours["audience"].values())
     for tag in ("closed", "paced-20", "soak"):
         check_mode(ours[tag], 3)
-        # Every delivery was durably taken in by a commit of its node's inbox, and a
-        # commit takes in a whole response: never more commits than deliveries.
-        assert 0 < ours[tag]["recipient_commits_per_delivery"] <= 1, tag
+        # Every delivery was durably taken in by a commit of its node's inbox (the nodes'
+        # other commits, such as a newer checkpoint remembered, come on top).
+        assert ours[tag]["recipient_commits_per_delivery"] > 0, tag
     assert ours["paced-20"]["rate"] == 20 and ours["paced-20"]["notices"] == 10
     assert ours["soak"]["trend"]["samples"] >= 1 and ours["soak"]["rss_mb"]
     backlog = ours["backlog"]
     assert backlog["queued"] == backlog["drained"] == 15 and backlog["complete"]
     assert backlog["broker_peak_rss_mb"] >= backlog["broker_rss_queued_mb"] * 0.5 > 0
     assert backlog["drain_deliveries_per_s"] > 0
-    assert 0 < backlog["recipient_commits_per_delivery"] < 1  # drained in batches
+    # 15 deliveries queued for one node are drained in a response or two: one commit each.
+    assert 0 < backlog["recipient_commits_per_delivery"] < 1
     cap = ours["capacity"]
     assert cap["complete"] and cap["deliveries"] == cap["expected_deliveries"] == 8 * 3
     assert cap["deliveries_per_s"] > 0 and cap["broker_cpu_ms_per_delivery"] > 0

@@ -50,7 +50,7 @@ def test_a_scheme_whose_wraps_do_not_open_fails_the_run(monkeypatch: pytest.Monk
     monkeypatch.setattr(es, "seal_boxes", to_the_first_key)
     with pytest.raises(wraps.WrapBenchError, match="sealed-box-shared: a wrap does not open"):
         wraps.run(3, 3)
-    monkeypatch.setattr(es, "seal_boxes", lambda m, s: [x for x in real(m, s)][:1] * len(m))
+    monkeypatch.setattr(es, "seal_boxes", lambda m, s: real(m, s)[:1] * len(m))
     with pytest.raises(wraps.WrapBenchError, match="sealed-box-shared"):
         wraps.run(3, 3)
 
